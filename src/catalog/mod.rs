@@ -1,0 +1,73 @@
+//! The catalog: streams, tables and persistent queries, saved in the data directory
+//! so a restart brings every one of them back.
+
+mod persist;
+mod relation;
+
+pub use persist::CatalogFile;
+pub use relation::*;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sql::EmitMode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum QueryStatus {
+    Running,
+    /// A query that failed keeps its entry so SHOW QUERIES can say why.
+    Error,
+}
+
+/// A persistent query: CREATE ... AS SELECT or INSERT INTO ... SELECT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryMeta {
+    pub id: String,
+    /// The full statement text as the user wrote it.
+    pub statement: String,
+    /// The SELECT it runs, re-planned on restart.
+    pub query_text: String,
+    /// The relation it writes.
+    pub sink: String,
+    pub emit: Option<EmitMode>,
+    pub status: QueryStatus,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Catalog {
+    pub relations: BTreeMap<String, Relation>,
+    pub queries: BTreeMap<String, QueryMeta>,
+    /// Sequence for query ids; never reused, so state of a dropped query cannot be
+    /// picked up by a new one.
+    pub next_query_seq: u64,
+}
+
+impl Catalog {
+    pub fn relation(&self, name: &str) -> Option<&Relation> {
+        self.relations.get(name)
+    }
+
+    /// Queries that read `name` (by the relation names recorded at planning time).
+    pub fn queries_reading(&self, name: &str) -> Vec<&QueryMeta> {
+        self.relations
+            .values()
+            .filter(|r| r.reads.iter().any(|n| n == name))
+            .filter_map(|r| r.written_by.as_ref())
+            .filter_map(|q| self.queries.get(q))
+            .collect()
+    }
+
+    /// Queries writing into `name`: the CSAS/CTAS that created it and INSERT INTO queries.
+    pub fn queries_writing(&self, name: &str) -> Vec<&QueryMeta> {
+        self.queries.values().filter(|q| q.sink == name).collect()
+    }
+
+    pub fn new_query_id(&mut self, prefix: &str, sink: &str) -> String {
+        self.next_query_seq += 1;
+        format!("{}_{}_{}", prefix, sink.to_ascii_uppercase(), self.next_query_seq)
+    }
+}

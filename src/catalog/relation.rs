@@ -1,0 +1,141 @@
+//! A stream or table: its columns, its topic and how records are encoded.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::sql::{types, RelationKind};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ColumnMeta {
+    pub name: String,
+    /// The SQL type as shown to users ("VARCHAR", "DECIMAL(10,2)").
+    pub sql_type: String,
+    pub key: bool,
+    #[serde(default)]
+    pub not_null: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueFormat {
+    Json,
+    Delimited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyFormat {
+    /// ksqlDB's KAFKA format: the key bytes are the UTF-8 text of a single key column.
+    Kafka,
+    /// A JSON scalar for one key column, a JSON object for several.
+    Json,
+    /// No key: records are produced with a null key.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FormatMeta {
+    pub value_format: ValueFormat,
+    pub key_format: KeyFormat,
+    /// Column holding event time; without it the record timestamp is used.
+    pub timestamp: Option<String>,
+    /// chrono format for a VARCHAR timestamp column.
+    pub timestamp_format: Option<String>,
+    /// Field delimiter for `value_format='delimited'`.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Relation {
+    pub name: String,
+    pub kind: RelationKind,
+    pub columns: Vec<ColumnMeta>,
+    pub topic: String,
+    pub partitions: i32,
+    pub format: FormatMeta,
+    /// The DDL text that created it.
+    pub statement: String,
+    /// Id of the query that populates it (CREATE ... AS SELECT), if any.
+    pub written_by: Option<String>,
+    /// Relations its defining query reads.
+    #[serde(default)]
+    pub reads: Vec<String>,
+    #[serde(skip)]
+    schema: Option<SchemaRef>,
+}
+
+impl Relation {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        kind: RelationKind,
+        columns: Vec<ColumnMeta>,
+        topic: String,
+        partitions: i32,
+        format: FormatMeta,
+        statement: String,
+        written_by: Option<String>,
+        reads: Vec<String>,
+    ) -> Result<Self> {
+        let mut r = Relation {
+            name,
+            kind,
+            columns,
+            topic,
+            partitions,
+            format,
+            statement,
+            written_by,
+            reads,
+            schema: None,
+        };
+        r.schema = Some(r.build_schema()?);
+        Ok(r)
+    }
+
+    fn build_schema(&self) -> Result<SchemaRef> {
+        let mut fields = Vec::with_capacity(self.columns.len());
+        for c in &self.columns {
+            fields.push(Field::new(&c.name, types::parse_type(&c.sql_type)?, !c.not_null));
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Re-derives cached fields after loading from disk.
+    pub(crate) fn hydrate(&mut self) -> Result<()> {
+        self.schema = Some(self.build_schema()?);
+        Ok(())
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        match &self.schema {
+            Some(s) => s.clone(),
+            // Only reachable for a Relation built by hand without `new`; derive it.
+            None => self
+                .build_schema()
+                .unwrap_or_else(|_| Arc::new(Schema::empty())),
+        }
+    }
+
+    /// Indices of the key columns, in declaration order.
+    pub fn key_indices(&self) -> Vec<usize> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    pub fn is_table(&self) -> bool {
+        self.kind == RelationKind::Table
+    }
+}

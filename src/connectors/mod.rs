@@ -1,0 +1,168 @@
+//! Connectors: where records come from and go to.
+//!
+//! Every log backend (the embedded local log, Kafka) implements [`LogBackend`]:
+//! topic administration plus a [`LogReader`] and a [`LogWriter`]. The dataflow only
+//! sees these traits, so the same query runs unchanged on either backend.
+
+pub mod kafka;
+pub mod local_log;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// One record of a partitioned log, as read from or written to a topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    pub partition: i32,
+    pub offset: i64,
+    /// Record timestamp, milliseconds since the epoch.
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone.
+    pub value: Option<Bytes>,
+}
+
+/// A record to produce; the backend chooses the partition from the key when
+/// `partition` is `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutRecord {
+    pub partition: Option<i32>,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: i32,
+}
+
+/// Where a reader starts in each partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFrom {
+    Earliest,
+    /// Only records produced after the reader was created.
+    Latest,
+    /// Explicit next offset per partition (missing partitions start at earliest).
+    Offsets(Vec<(i32, i64)>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error("local log {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("local log {path} is corrupt: {detail}")]
+    Corrupt { path: String, detail: String },
+    #[error("invalid topic name '{name}': {reason}")]
+    InvalidTopicName { name: String, reason: String },
+    /// The caller asked for something the backend cannot do (a partition that does
+    /// not exist, a record larger than the log accepts, ...).
+    #[error("{0}")]
+    InvalidRequest(String),
+}
+
+pub type Result<T> = std::result::Result<T, ConnectorError>;
+
+/// A partitioned, durable log of records: the embedded local log or Kafka.
+#[async_trait]
+pub trait LogBackend: Send + Sync + 'static {
+    /// A short name for logs and `/info`: "local" or "kafka".
+    fn kind(&self) -> &'static str;
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>>;
+    /// The topic's description, or `None` when it does not exist.
+    async fn describe_topic(&self, name: &str) -> Result<Option<TopicInfo>>;
+    async fn create_topic(&self, name: &str, partitions: i32) -> Result<()>;
+    async fn delete_topic(&self, name: &str) -> Result<()>;
+    /// Opens a reader over every partition of `topic`.
+    async fn reader(&self, topic: &str, start: StartFrom) -> Result<Box<dyn LogReader>>;
+    async fn writer(&self, topic: &str) -> Result<Box<dyn LogWriter>>;
+}
+
+/// Reads records from all partitions of one topic.
+#[async_trait]
+pub trait LogReader: Send {
+    /// Waits for at least one record (or until `max_wait` passes) and returns up to
+    /// `max` records. An empty vector means nothing arrived in time.
+    async fn poll(&mut self, max: usize, max_wait: std::time::Duration) -> Result<Vec<LogRecord>>;
+    /// True once every partition has been read up to the end it had when this was
+    /// first asked (used by bounded scans: `SELECT` on a stream without EMIT CHANGES).
+    async fn caught_up(&mut self) -> Result<bool>;
+}
+
+/// Produces records to one topic.
+#[async_trait]
+pub trait LogWriter: Send {
+    async fn send(&mut self, records: Vec<OutRecord>) -> Result<()>;
+    /// Returns once everything sent so far is durable in the log.
+    async fn flush(&mut self) -> Result<()>;
+}
+
+pub type SharedBackend = Arc<dyn LogBackend>;
+
+/// Partition for a key, the way Kafka's Java clients (and so ksqlDB) place keys:
+/// murmur2 of the key bytes, positive, modulo the partition count.
+pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
+    (murmur2(key) & 0x7fff_ffff) as i32 % partitions.max(1)
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), as in `org.apache.kafka.common.utils.Utils`.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= (rest[2] as u32) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= (rest[1] as u32) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= rest[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka_java_client() {
+        // Reference values from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+}

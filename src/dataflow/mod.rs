@@ -1,0 +1,11 @@
+//! Running queries: a source task reads and decodes records, a pipeline task
+//! drives the operators and the sink, and bounded channels between them give
+//! backpressure.
+
+pub mod message;
+pub mod metrics;
+pub mod pipeline;
+pub mod query;
+pub mod source;
+
+pub use message::{Barrier, Chunk, Message, Op};

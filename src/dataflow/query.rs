@@ -1,0 +1,88 @@
+//! A running query: its two tasks, its metrics and its status.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::metrics::QueryMetrics;
+use super::pipeline::Pipeline;
+use super::source::SourceTask;
+
+/// Chunks in flight between the source and the pipeline: enough to overlap decoding
+/// with processing, small enough that a slow sink pushes back on the source.
+const CHANNEL_CAPACITY: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Finished,
+    Failed(String),
+}
+
+pub struct QueryHandle {
+    pub id: String,
+    pub metrics: Arc<QueryMetrics>,
+    pub status: Arc<Mutex<RunStatus>>,
+    source: JoinHandle<()>,
+    pipeline: JoinHandle<()>,
+}
+
+impl QueryHandle {
+    pub fn spawn(id: String, source: SourceTask, pipeline: Pipeline) -> QueryHandle {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let status = Arc::new(Mutex::new(RunStatus::Running));
+        let metrics = pipeline.metrics.clone();
+        let s = status.clone();
+        let qid = id.clone();
+        let source = tokio::spawn(async move {
+            if let Err(e) = source.run(tx).await {
+                tracing::error!(query = %qid, "source failed: {e}");
+                *s.lock() = RunStatus::Failed(e.to_string());
+            }
+        });
+        let s = status.clone();
+        let qid = id.clone();
+        let pipeline = tokio::spawn(async move {
+            let result = pipeline.run(rx).await;
+            let mut status = s.lock();
+            match result {
+                Err(e) => {
+                    tracing::error!(query = %qid, "query failed: {e}");
+                    *status = RunStatus::Failed(e.to_string());
+                }
+                Ok(()) if *status == RunStatus::Running => *status = RunStatus::Finished,
+                Ok(()) => {}
+            }
+        });
+        QueryHandle {
+            id,
+            metrics,
+            status,
+            source,
+            pipeline,
+        }
+    }
+
+    pub fn status(&self) -> RunStatus {
+        self.status.lock().clone()
+    }
+
+    /// Stops both tasks; the query's state stays as of its last checkpoint.
+    pub fn stop(&self) {
+        self.source.abort();
+        self.pipeline.abort();
+    }
+
+    /// Waits until the pipeline task ends (tests, bounded queries).
+    pub async fn join(&mut self) {
+        let _ = (&mut self.pipeline).await;
+    }
+}
+
+impl Drop for QueryHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

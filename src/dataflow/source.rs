@@ -1,0 +1,130 @@
+//! The source task: reads records, decodes them into chunks, counts and
+//! dead-letters bad records, and injects checkpoint barriers on a timer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::metrics::QueryMetrics;
+use super::{Barrier, Message};
+use crate::catalog::Relation;
+use crate::connectors::{LogReader, LogWriter, OutRecord};
+use crate::error::{Result, SluiceError};
+use crate::formats::{BadRecord, RecordDecoder};
+
+/// Records per poll; large enough to amortise per-batch costs, small enough to
+/// keep latency low.
+const MAX_BATCH: usize = 8192;
+
+pub struct SourceTask {
+    pub relation: Relation,
+    pub reader: Box<dyn LogReader>,
+    /// Next offsets the reader starts at (restored from a checkpoint).
+    pub positions: BTreeMap<i32, i64>,
+    pub metrics: Arc<QueryMetrics>,
+    pub dead_letter: Option<Box<dyn LogWriter>>,
+    /// `None`: no checkpoints (push queries).
+    pub checkpoint_interval: Option<Duration>,
+    /// Stop at the end of the topic (bounded scans).
+    pub bounded: bool,
+    pub first_epoch: u64,
+}
+
+impl SourceTask {
+    pub async fn run(mut self, tx: mpsc::Sender<Message>) -> Result<()> {
+        let mut decoder = RecordDecoder::new(&self.relation)?;
+        let mut epoch = self.first_epoch;
+        let mut next_barrier = self.checkpoint_interval.map(|i| Instant::now() + i);
+        let topic = self.relation.topic.clone();
+        loop {
+            if self.bounded
+                && self
+                    .reader
+                    .caught_up()
+                    .await
+                    .map_err(|e| SluiceError::connector(format!("reading '{topic}'"), e))?
+            {
+                let _ = tx.send(Message::End).await;
+                return Ok(());
+            }
+            let wait = match next_barrier {
+                Some(t) => t.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)),
+                None => Duration::from_millis(200),
+            };
+            let records = self
+                .reader
+                .poll(MAX_BATCH, wait.max(Duration::from_millis(1)))
+                .await
+                .map_err(|e| SluiceError::connector(format!("reading '{topic}'"), e))?;
+            if !records.is_empty() {
+                for r in &records {
+                    let next = self.positions.entry(r.partition).or_insert(0);
+                    *next = (*next).max(r.offset + 1);
+                }
+                for (p, o) in &self.positions {
+                    self.metrics.set_position(*p, *o);
+                }
+                QueryMetrics::add(&self.metrics.records_in, records.len() as u64);
+                let decoded = decoder.decode(&records)?;
+                if !decoded.bad.is_empty() {
+                    self.handle_bad(decoded.bad).await?;
+                }
+                if !decoded.chunk.is_empty() && tx.send(Message::Chunk(decoded.chunk)).await.is_err() {
+                    return Ok(()); // the pipeline stopped
+                }
+            }
+            if let (Some(t), Some(interval)) = (next_barrier, self.checkpoint_interval) {
+                if Instant::now() >= t {
+                    epoch += 1;
+                    let offsets = Arc::new(self.positions.iter().map(|(p, o)| (*p, *o)).collect());
+                    if tx.send(Message::Barrier(Barrier { epoch, offsets })).await.is_err() {
+                        return Ok(());
+                    }
+                    next_barrier = Some(Instant::now() + interval);
+                }
+            }
+        }
+    }
+
+    async fn handle_bad(&mut self, bad: Vec<BadRecord>) -> Result<()> {
+        QueryMetrics::add(&self.metrics.decode_errors, bad.len() as u64);
+        for b in bad.iter().take(3) {
+            tracing::warn!(
+                topic = %self.relation.topic,
+                partition = b.partition,
+                offset = b.offset,
+                "skipping bad record: {}",
+                b.reason
+            );
+        }
+        if let Some(dlq) = self.dead_letter.as_mut() {
+            let n = bad.len() as u64;
+            let records = bad
+                .into_iter()
+                .map(|b| OutRecord {
+                    partition: None,
+                    timestamp: b.timestamp,
+                    key: b.key,
+                    value: Some(Bytes::from(
+                        serde_json::json!({
+                            "topic": self.relation.topic,
+                            "partition": b.partition,
+                            "offset": b.offset,
+                            "error": b.reason,
+                            "value": b.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
+                        })
+                        .to_string(),
+                    )),
+                })
+                .collect();
+            dlq.send(records)
+                .await
+                .map_err(|e| SluiceError::connector("writing to the dead-letter topic", e))?;
+            QueryMetrics::add(&self.metrics.dead_lettered, n);
+        }
+        Ok(())
+    }
+}

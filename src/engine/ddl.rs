@@ -1,0 +1,856 @@
+//! CREATE, DROP, TERMINATE and starting persistent queries.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sqlparser::ast::{Ident, Query};
+
+use super::{done, Engine, Session, StatementResult};
+use crate::catalog::{ColumnMeta, FormatMeta, KeyFormat, QueryMeta, QueryStatus, Relation, ValueFormat};
+use crate::connectors::StartFrom;
+use crate::dataflow::metrics::QueryMetrics;
+use crate::dataflow::pipeline::{NullSink, Pipeline, Sink, TopicSink};
+use crate::dataflow::query::QueryHandle;
+use crate::dataflow::source::SourceTask;
+use crate::error::{Result, SluiceError};
+use crate::formats::RecordEncoder;
+use crate::operators::{Materialize, Operator};
+use crate::planner::{self, normalize_ident, StreamPlan};
+use crate::sql::{types, CreateAs, CreateSource, EmitMode, RelationKind, WithOptions};
+
+const SOURCE_PROPERTIES: &[&str] = &[
+    "kafka_topic",
+    "topic",
+    "value_format",
+    "format",
+    "key_format",
+    "partitions",
+    "replicas",
+    "timestamp",
+    "timestamp_format",
+    "value_delimiter",
+];
+
+/// Options of a relation's topic, validated.
+struct TopicOptions {
+    topic: String,
+    partitions: Option<i32>,
+    format: FormatMeta,
+}
+
+fn with_error(with: &WithOptions, key: &str, message: String, hint: &str) -> SluiceError {
+    SluiceError::sql_at(message, with.get(key).map(|v| v.position), Some(hint.into()))
+}
+
+fn parse_topic_options(
+    name: &str,
+    with: &WithOptions,
+    key_columns: usize,
+    defaults: Option<&Relation>,
+) -> Result<TopicOptions> {
+    for (k, v) in with {
+        if !SOURCE_PROPERTIES.contains(&k.as_str()) {
+            return Err(SluiceError::sql_at(
+                format!("unknown property '{k}'"),
+                Some(v.position),
+                Some(format!("known properties: {}", SOURCE_PROPERTIES.join(", "))),
+            ));
+        }
+    }
+    let get = |k: &str| with.get(k).map(|v| v.value.clone());
+    let topic = get("kafka_topic").or_else(|| get("topic")).unwrap_or_else(|| name.to_string());
+    let partitions = match get("partitions") {
+        Some(p) => match p.parse::<i32>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(with_error(
+                    with,
+                    "partitions",
+                    format!("partitions must be a positive number, not '{p}'"),
+                    "partitions=4",
+                ))
+            }
+        },
+        None => None,
+    };
+    let value_format = match get("value_format").or_else(|| get("format")) {
+        None => defaults.map(|d| d.format.value_format).unwrap_or(ValueFormat::Json),
+        Some(f) => match f.to_ascii_lowercase().as_str() {
+            "json" => ValueFormat::Json,
+            "delimited" | "csv" => ValueFormat::Delimited,
+            other => {
+                let key = if with.contains_key("value_format") { "value_format" } else { "format" };
+                return Err(with_error(
+                    with,
+                    key,
+                    format!("value_format '{other}' is not supported"),
+                    "value_format='json' or value_format='delimited'",
+                ));
+            }
+        },
+    };
+    let key_format = match get("key_format") {
+        None if key_columns > 1 => KeyFormat::Json,
+        None => KeyFormat::Kafka,
+        Some(f) => match f.to_ascii_lowercase().as_str() {
+            "kafka" => KeyFormat::Kafka,
+            "json" => KeyFormat::Json,
+            "none" => KeyFormat::None,
+            other => {
+                return Err(with_error(
+                    with,
+                    "key_format",
+                    format!("key_format '{other}' is not supported"),
+                    "key_format='kafka', 'json' or 'none'",
+                ))
+            }
+        },
+    };
+    if key_format == KeyFormat::Kafka && key_columns > 1 {
+        return Err(with_error(
+            with,
+            "key_format",
+            "key_format='kafka' holds one key column; this relation has several".into(),
+            "use key_format='json' for a multi-column key",
+        ));
+    }
+    let delimiter = match get("value_delimiter") {
+        None => ',',
+        Some(d) => match d.as_str() {
+            "TAB" | "tab" | "\\t" => '\t',
+            "SPACE" | "space" => ' ',
+            s if s.chars().count() == 1 && s.is_ascii() => s.chars().next().unwrap_or(','),
+            _ => {
+                return Err(with_error(
+                    with,
+                    "value_delimiter",
+                    format!("value_delimiter must be one ASCII character, not '{d}'"),
+                    "value_delimiter='|'",
+                ))
+            }
+        },
+    };
+    Ok(TopicOptions {
+        topic,
+        partitions,
+        format: FormatMeta {
+            value_format,
+            key_format,
+            timestamp: get("timestamp").map(|t| t.to_ascii_lowercase()),
+            timestamp_format: get("timestamp_format"),
+            delimiter,
+        },
+    })
+}
+
+fn check_timestamp_column(relation: &Relation, with: &WithOptions) -> Result<()> {
+    let Some(ts) = &relation.format.timestamp else {
+        if relation.format.timestamp_format.is_some() {
+            return Err(with_error(
+                with,
+                "timestamp_format",
+                "timestamp_format needs timestamp='<column>'".into(),
+                "WITH (timestamp='ts', timestamp_format='yyyy-MM-dd HH:mm:ss')",
+            ));
+        }
+        return Ok(());
+    };
+    let schema = relation.schema();
+    let Ok(field) = schema.field_with_name(ts) else {
+        return Err(with_error(
+            with,
+            "timestamp",
+            format!("timestamp column '{ts}' is not a column of {}", relation.name),
+            "name one of the declared columns",
+        ));
+    };
+    use arrow::datatypes::DataType as D;
+    match field.data_type() {
+        D::Timestamp(_, _) | D::Int64 | D::Int32 | D::Date32 => {
+            if relation.format.timestamp_format.is_some() {
+                return Err(with_error(
+                    with,
+                    "timestamp_format",
+                    format!("timestamp_format applies to a VARCHAR column; '{ts}' is {}", types::sql_type_name(field.data_type())),
+                    "remove timestamp_format",
+                ));
+            }
+            Ok(())
+        }
+        D::Utf8 => Ok(()),
+        other => Err(with_error(
+            with,
+            "timestamp",
+            format!("timestamp column '{ts}' has type {}, which is not a time", types::sql_type_name(other)),
+            "use a TIMESTAMP, BIGINT (epoch milliseconds) or VARCHAR column with timestamp_format",
+        )),
+    }
+}
+
+impl Engine {
+    /// Creates the topic if it is missing; uses an existing one as is.
+    async fn ensure_topic(&self, topic: &str, partitions: Option<i32>, default_partitions: i32, with: &WithOptions) -> Result<i32> {
+        let existing = self
+            .backend
+            .describe_topic(topic)
+            .await
+            .map_err(|e| SluiceError::connector(format!("looking up topic '{topic}'"), e))?;
+        match existing {
+            Some(info) => {
+                if let Some(p) = partitions {
+                    if p != info.partitions {
+                        return Err(with_error(
+                            with,
+                            "partitions",
+                            format!(
+                                "topic '{topic}' exists with {} partitions, but partitions={p} was given",
+                                info.partitions
+                            ),
+                            "remove partitions to use the topic as it is",
+                        ));
+                    }
+                }
+                Ok(info.partitions)
+            }
+            None => {
+                let p = partitions.unwrap_or(default_partitions);
+                self.backend
+                    .create_topic(topic, p)
+                    .await
+                    .map_err(|e| SluiceError::connector(format!("creating topic '{topic}'"), e))?;
+                Ok(p)
+            }
+        }
+    }
+
+    /// The existing relation when a CREATE may be skipped; an error when it clashes.
+    fn check_create(&self, name: &str, if_not_exists: bool, or_replace: bool, kind: RelationKind) -> Result<Option<StatementResult>> {
+        let catalog = self.catalog.read();
+        let Some(existing) = catalog.relation(name) else {
+            return Ok(None);
+        };
+        if if_not_exists {
+            return Ok(Some(done(
+                &format!("CREATE {}", kind.keyword()),
+                format!("{} {name} already exists", existing.kind.keyword().to_lowercase()),
+            )));
+        }
+        if or_replace {
+            if existing.kind != kind {
+                return Err(SluiceError::duplicate(
+                    format!("{name} is a {}, not a {}", existing.kind.keyword(), kind.keyword()),
+                    None,
+                ));
+            }
+            return Ok(None);
+        }
+        Err(SluiceError::duplicate(
+            format!("{} '{name}' already exists", existing.kind.keyword().to_lowercase()),
+            Some(format!("use CREATE {} IF NOT EXISTS, or CREATE OR REPLACE", kind.keyword())),
+        ))
+    }
+
+    pub(super) async fn create_source(&self, _session: &mut Session, c: CreateSource, text: &str) -> Result<StatementResult> {
+        let _guard = self.ddl_lock.lock().await;
+        let name = normalize_ident(&c.name);
+        let tag = format!("CREATE {}", c.kind.keyword());
+        if let Some(r) = self.check_create(&name, c.if_not_exists, c.or_replace, c.kind)? {
+            return Ok(r);
+        }
+        let mut columns = Vec::with_capacity(c.columns.len());
+        for col in &c.columns {
+            let t = types::arrow_type(&col.data_type).map_err(|e| match e {
+                SluiceError::Sql { message, hint, sqlstate, .. } => SluiceError::Sql {
+                    message: format!("column '{}': {message}", col.name.value),
+                    position: Some(crate::error::SqlPosition {
+                        line: col.name.span.start.line,
+                        column: col.name.span.start.column,
+                    }),
+                    hint,
+                    sqlstate,
+                },
+                other => other,
+            })?;
+            let cname = normalize_ident(&col.name);
+            if columns.iter().any(|c: &ColumnMeta| c.name == cname) {
+                return Err(SluiceError::sql_at(
+                    format!("column '{cname}' is declared twice"),
+                    Some(crate::error::SqlPosition {
+                        line: col.name.span.start.line,
+                        column: col.name.span.start.column,
+                    }),
+                    None,
+                ));
+            }
+            columns.push(ColumnMeta {
+                name: cname,
+                sql_type: types::sql_type_name(&t),
+                key: col.key,
+                not_null: col.not_null,
+            });
+        }
+        let key_count = columns.iter().filter(|c| c.key).count();
+        let opts = parse_topic_options(&name, &c.with, key_count, None)?;
+        // Validate everything before touching the topic.
+        let mut relation = Relation::new(
+            name.clone(),
+            c.kind,
+            columns,
+            opts.topic.clone(),
+            opts.partitions.unwrap_or(1),
+            opts.format,
+            text.to_string(),
+            None,
+            vec![],
+        )?;
+        check_timestamp_column(&relation, &c.with)?;
+        if c.or_replace {
+            self.replace_check(&name, &relation)?;
+        }
+        relation.partitions = self.ensure_topic(&opts.topic, opts.partitions, 1, &c.with).await?;
+        let query = if relation.is_table() {
+            // Source tables are materialized so pull queries and joins can read them.
+            let mut catalog = self.catalog.write();
+            let id = catalog.new_query_id("MATERIALIZE", &name);
+            relation.written_by = Some(id.clone());
+            relation.reads = vec![];
+            Some(QueryMeta {
+                id,
+                statement: text.to_string(),
+                query_text: format!("SELECT * FROM \"{name}\""),
+                sink: name.clone(),
+                emit: Some(EmitMode::Changes),
+                status: QueryStatus::Running,
+                error: None,
+            })
+        } else {
+            None
+        };
+        self.materialized.write().remove(&name);
+        self.register_relation(&relation)?;
+        {
+            let mut catalog = self.catalog.write();
+            catalog.relations.insert(name.clone(), relation.clone());
+            if let Some(q) = &query {
+                catalog.queries.insert(q.id.clone(), q.clone());
+            }
+        }
+        self.save_catalog()?;
+        if let Some(q) = &query {
+            self.start_persistent_query(q).await?;
+        }
+        Ok(done(
+            &tag,
+            format!(
+                "{} {name} created over topic '{}' ({} partitions)",
+                c.kind.keyword().to_lowercase(),
+                relation.topic,
+                relation.partitions
+            ),
+        ))
+    }
+
+    /// CREATE OR REPLACE of a source keeps the topic; refuse when queries read it.
+    fn replace_check(&self, name: &str, _new: &Relation) -> Result<()> {
+        let catalog = self.catalog.read();
+        let readers: Vec<String> = catalog.queries_reading(name).iter().map(|q| q.id.clone()).collect();
+        if !readers.is_empty() {
+            return Err(SluiceError::sql(format!(
+                "cannot replace {name}: queries {} read it",
+                readers.join(", ")
+            ))
+            .with_hint("TERMINATE those queries first"));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn create_as(&self, session: &mut Session, c: CreateAs, text: &str) -> Result<StatementResult> {
+        let _guard = self.ddl_lock.lock().await;
+        let name = normalize_ident(&c.name);
+        let tag = if c.materialized_view {
+            "CREATE MATERIALIZED VIEW".to_string()
+        } else {
+            format!("CREATE {}", c.kind.keyword())
+        };
+        if let Some(r) = self.check_create(&name, c.if_not_exists, c.or_replace, c.kind)? {
+            return Ok(r);
+        }
+        if c.or_replace {
+            let same = self
+                .catalog
+                .read()
+                .relation(&name)
+                .is_some_and(|r| r.statement.trim() == text.trim());
+            if same {
+                return Ok(done(&tag, format!("{name} is unchanged")));
+            }
+        }
+        let catalog = self.catalog.read().clone();
+        let plan = planner::plan_continuous(&self.session_state(), &catalog, &c.query, false).await?;
+        match (c.kind, plan.changelog) {
+            (RelationKind::Stream, true) => {
+                return Err(SluiceError::sql(
+                    "this query produces a changelog (it aggregates or reads a TABLE), so its result is a TABLE",
+                )
+                .with_hint(format!("CREATE TABLE {name} AS SELECT ...")))
+            }
+            (RelationKind::Table, false) => {
+                return Err(SluiceError::sql(
+                    "a TABLE needs a key: aggregate with GROUP BY, or select from a TABLE",
+                )
+                .with_hint(format!("CREATE STREAM {name} AS SELECT ... for an append-only result")))
+            }
+            _ => {}
+        }
+        let source = self
+            .catalog
+            .read()
+            .relation(&plan.source)
+            .cloned()
+            .ok_or_else(|| SluiceError::Internal(format!("source {} vanished", plan.source)))?;
+        let columns: Vec<ColumnMeta> = plan
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ColumnMeta {
+                name: f.name().clone(),
+                sql_type: types::sql_type_name(f.data_type()),
+                key: plan.key_columns.contains(&i),
+                not_null: false,
+            })
+            .collect();
+        for (i, col) in columns.iter().enumerate() {
+            if columns[..i].iter().any(|c| c.name == col.name) {
+                return Err(SluiceError::sql(format!("the query produces two columns named '{}'", col.name))
+                    .with_hint("give each expression a distinct alias: expr AS name"));
+            }
+        }
+        let key_count = plan.key_columns.len();
+        let opts = parse_topic_options(&name, &c.with, key_count, Some(&source))?;
+        let mut relation = Relation::new(
+            name.clone(),
+            c.kind,
+            columns,
+            opts.topic.clone(),
+            opts.partitions.unwrap_or(source.partitions),
+            opts.format,
+            text.to_string(),
+            None,
+            vec![plan.source.clone()],
+        )?;
+        check_timestamp_column(&relation, &c.with)?;
+        if c.or_replace {
+            self.replace_check(&name, &relation)?;
+            self.drop_queries_writing(&name)?;
+        }
+        relation.partitions = self
+            .ensure_topic(&opts.topic, opts.partitions, source.partitions, &c.with)
+            .await?;
+        let prefix = match c.kind {
+            RelationKind::Stream => "CSAS",
+            RelationKind::Table => "CTAS",
+        };
+        let meta = {
+            let mut catalog = self.catalog.write();
+            let id = catalog.new_query_id(prefix, &name);
+            relation.written_by = Some(id.clone());
+            QueryMeta {
+                id,
+                statement: text.to_string(),
+                query_text: c.query_text.clone(),
+                sink: name.clone(),
+                emit: c.emit,
+                status: QueryStatus::Running,
+                error: None,
+            }
+        };
+        self.materialized.write().remove(&name);
+        self.register_relation(&relation)?;
+        {
+            let mut catalog = self.catalog.write();
+            catalog.relations.insert(name.clone(), relation.clone());
+            catalog.queries.insert(meta.id.clone(), meta.clone());
+        }
+        self.save_catalog()?;
+        let start = session_start(session);
+        if let Err(e) = self.run_plan(&meta, plan, start).await {
+            // Leave nothing half-created.
+            let mut catalog = self.catalog.write();
+            catalog.relations.remove(&name);
+            catalog.queries.remove(&meta.id);
+            drop(catalog);
+            let _ = self.ctx.deregister_table(name.as_str());
+            self.save_catalog()?;
+            return Err(e);
+        }
+        Ok(done(
+            &tag,
+            format!("{name} created; query {} writes topic '{}'", meta.id, relation.topic),
+        ))
+    }
+
+    pub(super) async fn insert_select(
+        &self,
+        session: &mut Session,
+        target: Ident,
+        query: Box<Query>,
+        query_text: String,
+        text: &str,
+    ) -> Result<StatementResult> {
+        let _guard = self.ddl_lock.lock().await;
+        let name = normalize_ident(&target);
+        let relation = self
+            .catalog
+            .read()
+            .relation(&name)
+            .cloned()
+            .ok_or_else(|| SluiceError::undefined(format!("stream '{name}' does not exist"), None, None))?;
+        if relation.is_table() {
+            return Err(SluiceError::sql(format!("INSERT INTO a TABLE ({name}) is not supported"))
+                .with_hint("INSERT INTO a STREAM"));
+        }
+        let catalog = self.catalog.read().clone();
+        let mut plan = planner::plan_continuous(&self.session_state(), &catalog, &query, false).await?;
+        if plan.changelog {
+            return Err(SluiceError::sql("INSERT INTO ... SELECT must produce a stream, not a changelog"));
+        }
+        conform_to(&mut plan, &relation)?;
+        let meta = {
+            let mut catalog = self.catalog.write();
+            let id = catalog.new_query_id("INSERTQUERY", &name);
+            QueryMeta {
+                id,
+                statement: text.to_string(),
+                query_text,
+                sink: name.clone(),
+                emit: None,
+                status: QueryStatus::Running,
+                error: None,
+            }
+        };
+        self.catalog.write().queries.insert(meta.id.clone(), meta.clone());
+        self.save_catalog()?;
+        let start = session_start(session);
+        if let Err(e) = self.run_plan(&meta, plan, start).await {
+            self.catalog.write().queries.remove(&meta.id);
+            self.save_catalog()?;
+            return Err(e);
+        }
+        Ok(done("INSERT", format!("query {} inserts into {name}", meta.id)))
+    }
+
+    /// Re-plans and starts a saved query (on restart and for source tables).
+    pub(super) async fn start_persistent_query(&self, meta: &QueryMeta) -> Result<()> {
+        let query = match crate::sql::parse_script(&meta.query_text)?.pop().map(|p| p.statement) {
+            Some(crate::sql::Statement::Select { query, .. }) => query,
+            _ => return Err(SluiceError::Internal(format!("query {} has no SELECT", meta.id))),
+        };
+        let catalog = self.catalog.read().clone();
+        let mut plan = if meta.id.starts_with("MATERIALIZE_") {
+            // A source table: its own topic, materialized, not written back.
+            let relation = catalog
+                .relation(&meta.sink)
+                .ok_or_else(|| SluiceError::Internal(format!("table {} is missing", meta.sink)))?;
+            StreamPlan {
+                source: relation.name.clone(),
+                operators: Vec::new(),
+                schema: relation.schema(),
+                changelog: true,
+                key_columns: relation.key_indices(),
+                limit: None,
+                logical_plan: String::new(),
+            }
+        } else {
+            planner::plan_continuous(&self.session_state(), &catalog, &query, false).await?
+        };
+        if let Some(target) = catalog.relation(&meta.sink) {
+            if !target.is_table() {
+                conform_to(&mut plan, target)?;
+            }
+        }
+        self.run_plan(meta, plan, StartFrom::Earliest).await
+    }
+
+    /// Starts a planned persistent query: source → operators → (materialize) → topic.
+    async fn run_plan(&self, meta: &QueryMeta, plan: StreamPlan, default_start: StartFrom) -> Result<()> {
+        let catalog = self.catalog.read().clone();
+        let source_rel = catalog
+            .relation(&plan.source)
+            .cloned()
+            .ok_or_else(|| SluiceError::Internal(format!("source {} is missing", plan.source)))?;
+        let sink_rel = catalog
+            .relation(&meta.sink)
+            .cloned()
+            .ok_or_else(|| SluiceError::Internal(format!("sink {} is missing", meta.sink)))?;
+        let state = self.state.query(&meta.id)?;
+        let start = match state.offsets()? {
+            Some(offsets) => StartFrom::Offsets(offsets),
+            None => default_start,
+        };
+        let positions = match &start {
+            StartFrom::Offsets(o) => o.iter().copied().collect(),
+            _ => BTreeMap::new(),
+        };
+        let first_epoch = state.epoch()?;
+        let reader = self
+            .backend
+            .reader(&source_rel.topic, start)
+            .await
+            .map_err(|e| SluiceError::connector(format!("reading topic '{}'", source_rel.topic), e))?;
+        let mut operators: Vec<Box<dyn Operator>> = plan.operators;
+        if sink_rel.is_table() {
+            let table = self.materialized_table(&sink_rel)?;
+            operators.push(Box::new(Materialize::new(table)));
+        }
+        let materialize_only = meta.id.starts_with("MATERIALIZE_");
+        let sink: Box<dyn Sink> = if materialize_only {
+            Box::new(NullSink)
+        } else {
+            Box::new(TopicSink {
+                encoder: RecordEncoder::new(&sink_rel),
+                writer: self
+                    .backend
+                    .writer(&sink_rel.topic)
+                    .await
+                    .map_err(|e| SluiceError::connector(format!("writing topic '{}'", sink_rel.topic), e))?,
+                topic: sink_rel.topic.clone(),
+            })
+        };
+        let dead_letter = match &self.config.dead_letter_topic {
+            Some(t) => {
+                self.ensure_topic(t, None, 1, &WithOptions::new()).await?;
+                Some(
+                    self.backend
+                        .writer(t)
+                        .await
+                        .map_err(|e| SluiceError::connector(format!("writing dead-letter topic '{t}'"), e))?,
+                )
+            }
+            None => None,
+        };
+        let metrics = Arc::new(QueryMetrics::default());
+        let mut pipeline = Pipeline {
+            operators,
+            sink,
+            state: Some(state),
+            metrics: metrics.clone(),
+        };
+        pipeline.restore()?;
+        let source = SourceTask {
+            relation: source_rel,
+            reader,
+            positions,
+            metrics,
+            dead_letter,
+            checkpoint_interval: Some(self.config.checkpoint_interval),
+            bounded: false,
+            first_epoch,
+        };
+        let handle = QueryHandle::spawn(meta.id.clone(), source, pipeline);
+        self.running.lock().insert(meta.id.clone(), handle);
+        Ok(())
+    }
+
+    /// Stops and forgets the queries that write `name` (before replacing or dropping it).
+    fn drop_queries_writing(&self, name: &str) -> Result<Vec<String>> {
+        let ids: Vec<String> = self
+            .catalog
+            .read()
+            .queries_writing(name)
+            .iter()
+            .map(|q| q.id.clone())
+            .collect();
+        for id in &ids {
+            if let Some(h) = self.running.lock().remove(id) {
+                h.stop();
+            }
+            self.catalog.write().queries.remove(id);
+            self.state.drop_query(id)?;
+        }
+        Ok(ids)
+    }
+
+    pub(super) async fn drop_relation(
+        &self,
+        kind: Option<RelationKind>,
+        name: Ident,
+        if_exists: bool,
+        delete_topic: bool,
+    ) -> Result<StatementResult> {
+        let _guard = self.ddl_lock.lock().await;
+        let name = normalize_ident(&name);
+        let tag = format!("DROP {}", kind.map(|k| k.keyword()).unwrap_or("TABLE"));
+        let Some(relation) = self.catalog.read().relation(&name).cloned() else {
+            if if_exists {
+                return Ok(done(&tag, format!("{name} does not exist")));
+            }
+            return Err(SluiceError::undefined(
+                format!("'{name}' does not exist"),
+                None,
+                Some("SHOW STREAMS and SHOW TABLES list what exists".into()),
+            ));
+        };
+        if let Some(k) = kind {
+            if k != relation.kind {
+                return Err(SluiceError::sql(format!(
+                    "{name} is a {}, not a {}",
+                    relation.kind.keyword(),
+                    k.keyword()
+                ))
+                .with_hint(format!("DROP {} {name}", relation.kind.keyword())));
+            }
+        }
+        let readers: Vec<String> = {
+            let catalog = self.catalog.read();
+            catalog
+                .relations
+                .values()
+                .filter(|r| r.reads.contains(&name))
+                .map(|r| r.name.clone())
+                .chain(
+                    catalog
+                        .queries
+                        .values()
+                        .filter(|q| q.sink != name && q.id.starts_with("INSERTQUERY") && q.query_text.to_lowercase().contains(&name))
+                        .map(|q| q.id.clone()),
+                )
+                .collect()
+        };
+        if !readers.is_empty() {
+            return Err(SluiceError::sql(format!(
+                "cannot drop {name}: {} read it",
+                readers.join(", ")
+            ))
+            .with_hint("drop those first (or TERMINATE their queries)"));
+        }
+        self.drop_queries_writing(&name)?;
+        self.catalog.write().relations.remove(&name);
+        self.materialized.write().remove(&name);
+        self.ctx.deregister_table(name.as_str())?;
+        self.save_catalog()?;
+        if delete_topic {
+            self.backend
+                .delete_topic(&relation.topic)
+                .await
+                .map_err(|e| SluiceError::connector(format!("deleting topic '{}'", relation.topic), e))?;
+        }
+        Ok(done(
+            &tag,
+            format!(
+                "{name} dropped{}",
+                if delete_topic { format!(" and topic '{}' deleted", relation.topic) } else { String::new() }
+            ),
+        ))
+    }
+
+    pub(super) async fn terminate(&self, id: Option<String>) -> Result<StatementResult> {
+        let _guard = self.ddl_lock.lock().await;
+        let ids: Vec<String> = match id {
+            Some(id) => {
+                let catalog = self.catalog.read();
+                let found = catalog
+                    .queries
+                    .keys()
+                    .find(|k| k.eq_ignore_ascii_case(&id))
+                    .cloned()
+                    .ok_or_else(|| {
+                        SluiceError::undefined(
+                            format!("query '{id}' does not exist"),
+                            None,
+                            Some("SHOW QUERIES lists the running queries".into()),
+                        )
+                    })?;
+                if found.starts_with("MATERIALIZE_") {
+                    return Err(SluiceError::sql(format!(
+                        "{found} keeps a source table materialized; DROP the table instead"
+                    )));
+                }
+                vec![found]
+            }
+            None => self
+                .catalog
+                .read()
+                .queries
+                .keys()
+                .filter(|k| !k.starts_with("MATERIALIZE_"))
+                .cloned()
+                .collect(),
+        };
+        for id in &ids {
+            if let Some(h) = self.running.lock().remove(id) {
+                h.stop();
+            }
+            let mut catalog = self.catalog.write();
+            catalog.queries.remove(id);
+            for r in catalog.relations.values_mut() {
+                if r.written_by.as_deref() == Some(id.as_str()) {
+                    r.written_by = None;
+                }
+            }
+            drop(catalog);
+            self.state.drop_query(id)?;
+        }
+        self.save_catalog()?;
+        Ok(done("TERMINATE", format!("terminated {}", ids.join(", "))))
+    }
+}
+
+/// Where a new persistent query starts reading: earliest, unless the session set
+/// `auto.offset.reset` to latest.
+fn session_start(session: &Session) -> StartFrom {
+    let latest = ["auto.offset.reset", "ksql.streams.auto.offset.reset"]
+        .iter()
+        .filter_map(|k| session.properties.get(*k))
+        .any(|v| v.eq_ignore_ascii_case("latest"));
+    if latest {
+        StartFrom::Latest
+    } else {
+        StartFrom::Earliest
+    }
+}
+
+/// Makes a stream query's output match an existing stream's columns (INSERT INTO):
+/// same number of columns, renamed and cast to the target's names and types.
+fn conform_to(plan: &mut StreamPlan, target: &Relation) -> Result<()> {
+    let target_schema = target.schema();
+    if plan.schema.fields().len() != target_schema.fields().len() {
+        return Err(SluiceError::sql(format!(
+            "the query produces {} columns but {} has {}",
+            plan.schema.fields().len(),
+            target.name,
+            target_schema.fields().len()
+        ))
+        .with_hint(format!(
+            "select exactly: {}",
+            target.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if plan.schema.as_ref() == target_schema.as_ref() {
+        return Ok(());
+    }
+    let mut exprs: Vec<Arc<dyn datafusion::physical_plan::PhysicalExpr>> = Vec::new();
+    for (i, (from, to)) in plan.schema.fields().iter().zip(target_schema.fields()).enumerate() {
+        if !arrow::compute::can_cast_types(from.data_type(), to.data_type()) {
+            return Err(SluiceError::sql(format!(
+                "column {} ('{}') is {} but {}.{} is {}",
+                i + 1,
+                from.name(),
+                types::sql_type_name(from.data_type()),
+                target.name,
+                to.name(),
+                types::sql_type_name(to.data_type())
+            )));
+        }
+        let col = Arc::new(datafusion::physical_expr::expressions::Column::new(from.name(), i));
+        exprs.push(if from.data_type() == to.data_type() {
+            col
+        } else {
+            Arc::new(datafusion::physical_expr::expressions::CastExpr::new(col, to.data_type().clone(), None))
+        });
+    }
+    plan.operators
+        .push(Box::new(crate::operators::Project::new(exprs, target_schema.clone())));
+    plan.schema = target_schema;
+    Ok(())
+}

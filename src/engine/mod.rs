@@ -1,0 +1,349 @@
+//! The engine: executes statements against the catalog, starts and stops queries,
+//! answers pull and push queries. Protocol front ends (`serve`) call only this.
+
+mod ddl;
+mod describe;
+mod insert;
+pub mod metrics;
+mod params;
+mod query;
+pub mod result;
+pub mod session;
+mod show;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::execution::context::SessionState;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use parking_lot::{Mutex, RwLock};
+
+use crate::catalog::{Catalog, CatalogFile, Relation};
+use crate::config::ServerConfig;
+use crate::connectors::kafka::KafkaBackend;
+use crate::connectors::local_log::LocalLog;
+use crate::connectors::SharedBackend;
+use crate::dataflow::query::QueryHandle;
+use crate::error::{Result, SluiceError};
+use crate::operators::MaterializedTable;
+use crate::planner::providers::{MaterializedProvider, TopicProvider};
+use crate::sql::{parse_script, ParsedStatement, Statement};
+use crate::state::StateStore;
+
+pub use result::{BatchStream, StatementResult};
+pub use session::Session;
+
+pub struct Engine {
+    config: ServerConfig,
+    backend: SharedBackend,
+    state: StateStore,
+    catalog_file: CatalogFile,
+    catalog: RwLock<Catalog>,
+    /// Serialises statements that change the catalog.
+    ddl_lock: tokio::sync::Mutex<()>,
+    ctx: SessionContext,
+    materialized: RwLock<BTreeMap<String, Arc<MaterializedTable>>>,
+    running: Mutex<BTreeMap<String, QueryHandle>>,
+    transient_seq: AtomicU64,
+    started: Instant,
+}
+
+impl Engine {
+    /// Opens the data directory, connects the log backend, and restarts every
+    /// persistent query from its last checkpoint.
+    pub async fn start(config: ServerConfig) -> Result<Arc<Engine>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| SluiceError::io(format!("creating {}", config.data_dir.display()), e))?;
+        let backend: SharedBackend = match &config.kafka_brokers {
+            Some(brokers) => KafkaBackend::new(brokers, &config.kafka_properties)
+                .map_err(|e| SluiceError::connector(format!("connecting to Kafka at {brokers}"), e))?,
+            None => LocalLog::open(&config.data_dir.join("log"))
+                .map_err(|e| SluiceError::connector("opening the local log", e))?,
+        };
+        Self::start_with_backend(config, backend).await
+    }
+
+    pub async fn start_with_backend(config: ServerConfig, backend: SharedBackend) -> Result<Arc<Engine>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| SluiceError::io(format!("creating {}", config.data_dir.display()), e))?;
+        let state = StateStore::open(&config.data_dir.join("state"))?;
+        let catalog_file = CatalogFile::new(&config.data_dir);
+        let catalog = catalog_file.load()?;
+        let session_config = SessionConfig::new()
+            .with_information_schema(true)
+            .set_bool("datafusion.sql_parser.collect_spans", true)
+            .with_default_catalog_and_schema("sluice", "public");
+        let ctx = SessionContext::new_with_config(session_config);
+        let engine = Arc::new(Engine {
+            config,
+            backend,
+            state,
+            catalog_file,
+            catalog: RwLock::new(catalog),
+            ddl_lock: tokio::sync::Mutex::new(()),
+            ctx,
+            materialized: RwLock::new(BTreeMap::new()),
+            running: Mutex::new(BTreeMap::new()),
+            transient_seq: AtomicU64::new(0),
+            started: Instant::now(),
+        });
+        engine.recover().await?;
+        Ok(engine)
+    }
+
+    /// Registers every relation and restarts every query of the saved catalog.
+    async fn recover(&self) -> Result<()> {
+        let catalog = self.catalog.read().clone();
+        for relation in catalog.relations.values() {
+            self.register_relation(relation)?;
+        }
+        for q in catalog.queries.values() {
+            if q.status != crate::catalog::QueryStatus::Running {
+                continue;
+            }
+            if let Err(e) = self.start_persistent_query(q).await {
+                tracing::error!(query = %q.id, "could not restart: {e}");
+                let mut c = self.catalog.write();
+                if let Some(meta) = c.queries.get_mut(&q.id) {
+                    meta.status = crate::catalog::QueryStatus::Error;
+                    meta.error = Some(e.to_string());
+                }
+            } else {
+                tracing::info!(query = %q.id, "restarted from its last checkpoint");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub fn backend(&self) -> &SharedBackend {
+        &self.backend
+    }
+
+    fn session_state(&self) -> SessionState {
+        self.ctx.state()
+    }
+
+    /// Makes a relation visible to DataFusion: tables through their materialized
+    /// rows, streams through a scan of their topic.
+    fn register_relation(&self, relation: &Relation) -> Result<()> {
+        let name = relation.name.clone();
+        let provider: Arc<dyn datafusion::datasource::TableProvider> = if relation.is_table() {
+            let table = self.materialized_table(relation)?;
+            Arc::new(MaterializedProvider { table })
+        } else {
+            Arc::new(TopicProvider {
+                relation: relation.clone(),
+                backend: self.backend.clone(),
+            })
+        };
+        self.ctx.deregister_table(name.as_str())?;
+        self.ctx.register_table(name.as_str(), provider)?;
+        Ok(())
+    }
+
+    /// The materialized rows of a table, created empty the first time.
+    fn materialized_table(&self, relation: &Relation) -> Result<Arc<MaterializedTable>> {
+        if let Some(t) = self.materialized.read().get(&relation.name) {
+            return Ok(t.clone());
+        }
+        let t = MaterializedTable::new(relation.schema(), relation.key_indices())?;
+        self.materialized.write().insert(relation.name.clone(), t.clone());
+        Ok(t)
+    }
+
+    fn save_catalog(&self) -> Result<()> {
+        let c = self.catalog.read().clone();
+        self.catalog_file.save(&c)
+    }
+
+    /// Runs every statement in `sql` in order; stops after the first error, which is
+    /// then the last element.
+    pub async fn execute(&self, session: &mut Session, sql: &str) -> Vec<Result<StatementResult>> {
+        self.execute_with_params(session, sql, Vec::new()).await
+    }
+
+    /// Like [`Engine::execute`], with values for `$1`, `$2`, ... placeholders.
+    pub async fn execute_with_params(
+        &self,
+        session: &mut Session,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Vec<Result<StatementResult>> {
+        let statements = match parse_script(sql) {
+            Ok(s) => s,
+            Err(e) => return vec![Err(e)],
+        };
+        let mut out = Vec::with_capacity(statements.len());
+        for mut parsed in statements {
+            if !params.is_empty() {
+                if let Err(e) = params::bind(&mut parsed.statement, &params) {
+                    out.push(Err(e));
+                    break;
+                }
+            }
+            let r = self.execute_statement(session, parsed, 0).await;
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    }
+
+    fn execute_statement<'a>(
+        &'a self,
+        session: &'a mut Session,
+        parsed: ParsedStatement,
+        depth: usize,
+    ) -> futures::future::BoxFuture<'a, Result<StatementResult>> {
+        Box::pin(async move {
+            let ParsedStatement { statement, text, .. } = parsed;
+            match statement {
+                Statement::CreateSource(c) => self.create_source(session, c, &text).await,
+                Statement::CreateAs(c) => self.create_as(session, c, &text).await,
+                Statement::InsertSelect { target, query, query_text } => {
+                    self.insert_select(session, target, query, query_text, &text).await
+                }
+                Statement::InsertValues { target, columns, rows } => self.insert_values(target, columns, rows).await,
+                Statement::Select { query, emit: Some(_), .. } => self.push_query(session, &query).await,
+                Statement::Select { query, emit: None, .. } => self.pull_query(&query).await,
+                Statement::Drop {
+                    kind,
+                    name,
+                    if_exists,
+                    delete_topic,
+                } => self.drop_relation(kind, name, if_exists, delete_topic).await,
+                Statement::Show(what) => self.show(session, what).await,
+                Statement::Describe { name, extended } => self.describe_relation(&name, extended),
+                Statement::Terminate(id) => self.terminate(id).await,
+                Statement::RunScript(path) => self.run_script(session, &path, depth).await,
+                Statement::Set { name, value } => {
+                    session.properties.insert(name.clone(), value.clone());
+                    Ok(done("SET", format!("{name} = {value}")))
+                }
+                Statement::Unset(name) => {
+                    session.properties.remove(&name);
+                    Ok(done("UNSET", format!("{name} unset")))
+                }
+                Statement::Print {
+                    topic,
+                    from_beginning,
+                    limit,
+                } => self.print_topic(&topic, from_beginning, limit).await,
+                Statement::Explain(inner) => self.explain(session, *inner).await,
+                Statement::ClientCompat { tag } => Ok(done(&tag, String::new())),
+            }
+        })
+    }
+
+    async fn run_script(&self, session: &mut Session, path: &str, depth: usize) -> Result<StatementResult> {
+        if depth > 8 {
+            return Err(SluiceError::sql("RUN SCRIPT nested more than 8 deep (does a script run itself?)"));
+        }
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| SluiceError::io(format!("reading script '{path}'"), e))?;
+        let statements = parse_script(&text).map_err(|e| match e {
+            SluiceError::Sql { message, position, hint, sqlstate } => SluiceError::Sql {
+                message: format!("{path}: {message}"),
+                position,
+                hint,
+                sqlstate,
+            },
+            other => other,
+        })?;
+        let total = statements.len();
+        for parsed in statements {
+            let position = parsed.position;
+            let result = self.execute_statement(session, parsed, depth + 1).await;
+            match result {
+                Ok(StatementResult::Push { .. }) => {
+                    return Err(SluiceError::sql_at(
+                        format!("{path}: a push query (EMIT CHANGES) cannot run inside a script"),
+                        Some(position),
+                        None,
+                    ))
+                }
+                Ok(_) => {}
+                Err(SluiceError::Sql { message, position: p, hint, sqlstate }) => {
+                    return Err(SluiceError::Sql {
+                        message: format!("{path}: {message}"),
+                        position: p.or(Some(position)),
+                        hint,
+                        sqlstate,
+                    })
+                }
+                Err(other) => {
+                    return Err(SluiceError::Internal(format!(
+                        "{path} (statement at {position}): {other}"
+                    )))
+                }
+            }
+        }
+        Ok(done("RUN SCRIPT", format!("{total} statements from {path} executed")))
+    }
+
+    /// Parameter types and result schema of one statement, without running it
+    /// (the extended protocol's Describe).
+    pub async fn describe(
+        &self,
+        session: &Session,
+        sql: &str,
+    ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
+        describe::describe_statement(self, session, sql).await
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn metrics_text(&self) -> String {
+        metrics::render(self)
+    }
+
+    /// Server facts for `GET /info`.
+    pub fn info(&self) -> serde_json::Value {
+        let catalog = self.catalog.read();
+        serde_json::json!({
+            "KsqlServerInfo": {
+                "version": env!("CARGO_PKG_VERSION"),
+                "serverStatus": "RUNNING",
+            },
+            "server": "sluice",
+            "version": env!("CARGO_PKG_VERSION"),
+            "log_backend": self.backend.kind(),
+            "kafka_brokers": self.config.kafka_brokers,
+            "data_dir": self.config.data_dir.display().to_string(),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "streams": catalog.relations.values().filter(|r| !r.is_table()).count(),
+            "tables": catalog.relations.values().filter(|r| r.is_table()).count(),
+            "queries": catalog.queries.len(),
+        })
+    }
+
+    /// Stops every query, after a final checkpoint where one can be taken.
+    pub async fn shutdown(&self) {
+        let handles: Vec<QueryHandle> = std::mem::take(&mut *self.running.lock()).into_values().collect();
+        for h in &handles {
+            h.stop();
+        }
+    }
+
+    fn next_transient_id(&self) -> String {
+        format!("transient_{}", self.transient_seq.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+pub(crate) fn done(tag: &str, message: String) -> StatementResult {
+    StatementResult::Done {
+        tag: tag.to_string(),
+        message,
+        rows_affected: None,
+    }
+}

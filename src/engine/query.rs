@@ -1,0 +1,234 @@
+//! Pull queries, push queries, EXPLAIN and PRINT.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use sqlparser::ast::Query;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{Engine, Session, StatementResult};
+use crate::connectors::StartFrom;
+use crate::dataflow::metrics::QueryMetrics;
+use crate::dataflow::pipeline::{ChannelSink, Pipeline};
+use crate::dataflow::query::QueryHandle;
+use crate::dataflow::source::SourceTask;
+use crate::error::{Result, SluiceError};
+use crate::planner::{self, df_error};
+use crate::sql::Statement;
+
+impl Engine {
+    /// A SELECT without EMIT CHANGES: DataFusion over a snapshot of the tables
+    /// (and a bounded scan of any stream's topic).
+    pub(super) async fn pull_query(&self, query: &Query) -> Result<StatementResult> {
+        planner::check_relations(&self.catalog.read(), query)?;
+        let state = self.session_state();
+        let statement = datafusion::sql::parser::Statement::Statement(Box::new(sqlparser::ast::Statement::Query(
+            Box::new(query.clone()),
+        )));
+        let plan = state.statement_to_plan(statement).await.map_err(df_error)?;
+        let df = self.ctx.execute_logical_plan(plan).await.map_err(df_error)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(df_error)?;
+        Ok(StatementResult::Rows { schema, batches })
+    }
+
+    /// A SELECT ... EMIT CHANGES: a transient continuous query whose rows stream to
+    /// the client; dropping the stream stops it.
+    pub(super) async fn push_query(&self, session: &Session, query: &Query) -> Result<StatementResult> {
+        let catalog = self.catalog.read().clone();
+        let plan = planner::plan_continuous(&self.session_state(), &catalog, query, true).await?;
+        let source_rel = catalog
+            .relation(&plan.source)
+            .cloned()
+            .ok_or_else(|| SluiceError::Internal(format!("source {} is missing", plan.source)))?;
+        let start = if session.offset_reset_earliest() {
+            StartFrom::Earliest
+        } else {
+            StartFrom::Latest
+        };
+        let reader = self
+            .backend
+            .reader(&source_rel.topic, start)
+            .await
+            .map_err(|e| SluiceError::connector(format!("reading topic '{}'", source_rel.topic), e))?;
+        let id = self.next_transient_id();
+        let (tx, rx) = mpsc::channel(16);
+        let metrics = Arc::new(QueryMetrics::default());
+        let schema = plan.schema.clone();
+        let pipeline = Pipeline {
+            operators: plan.operators,
+            sink: Box::new(ChannelSink {
+                tx,
+                limit: plan.limit,
+                sent: 0,
+            }),
+            state: None,
+            metrics: metrics.clone(),
+        };
+        let source = SourceTask {
+            relation: source_rel,
+            reader,
+            positions: Default::default(),
+            metrics,
+            dead_letter: None,
+            checkpoint_interval: None,
+            bounded: false,
+            first_epoch: 0,
+        };
+        if plan.limit == Some(0) {
+            return Ok(StatementResult::Push {
+                query_id: id,
+                schema,
+                stream: futures::stream::empty().boxed(),
+            });
+        }
+        let handle = QueryHandle::spawn(id.clone(), source, pipeline);
+        // The stream owns the query: when the client goes away and the stream is
+        // dropped, the handle is dropped and both tasks stop.
+        let stream = ReceiverStream::new(rx).map(move |item| {
+            let _keep_alive = &handle;
+            item
+        });
+        Ok(StatementResult::Push {
+            query_id: id,
+            schema,
+            stream: stream.boxed(),
+        })
+    }
+
+    pub(super) async fn explain(&self, session: &Session, statement: Statement) -> Result<StatementResult> {
+        let catalog = self.catalog.read().clone();
+        let (query, continuous) = match &statement {
+            Statement::CreateAs(c) => (c.query.clone(), true),
+            Statement::InsertSelect { query, .. } => (query.clone(), true),
+            Statement::Select { query, emit, .. } => (query.clone(), emit.is_some()),
+            _ => return Err(SluiceError::sql("EXPLAIN takes a SELECT, CREATE ... AS SELECT or INSERT ... SELECT")),
+        };
+        let _ = session;
+        let mut lines = Vec::new();
+        if continuous {
+            let plan = planner::plan_continuous(&self.session_state(), &catalog, &query, true).await?;
+            lines.push("Streaming pipeline:".to_string());
+            lines.extend(plan.explain().into_iter().map(|l| format!("  {l}")));
+            lines.push(format!(
+                "  Output: {} ({})",
+                if plan.changelog { "changelog" } else { "append-only" },
+                plan.schema
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| format!("{}{}", f.name(), if plan.key_columns.contains(&i) { " KEY" } else { "" }))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            lines.push("DataFusion logical plan:".to_string());
+            lines.extend(plan.logical_plan.lines().map(|l| format!("  {l}")));
+        } else {
+            planner::check_relations(&catalog, &query)?;
+            let plan = planner::logical_plan(&self.session_state(), &query).await?;
+            lines.push("Pull query (DataFusion logical plan):".to_string());
+            lines.extend(plan.display_indent().to_string().lines().map(|l| format!("  {l}")));
+        }
+        let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(lines)) as ArrayRef])?;
+        Ok(StatementResult::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    /// PRINT topic: raw records as they arrive (from the beginning with FROM BEGINNING).
+    pub(super) async fn print_topic(&self, topic: &str, from_beginning: bool, limit: Option<u64>) -> Result<StatementResult> {
+        if self
+            .backend
+            .describe_topic(topic)
+            .await
+            .map_err(|e| SluiceError::connector(format!("looking up topic '{topic}'"), e))?
+            .is_none()
+        {
+            return Err(SluiceError::undefined(
+                format!("topic '{topic}' does not exist"),
+                None,
+                Some("SHOW TOPICS lists the topics".into()),
+            ));
+        }
+        let mut reader = self
+            .backend
+            .reader(topic, if from_beginning { StartFrom::Earliest } else { StartFrom::Latest })
+            .await
+            .map_err(|e| SluiceError::connector(format!("reading topic '{topic}'"), e))?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("partition", DataType::Int32, false),
+            Field::new("offset", DataType::Int64, false),
+            Field::new("rowtime", DataType::Int64, false),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("value", DataType::Utf8, true),
+        ]));
+        let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(4);
+        let out_schema = schema.clone();
+        let task = tokio::spawn(async move {
+            let mut left = limit.map(|l| l as usize);
+            loop {
+                if left == Some(0) {
+                    return;
+                }
+                let max = left.unwrap_or(1000).min(1000);
+                let records = match reader.poll(max, std::time::Duration::from_millis(500)).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(SluiceError::connector("PRINT", e))).await;
+                        return;
+                    }
+                };
+                if records.is_empty() {
+                    continue;
+                }
+                let text = |b: &Option<bytes::Bytes>| b.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
+                let batch = RecordBatch::try_new(
+                    out_schema.clone(),
+                    vec![
+                        Arc::new(Int32Array::from_iter_values(records.iter().map(|r| r.partition))) as ArrayRef,
+                        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.offset))),
+                        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.timestamp))),
+                        Arc::new(StringArray::from(records.iter().map(|r| text(&r.key)).collect::<Vec<_>>())),
+                        Arc::new(StringArray::from(records.iter().map(|r| text(&r.value)).collect::<Vec<_>>())),
+                    ],
+                );
+                let n = records.len();
+                let sent = match batch {
+                    Ok(b) => tx.send(Ok(b)).await,
+                    Err(e) => tx.send(Err(e.into())).await,
+                };
+                if sent.is_err() {
+                    return;
+                }
+                if let Some(l) = left.as_mut() {
+                    *l = l.saturating_sub(n);
+                }
+            }
+        });
+        let abort = task.abort_handle();
+        let guard = AbortOnDrop(abort);
+        let stream = ReceiverStream::new(rx).map(move |item| {
+            let _keep = &guard;
+            item
+        });
+        Ok(StatementResult::Push {
+            query_id: format!("print_{topic}"),
+            schema,
+            stream: stream.boxed(),
+        })
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,147 @@
+//! Errors users see. SQL errors carry a line, a column and a hint; every error maps
+//! to a Postgres SQLSTATE so pgwire clients can react to it.
+
+use std::fmt;
+
+/// A position in the SQL text the user sent, 1-based like editors show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlPosition {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl fmt::Display for SqlPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SluiceError {
+    /// The statement is not valid SQL for Sluice, or refers to something wrong.
+    #[error("{message}{}{}", position.map(|p| format!(" at {p}")).unwrap_or_default(), hint.as_ref().map(|h| format!("\nHINT: {h}")).unwrap_or_default())]
+    Sql {
+        message: String,
+        position: Option<SqlPosition>,
+        hint: Option<String>,
+        sqlstate: &'static str,
+    },
+    #[error("{0}")]
+    Catalog(String),
+    #[error("{context}: {source}")]
+    Connector {
+        context: String,
+        #[source]
+        source: crate::connectors::ConnectorError,
+    },
+    #[error("state store: {0}")]
+    State(String),
+    #[error("{0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("{0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl SluiceError {
+    pub fn sql(message: impl Into<String>) -> Self {
+        SluiceError::Sql {
+            message: message.into(),
+            position: None,
+            hint: None,
+            sqlstate: "42601",
+        }
+    }
+
+    pub fn sql_at(message: impl Into<String>, position: Option<SqlPosition>, hint: Option<String>) -> Self {
+        SluiceError::Sql {
+            message: message.into(),
+            position,
+            hint,
+            sqlstate: "42601",
+        }
+    }
+
+    /// An error about a name that does not exist (SQLSTATE 42P01).
+    pub fn undefined(message: impl Into<String>, position: Option<SqlPosition>, hint: Option<String>) -> Self {
+        SluiceError::Sql {
+            message: message.into(),
+            position,
+            hint,
+            sqlstate: "42P01",
+        }
+    }
+
+    /// An error about a name that already exists (SQLSTATE 42P07).
+    pub fn duplicate(message: impl Into<String>, hint: Option<String>) -> Self {
+        SluiceError::Sql {
+            message: message.into(),
+            position: None,
+            hint,
+            sqlstate: "42P07",
+        }
+    }
+
+    pub fn connector(context: impl Into<String>, source: crate::connectors::ConnectorError) -> Self {
+        SluiceError::Connector {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        SluiceError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The Postgres SQLSTATE for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            SluiceError::Sql { sqlstate, .. } => sqlstate,
+            SluiceError::Catalog(_) => "42000",
+            SluiceError::DataFusion(e) => match e.find_root() {
+                datafusion::error::DataFusionError::Plan(_)
+                | datafusion::error::DataFusionError::SchemaError(..)
+                | datafusion::error::DataFusionError::SQL(..) => "42000",
+                datafusion::error::DataFusionError::NotImplemented(_) => "0A000",
+                _ => "XX000",
+            },
+            SluiceError::Connector { .. } => "08006",
+            SluiceError::Io { .. } => "58030",
+            _ => "XX000",
+        }
+    }
+
+    /// The message without position and hint (those are separate fields in pgwire).
+    pub fn message(&self) -> String {
+        match self {
+            SluiceError::Sql { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            SluiceError::Sql { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn position(&self) -> Option<SqlPosition> {
+        match self {
+            SluiceError::Sql { position, .. } => *position,
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SluiceError>;

@@ -1,0 +1,359 @@
+//! Log records → [`Chunk`]s in the relation's schema.
+
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, Int64Array, Int8Array};
+use arrow::compute::kernels::zip::zip;
+use arrow::compute::{concat_batches, interleave_record_batch, is_not_null};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+
+use super::delimited::DelimitedValueDecoder;
+use super::json::JsonValueDecoder;
+use super::key::KeyDecoder;
+use super::rowtime;
+use crate::catalog::{Relation, ValueFormat};
+use crate::connectors::LogRecord;
+use crate::dataflow::{Chunk, Op};
+use crate::error::Result;
+
+/// A record that could not be decoded; it is skipped, counted and optionally sent
+/// to the dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct BadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub reason: String,
+}
+
+pub struct Decoded {
+    pub chunk: Chunk,
+    pub bad: Vec<BadRecord>,
+}
+
+enum ValueDecoder {
+    Json(JsonValueDecoder),
+    Delimited(DelimitedValueDecoder),
+}
+
+impl ValueDecoder {
+    fn decode_all<'a>(&mut self, values: impl Iterator<Item = &'a [u8]>) -> std::result::Result<RecordBatch, ArrowError> {
+        match self {
+            ValueDecoder::Json(d) => d.decode_all(values),
+            ValueDecoder::Delimited(d) => d.decode_all(values),
+        }
+    }
+
+    fn decode_one(&mut self, value: &[u8]) -> std::result::Result<RecordBatch, ArrowError> {
+        match self {
+            ValueDecoder::Json(d) => d.decode_one(value),
+            ValueDecoder::Delimited(d) => d.decode_one(value),
+        }
+    }
+}
+
+/// Decodes the records of one relation's topic.
+pub struct RecordDecoder {
+    schema: SchemaRef,
+    is_table: bool,
+    value: ValueDecoder,
+    value_schema: SchemaRef,
+    /// For each relation column, its position in the decoded value batch.
+    value_pos: Vec<Option<usize>>,
+    key: KeyDecoder,
+    key_cols: Vec<usize>,
+    timestamp_col: Option<usize>,
+    timestamp_format: Option<String>,
+    not_null: Vec<usize>,
+}
+
+impl RecordDecoder {
+    pub fn new(relation: &Relation) -> Result<Self> {
+        let schema = relation.schema();
+        let key_cols = relation.key_indices();
+        // JSON values may repeat the key columns (ksqlDB output often does); delimited
+        // values hold only the value columns, in order.
+        let value_cols: Vec<usize> = match relation.format.value_format {
+            ValueFormat::Json => (0..schema.fields().len()).collect(),
+            ValueFormat::Delimited => (0..schema.fields().len()).filter(|i| !key_cols.contains(i)).collect(),
+        };
+        let value_schema: SchemaRef = Arc::new(Schema::new(
+            value_cols
+                .iter()
+                .map(|&i| schema.field(i).as_ref().clone().with_nullable(true))
+                .collect::<Vec<Field>>(),
+        ));
+        let mut value_pos = vec![None; schema.fields().len()];
+        for (pos, &i) in value_cols.iter().enumerate() {
+            value_pos[i] = Some(pos);
+        }
+        let value = match relation.format.value_format {
+            ValueFormat::Json => ValueDecoder::Json(JsonValueDecoder::new(value_schema.clone())?),
+            ValueFormat::Delimited => ValueDecoder::Delimited(DelimitedValueDecoder::new(
+                value_schema.clone(),
+                relation.format.delimiter as u8,
+            )),
+        };
+        let key_fields = key_cols.iter().map(|&i| schema.field(i).as_ref().clone()).collect();
+        let timestamp_col = match &relation.format.timestamp {
+            Some(name) => schema.index_of(name).ok(),
+            None => None,
+        };
+        let not_null = relation
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.not_null || (relation.is_table() && c.key))
+            .map(|(i, _)| i)
+            .collect();
+        Ok(RecordDecoder {
+            schema: schema.clone(),
+            is_table: relation.is_table(),
+            value,
+            value_schema,
+            value_pos,
+            key: KeyDecoder::new(relation.format.key_format, key_fields),
+            key_cols,
+            timestamp_col,
+            timestamp_format: relation.format.timestamp_format.clone(),
+            not_null,
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn decode(&mut self, records: &[LogRecord]) -> Result<Decoded> {
+        let mut bad = Vec::new();
+        // 1. Values, fast path then per-record fallback.
+        let with_value: Vec<usize> = (0..records.len()).filter(|&i| records[i].value.is_some()).collect();
+        let values = |idx: &[usize]| -> Vec<&[u8]> {
+            idx.iter()
+                .map(|&i| records[i].value.as_deref().unwrap_or_default())
+                .collect()
+        };
+        let (value_batch, good) = match self.value.decode_all(values(&with_value).into_iter()) {
+            Ok(b) => (b, with_value),
+            Err(_) => {
+                let mut good = Vec::with_capacity(with_value.len());
+                let mut batches = Vec::with_capacity(with_value.len());
+                for &i in &with_value {
+                    match self.value.decode_one(records[i].value.as_deref().unwrap_or_default()) {
+                        Ok(b) => {
+                            good.push(i);
+                            batches.push(b);
+                        }
+                        Err(e) => bad.push(bad_record(&records[i], e.to_string())),
+                    }
+                }
+                (concat_batches(&self.value_schema, &batches)?, good)
+            }
+        };
+
+        // 2. Rows in record order: decoded values, and for tables, tombstones as deletes.
+        let null_row = RecordBatch::try_new(
+            self.value_schema.clone(),
+            self.value_schema
+                .fields()
+                .iter()
+                .map(|f| new_null_array(f.data_type(), 1))
+                .collect(),
+        )?;
+        let mut order: Vec<(usize, usize)> = Vec::with_capacity(records.len());
+        let mut src: Vec<usize> = Vec::with_capacity(records.len());
+        let mut ops: Vec<i8> = Vec::new();
+        let mut next_good = 0;
+        for (i, r) in records.iter().enumerate() {
+            if r.value.is_some() {
+                if good.get(next_good) == Some(&i) {
+                    order.push((0, next_good));
+                    next_good += 1;
+                } else {
+                    continue; // bad record, already reported
+                }
+                ops.push(Op::Upsert as i8);
+            } else if self.is_table {
+                order.push((1, 0));
+                ops.push(Op::Delete as i8);
+            } else {
+                continue; // a null value on a stream carries no row
+            }
+            src.push(i);
+        }
+        let values = interleave_record_batch(&[&value_batch, &null_row], &order)?;
+
+        // 3. Columns in the relation's order; key columns from the record key when present.
+        let keys: Vec<Option<&Bytes>> = src.iter().map(|&i| records[i].key.as_ref()).collect();
+        let key_arrays = if self.key.is_empty() { Vec::new() } else { self.key.decode(&keys) };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            let from_value = self.value_pos[i].map(|p| values.column(p).clone());
+            let from_key = self
+                .key_cols
+                .iter()
+                .position(|&k| k == i)
+                .and_then(|k| key_arrays.get(k).cloned());
+            let col = match (from_key, from_value) {
+                (Some(k), Some(v)) => {
+                    let mask: BooleanArray = is_not_null(&k)?;
+                    zip(&mask, &k, &v)?
+                }
+                (Some(k), None) => k,
+                (None, Some(v)) => v,
+                (None, None) => new_null_array(field.data_type(), src.len()),
+            };
+            columns.push(col);
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+
+        // 4. Event time.
+        let rowtime = match self.timestamp_col {
+            Some(c) => rowtime::from_column(batch.column(c), self.timestamp_format.as_deref()),
+            None => Int64Array::from_iter_values(src.iter().map(|&i| records[i].timestamp)),
+        };
+
+        // 5. Rows missing a required value (NOT NULL, table key, event time) are bad.
+        let mut keep: Vec<bool> = vec![true; batch.num_rows()];
+        for (row, keep_row) in keep.iter_mut().enumerate() {
+            let deleting = ops.get(row) == Some(&(Op::Delete as i8));
+            let reason = if rowtime.is_null(row) && !deleting {
+                Some(match &self.timestamp_col {
+                    Some(c) => format!("timestamp column '{}' is missing or unparseable", self.schema.field(*c).name()),
+                    None => "record has no timestamp".to_string(),
+                })
+            } else {
+                self.not_null
+                    .iter()
+                    .find(|&&c| batch.column(c).is_null(row) && !(deleting && !self.key_cols.contains(&c)))
+                    .map(|&c| format!("column '{}' is missing or null", self.schema.field(c).name()))
+            };
+            if let Some(reason) = reason {
+                *keep_row = false;
+                bad.push(bad_record(&records[src[row]], reason));
+            }
+        }
+        let ops = self.is_table.then(|| Int8Array::from(ops));
+        let mut chunk = Chunk::new(batch, rowtime, ops);
+        if keep.iter().any(|k| !k) {
+            chunk = chunk.filter(&BooleanArray::from(keep))?;
+        }
+        Ok(Decoded { chunk, bad })
+    }
+}
+
+fn bad_record(r: &LogRecord, reason: String) -> BadRecord {
+    BadRecord {
+        partition: r.partition,
+        offset: r.offset,
+        timestamp: r.timestamp,
+        key: r.key.clone(),
+        value: r.value.clone(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{ColumnMeta, FormatMeta, KeyFormat};
+    use crate::sql::RelationKind;
+    use arrow::array::{Int32Array, StringArray};
+
+    fn relation(kind: RelationKind, value_format: ValueFormat, timestamp: Option<&str>) -> Relation {
+        let col = |name: &str, t: &str, key: bool| ColumnMeta {
+            name: name.into(),
+            sql_type: t.into(),
+            key,
+            not_null: false,
+        };
+        Relation::new(
+            "r".into(),
+            kind,
+            vec![col("id", "VARCHAR", true), col("status", "INT", false), col("ts", "BIGINT", false)],
+            "r".into(),
+            1,
+            FormatMeta {
+                value_format,
+                key_format: KeyFormat::Kafka,
+                timestamp: timestamp.map(str::to_string),
+                timestamp_format: None,
+                delimiter: ',',
+            },
+            String::new(),
+            None,
+            vec![],
+        )
+        .unwrap()
+    }
+
+    fn rec(offset: i64, key: Option<&str>, value: Option<&str>) -> LogRecord {
+        LogRecord {
+            partition: 0,
+            offset,
+            timestamp: 1000 + offset,
+            key: key.map(|k| Bytes::from(k.to_string())),
+            value: value.map(|v| Bytes::from(v.to_string())),
+        }
+    }
+
+    #[test]
+    fn json_with_bad_records_isolated() {
+        let mut d = RecordDecoder::new(&relation(RelationKind::Stream, ValueFormat::Json, Some("ts"))).unwrap();
+        let out = d
+            .decode(&[
+                rec(0, Some("a"), Some(r#"{"status": 200, "ts": 5}"#)),
+                rec(1, None, Some("not json")),
+                rec(2, None, Some(r#"{"id": "b", "status": "oops", "ts": 6}"#)),
+                rec(3, None, Some(r#"{"id": "c", "status": 500, "ts": 7, "extra": true}"#)),
+                rec(4, None, Some(r#"{"id": "d", "status": 500}"#)),
+                rec(5, Some("z"), None),
+            ])
+            .unwrap();
+        let b = &out.chunk.batch;
+        assert_eq!(b.num_rows(), 2, "{b:?}");
+        let ids = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(ids.value(0), "a", "key comes from the record key");
+        assert_eq!(ids.value(1), "c", "key falls back to the value field");
+        let status = b.column(1).as_any().downcast_ref::<Int32Array>().unwrap();
+        assert_eq!(status.values(), &[200, 500]);
+        assert_eq!(out.chunk.rowtime.values(), &[5, 7]);
+        let bad: Vec<i64> = out.bad.iter().map(|r| r.offset).collect();
+        assert_eq!(bad, vec![1, 2, 4]);
+        assert!(out.bad[2].reason.contains("timestamp"), "{}", out.bad[2].reason);
+    }
+
+    #[test]
+    fn table_tombstones_become_deletes_in_order() {
+        let mut d = RecordDecoder::new(&relation(RelationKind::Table, ValueFormat::Json, None)).unwrap();
+        let out = d
+            .decode(&[
+                rec(0, Some("a"), Some(r#"{"status": 1}"#)),
+                rec(1, Some("a"), None),
+                rec(2, None, Some(r#"{"status": 2}"#)),
+            ])
+            .unwrap();
+        assert_eq!(out.chunk.num_rows(), 2);
+        assert_eq!(out.chunk.op(0), Op::Upsert);
+        assert_eq!(out.chunk.op(1), Op::Delete);
+        assert_eq!(out.bad.len(), 1, "a table row without a key is bad");
+        assert_eq!(out.chunk.rowtime.values(), &[1000, 1001]);
+    }
+
+    #[test]
+    fn delimited_values() {
+        let mut d = RecordDecoder::new(&relation(RelationKind::Stream, ValueFormat::Delimited, None)).unwrap();
+        let out = d
+            .decode(&[rec(0, Some("k"), Some("200,17")), rec(1, Some("k"), Some("x,y,z"))])
+            .unwrap();
+        assert_eq!(out.chunk.num_rows(), 1);
+        assert_eq!(out.bad.len(), 1);
+        let status = out.chunk.batch.column(1).as_any().downcast_ref::<Int32Array>().unwrap();
+        assert_eq!(status.value(0), 200);
+    }
+}

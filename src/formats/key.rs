@@ -1,0 +1,174 @@
+//! Record keys → key columns.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, StringBuilder};
+use arrow::compute::{cast_with_options, CastOptions};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+
+use super::json::JsonValueDecoder;
+use crate::catalog::KeyFormat;
+
+/// Decodes record keys into one array per key column; a row whose key is absent
+/// or cannot be decoded is null in every key column.
+pub struct KeyDecoder {
+    format: KeyFormat,
+    fields: Vec<Field>,
+    json: Option<JsonValueDecoder>,
+}
+
+impl KeyDecoder {
+    pub fn new(format: KeyFormat, fields: Vec<Field>) -> Self {
+        let json = match format {
+            KeyFormat::Json if !fields.is_empty() => {
+                let schema: SchemaRef = Arc::new(Schema::new(
+                    fields.iter().map(|f| f.clone().with_nullable(true)).collect::<Vec<_>>(),
+                ));
+                JsonValueDecoder::new(schema).ok()
+            }
+            _ => None,
+        };
+        KeyDecoder { format, fields, json }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    pub fn decode(&mut self, keys: &[Option<&Bytes>]) -> Vec<ArrayRef> {
+        match self.format {
+            KeyFormat::None => self.nulls(keys.len()),
+            KeyFormat::Kafka => self.decode_text(keys),
+            KeyFormat::Json => self.decode_json(keys),
+        }
+    }
+
+    fn nulls(&self, n: usize) -> Vec<ArrayRef> {
+        self.fields
+            .iter()
+            .map(|f| arrow::array::new_null_array(f.data_type(), n))
+            .collect()
+    }
+
+    /// KAFKA format: the UTF-8 text of a single key column, cast to its type.
+    fn decode_text(&mut self, keys: &[Option<&Bytes>]) -> Vec<ArrayRef> {
+        if self.fields.len() != 1 {
+            return self.nulls(keys.len());
+        }
+        let mut b = StringBuilder::with_capacity(keys.len(), keys.len() * 16);
+        for k in keys {
+            match k.and_then(|k| std::str::from_utf8(k).ok()) {
+                Some(s) => b.append_value(s),
+                None => b.append_null(),
+            }
+        }
+        let text: ArrayRef = Arc::new(b.finish());
+        let target = self.fields[0].data_type();
+        if target == &DataType::Utf8 {
+            return vec![text];
+        }
+        // Unparseable keys become null (the caller then falls back to the value).
+        let opts = CastOptions {
+            safe: true,
+            ..Default::default()
+        };
+        vec![cast_with_options(&text, target, &opts).unwrap_or_else(|_| arrow::array::new_null_array(target, keys.len()))]
+    }
+
+    fn decode_json(&mut self, keys: &[Option<&Bytes>]) -> Vec<ArrayRef> {
+        let n = keys.len();
+        let Some(json) = self.json.as_mut() else {
+            return self.nulls(n);
+        };
+        // One key column: the key is a bare JSON scalar; wrap it as an object so
+        // arrow-json can decode it. Several: the key is already an object.
+        let single = self.fields.len() == 1;
+        let name = self.fields[0].name().clone();
+        let wrap = |k: &[u8]| -> Vec<u8> {
+            if single {
+                let mut v = Vec::with_capacity(k.len() + name.len() + 8);
+                v.extend_from_slice(b"{");
+                v.extend_from_slice(serde_json::to_string(&name).unwrap_or_default().as_bytes());
+                v.extend_from_slice(b":");
+                v.extend_from_slice(k);
+                v.extend_from_slice(b"}");
+                v
+            } else {
+                k.to_vec()
+            }
+        };
+        let mut rows: Vec<RecordBatch> = Vec::with_capacity(n);
+        let empty = b"{}".to_vec();
+        let mut all = Vec::with_capacity(n);
+        for k in keys {
+            all.push(match k {
+                Some(k) => wrap(k),
+                None => empty.clone(),
+            });
+        }
+        if let Ok(batch) = json.decode_all(all.iter().map(|v| v.as_slice())) {
+            return batch.columns().to_vec();
+        }
+        for v in &all {
+            let row = json
+                .decode_one(v)
+                .or_else(|_| json.decode_one(&empty));
+            match row {
+                Ok(r) => rows.push(r),
+                Err(_) => return self.nulls(n),
+            }
+        }
+        match arrow::compute::concat_batches(&rows.first().map(|r| r.schema()).unwrap_or_else(|| Arc::new(Schema::empty())), &rows) {
+            Ok(b) if b.num_rows() == n => b.columns().to_vec(),
+            _ => self.nulls(n),
+        }
+    }
+}
+
+/// Key columns → record key bytes.
+pub fn encode_keys(format: KeyFormat, columns: &[ArrayRef], names: &[String]) -> Vec<Option<Bytes>> {
+    let n = columns.first().map(|c| c.len()).unwrap_or(0);
+    match format {
+        KeyFormat::None => vec![None; n],
+        _ if columns.is_empty() => vec![None; n],
+        KeyFormat::Kafka if columns.len() == 1 => {
+            let formatter = arrow::util::display::ArrayFormatter::try_new(columns[0].as_ref(), &Default::default());
+            match formatter {
+                Ok(f) => (0..n)
+                    .map(|i| (!columns[0].is_null(i)).then(|| Bytes::from(f.value(i).to_string())))
+                    .collect(),
+                Err(_) => vec![None; n],
+            }
+        }
+        // Several key columns, or JSON: a JSON scalar for one column, an object otherwise.
+        _ => {
+            let fields: Vec<Field> = names
+                .iter()
+                .zip(columns)
+                .map(|(name, c)| Field::new(name, c.data_type().clone(), true))
+                .collect();
+            let Ok(batch) = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.to_vec()) else {
+                return vec![None; n];
+            };
+            let lines = super::encode::json_lines(&batch).unwrap_or_default();
+            lines
+                .into_iter()
+                .map(|line| {
+                    if columns.len() == 1 {
+                        // {"k":VALUE} → VALUE
+                        let v: serde_json::Value = serde_json::from_slice(&line).ok()?;
+                        let inner = v.as_object()?.values().next()?.clone();
+                        if inner.is_null() {
+                            return None;
+                        }
+                        Some(Bytes::from(serde_json::to_vec(&inner).ok()?))
+                    } else {
+                        Some(Bytes::from(line))
+                    }
+                })
+                .collect()
+        }
+    }
+}

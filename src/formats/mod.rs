@@ -1,0 +1,14 @@
+//! Record formats: raw log records ↔ Arrow chunks, vectorised through arrow-json
+//! and arrow-csv. Records that cannot be decoded are returned separately so the
+//! query can count them, dead-letter them, and keep running.
+
+mod decode;
+mod delimited;
+mod encode;
+mod json;
+mod key;
+mod rowtime;
+
+pub use decode::{BadRecord, Decoded, RecordDecoder};
+pub use encode::RecordEncoder;
+pub use rowtime::from_column as rowtime_of;

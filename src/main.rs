@@ -1,0 +1,206 @@
+//! The `sluice` command: `serve` runs the server; `run` sends a file of statements
+//! to a running server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use sluice::config::ServerConfig;
+use sluice::engine::Engine;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Streaming SQL over Kafka, served over Postgres wire and HTTP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Execute a file of SQL statements on a running server (over HTTP).
+    Run {
+        /// The .sql file.
+        file: PathBuf,
+        /// The server's HTTP address.
+        #[arg(long, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:8088")]
+        server: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory for the catalog, state and (without Kafka) the local log.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data")]
+    data_dir: PathBuf,
+    /// Postgres wire protocol listener.
+    #[arg(long, env = "SLUICE_PG_ADDR", default_value = "127.0.0.1:5433")]
+    pg_addr: String,
+    /// HTTP listener.
+    #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "127.0.0.1:8088")]
+    http_addr: String,
+    /// Kafka bootstrap servers (host:port,...). Without it, Sluice runs on its
+    /// embedded local log in the data directory.
+    #[arg(long, env = "SLUICE_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Extra librdkafka properties, repeatable: --kafka-property security.protocol=SSL
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    kafka_properties: Vec<String>,
+    /// Milliseconds between checkpoints of query state and source offsets.
+    #[arg(long, env = "SLUICE_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
+    /// Topic that receives records that cannot be decoded.
+    #[arg(long, env = "SLUICE_DEAD_LETTER_TOPIC")]
+    dead_letter_topic: Option<String>,
+    /// Directory of .sql files to run at start-up, in name order.
+    #[arg(long)]
+    init: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Run { file, server } => run_file(&file, &server).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut kafka_properties = Vec::new();
+    for p in &args.kafka_properties {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("--kafka-property takes KEY=VALUE, got '{p}'");
+        };
+        kafka_properties.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let config = ServerConfig {
+        data_dir: args.data_dir,
+        pg_addr: args.pg_addr,
+        http_addr: args.http_addr,
+        kafka_brokers: args.kafka_brokers,
+        kafka_properties,
+        checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
+        dead_letter_topic: args.dead_letter_topic,
+    };
+    let pg = tokio::net::TcpListener::bind(&config.pg_addr)
+        .await
+        .with_context(|| format!("binding the Postgres listener on {}", config.pg_addr))?;
+    let http = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {}", config.http_addr))?;
+    let engine = Engine::start(config.clone()).await.context("starting the engine")?;
+    if let Some(dir) = &args.init {
+        run_init_dir(&engine, dir).await?;
+    }
+    tracing::info!(
+        pg = %config.pg_addr,
+        http = %config.http_addr,
+        backend = engine.backend().kind(),
+        data_dir = %config.data_dir.display(),
+        "sluice is ready: psql -h {} -p {}",
+        config.pg_addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("localhost"),
+        config.pg_addr.rsplit_once(':').map(|(_, p)| p).unwrap_or("5433"),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let pg_task = tokio::spawn(sluice::serve::pgwire::serve_pgwire(engine.clone(), pg, stopped(stop_rx.clone())));
+    let http_task = tokio::spawn(sluice::serve::http::serve_http(engine.clone(), http, stopped(stop_rx.clone())));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = pg_task.await;
+        let _ = http_task.await;
+    })
+    .await;
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run_init_dir(engine: &Engine, dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading --init directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let mut session = sluice::engine::Session::new();
+        for r in engine.execute(&mut session, &text).await {
+            if let Err(e) = r {
+                bail!("{}: {e}", f.display());
+            }
+        }
+        tracing::info!(file = %f.display(), "ran init script");
+    }
+    Ok(())
+}
+
+async fn run_file(file: &std::path::Path, server: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let url = format!("{}/ksql", server.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({ "ksql": text, "streamsProperties": {} }))
+        .send()
+        .await
+        .with_context(|| format!("sending {} to {url}", file.display()))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("reading the server's answer")?;
+    let items = match &body {
+        serde_json::Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    for item in &items {
+        let statement = item.get("statementText").and_then(|s| s.as_str()).unwrap_or("");
+        let first_line = statement.lines().next().unwrap_or("");
+        if let Some(msg) = item.pointer("/commandStatus/message").and_then(|m| m.as_str()) {
+            println!("ok: {first_line}\n    {msg}");
+        } else if item.get("@type").and_then(|t| t.as_str()) == Some("statement_error") {
+            let msg = item.get("message").and_then(|m| m.as_str()).unwrap_or("error");
+            eprintln!("error: {}: {msg}", file.display());
+            if let Some(h) = item.get("hint").and_then(|h| h.as_str()) {
+                eprintln!("hint: {h}");
+            }
+        } else {
+            println!("ok: {first_line}");
+        }
+    }
+    if !status.is_success() {
+        bail!("{} failed ({status})", file.display());
+    }
+    Ok(())
+}

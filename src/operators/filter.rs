@@ -1,0 +1,56 @@
+//! WHERE / HAVING: a DataFusion physical predicate over each chunk.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, Int8Array};
+use arrow::compute::prep_null_mask_filter;
+use datafusion::physical_plan::PhysicalExpr;
+
+use super::Operator;
+use crate::dataflow::{Chunk, Message, Op};
+use crate::error::{Result, SluiceError};
+
+pub struct Filter {
+    predicate: Arc<dyn PhysicalExpr>,
+    /// On a changelog (a table), an upsert that no longer passes the predicate must
+    /// delete the key's previous row instead of vanishing, so it becomes a delete.
+    changelog: bool,
+}
+
+impl Filter {
+    pub fn new(predicate: Arc<dyn PhysicalExpr>, changelog: bool) -> Self {
+        Filter { predicate, changelog }
+    }
+}
+
+impl Operator for Filter {
+    fn describe(&self) -> String {
+        format!("Filter: {}", self.predicate)
+    }
+
+    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+        let value = self.predicate.evaluate(&chunk.batch)?.into_array(chunk.num_rows())?;
+        let mask = value
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| SluiceError::sql(format!("WHERE must be a boolean, not {}", value.data_type())))?;
+        // NULL counts as false, as in SQL.
+        let mask = prep_null_mask_filter(mask);
+        let result = match (&chunk.ops, self.changelog) {
+            (Some(ops), true) => {
+                // Rows failing the predicate stay, as deletes of their key.
+                let ops: Int8Array = ops
+                    .iter()
+                    .zip(mask.iter())
+                    .map(|(op, pass)| if pass == Some(true) { op } else { Some(Op::Delete as i8) })
+                    .collect();
+                Chunk::new(chunk.batch, chunk.rowtime, Some(ops))
+            }
+            _ => chunk.filter(&mask)?,
+        };
+        if !result.is_empty() {
+            out.push(Message::Chunk(result));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! GROUP BY over an append-only stream, maintained incrementally with DataFusion
+//! accumulators. Every chunk updates the touched groups and emits their new rows as
+//! upserts keyed by the group columns.
+//!
+//! Group keys are Arrow row-format bytes (no string concatenation); each group holds
+//! one accumulator per aggregate. At a checkpoint the accumulators' intermediate
+//! state of changed groups is written in Arrow row format, and merged back into
+//! fresh accumulators on restore.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, Int8Array, UInt32Array};
+use arrow::compute::{filter, prep_null_mask_filter, take};
+use arrow::datatypes::{Field, FieldRef, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_plan::PhysicalExpr;
+use datafusion::scalar::ScalarValue;
+
+use super::Operator;
+use crate::dataflow::{Chunk, Message, Op};
+use crate::error::{Result, SluiceError};
+use crate::state::{QueryState, StateWriteBatch};
+
+/// One aggregate of the SELECT: its function, argument expressions and FILTER.
+pub struct AggregateSpec {
+    pub function: Arc<AggregateFunctionExpr>,
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+pub struct GroupAggregate {
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    aggregates: Vec<AggregateSpec>,
+    /// Group columns then aggregate columns.
+    schema: SchemaRef,
+    key_rows: RowConverter,
+    state_rows: RowConverter,
+    /// How many state fields each aggregate has, in order.
+    state_widths: Vec<usize>,
+    index: HashMap<Box<[u8]>, u32>,
+    keys: Vec<Box<[u8]>>,
+    accumulators: Vec<Vec<Box<dyn Accumulator>>>,
+    dirty: Vec<u32>,
+    is_dirty: Vec<bool>,
+}
+
+impl GroupAggregate {
+    pub fn new(
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        aggregates: Vec<AggregateSpec>,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let key_fields: Vec<SortField> = schema
+            .fields()
+            .iter()
+            .take(group_exprs.len())
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let mut state_fields: Vec<FieldRef> = Vec::new();
+        let mut state_widths = Vec::new();
+        for a in &aggregates {
+            let fields = a.function.state_fields()?;
+            state_widths.push(fields.len());
+            state_fields.extend(fields);
+        }
+        let state_sort: Vec<SortField> = state_fields
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(GroupAggregate {
+            group_exprs,
+            aggregates,
+            schema,
+            key_rows: RowConverter::new(key_fields)?,
+            state_rows: RowConverter::new(state_sort)?,
+            state_widths,
+            index: HashMap::new(),
+            keys: Vec::new(),
+            accumulators: Vec::new(),
+            dirty: Vec::new(),
+            is_dirty: Vec::new(),
+        })
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn group_for(&mut self, key: &[u8]) -> Result<u32> {
+        if let Some(&g) = self.index.get(key) {
+            return Ok(g);
+        }
+        let g = self.keys.len() as u32;
+        let mut accs = Vec::with_capacity(self.aggregates.len());
+        for a in &self.aggregates {
+            accs.push(a.function.create_accumulator()?);
+        }
+        let key: Box<[u8]> = key.into();
+        self.index.insert(key.clone(), g);
+        self.keys.push(key);
+        self.accumulators.push(accs);
+        self.is_dirty.push(false);
+        Ok(g)
+    }
+
+    fn mark_dirty(&mut self, g: u32) {
+        if !self.is_dirty[g as usize] {
+            self.is_dirty[g as usize] = true;
+            self.dirty.push(g);
+        }
+    }
+
+    /// Current rows of `groups`, as upserts.
+    fn emit(&mut self, groups: &[u32], rowtime: i64) -> Result<Chunk> {
+        let parser = self.key_rows.parser();
+        let key_columns = self
+            .key_rows
+            .convert_rows(groups.iter().map(|&g| parser.parse(&self.keys[g as usize])))?;
+        let mut columns: Vec<ArrayRef> = key_columns;
+        for a in 0..self.aggregates.len() {
+            let mut values = Vec::with_capacity(groups.len());
+            for &g in groups {
+                values.push(self.accumulators[g as usize][a].evaluate()?);
+            }
+            let field = self.schema.field(self.group_exprs.len() + a);
+            let mut array = if values.is_empty() {
+                arrow::array::new_empty_array(field.data_type())
+            } else {
+                ScalarValue::iter_to_array(values)?
+            };
+            if array.data_type() != field.data_type() {
+                array = arrow::compute::cast(&array, field.data_type())?;
+            }
+            columns.push(array);
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let n = batch.num_rows();
+        Ok(Chunk::new(
+            batch,
+            Int64Array::from(vec![rowtime; n]),
+            Some(Int8Array::from(vec![Op::Upsert as i8; n])),
+        ))
+    }
+}
+
+impl Operator for GroupAggregate {
+    fn describe(&self) -> String {
+        format!(
+            "GroupAggregate: groupBy=[{}], aggr=[{}]",
+            self.group_exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
+            self.aggregates.iter().map(|a| a.function.name().to_string()).collect::<Vec<_>>().join(", ")
+        )
+    }
+
+    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+        if chunk.ops.is_some() {
+            return Err(SluiceError::Internal(
+                "GroupAggregate received a changelog; aggregating a TABLE is not supported".into(),
+            ));
+        }
+        let n = chunk.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let batch = &chunk.batch;
+        let key_arrays = self
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let rows = self.key_rows.convert_columns(&key_arrays)?;
+
+        // Group id of every row, and the groups this chunk touches in first-seen order.
+        let mut group_of_row = Vec::with_capacity(n);
+        let mut touched: Vec<u32> = Vec::new();
+        let mut slot: HashMap<u32, usize> = HashMap::new();
+        let mut counts: Vec<usize> = Vec::new();
+        for i in 0..n {
+            let g = self.group_for(rows.row(i).as_ref())?;
+            let s = *slot.entry(g).or_insert_with(|| {
+                touched.push(g);
+                counts.push(0);
+                touched.len() - 1
+            });
+            counts[s] += 1;
+            group_of_row.push(s);
+        }
+        // Counting sort: rows of the same group become one contiguous range.
+        let mut starts = Vec::with_capacity(counts.len());
+        let mut acc = 0usize;
+        for c in &counts {
+            starts.push(acc);
+            acc += c;
+        }
+        let mut fill = starts.clone();
+        let mut order = vec![0u32; n];
+        for (row, &s) in group_of_row.iter().enumerate() {
+            order[fill[s]] = row as u32;
+            fill[s] += 1;
+        }
+        let order = UInt32Array::from(order);
+
+        for (a, spec) in self.aggregates.iter().enumerate() {
+            let args: Vec<ArrayRef> = spec
+                .function
+                .expressions()
+                .iter()
+                .map(|e| {
+                    e.evaluate(batch)
+                        .and_then(|v| v.into_array(n))
+                        .map_err(SluiceError::from)
+                        .and_then(|arr| take(&arr, &order, None).map_err(SluiceError::from))
+                })
+                .collect::<Result<_>>()?;
+            let mask: Option<BooleanArray> = match &spec.filter {
+                Some(f) => {
+                    let m = f.evaluate(batch)?.into_array(n)?;
+                    let m = take(&m, &order, None)?;
+                    let m = m
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| SluiceError::sql("FILTER (WHERE ...) must be a boolean"))?;
+                    Some(prep_null_mask_filter(m))
+                }
+                None => None,
+            };
+            for (s, &g) in touched.iter().enumerate() {
+                let (start, len) = (starts[s], counts[s]);
+                let mut slices: Vec<ArrayRef> = args.iter().map(|c| c.slice(start, len)).collect();
+                if let Some(mask) = &mask {
+                    let m = mask.slice(start, len);
+                    slices = slices
+                        .iter()
+                        .map(|c| filter(c, &m))
+                        .collect::<std::result::Result<_, _>>()?;
+                }
+                self.accumulators[g as usize][a].update_batch(&slices)?;
+            }
+        }
+        for &g in &touched {
+            self.mark_dirty(g);
+        }
+        let rowtime = chunk.max_rowtime().unwrap_or(0);
+        let emitted = self.emit(&touched, rowtime)?;
+        out.push(Message::Chunk(emitted));
+        Ok(())
+    }
+
+    fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        let width: usize = self.state_widths.iter().sum();
+        let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(dirty.len()); width];
+        for &g in &dirty {
+            self.is_dirty[g as usize] = false;
+            let mut c = 0;
+            for acc in self.accumulators[g as usize].iter_mut() {
+                for v in acc.state()? {
+                    columns[c].push(v);
+                    c += 1;
+                }
+            }
+        }
+        let arrays: Vec<ArrayRef> = columns
+            .into_iter()
+            .map(ScalarValue::iter_to_array)
+            .collect::<datafusion::error::Result<_>>()?;
+        let rows = self.state_rows.convert_columns(&arrays)?;
+        for (i, &g) in dirty.iter().enumerate() {
+            batch.put(id, &self.keys[g as usize], rows.row(i).as_ref().to_vec());
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, id: u16, state: &QueryState) -> Result<()> {
+        let entries = state.scan(id)?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let parser = self.state_rows.parser();
+        let arrays = self
+            .state_rows
+            .convert_rows(entries.iter().map(|(_, v)| parser.parse(v)))?;
+        for (i, (key, _)) in entries.iter().enumerate() {
+            let g = self.group_for(key)? as usize;
+            let mut c = 0;
+            for (a, &w) in self.state_widths.iter().enumerate() {
+                let states: Vec<ArrayRef> = arrays[c..c + w].iter().map(|s| s.slice(i, 1)).collect();
+                self.accumulators[g][a].merge_batch(&states)?;
+                c += w;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Output field for an aggregate (used by the planner).
+pub fn aggregate_field(function: &AggregateFunctionExpr) -> Field {
+    function.field().as_ref().clone()
+}

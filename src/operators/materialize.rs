@@ -1,0 +1,159 @@
+//! Materialized tables: the latest row per key of a changelog, kept for pull
+//! queries and persisted at checkpoints.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+use parking_lot::RwLock;
+
+use super::Operator;
+use crate::dataflow::{Chunk, Message, Op};
+use crate::error::Result;
+use crate::state::{QueryState, StateWriteBatch};
+
+/// The rows of one table, keyed by its key columns (Arrow row format) and stored as
+/// Arrow rows, so a snapshot converts back to columns in one vectorised pass.
+pub struct MaterializedTable {
+    schema: SchemaRef,
+    key_cols: Vec<usize>,
+    key_rows: RowConverter,
+    full_rows: RowConverter,
+    inner: RwLock<TableRows>,
+}
+
+#[derive(Default)]
+struct TableRows {
+    rows: BTreeMap<Box<[u8]>, Box<[u8]>>,
+    /// Keys changed since the last checkpoint.
+    dirty: BTreeSet<Box<[u8]>>,
+}
+
+impl MaterializedTable {
+    pub fn new(schema: SchemaRef, key_cols: Vec<usize>) -> Result<Arc<Self>> {
+        let key_rows = RowConverter::new(
+            key_cols
+                .iter()
+                .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+                .collect(),
+        )?;
+        let full_rows = RowConverter::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
+        Ok(Arc::new(MaterializedTable {
+            schema,
+            key_cols,
+            key_rows,
+            full_rows,
+            inner: RwLock::new(TableRows::default()),
+        }))
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies a changelog chunk atomically: a concurrent snapshot sees all of it or
+    /// none of it.
+    pub fn apply(&self, chunk: &Chunk) -> Result<()> {
+        let keys: Vec<ArrayRef> = self.key_cols.iter().map(|&i| chunk.batch.column(i).clone()).collect();
+        let keys = self.key_rows.convert_columns(&keys)?;
+        let rows = self.full_rows.convert_columns(chunk.batch.columns())?;
+        let mut inner = self.inner.write();
+        for i in 0..chunk.num_rows() {
+            let key: Box<[u8]> = keys.row(i).as_ref().into();
+            match chunk.op(i) {
+                Op::Upsert => {
+                    inner.rows.insert(key.clone(), rows.row(i).as_ref().into());
+                }
+                Op::Delete => {
+                    inner.rows.remove(&key);
+                }
+            }
+            inner.dirty.insert(key);
+        }
+        Ok(())
+    }
+
+    /// All rows, in key order.
+    pub fn snapshot(&self) -> Result<RecordBatch> {
+        let inner = self.inner.read();
+        let parser = self.full_rows.parser();
+        let columns = self
+            .full_rows
+            .convert_rows(inner.rows.values().map(|r| parser.parse(r)))?;
+        drop(inner);
+        if self.schema.fields().is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    fn snapshot_changes(&self, id: u16, batch: &mut StateWriteBatch) {
+        let mut inner = self.inner.write();
+        let dirty = std::mem::take(&mut inner.dirty);
+        for key in dirty {
+            match inner.rows.get(&key) {
+                Some(row) => batch.put(id, &key, row.to_vec()),
+                None => batch.delete(id, &key),
+            }
+        }
+    }
+
+    fn restore_rows(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+        let mut inner = self.inner.write();
+        inner.rows.clear();
+        inner.dirty.clear();
+        for (k, v) in entries {
+            inner.rows.insert(k.into(), v.into());
+        }
+    }
+}
+
+/// Keeps a [`MaterializedTable`] up to date and passes the changelog on unchanged.
+pub struct Materialize {
+    table: Arc<MaterializedTable>,
+}
+
+impl Materialize {
+    pub fn new(table: Arc<MaterializedTable>) -> Self {
+        Materialize { table }
+    }
+}
+
+impl Operator for Materialize {
+    fn describe(&self) -> String {
+        "Materialize".into()
+    }
+
+    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+        self.table.apply(&chunk)?;
+        out.push(Message::Chunk(chunk));
+        Ok(())
+    }
+
+    fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+        self.table.snapshot_changes(id, batch);
+        Ok(())
+    }
+
+    fn restore(&mut self, id: u16, state: &QueryState) -> Result<()> {
+        self.table.restore_rows(state.scan(id)?);
+        Ok(())
+    }
+}

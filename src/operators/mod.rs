@@ -1,0 +1,39 @@
+//! Streaming operators. Each takes [`Message`]s and emits messages; stateful ones
+//! write their changes into the checkpoint when a barrier passes and read them back
+//! on restart.
+
+pub mod filter;
+pub mod group_aggregate;
+pub mod materialize;
+pub mod project;
+
+use crate::dataflow::{Chunk, Message};
+use crate::error::Result;
+use crate::state::{QueryState, StateWriteBatch};
+
+pub use filter::Filter;
+pub use group_aggregate::GroupAggregate;
+pub use materialize::{MaterializedTable, Materialize};
+pub use project::Project;
+
+pub trait Operator: Send {
+    /// For EXPLAIN and logs.
+    fn describe(&self) -> String;
+
+    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()>;
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+
+    /// Writes state changed since the last checkpoint under operator id `id`.
+    fn snapshot(&mut self, _id: u16, _batch: &mut StateWriteBatch) -> Result<()> {
+        Ok(())
+    }
+
+    /// Loads the state written by `snapshot` (called once, before any input).
+    fn restore(&mut self, _id: u16, _state: &QueryState) -> Result<()> {
+        Ok(())
+    }
+}

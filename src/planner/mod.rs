@@ -1,0 +1,337 @@
+//! From SQL to a streaming pipeline.
+//!
+//! DataFusion's SQL planner builds and type-checks the LogicalPlan (names, types,
+//! coercion, functions); this module walks that plan and turns each node into a
+//! streaming operator evaluated with DataFusion physical expressions and
+//! accumulators. Only what is streaming-specific lives here.
+
+pub mod errors;
+pub mod providers;
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::DFSchemaRef;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{Expr, FetchType, LogicalPlan};
+use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
+use datafusion::optimizer::Optimizer;
+use datafusion::physical_expr::create_physical_expr;
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::sql::parser::Statement as DFStatement;
+use sqlparser::ast::{self, Query};
+
+use crate::catalog::Catalog;
+use crate::error::{Result, SluiceError};
+use crate::operators::group_aggregate::AggregateSpec;
+use crate::operators::{Filter, GroupAggregate, Operator, Project};
+
+pub use errors::df_error;
+
+/// A continuous query ready to run: read `source`, push chunks through
+/// `operators`, write rows of `schema`.
+pub struct StreamPlan {
+    /// The relation read.
+    pub source: String,
+    pub operators: Vec<Box<dyn Operator>>,
+    pub schema: SchemaRef,
+    /// True when the output is a changelog (upserts/deletes keyed by `key_columns`).
+    pub changelog: bool,
+    /// Output columns that form the key: the GROUP BY columns of an aggregate, or
+    /// the source's key columns passed through unchanged.
+    pub key_columns: Vec<usize>,
+    /// LIMIT of a push query.
+    pub limit: Option<usize>,
+    /// The DataFusion logical plan, for EXPLAIN.
+    pub logical_plan: String,
+}
+
+impl StreamPlan {
+    pub fn explain(&self) -> Vec<String> {
+        let mut lines = vec![format!("Source: {}", self.source)];
+        lines.extend(self.operators.iter().map(|o| o.describe()));
+        lines
+    }
+}
+
+struct Partial {
+    source: Option<String>,
+    operators: Vec<Box<dyn Operator>>,
+    schema: DFSchemaRef,
+    changelog: bool,
+    keys: Vec<usize>,
+    /// Number of key columns the output must keep (set by GROUP BY or a table source).
+    required_keys: usize,
+    limit: Option<usize>,
+}
+
+/// Checks that every relation the query names exists, so the error can point at it.
+pub fn check_relations(catalog: &Catalog, query: &Query) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut missing: Option<SluiceError> = None;
+    let _ = ast::visit_relations(query, |name: &ast::ObjectName| {
+        if let Some(ident) = name.0.last().and_then(|p| p.as_ident()) {
+            let normalized = normalize_ident(ident);
+            if catalog.relation(&normalized).is_none() && missing.is_none() && !is_system_table(name) {
+                missing = Some(SluiceError::undefined(
+                    format!("stream or table '{normalized}' does not exist"),
+                    Some(crate::error::SqlPosition {
+                        line: ident.span.start.line,
+                        column: ident.span.start.column,
+                    }),
+                    Some("SHOW STREAMS and SHOW TABLES list what exists; names are case-insensitive unless quoted".into()),
+                ));
+            }
+            if !names.contains(&normalized) {
+                names.push(normalized);
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    match missing {
+        Some(e) => Err(e),
+        None => Ok(names),
+    }
+}
+
+fn is_system_table(name: &ast::ObjectName) -> bool {
+    name.0.len() > 1
+        && name.0.first().and_then(|p| p.as_ident()).is_some_and(|i| {
+            let s = i.value.to_ascii_lowercase();
+            s == "information_schema" || s == "pg_catalog"
+        })
+}
+
+/// Unquoted identifiers fold to lower case (the Postgres convention).
+pub fn normalize_ident(ident: &ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_ascii_lowercase(),
+    }
+}
+
+/// Plans `query` with DataFusion and type-checks it (no streaming translation).
+pub async fn logical_plan(state: &SessionState, query: &Query) -> Result<LogicalPlan> {
+    let statement = DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query.clone()))));
+    let plan = state.statement_to_plan(statement).await.map_err(df_error)?;
+    let plan = state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})
+        .map_err(df_error)?;
+    // Constant folding and the rewrites functions such as now() rely on.
+    let optimizer = Optimizer::with_rules(vec![Arc::new(SimplifyExpressions::new())]);
+    optimizer.optimize(plan, state, |_, _| {}).map_err(df_error)
+}
+
+/// Plans a continuous query.
+pub async fn plan_continuous(
+    state: &SessionState,
+    catalog: &Catalog,
+    query: &Query,
+    allow_limit: bool,
+) -> Result<StreamPlan> {
+    check_relations(catalog, query)?;
+    let plan = logical_plan(state, query).await?;
+    let logical = plan.display_indent().to_string();
+    let partial = translate(state, catalog, &plan, allow_limit)?;
+    let source = partial
+        .source
+        .ok_or_else(|| SluiceError::sql("a continuous query must read a stream or table (FROM ...)"))?;
+    if partial.changelog && partial.keys.len() < partial.required_keys {
+        return Err(SluiceError::sql(
+            "every GROUP BY column (or the source table's PRIMARY KEY) must appear unchanged in the SELECT list: it is the result table's key",
+        )
+        .with_hint("add the GROUP BY columns to the SELECT list"));
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(partial.schema.as_arrow().fields().clone()));
+    Ok(StreamPlan {
+        source,
+        operators: partial.operators,
+        schema,
+        changelog: partial.changelog,
+        key_columns: partial.keys,
+        limit: partial.limit,
+        logical_plan: logical,
+    })
+}
+
+fn unsupported(what: &str, hint: &str) -> SluiceError {
+    SluiceError::Sql {
+        message: format!("{what} is not supported in a continuous query"),
+        position: None,
+        hint: Some(hint.to_string()),
+        sqlstate: "0A000",
+    }
+}
+
+fn translate(state: &SessionState, catalog: &Catalog, plan: &LogicalPlan, allow_limit: bool) -> Result<Partial> {
+    let props = state.execution_props();
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let name = scan.table_name.table().to_string();
+            let relation = catalog
+                .relation(&name)
+                .ok_or_else(|| SluiceError::undefined(format!("stream or table '{name}' does not exist"), None, None))?;
+            let keys = relation.key_indices();
+            let mut partial = Partial {
+                source: Some(name),
+                operators: Vec::new(),
+                schema: scan.projected_schema.clone(),
+                changelog: relation.is_table(),
+                required_keys: if relation.is_table() { keys.len() } else { 0 },
+                keys,
+                limit: None,
+            };
+            if let Some(projection) = &scan.projection {
+                // Scan output is the projected columns; the decoder produces all.
+                let full = scan.source.schema();
+                let exprs = projection
+                    .iter()
+                    .map(|&i| {
+                        Arc::new(datafusion::physical_expr::expressions::Column::new(full.field(i).name(), i))
+                            as Arc<dyn datafusion::physical_plan::PhysicalExpr>
+                    })
+                    .collect();
+                partial.keys = partial
+                    .keys
+                    .iter()
+                    .filter_map(|k| projection.iter().position(|p| p == k))
+                    .collect();
+                partial.operators.push(Box::new(Project::new(
+                    exprs,
+                    Arc::new(scan.projected_schema.as_arrow().clone()),
+                )));
+            }
+            if !scan.filters.is_empty() {
+                return Err(unsupported("a pushed-down filter", "internal planner error"));
+            }
+            Ok(partial)
+        }
+        LogicalPlan::Projection(p) => {
+            let mut partial = translate(state, catalog, &p.input, allow_limit)?;
+            let input_schema = p.input.schema();
+            let mut exprs = Vec::with_capacity(p.expr.len());
+            let mut keys = Vec::new();
+            for (out_idx, e) in p.expr.iter().enumerate() {
+                exprs.push(create_physical_expr(e, input_schema, props, &Default::default()).map_err(df_error)?);
+                if let Some(col) = column_of(e) {
+                    if let Ok(in_idx) = input_schema.index_of_column(col) {
+                        if partial.keys.contains(&in_idx) {
+                            keys.push((partial.keys.iter().position(|k| *k == in_idx).unwrap_or(0), out_idx));
+                        }
+                    }
+                }
+            }
+            // Keep keys in the order they had (GROUP BY order), one output column each.
+            keys.sort();
+            keys.dedup_by_key(|(k, _)| *k);
+            partial.keys = keys.into_iter().map(|(_, o)| o).collect();
+            partial
+                .operators
+                .push(Box::new(Project::new(exprs, Arc::new(p.schema.as_arrow().clone()))));
+            partial.schema = p.schema.clone();
+            Ok(partial)
+        }
+        LogicalPlan::Filter(f) => {
+            let mut partial = translate(state, catalog, &f.input, allow_limit)?;
+            let predicate = create_physical_expr(&f.predicate, f.input.schema(), props, &Default::default())
+                .map_err(df_error)?;
+            partial
+                .operators
+                .push(Box::new(Filter::new(predicate, partial.changelog)));
+            Ok(partial)
+        }
+        LogicalPlan::SubqueryAlias(a) => {
+            let mut partial = translate(state, catalog, &a.input, allow_limit)?;
+            partial.schema = a.schema.clone();
+            Ok(partial)
+        }
+        LogicalPlan::Aggregate(agg) => {
+            let mut partial = translate(state, catalog, &agg.input, allow_limit)?;
+            if partial.changelog {
+                return Err(unsupported(
+                    "aggregating a TABLE",
+                    "aggregate a STREAM; GROUP BY over a changelog (with retractions) is planned",
+                ));
+            }
+            let input_schema = agg.input.schema();
+            let physical_input = input_schema.as_arrow();
+            let mut group_exprs = Vec::new();
+            for e in &agg.group_expr {
+                if matches!(e, Expr::GroupingSet(_)) {
+                    return Err(unsupported("GROUPING SETS / ROLLUP / CUBE", "group by plain columns or expressions"));
+                }
+                group_exprs.push(create_physical_expr(e, input_schema, props, &Default::default()).map_err(df_error)?);
+            }
+            let mut aggregates = Vec::new();
+            let planning = datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default();
+            for e in &agg.aggr_expr {
+                let mut builder =
+                    LoweredAggregateBuilder::new(e, input_schema, physical_input, props, &planning)
+                        .with_human_display(e.human_display().to_string());
+                if let Expr::Alias(alias) = e {
+                    builder = builder.with_name(alias.name.clone());
+                } else if matches!(e, Expr::AggregateFunction(_)) {
+                    builder = builder.with_name(e.schema_name().to_string());
+                }
+                let lowered = builder.build().map_err(df_error)?;
+                let (function, filter) = (lowered.aggregate, lowered.filter);
+                if !lowered.order_bys.is_empty() {
+                    return Err(unsupported(
+                        "an ordered aggregate (WITHIN GROUP / ORDER BY inside an aggregate)",
+                        "remove the ORDER BY from the aggregate call",
+                    ));
+                }
+                aggregates.push(AggregateSpec { function, filter });
+            }
+            let schema = Arc::new(agg.schema.as_arrow().clone());
+            let n_keys = group_exprs.len();
+            partial
+                .operators
+                .push(Box::new(GroupAggregate::new(group_exprs, aggregates, schema)?));
+            partial.schema = agg.schema.clone();
+            partial.changelog = true;
+            partial.keys = (0..n_keys).collect();
+            partial.required_keys = n_keys;
+            Ok(partial)
+        }
+        LogicalPlan::Limit(limit) if allow_limit => {
+            let mut partial = translate(state, catalog, &limit.input, false)?;
+            match limit.get_fetch_type().map_err(df_error)? {
+                FetchType::Literal(n) => partial.limit = n,
+                FetchType::UnsupportedExpr => return Err(SluiceError::sql("LIMIT must be a constant")),
+            }
+            Ok(partial)
+        }
+        LogicalPlan::Limit(_) => Err(unsupported(
+            "LIMIT",
+            "LIMIT ends a push query (SELECT ... EMIT CHANGES LIMIT n); a persistent query runs forever",
+        )),
+        LogicalPlan::Sort(_) => Err(unsupported(
+            "ORDER BY",
+            "results of a continuous query arrive in event order; use a pull query (without EMIT CHANGES) to sort",
+        )),
+        LogicalPlan::Join(_) => Err(unsupported(
+            "JOIN",
+            "stream and table joins in continuous queries are not implemented yet; a pull query can join materialized tables",
+        )),
+        LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT", "use GROUP BY instead")),
+        LogicalPlan::Window(_) => Err(unsupported("a window function (OVER ...)", "use GROUP BY")),
+        LogicalPlan::Union(_) => Err(unsupported("UNION", "use INSERT INTO to merge streams")),
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(SluiceError::sql(
+            "a continuous query must read a stream or table (FROM ...)",
+        )),
+        other => Err(unsupported(
+            &format!("'{}'", other.display()),
+            "see docs/sql-reference.md for what continuous queries support",
+        )),
+    }
+}
+
+fn column_of(e: &Expr) -> Option<&datafusion::common::Column> {
+    match e {
+        Expr::Column(c) => Some(c),
+        Expr::Alias(a) => column_of(&a.expr),
+        _ => None,
+    }
+}

@@ -1,0 +1,136 @@
+//! DataFusion tables for Sluice relations, used by pull queries (and for schemas
+//! when planning continuous queries).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::catalog::Relation;
+use crate::connectors::{SharedBackend, StartFrom};
+use crate::formats::RecordDecoder;
+use crate::operators::MaterializedTable;
+
+/// A table's materialized rows: a pull query sees a consistent snapshot.
+pub struct MaterializedProvider {
+    pub table: Arc<MaterializedTable>,
+}
+
+impl fmt::Debug for MaterializedProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MaterializedProvider").finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for MaterializedProvider {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self
+            .table
+            .snapshot()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.table.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// A stream (or a table without materialized rows): scanning reads the topic from
+/// the beginning to its current end.
+pub struct TopicProvider {
+    pub relation: Relation,
+    pub backend: SharedBackend,
+}
+
+impl fmt::Debug for TopicProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicProvider")
+            .field("topic", &self.relation.topic)
+            .finish()
+    }
+}
+
+impl TopicProvider {
+    pub async fn read_all(relation: &Relation, backend: &SharedBackend) -> crate::error::Result<Vec<RecordBatch>> {
+        let mut reader = backend
+            .reader(&relation.topic, StartFrom::Earliest)
+            .await
+            .map_err(|e| crate::error::SluiceError::connector(format!("reading topic '{}'", relation.topic), e))?;
+        let mut decoder = RecordDecoder::new(relation)?;
+        let mut batches = Vec::new();
+        loop {
+            if reader
+                .caught_up()
+                .await
+                .map_err(|e| crate::error::SluiceError::connector("reading topic", e))?
+            {
+                break;
+            }
+            let records = reader
+                .poll(8192, Duration::from_millis(50))
+                .await
+                .map_err(|e| crate::error::SluiceError::connector("reading topic", e))?;
+            if records.is_empty() {
+                continue;
+            }
+            let decoded = decoder.decode(&records)?;
+            if !decoded.chunk.is_empty() {
+                batches.push(decoded.chunk.batch);
+            }
+        }
+        Ok(batches)
+    }
+}
+
+#[async_trait]
+impl TableProvider for TopicProvider {
+    fn schema(&self) -> SchemaRef {
+        self.relation.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batches = Self::read_all(&self.relation, &self.backend)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.relation.schema(),
+            projection.cloned(),
+        )?)
+    }
+}

@@ -1,0 +1,239 @@
+//! Operator state on RocksDB.
+//!
+//! One column family per query. Operators keep their state in memory and write the
+//! changes since the last checkpoint into a [`StateWriteBatch`] when a barrier
+//! passes; the batch is committed together with the source offsets in one atomic
+//! RocksDB write, so after a crash state and offsets always agree.
+//! Keys are `[operator id: u16 BE][operator's key]`; the offsets live under an
+//! operator id no operator uses.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{DBWithThreadMode, MultiThreaded, Options, WriteBatch, WriteOptions};
+
+use crate::error::{Result, SluiceError};
+
+type Db = DBWithThreadMode<MultiThreaded>;
+
+const META_OPERATOR: u16 = u16::MAX;
+const OFFSETS_KEY: &[u8] = b"offsets";
+const EPOCH_KEY: &[u8] = b"epoch";
+
+fn err(context: &str, e: rocksdb::Error) -> SluiceError {
+    SluiceError::State(format!("{context}: {e}"))
+}
+
+/// The process-wide state store.
+#[derive(Clone)]
+pub struct StateStore {
+    db: Arc<Db>,
+}
+
+impl StateStore {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let existing = Db::list_cf(&opts, dir).unwrap_or_else(|_| vec!["default".to_string()]);
+        let db = Db::open_cf(&opts, dir, existing).map_err(|e| err(&format!("opening {}", dir.display()), e))?;
+        Ok(StateStore { db: Arc::new(db) })
+    }
+
+    fn cf_name(query_id: &str) -> String {
+        format!("q:{query_id}")
+    }
+
+    /// The state of one query, created empty if it has none yet.
+    pub fn query(&self, query_id: &str) -> Result<QueryState> {
+        let name = Self::cf_name(query_id);
+        if self.db.cf_handle(&name).is_none() {
+            let mut opts = Options::default();
+            opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            self.db
+                .create_cf(&name, &opts)
+                .map_err(|e| err(&format!("creating state for {query_id}"), e))?;
+        }
+        Ok(QueryState {
+            db: self.db.clone(),
+            cf: name,
+        })
+    }
+
+    /// Deletes all state of a query (TERMINATE, DROP).
+    pub fn drop_query(&self, query_id: &str) -> Result<()> {
+        let name = Self::cf_name(query_id);
+        if self.db.cf_handle(&name).is_some() {
+            self.db
+                .drop_cf(&name)
+                .map_err(|e| err(&format!("dropping state of {query_id}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Approximate bytes of live state, per query id (for /metrics).
+    pub fn sizes(&self, query_ids: &[String]) -> Vec<(String, u64)> {
+        query_ids
+            .iter()
+            .filter_map(|q| {
+                let cf = self.db.cf_handle(&Self::cf_name(q))?;
+                let size = self
+                    .db
+                    .property_int_value_cf(&cf, "rocksdb.estimate-live-data-size")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                let mem = self
+                    .db
+                    .property_int_value_cf(&cf, "rocksdb.cur-size-all-mem-tables")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                Some((q.clone(), size + mem))
+            })
+            .collect()
+    }
+}
+
+/// The state of one query.
+pub struct QueryState {
+    db: Arc<Db>,
+    cf: String,
+}
+
+fn prefixed(operator: u16, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + key.len());
+    k.extend_from_slice(&operator.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+impl QueryState {
+    fn handle(&self) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.db
+            .cf_handle(&self.cf)
+            .ok_or_else(|| SluiceError::State(format!("column family {} is gone", self.cf)))
+    }
+
+    /// Source offsets of the last committed checkpoint.
+    pub fn offsets(&self) -> Result<Option<Vec<(i32, i64)>>> {
+        let cf = self.handle()?;
+        let raw = self
+            .db
+            .get_cf(&cf, prefixed(META_OPERATOR, OFFSETS_KEY))
+            .map_err(|e| err("reading offsets", e))?;
+        match raw {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| SluiceError::State(format!("corrupt offsets in {}: {e}", self.cf))),
+        }
+    }
+
+    /// The epoch of the last committed checkpoint (0 when none).
+    pub fn epoch(&self) -> Result<u64> {
+        let cf = self.handle()?;
+        let raw = self
+            .db
+            .get_cf(&cf, prefixed(META_OPERATOR, EPOCH_KEY))
+            .map_err(|e| err("reading epoch", e))?;
+        Ok(raw
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Every (key, value) an operator stored, keys without the operator prefix.
+    pub fn scan(&self, operator: u16) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let cf = self.handle()?;
+        let prefix = operator.to_be_bytes();
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            &cf,
+            rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item.map_err(|e| err("scanning state", e))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push((k[2..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Commits operator changes and source offsets in one atomic, synced write.
+    pub fn commit(&self, batch: StateWriteBatch, epoch: u64, offsets: &[(i32, i64)]) -> Result<()> {
+        let cf = self.handle()?;
+        let mut wb = WriteBatch::default();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => wb.put_cf(&cf, k, v),
+                None => wb.delete_cf(&cf, k),
+            }
+        }
+        let offsets = serde_json::to_vec(offsets).map_err(|e| SluiceError::Internal(e.to_string()))?;
+        wb.put_cf(&cf, prefixed(META_OPERATOR, OFFSETS_KEY), offsets);
+        wb.put_cf(&cf, prefixed(META_OPERATOR, EPOCH_KEY), epoch.to_be_bytes());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo).map_err(|e| err("committing checkpoint", e))
+    }
+}
+
+/// Changes collected from the operators for one checkpoint.
+#[derive(Default)]
+pub struct StateWriteBatch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl StateWriteBatch {
+    pub fn put(&mut self, operator: u16, key: &[u8], value: Vec<u8>) {
+        self.ops.push((prefixed(operator, key), Some(value)));
+    }
+
+    pub fn delete(&mut self, operator: u16, key: &[u8]) {
+        self.ops.push((prefixed(operator, key), None));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_is_atomic_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = StateStore::open(dir.path()).unwrap();
+            let q = store.query("q1").unwrap();
+            assert_eq!(q.offsets().unwrap(), None);
+            let mut b = StateWriteBatch::default();
+            b.put(1, b"a", b"1".to_vec());
+            b.put(1, b"b", b"2".to_vec());
+            b.put(2, b"a", b"x".to_vec());
+            q.commit(b, 1, &[(0, 10), (1, 20)]).unwrap();
+            let mut b = StateWriteBatch::default();
+            b.delete(1, b"a");
+            q.commit(b, 2, &[(0, 11), (1, 20)]).unwrap();
+        }
+        let store = StateStore::open(dir.path()).unwrap();
+        let q = store.query("q1").unwrap();
+        assert_eq!(q.offsets().unwrap(), Some(vec![(0, 11), (1, 20)]));
+        assert_eq!(q.epoch().unwrap(), 2);
+        assert_eq!(q.scan(1).unwrap(), vec![(b"b".to_vec(), b"2".to_vec())]);
+        assert_eq!(q.scan(2).unwrap(), vec![(b"a".to_vec(), b"x".to_vec())]);
+        store.drop_query("q1").unwrap();
+        let q = store.query("q1").unwrap();
+        assert!(q.scan(1).unwrap().is_empty());
+    }
+}
