@@ -334,18 +334,33 @@ async fn latest_reads_only_new_records() {
     let kafka = backend(&broker);
     kafka.create_topic("t", 1).await.unwrap();
     let mut writer = kafka.writer("t").await.unwrap();
-    // One record per produce request: see the report on Tansu's ListOffsets.
-    for i in 0..3 {
-        writer.send(vec![record(None, Some("old"), BASE_TS + i)]).await.unwrap();
-        writer.flush().await.unwrap();
-    }
+    // Several records in one batch: Tansu's ListOffsets answers "latest" with the last
+    // batch's base offset + 1, which the reader must not trust.
+    writer
+        .send((0..5).map(|i| record(None, Some("old"), BASE_TS + i)).collect())
+        .await
+        .unwrap();
+    writer.flush().await.unwrap();
     let mut reader = kafka.reader("t", StartFrom::Latest).await.unwrap();
-    assert!(reader.poll(10, Duration::from_millis(1500)).await.unwrap().is_empty());
-    writer.send(vec![record(None, Some("new"), BASE_TS + 10)]).await.unwrap();
+    assert!(reader.caught_up().await.unwrap());
+    assert!(reader
+        .poll(10, Duration::from_millis(1000))
+        .await
+        .unwrap()
+        .is_empty());
+    writer
+        .send(vec![record(None, Some("new"), BASE_TS + 10)])
+        .await
+        .unwrap();
     writer.flush().await.unwrap();
     let got = read_n(reader.as_mut(), 1).await;
     assert_eq!(got[0].value.as_deref(), Some(&b"new"[..]));
-    assert_eq!(got[0].offset, 3);
+    assert_eq!(got[0].offset, 5);
+
+    // On an empty topic too.
+    kafka.create_topic("empty", 2).await.unwrap();
+    let mut reader = kafka.reader("empty", StartFrom::Latest).await.unwrap();
+    assert!(reader.caught_up().await.unwrap());
 }
 
 /// `cargo test --release --test kafka_backend throughput -- --ignored --nocapture`

@@ -16,6 +16,7 @@
 //! given to [`KafkaBackend::new`] and apply to every client. Sluice's defaults come first
 //! so `extra` can override them, except for the few settings the readers rely on.
 
+use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,8 @@ use super::{
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `create_topic` waits for the new topic to show up in metadata.
 const CREATE_VISIBLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a `Latest` reader may take to reach the end of every partition.
+const LATEST_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Distinguishes the `group.id`s of the clients this process creates.
 static CLIENT_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -348,8 +351,11 @@ impl LogBackend for KafkaBackend {
         consumer
             .assign(&assignment)
             .map_err(|e| kafka_err(format!("assigning the partitions of '{topic}'"), e))?;
-        Ok(Box::new(KafkaReader {
+        let topic_c = CString::new(topic)
+            .map_err(|_| ConnectorError::InvalidRequest(format!("topic name {topic:?} contains NUL")))?;
+        let mut reader = KafkaReader {
             topic: topic.to_string(),
+            topic_c,
             consumer: Arc::new(consumer),
             partitions: starts
                 .into_iter()
@@ -364,7 +370,11 @@ impl LogBackend for KafkaBackend {
                 })
                 .collect(),
             targets_set: false,
-        }))
+        };
+        if start == StartFrom::Latest {
+            reader.skip_to_end().await?;
+        }
+        Ok(Box::new(reader))
     }
 
     async fn writer(&self, topic: &str) -> Result<Box<dyn LogWriter>> {
@@ -521,6 +531,7 @@ struct PartitionProgress {
 
 struct KafkaReader {
     topic: String,
+    topic_c: CString,
     consumer: Arc<StreamConsumer>,
     partitions: Vec<PartitionProgress>,
     /// Whether `caught_up` has been called (and `done` is being tracked).
@@ -594,6 +605,70 @@ impl KafkaReader {
     fn all_done(&self) -> bool {
         self.targets_set && self.partitions.iter().all(|p| p.done)
     }
+
+    /// Reads (and drops) records until every partition reported PARTITION_EOF.
+    ///
+    /// librdkafka resolves `Offset::End` with ListOffsets, which some brokers answer
+    /// wrongly (Tansu returns the last batch's base offset + 1, so the tail of the last
+    /// batch would be delivered as "new"). Reading to EOF finds the true end on every
+    /// broker, and has a useful side effect on Kafka too: once `reader()` returns, every
+    /// record produced afterwards is delivered, whereas librdkafka alone resolves the end
+    /// lazily, after `reader()` returned.
+    async fn skip_to_end(&mut self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + LATEST_SYNC_TIMEOUT;
+        let mut skipped = 0u64;
+        let mut stream = self.consumer.stream();
+        while !self.partitions.iter().all(|p| p.at_eof) {
+            let event = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(event)) => event,
+                Ok(None) | Err(_) => {
+                    tracing::warn!(
+                        topic = %self.topic,
+                        "could not reach the end of every partition in {LATEST_SYNC_TIMEOUT:?}; \
+                         a few records produced before the reader started may be delivered"
+                    );
+                    break;
+                }
+            };
+            if let Event::Record(_) =
+                Self::handle(&self.topic, &mut self.partitions, false, event)?
+            {
+                skipped += 1;
+            }
+        }
+        if skipped > 0 {
+            tracing::debug!(topic = %self.topic, skipped, "skipped records before the end");
+        }
+        // Remember where each partition ended, so `caught_up` can tell whether records
+        // arrived after this point.
+        for p in 0..self.partitions.len() {
+            if self.partitions[p].next.is_none() && self.partitions[p].at_eof {
+                self.partitions[p].next = self.cached_watermarks(p as i32).map(|(_, high)| high);
+            }
+        }
+        Ok(())
+    }
+
+    /// The partition's watermarks from the latest fetch response: a cache lookup, no
+    /// request. (A ListOffsets query would cost a round trip per partition and some
+    /// brokers answer it wrongly; fetch responses carry the real high watermark, which
+    /// is what PARTITION_EOF detection relies on too.)
+    fn cached_watermarks(&self, partition: i32) -> Option<(i64, i64)> {
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client handle lives as long as `self.consumer`, which is borrowed
+        // for the call; `topic_c` is NUL-terminated; `low` and `high` are live locals.
+        // The function only reads librdkafka's cached state and writes the two outputs.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                self.topic_c.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some((low, high))
+    }
 }
 
 #[async_trait]
@@ -609,6 +684,7 @@ impl LogReader for KafkaReader {
             consumer,
             partitions,
             targets_set,
+            ..
         } = self;
         let mut stream = consumer.stream();
         // Wait for the first record.
@@ -643,36 +719,22 @@ impl LogReader for KafkaReader {
     async fn caught_up(&mut self) -> Result<bool> {
         if !self.targets_set {
             self.targets_set = true;
-            // A partition whose last event was EOF was at its end *then*; records may
-            // have arrived since. Compare with its current high watermark where the
-            // broker provides one, otherwise trust the EOF. (Tansu under-reports the
-            // high watermark, which makes this check lenient there, never wrong the
-            // other way.)
-            let check: Vec<i32> = (0..self.partitions.len() as i32)
-                .filter(|&p| self.partitions[p as usize].at_eof)
-                .collect();
-            let consumer = self.consumer.clone();
-            let topic = self.topic.clone();
-            let watermarks = blocking("fetching watermarks", move || {
-                Ok(check
-                    .into_iter()
-                    .map(|p| (p, consumer.fetch_watermarks(&topic, p, REQUEST_TIMEOUT)))
-                    .collect::<Vec<_>>())
-            })
-            .await?;
-            for (p, marks) in watermarks {
-                let progress = &mut self.partitions[p as usize];
+            // A partition whose last event was PARTITION_EOF was at its end *then*;
+            // records may have been fetched since. Compare with the high watermark of
+            // the latest fetch response; without one, trust the EOF.
+            for p in 0..self.partitions.len() {
+                if !self.partitions[p].at_eof {
+                    continue;
+                }
+                let marks = self.cached_watermarks(p as i32);
+                let progress = &mut self.partitions[p];
                 progress.done = match (marks, progress.start, progress.next) {
-                    (Ok((_, high)), _, Some(next)) => next >= high,
-                    // No record read yet: the reader is at its start position.
-                    (Ok((low, high)), PartitionStart::Earliest, None) => low >= high,
-                    // Latest with no record: EOF means it is at the end it started at.
-                    (Ok(_), _, None) => true,
-                    (Err(e), _, _) => {
-                        tracing::debug!(topic = %self.topic, partition = p, error = %e,
-                            "no watermarks; trusting PARTITION_EOF");
-                        true
-                    }
+                    (Some((_, high)), _, Some(next)) => next >= high,
+                    // No record read yet: the reader is still where it started.
+                    // (An unknown low watermark, -1, means no retention boundary was
+                    // reported; then only an empty partition is known to be done.)
+                    (Some((low, high)), PartitionStart::Earliest, None) => low.max(0) >= high,
+                    _ => true,
                 };
             }
         }

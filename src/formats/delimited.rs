@@ -5,6 +5,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
+/// Rows one decode call may hold; callers decode at most one poll's worth.
+const MAX_ROWS: usize = 1 << 20;
+
 pub struct DelimitedValueDecoder {
     schema: SchemaRef,
     delimiter: u8,
@@ -19,7 +22,7 @@ impl DelimitedValueDecoder {
         ReaderBuilder::new(self.schema.clone())
             .with_header(false)
             .with_delimiter(self.delimiter)
-            .with_batch_size(usize::MAX / 2)
+            .with_batch_size(MAX_ROWS)
             .build_decoder()
     }
 

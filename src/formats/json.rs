@@ -6,6 +6,9 @@ use arrow::error::ArrowError;
 use arrow::json::reader::{Decoder, ReaderBuilder};
 use arrow::record_batch::RecordBatch;
 
+/// Rows one decode call may hold; callers decode at most one poll's worth.
+const MAX_ROWS: usize = 1 << 20;
+
 pub struct JsonValueDecoder {
     schema: SchemaRef,
     decoder: Decoder,
@@ -22,7 +25,7 @@ impl JsonValueDecoder {
         // wrong type is an error that marks the record bad.
         ReaderBuilder::new(schema.clone())
             .with_strict_mode(false)
-            .with_batch_size(usize::MAX / 2)
+            .with_batch_size(MAX_ROWS)
             .build_decoder()
     }
 

@@ -118,7 +118,8 @@ pub fn sql_type_name(t: &DataType) -> String {
         DataType::List(f) | DataType::LargeList(f) => format!("ARRAY<{}>", sql_type_name(f.data_type())),
         DataType::Map(entries, _) => match entries.data_type() {
             DataType::Struct(kv) if kv.len() == 2 => {
-                format!("MAP<{}, {}>", sql_type_name(kv[0].data_type()), sql_type_name(kv[1].data_type()))
+                // sqlparser reads MAP(K, V); ksqlDB's MAP<K, V> does not parse.
+                format!("MAP({}, {})", sql_type_name(kv[0].data_type()), sql_type_name(kv[1].data_type()))
             }
             _ => "MAP".into(),
         },
@@ -165,7 +166,7 @@ mod tests {
             "DATE",
             "BYTES",
             "ARRAY<VARCHAR>",
-            "MAP<VARCHAR, BIGINT>",
+            "MAP(VARCHAR, BIGINT)",
             "STRUCT<a INTEGER, b VARCHAR>",
         ] {
             let t = parse_type(name).unwrap_or_else(|e| panic!("{name}: {e}"));
