@@ -193,7 +193,11 @@ async fn produce_and_read_back_keys_tombstones_and_timestamps() {
     // Offsets are dense from 0 in every partition, and per-key order is kept.
     for (p, records) in by_partition(&got) {
         let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
-        assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>(), "partition {p}");
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as i64).collect::<Vec<_>>(),
+            "partition {p}"
+        );
         let mut last_ts: HashMap<&Option<Bytes>, i64> = HashMap::new();
         for r in records {
             if let Some(prev) = last_ts.insert(&r.key, r.timestamp) {
@@ -238,12 +242,20 @@ async fn caught_up_after_reading_everything_that_existed() {
     assert!(!reader.caught_up().await.unwrap());
     // ...and becomes true once the 1000 records were read, although more arrive meanwhile.
     writer
-        .send((0..50).map(|i| record(None, Some("later"), BASE_TS + 5000 + i)).collect())
+        .send(
+            (0..50)
+                .map(|i| record(None, Some("later"), BASE_TS + 5000 + i))
+                .collect(),
+        )
         .await
         .unwrap();
     writer.flush().await.unwrap();
     let got = read_until_caught_up(reader.as_mut()).await;
-    assert!(got.len() >= 1000, "caught up after only {} records", got.len());
+    assert!(
+        got.len() >= 1000,
+        "caught up after only {} records",
+        got.len()
+    );
     let mut timestamps: Vec<i64> = got
         .iter()
         .map(|r| r.timestamp)
@@ -275,7 +287,10 @@ async fn explicit_offsets_resume_where_a_checkpoint_left_off() {
     let all = read_n(reader.as_mut(), sent.len()).await;
     let all = by_partition(&all);
     let len = |p: i32| all.get(&p).map_or(0, Vec::len) as i64;
-    assert!(len(0) > 10 && len(1) > 10, "keys should spread over the partitions");
+    assert!(
+        len(0) > 10 && len(1) > 10,
+        "keys should spread over the partitions"
+    );
 
     // Resume partition 0 at 5 and partition 1 at its end; partition 2 is not in the
     // checkpoint and starts at the earliest offset.
@@ -284,7 +299,10 @@ async fn explicit_offsets_resume_where_a_checkpoint_left_off() {
     let expected = (len(0) - 5) + len(2);
     let got = read_n(reader.as_mut(), expected as usize).await;
     let got = by_partition(&got);
-    let offsets = |p: i32| -> Vec<i64> { got.get(&p).map_or(vec![], |v| v.iter().map(|r| r.offset).collect()) };
+    let offsets = |p: i32| -> Vec<i64> {
+        got.get(&p)
+            .map_or(vec![], |v| v.iter().map(|r| r.offset).collect())
+    };
     assert_eq!(offsets(0), (5..len(0)).collect::<Vec<_>>());
     assert_eq!(offsets(1), Vec::<i64>::new());
     assert_eq!(offsets(2), (0..len(2)).collect::<Vec<_>>());
@@ -313,7 +331,11 @@ async fn murmur2_partitioning_matches_partition_for_key() {
     let mut writer = kafka.writer("t").await.unwrap();
     let keys: Vec<String> = (0..500).map(|i| format!("customer/{i}")).collect();
     writer
-        .send(keys.iter().map(|k| record(Some(k), Some("x"), BASE_TS)).collect())
+        .send(
+            keys.iter()
+                .map(|k| record(Some(k), Some("x"), BASE_TS))
+                .collect(),
+        )
         .await
         .unwrap();
     writer.flush().await.unwrap();
@@ -337,7 +359,11 @@ async fn latest_reads_only_new_records() {
     // Several records in one batch: Tansu's ListOffsets answers "latest" with the last
     // batch's base offset + 1, which the reader must not trust.
     writer
-        .send((0..5).map(|i| record(None, Some("old"), BASE_TS + i)).collect())
+        .send(
+            (0..5)
+                .map(|i| record(None, Some("old"), BASE_TS + i))
+                .collect(),
+        )
         .await
         .unwrap();
     writer.flush().await.unwrap();

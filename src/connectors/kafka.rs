@@ -240,10 +240,13 @@ impl LogBackend for KafkaBackend {
 
     async fn describe_topic(&self, name: &str) -> Result<Option<TopicInfo>> {
         validate_topic_name(name)?;
-        Ok(self.partition_count(name).await?.map(|partitions| TopicInfo {
-            name: name.to_string(),
-            partitions,
-        }))
+        Ok(self
+            .partition_count(name)
+            .await?
+            .map(|partitions| TopicInfo {
+                name: name.to_string(),
+                partitions,
+            }))
     }
 
     async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
@@ -313,13 +316,10 @@ impl LogBackend for KafkaBackend {
             .partition_count(topic)
             .await?
             .ok_or_else(|| ConnectorError::UnknownTopic(topic.to_string()))?;
-        let consumer: StreamConsumer = consumer_config(
-            &self.brokers,
-            &self.extra,
-            &unique_group_id("reader"),
-        )
-        .create()
-        .map_err(|e| kafka_err(format!("creating a consumer for '{topic}'"), e))?;
+        let consumer: StreamConsumer =
+            consumer_config(&self.brokers, &self.extra, &unique_group_id("reader"))
+                .create()
+                .map_err(|e| kafka_err(format!("creating a consumer for '{topic}'"), e))?;
 
         let mut starts = vec![PartitionStart::Earliest; partitions as usize];
         match &start {
@@ -330,7 +330,9 @@ impl LogBackend for KafkaBackend {
                     match starts.get_mut(p as usize) {
                         Some(s) if p >= 0 => *s = PartitionStart::At(offset.max(0)),
                         _ => tracing::warn!(
-                            topic, partition = p, partitions,
+                            topic,
+                            partition = p,
+                            partitions,
                             "ignoring a start offset for a partition the topic does not have"
                         ),
                     }
@@ -351,8 +353,9 @@ impl LogBackend for KafkaBackend {
         consumer
             .assign(&assignment)
             .map_err(|e| kafka_err(format!("assigning the partitions of '{topic}'"), e))?;
-        let topic_c = CString::new(topic)
-            .map_err(|_| ConnectorError::InvalidRequest(format!("topic name {topic:?} contains NUL")))?;
+        let topic_c = CString::new(topic).map_err(|_| {
+            ConnectorError::InvalidRequest(format!("topic name {topic:?} contains NUL"))
+        })?;
         let mut reader = KafkaReader {
             topic: topic.to_string(),
             topic_c,
@@ -630,8 +633,7 @@ impl KafkaReader {
                     break;
                 }
             };
-            if let Event::Record(_) =
-                Self::handle(&self.topic, &mut self.partitions, false, event)?
+            if let Event::Record(_) = Self::handle(&self.topic, &mut self.partitions, false, event)?
             {
                 skipped += 1;
             }

@@ -249,7 +249,10 @@ fn read_meta(dir: &Path) -> Result<Option<TopicMeta>> {
     if meta.format != META_FORMAT {
         return Err(corrupt(
             &path,
-            format!("unsupported format {} (expected {META_FORMAT})", meta.format),
+            format!(
+                "unsupported format {} (expected {META_FORMAT})",
+                meta.format
+            ),
         ));
     }
     if meta.partitions < 1 || meta.partitions > MAX_PARTITIONS {
@@ -413,7 +416,9 @@ impl Partition {
         if let Some(reason) = &state.poisoned {
             return Err(io_err(
                 &self.path,
-                io::Error::other(format!("partition refuses writes after an earlier failure: {reason}")),
+                io::Error::other(format!(
+                    "partition refuses writes after an earlier failure: {reason}"
+                )),
             ));
         }
         let start_len = self.committed_len.load(Ordering::Relaxed);
@@ -444,7 +449,9 @@ impl Partition {
             // Part of the batch may have reached the file; cut it off so the next append
             // starts on a frame boundary. If even that fails, stop writing here.
             if let Err(trunc) = self.file.set_len(start_len) {
-                state.poisoned = Some(format!("write failed ({e}) and truncation failed ({trunc})"));
+                state.poisoned = Some(format!(
+                    "write failed ({e}) and truncation failed ({trunc})"
+                ));
             }
             return Err(io_err(&self.path, e));
         }
@@ -471,7 +478,13 @@ impl Partition {
                     "requested offset is past the end of the partition; reading from the end"
                 );
             }
-            return (IndexEntry { offset: end, position: len }, end);
+            return (
+                IndexEntry {
+                    offset: end,
+                    position: len,
+                },
+                end,
+            );
         }
         let offset = offset.max(0);
         let i = state.index.partition_point(|e| e.offset <= offset);
@@ -564,7 +577,10 @@ fn decode_frame<'a>(header: &[u8], body: &'a [u8]) -> std::result::Result<FrameV
     let key = field()?;
     let value = field()?;
     if at != body.len() {
-        return Err(format!("{} unexpected bytes after the value", body.len() - at));
+        return Err(format!(
+            "{} unexpected bytes after the value",
+            body.len() - at
+        ));
     }
     Ok(FrameView {
         offset,
@@ -596,7 +612,9 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 fn recover_partition(path: &Path, file: &File) -> Result<Recovered> {
     let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
     let mut reader = BufReader::with_capacity(RECOVERY_BUFFER, file);
-    reader.seek(SeekFrom::Start(0)).map_err(|e| io_err(path, e))?;
+    reader
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| io_err(path, e))?;
     let mut index = vec![IndexEntry {
         offset: 0,
         position: 0,
@@ -819,8 +837,9 @@ impl LogWriter for LocalWriter {
                     )))
                 }
                 (None, Some(key)) => partition_for_key(key, n),
-                (None, None) => (self.topic.round_robin.fetch_add(1, Ordering::Relaxed) % n as u32)
-                    as i32,
+                (None, None) => {
+                    (self.topic.round_robin.fetch_add(1, Ordering::Relaxed) % n as u32) as i32
+                }
             };
             self.by_partition[p as usize].push(i);
         }
@@ -949,7 +968,10 @@ impl PartitionCursor {
             let header = &self.buf[start..start + FRAME_HEADER];
             let body = &self.buf[start + FRAME_HEADER..start + frame_len];
             let frame = decode_frame(header, body).map_err(|e| {
-                corrupt(&self.path, format!("offset {}: {e}", self.next_frame_offset))
+                corrupt(
+                    &self.path,
+                    format!("offset {}: {e}", self.next_frame_offset),
+                )
             })?;
             if frame.offset != self.next_frame_offset {
                 return Err(corrupt(
@@ -1058,7 +1080,11 @@ impl LocalReader {
                 let limit = self.topic.partitions[p]
                     .committed_len
                     .load(Ordering::Acquire);
-                let take = if pass == 0 { share.min(remaining) } else { remaining };
+                let take = if pass == 0 {
+                    share.min(remaining)
+                } else {
+                    remaining
+                };
                 self.cursors[p].read_into(limit, take, &mut out)?;
             }
         }
@@ -1185,7 +1211,11 @@ mod tests {
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while out.len() < n {
-            assert!(Instant::now() < deadline, "only {} of {n} records arrived", out.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} records arrived",
+                out.len()
+            );
             out.extend(
                 reader
                     .poll(n - out.len(), Duration::from_millis(200))
@@ -1274,13 +1304,19 @@ mod tests {
             assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>());
         }
         // The tombstone and the empty (non-null) value stay distinct.
-        assert!(got.iter().any(|r| r.timestamp == 3_000 && r.value.is_none()));
+        assert!(got
+            .iter()
+            .any(|r| r.timestamp == 3_000 && r.value.is_none()));
         assert!(got
             .iter()
             .any(|r| r.timestamp == 6_000 && r.value.as_deref() == Some(&b""[..])));
         // Nothing more, and an empty poll honours its wait.
         let t = Instant::now();
-        assert!(r.poll(10, Duration::from_millis(50)).await.unwrap().is_empty());
+        assert!(r
+            .poll(10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty());
         assert!(t.elapsed() >= Duration::from_millis(45));
     }
 
@@ -1307,9 +1343,13 @@ mod tests {
             let log = LocalLog::open(dir.path()).unwrap();
             log.create_topic("t", 2).await.unwrap();
             let mut w = log.writer("t").await.unwrap();
-            w.send((0..100).map(|i| rec(Some(&format!("k{i}")), Some("a"), i)).collect())
-                .await
-                .unwrap();
+            w.send(
+                (0..100)
+                    .map(|i| rec(Some(&format!("k{i}")), Some("a"), i))
+                    .collect(),
+            )
+            .await
+            .unwrap();
             // No flush: write(2) alone must be enough to survive the process.
         }
         let log = LocalLog::open(dir.path()).unwrap();
@@ -1321,9 +1361,13 @@ mod tests {
             }]
         );
         let mut w = log.writer("t").await.unwrap();
-        w.send((100..150).map(|i| rec(Some(&format!("k{i}")), Some("b"), i)).collect())
-            .await
-            .unwrap();
+        w.send(
+            (100..150)
+                .map(|i| rec(Some(&format!("k{i}")), Some("b"), i))
+                .collect(),
+        )
+        .await
+        .unwrap();
         w.flush().await.unwrap();
         let mut r = log.reader("t", StartFrom::Earliest).await.unwrap();
         let got = sorted(read_n(r.as_mut(), 150).await);
@@ -1365,11 +1409,17 @@ mod tests {
             let mut r = log.reader("t", StartFrom::Earliest).await.unwrap();
             let got = read_n(r.as_mut(), 10).await;
             assert_eq!(got.last().unwrap().offset, 9);
-            assert!(r.poll(10, Duration::from_millis(20)).await.unwrap().is_empty());
+            assert!(r
+                .poll(10, Duration::from_millis(20))
+                .await
+                .unwrap()
+                .is_empty());
             assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
             // Appends continue at offset 10 on a frame boundary.
             let mut w = log.writer("t").await.unwrap();
-            w.send(vec![rec(Some("k"), Some("after"), 99)]).await.unwrap();
+            w.send(vec![rec(Some("k"), Some("after"), 99)])
+                .await
+                .unwrap();
             let got = read_n(r.as_mut(), 1).await;
             assert_eq!(got[0].offset, 10);
             assert_eq!(got[0].value.as_deref(), Some(&b"after"[..]));
@@ -1384,7 +1434,11 @@ mod tests {
         let mut r = log.reader("t", StartFrom::Earliest).await.unwrap();
         let got = read_n(r.as_mut(), 10).await;
         assert_eq!(got.last().unwrap().offset, 9);
-        assert!(r.poll(10, Duration::from_millis(20)).await.unwrap().is_empty());
+        assert!(r
+            .poll(10, Duration::from_millis(20))
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
     }
 
@@ -1394,17 +1448,27 @@ mod tests {
         let log = LocalLog::open(dir.path()).unwrap();
         log.create_topic("t", 2).await.unwrap();
         let mut w = log.writer("t").await.unwrap();
-        w.send((0..10).map(|i| rec(Some(&i.to_string()), Some("old"), i)).collect())
-            .await
-            .unwrap();
+        w.send(
+            (0..10)
+                .map(|i| rec(Some(&i.to_string()), Some("old"), i))
+                .collect(),
+        )
+        .await
+        .unwrap();
         let mut r = log.reader("t", StartFrom::Latest).await.unwrap();
-        assert!(r.poll(100, Duration::from_millis(20)).await.unwrap().is_empty());
+        assert!(r
+            .poll(100, Duration::from_millis(20))
+            .await
+            .unwrap()
+            .is_empty());
         assert!(r.caught_up().await.unwrap());
 
         // A writer in another task wakes the blocked poll long before its deadline.
         let writer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            w.send(vec![rec(Some("new"), Some("new"), 100)]).await.unwrap();
+            w.send(vec![rec(Some("new"), Some("new"), 100)])
+                .await
+                .unwrap();
             w
         });
         let t = Instant::now();
@@ -1486,7 +1550,11 @@ mod tests {
             .reader("t", StartFrom::Offsets(vec![(0, 50_000), (1, 10_000)]))
             .await
             .unwrap();
-        assert!(r.poll(3, Duration::from_millis(20)).await.unwrap().is_empty());
+        assert!(r
+            .poll(3, Duration::from_millis(20))
+            .await
+            .unwrap()
+            .is_empty());
         w.send(vec![OutRecord {
             partition: Some(0),
             ..rec(None, Some("next"), 1)
@@ -1508,9 +1576,13 @@ mod tests {
                 log.create_topic("t", 5).await.unwrap();
             }
             let mut w = log.writer("t").await.unwrap();
-            w.send(keys.iter().map(|k| rec(Some(k), Some("x"), round)).collect())
-                .await
-                .unwrap();
+            w.send(
+                keys.iter()
+                    .map(|k| rec(Some(k), Some("x"), round))
+                    .collect(),
+            )
+            .await
+            .unwrap();
             let mut r = log.reader("t", StartFrom::Earliest).await.unwrap();
             let got = read_n(r.as_mut(), keys.len() * (round as usize + 1)).await;
             for record in got {
@@ -1591,7 +1663,11 @@ mod tests {
         // Recreated with the same name, it starts empty.
         log.create_topic("b", 1).await.unwrap();
         let mut r2 = log.reader("b", StartFrom::Earliest).await.unwrap();
-        assert!(r2.poll(1, Duration::from_millis(10)).await.unwrap().is_empty());
+        assert!(r2
+            .poll(1, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_empty());
 
         // One owner per directory, for as long as any reader or writer is alive.
         assert!(LocalLog::open(dir.path()).is_err());
@@ -1675,7 +1751,11 @@ mod tests {
         let t = Instant::now();
         let mut n = 0;
         while n < total {
-            n += r.poll(10_000, Duration::from_millis(100)).await.unwrap().len();
+            n += r
+                .poll(10_000, Duration::from_millis(100))
+                .await
+                .unwrap()
+                .len();
         }
         let read = t.elapsed();
         println!(

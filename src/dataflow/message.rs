@@ -94,6 +94,15 @@ impl Chunk {
     }
 }
 
+/// A predicate result as a filter mask: NULL counts as false, as in SQL.
+pub fn null_as_false(mask: &BooleanArray) -> BooleanArray {
+    if mask.null_count() == 0 {
+        mask.clone()
+    } else {
+        arrow::compute::prep_null_mask_filter(mask)
+    }
+}
+
 /// A checkpoint barrier: every operator that sees it contributes its state to the
 /// checkpoint, which commits atomically with the source offsets it carries.
 #[derive(Debug, Clone)]

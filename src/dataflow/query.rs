@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -9,6 +12,17 @@ use tokio::task::JoinHandle;
 use super::metrics::QueryMetrics;
 use super::pipeline::Pipeline;
 use super::source::SourceTask;
+use crate::error::SluiceError;
+
+/// A panic inside a query fails that query, not the server.
+fn panic_error(payload: Box<dyn std::any::Any + Send>) -> SluiceError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    SluiceError::Internal(format!("query panicked: {message}"))
+}
 
 /// Chunks in flight between the source and the pipeline: enough to overlap decoding
 /// with processing, small enough that a slow sink pushes back on the source.
@@ -37,7 +51,11 @@ impl QueryHandle {
         let s = status.clone();
         let qid = id.clone();
         let source = tokio::spawn(async move {
-            if let Err(e) = source.run(tx).await {
+            let result = AssertUnwindSafe(source.run(tx))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|p| Err(panic_error(p)));
+            if let Err(e) = result {
                 tracing::error!(query = %qid, "source failed: {e}");
                 *s.lock() = RunStatus::Failed(e.to_string());
             }
@@ -45,7 +63,10 @@ impl QueryHandle {
         let s = status.clone();
         let qid = id.clone();
         let pipeline = tokio::spawn(async move {
-            let result = pipeline.run(rx).await;
+            let result = AssertUnwindSafe(pipeline.run(rx))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|p| Err(panic_error(p)));
             let mut status = s.lock();
             match result {
                 Err(e) => {

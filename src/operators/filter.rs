@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, BooleanArray, Int8Array};
-use arrow::compute::prep_null_mask_filter;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::Operator;
@@ -35,7 +34,7 @@ impl Operator for Filter {
             .downcast_ref::<BooleanArray>()
             .ok_or_else(|| SluiceError::sql(format!("WHERE must be a boolean, not {}", value.data_type())))?;
         // NULL counts as false, as in SQL.
-        let mask = prep_null_mask_filter(mask);
+        let mask = crate::dataflow::message::null_as_false(mask);
         let result = match (&chunk.ops, self.changelog) {
             (Some(ops), true) => {
                 // Rows failing the predicate stay, as deletes of their key.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, Int8Array, UInt32Array};
-use arrow::compute::{filter, prep_null_mask_filter, take};
+use arrow::compute::{filter, take};
 use arrow::datatypes::{Field, FieldRef, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
@@ -223,7 +223,7 @@ impl Operator for GroupAggregate {
                         .as_any()
                         .downcast_ref::<BooleanArray>()
                         .ok_or_else(|| SluiceError::sql("FILTER (WHERE ...) must be a boolean"))?;
-                    Some(prep_null_mask_filter(m))
+                    Some(crate::dataflow::message::null_as_false(m))
                 }
                 None => None,
             };

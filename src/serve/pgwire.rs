@@ -457,9 +457,9 @@ impl PgConnection {
                         // psql prints a result only once it is complete, but it
                         // prints notices right away: tell the user what to expect.
                         let note = format!(
-                            "push query {query_id} is running; psql shows its rows when it ends \
-                             (after LIMIT rows, or press Ctrl-C to cancel). To see rows as they \
-                             arrive use: COPY (SELECT ... EMIT CHANGES) TO STDOUT"
+                            "push query {query_id} is running. psql prints its rows only when it \
+                             ends (when its LIMIT is reached); Ctrl-C cancels it. To see rows as \
+                             they arrive, run: COPY (SELECT ... EMIT CHANGES) TO STDOUT"
                         );
                         send_notice(client, "", &note).await?;
                         client.flush().await?;

@@ -43,7 +43,10 @@ impl TestBroker {
                 Err(e) => last_error = e,
             }
         }
-        panic!("could not start the test broker ({}):\n{last_error}", bin.display());
+        panic!(
+            "could not start the test broker ({}):\n{last_error}",
+            bin.display()
+        );
     }
 
     /// The broker's output so far (useful in assertion messages).
@@ -107,7 +110,13 @@ fn try_start(bin: &Path) -> Result<TestBroker, String> {
     let stdout = log.reopen().map_err(|e| e.to_string())?;
     let stderr = log.reopen().map_err(|e| e.to_string())?;
     let child = Command::new(bin)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", "memory://tansu/"])
         .stdin(Stdio::null())
         .stdout(stdout)
