@@ -823,6 +823,9 @@ struct LocalWriter {
 impl LogWriter for LocalWriter {
     async fn send(&mut self, records: Vec<OutRecord>) -> Result<()> {
         self.topic.check_not_deleted()?;
+        if records.is_empty() {
+            return Ok(());
+        }
         let n = self.topic.partitions.len() as i32;
         for list in &mut self.by_partition {
             list.clear();

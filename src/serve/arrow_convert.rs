@@ -353,10 +353,9 @@ impl<'a> BinaryCell<'a> {
             }
             DataType::Date32 => BinaryCell::Date(array.as_primitive()),
             DataType::Time64(TimeUnit::Microsecond) => BinaryCell::Time(array.as_primitive()),
-            DataType::Decimal128(..) | DataType::Decimal256(..) => BinaryCell::Numeric(
-                ArrayFormatter::try_new(array, &PG_TEXT_FORMAT)?,
-                Vec::new(),
-            ),
+            DataType::Decimal128(..) | DataType::Decimal256(..) => {
+                BinaryCell::Numeric(ArrayFormatter::try_new(array, &PG_TEXT_FORMAT)?, Vec::new())
+            }
             DataType::Binary => BinaryCell::Bytea(array.as_binary::<i32>()),
             _ => BinaryCell::Text(TextCell::try_new(field, array)?),
         })
@@ -445,10 +444,14 @@ impl PgRowEncoder {
             .zip(&fields)
             .enumerate()
             .map(|(i, (col, field))| {
-                Ok(match self.formats.get(i).copied().unwrap_or(FieldFormat::Text) {
-                    FieldFormat::Text => Cell::Text(TextCell::try_new(field, col.as_ref())?),
-                    FieldFormat::Binary => Cell::Binary(BinaryCell::try_new(field, col.as_ref())?),
-                })
+                Ok(
+                    match self.formats.get(i).copied().unwrap_or(FieldFormat::Text) {
+                        FieldFormat::Text => Cell::Text(TextCell::try_new(field, col.as_ref())?),
+                        FieldFormat::Binary => {
+                            Cell::Binary(BinaryCell::try_new(field, col.as_ref())?)
+                        }
+                    },
+                )
             })
             .collect::<Result<Vec<_>, ArrowError>>()?;
 
@@ -728,7 +731,10 @@ pub(crate) fn numeric_binary(text: &str, out: &mut Vec<u8>) -> Result<(), String
     };
     let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
     if int_part.is_empty() && frac_part.is_empty()
-        || !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit())
+        || !int_part
+            .bytes()
+            .chain(frac_part.bytes())
+            .all(|b| b.is_ascii_digit())
     {
         return Err(invalid());
     }
@@ -736,7 +742,10 @@ pub(crate) fn numeric_binary(text: &str, out: &mut Vec<u8>) -> Result<(), String
     let int_part = int_part.trim_start_matches('0');
 
     // Group decimal digits into base-10000 digits, aligned on the decimal point.
-    let digit = |s: &str| s.bytes().fold(0i16, |acc, b| acc * 10 + i16::from(b - b'0'));
+    let digit = |s: &str| {
+        s.bytes()
+            .fold(0i16, |acc, b| acc * 10 + i16::from(b - b'0'))
+    };
     let mut digits: Vec<i16> = Vec::with_capacity((int_part.len() + frac_part.len()) / 4 + 2);
     let lead = int_part.len() % 4;
     if lead > 0 {
@@ -809,14 +818,22 @@ pub(crate) fn numeric_from_binary(bytes: &[u8]) -> Result<String, String> {
     let mut frac_str = String::new();
     let int_groups = weight + 1;
     for g in 0..int_groups.max(0) {
-        let d = usize::try_from(g).ok().and_then(|g| digits.get(g)).copied().unwrap_or(0);
+        let d = usize::try_from(g)
+            .ok()
+            .and_then(|g| digits.get(g))
+            .copied()
+            .unwrap_or(0);
         int_str.push_str(&format!("{d:04}"));
     }
     let frac_groups = dscale.div_ceil(4);
     for g in 0..frac_groups {
         // Fractional group g has weight -(g+1) → digit index weight + g + 1.
         let idx = weight + 1 + g as i32;
-        let d = usize::try_from(idx).ok().and_then(|i| digits.get(i)).copied().unwrap_or(0);
+        let d = usize::try_from(idx)
+            .ok()
+            .and_then(|i| digits.get(i))
+            .copied()
+            .unwrap_or(0);
         frac_str.push_str(&format!("{d:04}"));
     }
     frac_str.truncate(dscale);
@@ -892,12 +909,18 @@ mod tests {
             (Utf8View, Type::TEXT),
             (Binary, Type::BYTEA),
             (Timestamp(TimeUnit::Millisecond, None), Type::TIMESTAMP),
-            (Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), Type::TIMESTAMPTZ),
+            (
+                Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                Type::TIMESTAMPTZ,
+            ),
             (Date32, Type::DATE),
             (Time64(TimeUnit::Nanosecond), Type::TIME),
             (Decimal128(10, 2), Type::NUMERIC),
             (List(Arc::new(Field::new("item", Int32, true))), Type::TEXT),
-            (Struct(vec![Field::new("a", Int32, true)].into()), Type::TEXT),
+            (
+                Struct(vec![Field::new("a", Int32, true)].into()),
+                Type::TEXT,
+            ),
             (Dictionary(Box::new(Int32), Box::new(Utf8)), Type::TEXT),
             (Dictionary(Box::new(Int32), Box::new(Int64)), Type::INT8),
             (Null, Type::TEXT),
@@ -937,9 +960,18 @@ mod tests {
             None,
         ]);
         let b = batch(vec![
-            ("i", Arc::new(Int8Array::from(vec![Some(-3), None])) as ArrayRef),
-            ("s", Arc::new(StringArray::from(vec![Some("a\tb"), Some("")]))),
-            ("b", Arc::new(BooleanArray::from(vec![Some(true), Some(false)]))),
+            (
+                "i",
+                Arc::new(Int8Array::from(vec![Some(-3), None])) as ArrayRef,
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from(vec![Some("a\tb"), Some("")])),
+            ),
+            (
+                "b",
+                Arc::new(BooleanArray::from(vec![Some(true), Some(false)])),
+            ),
             ("f", Arc::new(Float64Array::from(vec![1.5, -0.25]))),
             ("ts", Arc::new(ts)),
             ("tstz", Arc::new(tstz)),
@@ -952,7 +984,10 @@ mod tests {
                         .unwrap(),
                 ),
             ),
-            ("bin", Arc::new(BinaryArray::from(vec![&b"\x01\xab"[..], b""]))),
+            (
+                "bin",
+                Arc::new(BinaryArray::from(vec![&b"\x01\xab"[..], b""])),
+            ),
             ("l", Arc::new(list)),
             ("n", Arc::new(NullArray::new(2))),
         ]);
@@ -1039,7 +1074,10 @@ mod tests {
         assert_eq!(c[5].as_deref(), Some("hé".as_bytes()));
         assert_eq!(c[6].as_deref(), Some(&1i64.to_be_bytes()[..]));
         assert_eq!(c[7].as_deref(), Some(&(-1i32).to_be_bytes()[..]));
-        assert_eq!(numeric_from_binary(c[8].as_deref().unwrap()).unwrap(), "123.45");
+        assert_eq!(
+            numeric_from_binary(c[8].as_deref().unwrap()).unwrap(),
+            "123.45"
+        );
         let infos = enc.field_infos();
         assert_eq!(infos[3].datatype(), &Type::NUMERIC);
         assert_eq!(infos[0].format(), FieldFormat::Binary);
@@ -1078,7 +1116,10 @@ mod tests {
     #[test]
     fn copy_text_escapes_and_nulls() {
         let b = batch(vec![
-            ("a", Arc::new(StringArray::from(vec![Some("x\ty\\z\nw"), None])) as ArrayRef),
+            (
+                "a",
+                Arc::new(StringArray::from(vec![Some("x\ty\\z\nw"), None])) as ArrayRef,
+            ),
             ("b", Arc::new(Int32Array::from(vec![Some(1), Some(2)]))),
         ]);
         let enc = CopyEncoder::new(CopyOptions::text());
@@ -1093,8 +1134,12 @@ mod tests {
         let b = batch(vec![
             (
                 "a b",
-                Arc::new(StringArray::from(vec![Some("x,y"), Some(""), None, Some("q\"")]))
-                    as ArrayRef,
+                Arc::new(StringArray::from(vec![
+                    Some("x,y"),
+                    Some(""),
+                    None,
+                    Some("q\""),
+                ])) as ArrayRef,
             ),
             ("n", Arc::new(Int32Array::from(vec![1, 2, 3, 4]))),
         ]);
@@ -1116,8 +1161,14 @@ mod tests {
             Arc::new(StringArray::from(vec!["v", "w"])) as ArrayRef,
         )]);
         let b = batch(vec![
-            ("id", Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef),
-            ("name", Arc::new(StringArray::from(vec![Some("a\"b"), Some("c")]))),
+            (
+                "id",
+                Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from(vec![Some("a\"b"), Some("c")])),
+            ),
             (
                 "ts",
                 Arc::new(TimestampMicrosecondArray::from(vec![0, 1_000_000])),
@@ -1156,7 +1207,10 @@ mod tests {
             ("10000", "10000"),
             ("12345678.9", "12345678.9"),
             ("100000000.0001", "100000000.0001"),
-            ("99999999999999999999999999999999999999", "99999999999999999999999999999999999999"),
+            (
+                "99999999999999999999999999999999999999",
+                "99999999999999999999999999999999999999",
+            ),
             ("NaN", "NaN"),
         ] {
             let mut buf = Vec::new();

@@ -113,7 +113,11 @@ fn router_with_shutdown(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) ->
 /// Serves the HTTP API on an already-bound `listener` until `shutdown`
 /// completes. Then it stops accepting, ends running `/query` streams (their
 /// push queries stop) and waits for in-flight requests to finish.
-pub async fn serve_http<F>(engine: Arc<Engine>, listener: TcpListener, shutdown: F) -> anyhow::Result<()>
+pub async fn serve_http<F>(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: F,
+) -> anyhow::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -175,17 +179,19 @@ struct QueryRequest {
 
 /// Parses a JSON body regardless of its Content-Type (ksqlDB clients send
 /// `application/vnd.ksql.v1+json`, curl users often send none).
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        json_response(
-            StatusCode::BAD_REQUEST,
-            json!({
-                "@type": "generic_error",
-                "error_code": 40000,
-                "message": format!("invalid request body: {e}"),
-            }),
-        )
-    })
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))
+}
+
+fn bad_request(message: &str) -> Response {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        json!({
+            "@type": "generic_error",
+            "error_code": 40000,
+            "message": message,
+        }),
+    )
 }
 
 /// A session carrying the request's properties; non-string values (numbers,
@@ -207,7 +213,7 @@ fn session_for(properties: &Map<String, Value>) -> Session {
 async fn ksql(State(state): State<AppState>, body: Bytes) -> Response {
     let req: KsqlRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(msg) => return bad_request(&msg),
     };
     let mut session = session_for(&req.properties);
     let results = state.engine.execute(&mut session, &req.ksql).await;
@@ -221,17 +227,10 @@ async fn ksql(State(state): State<AppState>, body: Bytes) -> Response {
 async fn query(State(state): State<AppState>, body: Bytes) -> Response {
     let req: QueryRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(msg) => return bad_request(&msg),
     };
     let Some(sql) = req.sql.or(req.ksql) else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            json!({
-                "@type": "generic_error",
-                "error_code": 40000,
-                "message": "the request needs a \"sql\" (or \"ksql\") field",
-            }),
-        );
+        return bad_request("the request needs a \"sql\" (or \"ksql\") field");
     };
     let mut session = session_for(&req.properties);
     let mut results = state.engine.execute(&mut session, &sql).await;
@@ -289,7 +288,10 @@ fn json_response(status: StatusCode, value: Value) -> Response {
 fn raw_json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body,
     )
         .into_response()
@@ -369,13 +371,19 @@ fn statement_results(
                 });
                 entities.push(serde_json::to_vec(&entity).unwrap_or_default());
             }
-            Ok(StatementResult::Rows { schema, batches }) => match rows_entity(text, &schema, &batches) {
-                Ok(entity) => entities.push(entity),
-                Err(e) => {
-                    let error = error_object(&SluiceError::Arrow(e), text);
-                    return error_response(StatusCode::INTERNAL_SERVER_ERROR, &error, &entities);
+            Ok(StatementResult::Rows { schema, batches }) => {
+                match rows_entity(text, &schema, &batches) {
+                    Ok(entity) => entities.push(entity),
+                    Err(e) => {
+                        let error = error_object(&SluiceError::Arrow(e), text);
+                        return error_response(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &error,
+                            &entities,
+                        );
+                    }
                 }
-            },
+            }
             Ok(StatementResult::Push { .. }) => {
                 // Dropping the result here stops the push query.
                 let error = json!({
@@ -400,7 +408,11 @@ fn statement_results(
 }
 
 /// A finite result as a `rows` entity.
-fn rows_entity(text: &str, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, arrow::error::ArrowError> {
+fn rows_entity(
+    text: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Vec<u8>, arrow::error::ArrowError> {
     let (names, types) = column_header(schema);
     let mut rows = vec![b'['];
     let mut layout = JsonRowLayout::Comma { first: true };
@@ -442,7 +454,10 @@ fn error_object(e: &SluiceError, text: &str) -> Value {
 }
 
 fn error_response(status: StatusCode, error: &Value, entities: &[Vec<u8>]) -> Response {
-    raw_json_response(status, with_raw_field(error, "entities", &join_raw(entities)))
+    raw_json_response(
+        status,
+        with_raw_field(error, "entities", &join_raw(entities)),
+    )
 }
 
 /// Streams a result as newline-delimited JSON: a header line, then one line
@@ -613,7 +628,12 @@ mod tests {
             schema,
             stream: Box::pin(stream::pending()),
         })];
-        let (status, body) = body_json(statement_results("SELECT 1 EMIT CHANGES", results, "use /query")).await;
+        let (status, body) = body_json(statement_results(
+            "SELECT 1 EMIT CHANGES",
+            results,
+            "use /query",
+        ))
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["message"], "use /query");
     }
@@ -671,7 +691,12 @@ mod tests {
         let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (schema, _) = sample();
         let (tx, rx) = watch::channel(false);
-        let resp = ndjson_response("q".into(), &schema, Box::pin(SilentQuery(Arc::clone(&dropped))), rx);
+        let resp = ndjson_response(
+            "q".into(),
+            &schema,
+            Box::pin(SilentQuery(Arc::clone(&dropped))),
+            rx,
+        );
         let mut body = resp.into_body().into_data_stream();
         let header = body.next().await.unwrap().unwrap();
         assert!(header.ends_with(b"\n"));
@@ -687,21 +712,29 @@ mod tests {
     #[test]
     fn raw_field_splicing() {
         let v = json!({"a": 1});
-        assert_eq!(with_raw_field(&v, "rows", b"[[1]]"), br#"{"a":1,"rows":[[1]]}"#.to_vec());
-        assert_eq!(join_raw(&[b"1".to_vec(), b"{}".to_vec()]), b"[1,{}]".to_vec());
+        assert_eq!(
+            with_raw_field(&v, "rows", b"[[1]]"),
+            br#"{"a":1,"rows":[[1]]}"#.to_vec()
+        );
+        assert_eq!(
+            join_raw(&[b"1".to_vec(), b"{}".to_vec()]),
+            b"[1,{}]".to_vec()
+        );
         assert_eq!(join_raw(&[]), b"[]".to_vec());
     }
 
     #[test]
     fn request_parsing() {
-        let r: QueryRequest =
-            serde_json::from_str(r#"{"ksql": "SELECT 1", "properties": {"auto.offset.reset": "earliest", "n": 5}}"#)
-                .unwrap();
+        let r: QueryRequest = serde_json::from_str(
+            r#"{"ksql": "SELECT 1", "properties": {"auto.offset.reset": "earliest", "n": 5}}"#,
+        )
+        .unwrap();
         assert_eq!(r.ksql.as_deref(), Some("SELECT 1"));
         let s = session_for(&r.properties);
         assert!(s.offset_reset_earliest());
         assert_eq!(s.properties.get("n").map(String::as_str), Some("5"));
-        let r: QueryRequest = serde_json::from_str(r#"{"sql": "x", "streamsProperties": {}}"#).unwrap();
+        let r: QueryRequest =
+            serde_json::from_str(r#"{"sql": "x", "streamsProperties": {}}"#).unwrap();
         assert_eq!(r.sql.as_deref(), Some("x"));
         assert!(parse_body::<KsqlRequest>(b"{").is_err());
         assert!(parse_body::<KsqlRequest>(b"{\"sql\": 1}").is_err());

@@ -58,7 +58,10 @@ pub(crate) fn position_at(text: &str, offset: usize) -> SqlPosition {
     let offset = offset.min(text.len());
     // `offset` always comes from a char boundary we computed, but be defensive:
     // step back to one so slicing cannot panic.
-    let offset = (0..=offset).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let offset = (0..=offset)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
     let before = &text[..offset];
     let line = before.matches('\n').count() as u64 + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
@@ -170,19 +173,30 @@ mod tests {
         let outer = "COPY (\n  SELEC 1) TO STDOUT";
         let inner_offset = 6;
         let inner = &outer[inner_offset..outer.find(')').unwrap()];
-        let (pos, idx) =
-            translate_position(outer, inner, inner_offset, SqlPosition { line: 2, column: 3 }).unwrap();
+        let (pos, idx) = translate_position(
+            outer,
+            inner,
+            inner_offset,
+            SqlPosition { line: 2, column: 3 },
+        )
+        .unwrap();
         assert_eq!(pos, SqlPosition { line: 2, column: 3 });
         assert_eq!(idx, 10);
-        let (pos, idx) =
-            translate_position(outer, inner, inner_offset, SqlPosition { line: 1, column: 1 }).unwrap();
+        let (pos, idx) = translate_position(
+            outer,
+            inner,
+            inner_offset,
+            SqlPosition { line: 1, column: 1 },
+        )
+        .unwrap();
         assert_eq!(pos, SqlPosition { line: 1, column: 7 });
         assert_eq!(idx, 7);
     }
 
     #[test]
     fn split_respects_strings_and_comments() {
-        let sql = "CREATE STREAM a (x INT) WITH (kafka_topic='a;b');\n-- c;omment\nSELECT ';' FROM a; ;";
+        let sql =
+            "CREATE STREAM a (x INT) WITH (kafka_topic='a;b');\n-- c;omment\nSELECT ';' FROM a; ;";
         assert_eq!(
             split_statements(sql),
             vec![

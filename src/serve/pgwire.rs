@@ -5,9 +5,9 @@
 //!
 //! - **Simple query protocol**: every statement of the query string runs
 //!   through [`Engine::execute`]. `Done` results become CommandComplete (plus a
-//!   NOTICE carrying the engine's human message), `Rows` become RowDescription
-//!   + DataRows in text format, and `Push` results stream DataRows as batches
-//!   arrive (flushed whenever the query waits for more).
+//!   NOTICE carrying the engine's human message), `Rows` become a
+//!   RowDescription and DataRows in text format, and `Push` results stream
+//!   DataRows as batches arrive (flushed whenever the query waits for more).
 //! - **`COPY (query) TO STDOUT`** / **`COPY table TO STDOUT`**, in text or CSV
 //!   format: the inner statement runs through the engine and its rows stream
 //!   to the client as CopyData as they arrive. This is how psql shows a push
@@ -15,7 +15,7 @@
 //! - **Extended query protocol**: Parse describes the statement with
 //!   [`Engine::describe`] (parameter types and result schema), Bind decodes
 //!   parameters (text and binary formats for bool, int2/4/8, float4/8,
-//!   numeric, text/varchar, bytea, date, time, timestamp[tz]) into
+//!   numeric, text/varchar, bytea, date, time, timestamp and timestamptz) into
 //!   DataFusion `ScalarValue`s, and Execute runs
 //!   [`Engine::execute_with_params`], honouring per-column text/binary result
 //!   formats and `max_rows` (portal suspension).
@@ -42,7 +42,9 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, SendableRowStream, Tag};
+use pgwire::api::results::{
+    FieldFormat, FieldInfo, QueryResponse, Response, SendableRowStream, Tag,
+};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
@@ -208,7 +210,9 @@ impl PgWireServerHandlers for PgHandlers {
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
-        Arc::new(DefaultCancelHandler::new(Arc::clone(&self.0.server.cancels)))
+        Arc::new(DefaultCancelHandler::new(Arc::clone(
+            &self.0.server.cancels,
+        )))
     }
 }
 
@@ -241,7 +245,10 @@ impl ClientProbe {
 
     #[cfg(not(unix))]
     fn new(_socket: &TcpStream) -> io::Result<Self> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "disconnect probe needs unix"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "disconnect probe needs unix",
+        ))
     }
 
     /// Completes once the client closed the connection (EOF, reset, or a
@@ -316,7 +323,11 @@ impl<'a> Interrupts<'a> {
 
 #[async_trait]
 impl StartupHandler for PgConnection {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -332,7 +343,9 @@ impl StartupHandler for PgConnection {
             // Register for CancelRequests; the guard unregisters when the
             // connection (and with it the session extensions) is dropped.
             let (handle, guard) = self.server.cancels.register(pid, secret);
-            client.session_extensions().insert::<Arc<ConnectionHandle>>(handle);
+            client
+                .session_extensions()
+                .insert::<Arc<ConnectionHandle>>(handle);
             client.session_extensions().insert::<ConnectionGuard>(guard);
             finish_authentication(client, &self.server.parameters).await?;
         }
@@ -366,18 +379,23 @@ impl SimpleQueryHandler for PgConnection {
         let mut status = client.transaction_status();
         let outcome = if is_empty_query(&query.query) {
             client
-                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
                 .await
                 .map_err(PgWireError::from)
         } else {
-            self.run_simple_query(client, &query.query, &mut status).await
+            self.run_simple_query(client, &query.query, &mut status)
+                .await
         };
         // On error pgwire's loop sends the ErrorResponse and ReadyForQuery.
         client.set_state(PgWireConnectionState::ReadyForQuery);
         outcome?;
         client.set_transaction_status(status);
         client
-            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status)))
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
             .await?;
         Ok(())
     }
@@ -410,7 +428,9 @@ impl PgConnection {
 
         if let Some(copy) = parse_copy_to_stdout(sql) {
             let copy = copy.map_err(|msg| user_error("0A000", msg))?;
-            return self.run_copy(client, sql, &copy, vec![], &mut interrupts).await;
+            return self
+                .run_copy(client, sql, &copy, vec![], &mut interrupts)
+                .await;
         }
 
         let results = {
@@ -422,7 +442,9 @@ impl PgConnection {
         if results.is_empty() {
             // Only comments: Postgres answers EmptyQueryResponse.
             client
-                .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
                 .await?;
             return Ok(());
         }
@@ -526,7 +548,12 @@ impl PgConnection {
             }
             (Some(Ok(StatementResult::Push { schema, stream, .. })), None) => (schema, stream),
             (Some(Err(e)), _) => {
-                return Err(user_error_info(error_info(&e, client_sql, inner_text, inner_offset)))
+                return Err(user_error_info(error_info(
+                    &e,
+                    client_sql,
+                    inner_text,
+                    inner_offset,
+                )))
             }
             (Some(Ok(StatementResult::Done { .. })), None) => {
                 return Err(user_error(
@@ -559,7 +586,7 @@ impl PgConnection {
 
 /// A parsed (prepared) statement: the SQL plus what Describe reports.
 #[derive(Debug, Clone)]
-pub struct PreparedStatement {
+struct PreparedStatement {
     sql: Arc<str>,
     copy: Option<Arc<CopyToStdout>>,
     /// Parameter types inferred by the engine (`None` = unknown).
@@ -646,7 +673,11 @@ fn result_formats(format: Option<&Format>, schema: &Schema) -> Vec<FieldFormat> 
         None | Some(Format::UnifiedText) => vec![FieldFormat::Text; n],
         Some(Format::UnifiedBinary) => vec![FieldFormat::Binary; n],
         Some(Format::Individual(codes)) => (0..n)
-            .map(|i| codes.get(i).map_or(FieldFormat::Text, |c| FieldFormat::from(*c)))
+            .map(|i| {
+                codes
+                    .get(i)
+                    .map_or(FieldFormat::Text, |c| FieldFormat::from(*c))
+            })
             .collect(),
     }
 }
@@ -698,7 +729,9 @@ impl ExtendedQueryHandler for PgConnection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         // Only pgwire's default `on_execute` calls this, and it is overridden.
-        Err(internal_error("extended query dispatch bypassed on_execute"))
+        Err(internal_error(
+            "extended query dispatch bypassed on_execute",
+        ))
     }
 }
 
@@ -715,7 +748,9 @@ impl PgConnection {
             Some(Entry::Value(portal)) => portal,
             Some(Entry::Empty) => {
                 client
-                    .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
                     .await?;
                 return Ok(());
             }
@@ -795,7 +830,9 @@ impl PgConnection {
             (Some(first), None) => first,
             (None, _) => {
                 client
-                    .feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new()))
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
                     .await?;
                 return Ok(Started::Finished);
             }
@@ -875,9 +912,8 @@ fn decode_params(portal: &Portal<PreparedStatement>) -> PgWireResult<Vec<ScalarV
             // Text values are untyped on the wire: read them as the type the
             // engine expects (or the client declared).
             let target = inferred.or_else(|| declared.as_ref().and_then(arrow_type_for_pg));
-            decode_param(raw.as_deref(), &ty, binary, target.as_ref()).map_err(|(code, msg)| {
-                user_error(code, format!("parameter ${}: {msg}", idx + 1))
-            })
+            decode_param(raw.as_deref(), &ty, binary, target.as_ref())
+                .map_err(|(code, msg)| user_error(code, format!("parameter ${}: {msg}", idx + 1)))
         })
         .collect()
 }
@@ -906,7 +942,10 @@ fn decode_param(
             Some(t) => value.cast_to(t).map_err(|_| {
                 (
                     "22P02",
-                    format!("invalid input syntax for type {}: {text:?}", pg_type(t).name()),
+                    format!(
+                        "invalid input syntax for type {}: {text:?}",
+                        pg_type(t).name()
+                    ),
                 )
             }),
         };
@@ -917,7 +956,11 @@ fn decode_param(
         } else {
             Err((
                 "08P01",
-                format!("binary {} value must be {n} bytes, got {}", ty.name(), raw.len()),
+                format!(
+                    "binary {} value must be {n} bytes, got {}",
+                    ty.name(),
+                    raw.len()
+                ),
             ))
         }
     };
@@ -1012,10 +1055,15 @@ fn row_stream(
     let rows = batches
         .map(move |batch| {
             let rows = match batch {
-                Ok(batch) => encoder.encode(&batch).map_err(|e| {
-                    user_error("XX000", format!("cannot encode result rows: {e}"))
-                }),
-                Err(e) => Err(user_error_info(error_info(&e, &client_sql, &executed, offset))),
+                Ok(batch) => encoder
+                    .encode(&batch)
+                    .map_err(|e| user_error("XX000", format!("cannot encode result rows: {e}"))),
+                Err(e) => Err(user_error_info(error_info(
+                    &e,
+                    &client_sql,
+                    &executed,
+                    offset,
+                ))),
             };
             match rows {
                 Ok(rows) => stream::iter(rows.into_iter().map(Ok)).left_stream(),
@@ -1146,7 +1194,9 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     client
-        .feed(PgWireBackendMessage::CommandComplete(CommandComplete::from(tag)))
+        .feed(PgWireBackendMessage::CommandComplete(
+            CommandComplete::from(tag),
+        ))
         .await?;
     Ok(())
 }
@@ -1253,6 +1303,14 @@ struct CopyToStdout {
 /// as is, so `COPY ... FROM STDIN` gets the engine's error). `Some(Err)` for a
 /// COPY TO STDOUT with options Sluice does not support.
 fn parse_copy_to_stdout(sql: &str) -> Option<Result<CopyToStdout, String>> {
+    // Cheap pre-check so ordinary queries are not tokenized twice.
+    if !sql
+        .as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"copy"))
+    {
+        return None;
+    }
     let tokens = significant_tokens(sql)?;
     let word = |i: usize, kw: &str| {
         matches!(tokens.get(i).map(|t| &t.token),
@@ -1328,11 +1386,13 @@ fn parse_copy_to_stdout(sql: &str) -> Option<Result<CopyToStdout, String>> {
     if !word(i, "TO") || !word(i + 1, "STDOUT") {
         return None;
     }
-    Some(parse_copy_options(&tokens[i + 2..]).map(|options| CopyToStdout {
-        query,
-        offset,
-        options,
-    }))
+    Some(
+        parse_copy_options(&tokens[i + 2..]).map(|options| CopyToStdout {
+            query,
+            offset,
+            options,
+        }),
+    )
 }
 
 /// Parses COPY options, in both the modern `WITH (FORMAT csv, HEADER)` form
@@ -1345,9 +1405,7 @@ fn parse_copy_options(tokens: &[TokenWithSpan]) -> Result<CopyOptions, String> {
         }
         toks.truncate(semi);
     }
-    let is_word = |t: Option<&&Token>, kw: &str| {
-        matches!(t, Some(Token::Word(w)) if w.value.eq_ignore_ascii_case(kw))
-    };
+    let is_word = |t: Option<&&Token>, kw: &str| matches!(t, Some(Token::Word(w)) if w.value.eq_ignore_ascii_case(kw));
     let mut i = 0;
     if is_word(toks.first(), "WITH") {
         i += 1;
@@ -1456,7 +1514,9 @@ fn parse_copy_options(tokens: &[TokenWithSpan]) -> Result<CopyOptions, String> {
                     i += 1;
                 }
                 if string_value(toks.get(i), &name)? != "\"" {
-                    return Err(format!("COPY option {name} other than '\"' is not supported"));
+                    return Err(format!(
+                        "COPY option {name} other than '\"' is not supported"
+                    ));
                 }
                 i += 1;
             }
@@ -1526,7 +1586,10 @@ mod tests {
         let sql = "/* é */ COPY\n(\nSELECT 1\n) TO STDOUT WITH (FORMAT csv, HEADER)";
         let c = copy(sql);
         assert_eq!(c.query, "\nSELECT 1\n");
-        assert_eq!(&sql[c.offset.unwrap()..c.offset.unwrap() + c.query.len()], c.query);
+        assert_eq!(
+            &sql[c.offset.unwrap()..c.offset.unwrap() + c.query.len()],
+            c.query
+        );
         assert_eq!(c.options.format, CopyFormat::Csv);
         assert!(c.options.header);
         assert_eq!(c.options.delimiter, ',');
@@ -1588,12 +1651,28 @@ mod tests {
         let p = |raw: &str, target: DataType| {
             decode_param(Some(raw.as_bytes()), &Type::TEXT, false, Some(&target))
         };
-        assert_eq!(p("42", DataType::Int64).unwrap(), ScalarValue::Int64(Some(42)));
-        assert_eq!(p("t", DataType::Boolean).unwrap(), ScalarValue::Boolean(Some(true)));
-        assert_eq!(p("false", DataType::Boolean).unwrap(), ScalarValue::Boolean(Some(false)));
-        assert_eq!(p("1.5", DataType::Float64).unwrap(), ScalarValue::Float64(Some(1.5)));
         assert_eq!(
-            p("2024-01-02 03:04:05.5", DataType::Timestamp(TimeUnit::Microsecond, None)).unwrap(),
+            p("42", DataType::Int64).unwrap(),
+            ScalarValue::Int64(Some(42))
+        );
+        assert_eq!(
+            p("t", DataType::Boolean).unwrap(),
+            ScalarValue::Boolean(Some(true))
+        );
+        assert_eq!(
+            p("false", DataType::Boolean).unwrap(),
+            ScalarValue::Boolean(Some(false))
+        );
+        assert_eq!(
+            p("1.5", DataType::Float64).unwrap(),
+            ScalarValue::Float64(Some(1.5))
+        );
+        assert_eq!(
+            p(
+                "2024-01-02 03:04:05.5",
+                DataType::Timestamp(TimeUnit::Microsecond, None)
+            )
+            .unwrap(),
             ScalarValue::TimestampMicrosecond(Some(1_704_164_645_500_000), None)
         );
         assert_eq!(
@@ -1616,9 +1695,14 @@ mod tests {
             decode_param(None, &Type::INT8, false, Some(&DataType::Int64)).unwrap(),
             ScalarValue::Int64(None)
         );
-        assert_eq!(decode_param(None, &Type::TEXT, true, None).unwrap(), ScalarValue::Null);
         assert_eq!(
-            decode_param(Some(&[0xff]), &Type::TEXT, false, None).unwrap_err().0,
+            decode_param(None, &Type::TEXT, true, None).unwrap(),
+            ScalarValue::Null
+        );
+        assert_eq!(
+            decode_param(Some(&[0xff]), &Type::TEXT, false, None)
+                .unwrap_err()
+                .0,
             "22021"
         );
     }
@@ -1626,9 +1710,18 @@ mod tests {
     #[test]
     fn binary_parameters() {
         let b = |raw: &[u8], ty: Type| decode_param(Some(raw), &ty, true, None);
-        assert_eq!(b(&[1], Type::BOOL).unwrap(), ScalarValue::Boolean(Some(true)));
-        assert_eq!(b(&[0xff, 0xfe], Type::INT2).unwrap(), ScalarValue::Int16(Some(-2)));
-        assert_eq!(b(&7i32.to_be_bytes(), Type::INT4).unwrap(), ScalarValue::Int32(Some(7)));
+        assert_eq!(
+            b(&[1], Type::BOOL).unwrap(),
+            ScalarValue::Boolean(Some(true))
+        );
+        assert_eq!(
+            b(&[0xff, 0xfe], Type::INT2).unwrap(),
+            ScalarValue::Int16(Some(-2))
+        );
+        assert_eq!(
+            b(&7i32.to_be_bytes(), Type::INT4).unwrap(),
+            ScalarValue::Int32(Some(7))
+        );
         assert_eq!(
             b(&(-9i64).to_be_bytes(), Type::INT8).unwrap(),
             ScalarValue::Int64(Some(-9))
@@ -1641,7 +1734,10 @@ mod tests {
             b(&2.5f64.to_be_bytes(), Type::FLOAT8).unwrap(),
             ScalarValue::Float64(Some(2.5))
         );
-        assert_eq!(b(b"hi", Type::VARCHAR).unwrap(), ScalarValue::Utf8(Some("hi".into())));
+        assert_eq!(
+            b(b"hi", Type::VARCHAR).unwrap(),
+            ScalarValue::Utf8(Some("hi".into()))
+        );
         assert_eq!(
             b(&[1, b'{', b'}'], Type::JSONB).unwrap(),
             ScalarValue::Utf8(Some("{}".into()))
@@ -1691,10 +1787,16 @@ mod tests {
     fn tags_and_transaction_status() {
         let complete = |t: Tag| CommandComplete::from(t).tag;
         assert_eq!(complete(command_tag("INSERT", Some(3))), "INSERT 0 3");
-        assert_eq!(complete(command_tag("CREATE STREAM", None)), "CREATE STREAM");
+        assert_eq!(
+            complete(command_tag("CREATE STREAM", None)),
+            "CREATE STREAM"
+        );
         assert_eq!(complete(command_tag("DELETE", Some(2))), "DELETE 2");
         let idle = TransactionStatus::Idle;
-        assert!(matches!(status_after("BEGIN", idle), TransactionStatus::Transaction));
+        assert!(matches!(
+            status_after("BEGIN", idle),
+            TransactionStatus::Transaction
+        ));
         assert!(matches!(
             status_after("COMMIT", TransactionStatus::Transaction),
             TransactionStatus::Idle
