@@ -38,7 +38,7 @@ impl RecordEncoder {
         let batch = &chunk.batch;
         let n = batch.num_rows();
         let key_columns: Vec<ArrayRef> = self.key_cols.iter().map(|&i| batch.column(i).clone()).collect();
-        let keys = encode_keys(self.key_format, &key_columns, &self.key_names);
+        let keys = encode_keys(self.key_format, &key_columns, &self.key_names, n);
         let values: Vec<Vec<u8>> = match self.value_format {
             // JSON values carry every column, the key columns too, so a consumer of the
             // topic sees whole rows.

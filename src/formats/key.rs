@@ -128,8 +128,7 @@ impl KeyDecoder {
 }
 
 /// Key columns → record key bytes.
-pub fn encode_keys(format: KeyFormat, columns: &[ArrayRef], names: &[String]) -> Vec<Option<Bytes>> {
-    let n = columns.first().map(|c| c.len()).unwrap_or(0);
+pub fn encode_keys(format: KeyFormat, columns: &[ArrayRef], names: &[String], n: usize) -> Vec<Option<Bytes>> {
     match format {
         KeyFormat::None => vec![None; n],
         _ if columns.is_empty() => vec![None; n],
