@@ -70,6 +70,13 @@ pub(super) fn render(engine: &Engine) -> String {
     for (name, t) in engine.materialized.read().iter() {
         let _ = writeln!(out, "sluice_materialized_rows{{table=\"{}\"}} {}", escape(name), t.len());
     }
+    let _ = writeln!(out, "# HELP sluice_push_queries_active Push queries (EMIT CHANGES) streaming to clients.");
+    let _ = writeln!(out, "# TYPE sluice_push_queries_active gauge");
+    let _ = writeln!(
+        out,
+        "sluice_push_queries_active {}",
+        engine.push_active.load(std::sync::atomic::Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP sluice_uptime_seconds Seconds since the server started.");
     let _ = writeln!(out, "# TYPE sluice_uptime_seconds gauge");
     let _ = writeln!(out, "sluice_uptime_seconds {}", engine.started.elapsed().as_secs());

@@ -49,6 +49,8 @@ pub struct Engine {
     materialized: RwLock<BTreeMap<String, Arc<MaterializedTable>>>,
     running: Mutex<BTreeMap<String, QueryHandle>>,
     transient_seq: AtomicU64,
+    /// Push queries currently streaming to a client.
+    push_active: Arc<std::sync::atomic::AtomicI64>,
     started: Instant,
 }
 
@@ -89,6 +91,7 @@ impl Engine {
             materialized: RwLock::new(BTreeMap::new()),
             running: Mutex::new(BTreeMap::new()),
             transient_seq: AtomicU64::new(0),
+            push_active: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             started: Instant::now(),
         });
         engine.recover().await?;

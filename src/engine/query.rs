@@ -87,10 +87,11 @@ impl Engine {
             });
         }
         let handle = QueryHandle::spawn(id.clone(), source, pipeline);
+        let active = PushGuard::new(self.push_active.clone());
         // The stream owns the query: when the client goes away and the stream is
         // dropped, the handle is dropped and both tasks stop.
         let stream = ReceiverStream::new(rx).map(move |item| {
-            let _keep_alive = &handle;
+            let _keep_alive = (&handle, &active);
             item
         });
         Ok(StatementResult::Push {
@@ -222,6 +223,22 @@ impl Engine {
             schema,
             stream: stream.boxed(),
         })
+    }
+}
+
+/// Counts a push query as active for as long as its stream lives.
+struct PushGuard(Arc<std::sync::atomic::AtomicI64>);
+
+impl PushGuard {
+    fn new(counter: Arc<std::sync::atomic::AtomicI64>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PushGuard(counter)
+    }
+}
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

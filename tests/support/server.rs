@@ -1,0 +1,203 @@
+//! Runs the real `sluice` binary for a test, on free ports and a data directory the
+//! test owns, so it can be killed (even with SIGKILL) and started again.
+
+#![allow(dead_code)] // Not every test binary uses every helper.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub pg_port: u16,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+    extra_args: Vec<String>,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl TestServer {
+    /// Starts `sluice serve` on `data_dir` with extra flags and waits until both
+    /// listeners answer.
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> TestServer {
+        let mut s = TestServer {
+            child: None,
+            pg_port: free_port(),
+            http_port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            log: data_dir.with_extension("log"),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("server log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--pg-addr")
+            .arg(format!("127.0.0.1:{}", self.pg_port))
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .args(&self.extra_args)
+            .env("SLUICE_LOG", "info,rdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sluice");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let up = TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.http_port)).is_ok();
+            if up {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("sluice exited with {status}:\n{}", self.log_tail());
+            }
+            if Instant::now() > deadline {
+                panic!("sluice did not start listening:\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn pg_conn_string(&self) -> String {
+        format!("host=127.0.0.1 port={} user=sluice dbname=sluice", self.pg_port)
+    }
+
+    /// POST /ksql; panics on a transport error, returns (status, body).
+    pub async fn ksql(&self, sql: &str) -> (u16, serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/ksql", self.http()))
+            .json(&serde_json::json!({ "ksql": sql, "streamsProperties": {} }))
+            .send()
+            .await
+            .expect("POST /ksql");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("JSON body"))
+    }
+
+    /// POST /ksql that must succeed.
+    pub async fn ksql_ok(&self, sql: &str) -> serde_json::Value {
+        let (status, body) = self.ksql(sql).await;
+        assert_eq!(status, 200, "{sql}\n{body:#}\n{}", self.log_tail());
+        body
+    }
+
+    /// A pull query over /query: rows as JSON arrays.
+    pub async fn pull(&self, sql: &str) -> Vec<serde_json::Value> {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/query", self.http()))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .expect("POST /query");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        assert_eq!(status, 200, "{sql}: {text}");
+        text.lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("row JSON"))
+            .collect()
+    }
+
+    /// Polls a pull query until `check` accepts its rows, or panics after `timeout`.
+    pub async fn wait_for(
+        &self,
+        sql: &str,
+        timeout: Duration,
+        check: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rows = self.pull(sql).await;
+            if check(&rows) {
+                return rows;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting on {sql}; last rows: {rows:?}\n{}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.http()))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+/// The value of a Prometheus sample line `name{labels} value` (labels as written).
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
