@@ -1,0 +1,244 @@
+//! The server as users meet it: psql-compatible clients (tokio-postgres, simple and
+//! extended protocol), HTTP statements, pull and push queries, metrics, and
+//! pipelines kept in .sql files (`sluice run`, `RUN SCRIPT`).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use futures::StreamExt;
+use support::server::{metric, TestServer};
+
+async fn pg(server: &TestServer) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&server.pg_conn_string(), tokio_postgres::NoTls)
+        .await
+        .expect("connect over pgwire");
+    tokio::spawn(conn);
+    client
+}
+
+const PAGEVIEWS: &str = "INSERT INTO pageviews (user_id, url, status, latency_ms, ts) VALUES
+  ('u1', '/home', 200, 12.0, '2024-01-01 00:00:01'),
+  ('u2', '/home', 500, 80.0, '2024-01-01 00:00:02'),
+  ('u1', '/cart', 200, 30.0, '2024-01-01 00:00:03'),
+  ('u3', '/home', 503, 40.0, '2024-01-01 00:00:04');";
+
+fn sluice_run(file: &Path, server: &TestServer) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg(file)
+        .arg("--server")
+        .arg(server.http())
+        .output()
+        .expect("run sluice run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_from_files_pull_and_push_over_both_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+
+    // `sluice run` twice: the second run must be a no-op, not an error.
+    for round in 0..2 {
+        for f in ["01_pageviews.sql", "02_login_failures.sql"] {
+            let out = sluice_run(&examples.join(f), &server);
+            assert!(
+                out.status.success(),
+                "round {round} {f}: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // RUN SCRIPT executes a server-side file, again idempotently.
+    let script = examples.join("01_pageviews.sql");
+    server.ksql_ok(&format!("RUN SCRIPT '{}';", script.display())).await;
+
+    server.ksql_ok(PAGEVIEWS).await;
+    server
+        .ksql_ok(
+            "INSERT INTO logins (ip, user_name, success, ts) VALUES
+               ('10.0.0.1', 'ann', false, '2024-01-01 00:00:01'),
+               ('10.0.0.1', 'bob', false, '2024-01-01 00:00:02'),
+               ('10.0.0.2', 'cy', false, '2024-01-01 00:00:02'),
+               ('10.0.0.1', 'ann', false, '2024-01-01 00:00:03');",
+        )
+        .await;
+    let rows = server
+        .wait_for("SELECT url, total, errors, error_rate FROM error_rate ORDER BY url", Duration::from_secs(20), |r| {
+            r.len() == 2 && r[1][1] == 3
+        })
+        .await;
+    assert_eq!(rows[0], serde_json::json!(["/cart", 1, 0, 0.0]));
+    assert_eq!(rows[1][2], 2);
+    let errors = server
+        .wait_for("SELECT user_id, status FROM server_errors ORDER BY user_id", Duration::from_secs(20), |r| r.len() == 2)
+        .await;
+    assert_eq!(errors, vec![serde_json::json!(["u2", 500]), serde_json::json!(["u3", 503])]);
+    let suspicious = server
+        .wait_for("SELECT ip, failures, users_tried FROM suspicious_ips", Duration::from_secs(20), |r| r.len() == 1)
+        .await;
+    assert_eq!(suspicious[0], serde_json::json!(["10.0.0.1", 3, 2]));
+
+    // pgwire, simple protocol.
+    let client = pg(&server).await;
+    let msgs = client
+        .simple_query("SELECT url, total FROM error_rate WHERE total > 1")
+        .await
+        .expect("simple query");
+    let row = msgs
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("one row");
+    assert_eq!(row.get(0), Some("/home"));
+    assert_eq!(row.get(1), Some("3"));
+
+    // pgwire, extended protocol with a parameter.
+    let rows = client
+        .query("SELECT url, total, avg_latency_ms FROM error_rate WHERE url = $1", &[&"/home"])
+        .await
+        .expect("extended query");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(1), 3);
+    assert!((rows[0].get::<_, f64>(2) - 44.0).abs() < 1e-9);
+
+    // A join between two materialized tables, as a pull query.
+    let joined = client
+        .query(
+            "SELECT e.url, e.total, s.failures FROM error_rate e JOIN suspicious_ips s ON e.total = s.failures",
+            &[],
+        )
+        .await
+        .expect("join");
+    assert_eq!(joined.len(), 1);
+
+    // Errors carry a SQLSTATE, a position and a hint.
+    let err = client
+        .simple_query("SELECT *\nFROM no_such_stream")
+        .await
+        .expect_err("unknown relation");
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "42P01");
+    assert!(db.message().contains("no_such_stream"), "{}", db.message());
+    assert!(db.message().contains("line 2, column 6"), "{}", db.message());
+    assert!(db.hint().is_some());
+
+    // Push query over HTTP: newline-delimited JSON as rows arrive.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/query", server.http()))
+        .json(&serde_json::json!({
+            "sql": "SELECT user_id, url FROM pageviews WHERE status >= 500 EMIT CHANGES",
+            "streamsProperties": {"auto.offset.reset": "earliest"}
+        }))
+        .send()
+        .await
+        .expect("push query");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while text.lines().count() < 3 {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("rows arrive")
+            .expect("stream open")
+            .expect("chunk");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("columnNames"), "{text}");
+    assert_eq!(lines[1], r#"["u2","/home"]"#);
+    assert_eq!(lines[2], r#"["u3","/home"]"#);
+    let m = server.metrics().await;
+    assert_eq!(metric(&m, "sluice_push_queries_active"), Some(1.0), "{m}");
+    // Closing the client stops the query.
+    drop(body);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = server.metrics().await;
+        if metric(&m, "sluice_push_queries_active") == Some(0.0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "push query still active:\n{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Push query over pgwire with COPY, as psql users watch one; new rows stream in.
+    let copy = client
+        .copy_out("COPY (SELECT user_id, status FROM pageviews EMIT CHANGES) TO STDOUT")
+        .await
+        .expect("COPY push query");
+    futures::pin_mut!(copy);
+    server
+        .ksql_ok("INSERT INTO pageviews (user_id, url, status, latency_ms, ts) VALUES ('u9', '/new', 404, 1.0, '2024-01-01 00:01:00');")
+        .await;
+    let line = tokio::time::timeout(Duration::from_secs(20), copy.next())
+        .await
+        .expect("a row arrives")
+        .expect("stream open")
+        .expect("copy data");
+    assert_eq!(&line[..], b"u9\t404\n");
+
+    // Metrics per query.
+    let m = server.metrics().await;
+    assert_eq!(metric(&m, "sluice_query_records_in_total{query=\"CTAS_ERROR_RATE_2\"}"), Some(5.0), "{m}");
+    assert!(m.contains("sluice_query_consumer_lag"), "{m}");
+    assert!(m.contains("sluice_state_bytes{query=\"CTAS_ERROR_RATE_2\"}"), "{m}");
+
+    // Info and health.
+    let info: serde_json::Value = reqwest::get(format!("{}/info", server.http())).await.unwrap().json().await.unwrap();
+    assert_eq!(info["log_backend"], "local");
+    let health = reqwest::get(format!("{}/healthz", server.http())).await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_survives_restart_and_ddl_behaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(&dir.path().join("data"), &[]);
+    server
+        .ksql_ok(
+            "CREATE STREAM s (id VARCHAR KEY, v INT) WITH (kafka_topic='s_topic', partitions=3);
+             CREATE STREAM big AS SELECT id, v FROM s WHERE v > 10;
+             CREATE TABLE t AS SELECT id, SUM(v) AS total FROM s GROUP BY id;
+             INSERT INTO s (id, v) VALUES ('a', 5), ('a', 20), ('b', 30);",
+        )
+        .await;
+    server
+        .wait_for("SELECT id, total FROM t ORDER BY id", Duration::from_secs(20), |r| r.len() == 2)
+        .await;
+    let (status, body) = server.ksql("CREATE STREAM s (x INT);").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["sqlstate"], "42P07", "{body}");
+    let (status, body) = server.ksql("DROP STREAM s;").await;
+    assert_eq!(status, 400, "dropping a stream queries read: {body}");
+    assert!(body["message"].as_str().unwrap_or("").contains("read it"), "{body}");
+
+    server.stop();
+    server.restart();
+    let shown = server.ksql_ok("SHOW STREAMS; SHOW TABLES; SHOW QUERIES; SHOW TOPICS; DESCRIBE EXTENDED t;").await;
+    let text = shown.to_string();
+    for expected in ["\"s\"", "s_topic", "\"big\"", "CSAS_BIG_1", "CTAS_T_2", "RUNNING"] {
+        assert!(text.contains(expected), "{expected} missing after restart: {text}");
+    }
+    server.ksql_ok("INSERT INTO s (id, v) VALUES ('a', 1);").await;
+    let rows = server
+        .wait_for("SELECT id, total FROM t ORDER BY id", Duration::from_secs(20), |r| r.first().is_some_and(|a| a[1] == 26))
+        .await;
+    assert_eq!(rows, vec![serde_json::json!(["a", 26]), serde_json::json!(["b", 30])]);
+
+    // TERMINATE stops a query; its sink stays; then the chain can be dropped.
+    server.ksql_ok("TERMINATE CSAS_BIG_1;").await;
+    let q = server.ksql_ok("SHOW QUERIES;").await.to_string();
+    assert!(!q.contains("CSAS_BIG_1"), "{q}");
+    server.ksql_ok("DROP STREAM big DELETE TOPIC; DROP TABLE t; DROP STREAM s;").await;
+    let topics = server.ksql_ok("SHOW TOPICS;").await.to_string();
+    assert!(!topics.contains("\"big\""), "{topics}");
+    assert!(topics.contains("s_topic"), "{topics}");
+}
