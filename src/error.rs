@@ -60,7 +60,11 @@ impl SluiceError {
         }
     }
 
-    pub fn sql_at(message: impl Into<String>, position: Option<SqlPosition>, hint: Option<String>) -> Self {
+    pub fn sql_at(
+        message: impl Into<String>,
+        position: Option<SqlPosition>,
+        hint: Option<String>,
+    ) -> Self {
         SluiceError::Sql {
             message: message.into(),
             position,
@@ -70,7 +74,11 @@ impl SluiceError {
     }
 
     /// An error about a name that does not exist (SQLSTATE 42P01).
-    pub fn undefined(message: impl Into<String>, position: Option<SqlPosition>, hint: Option<String>) -> Self {
+    pub fn undefined(
+        message: impl Into<String>,
+        position: Option<SqlPosition>,
+        hint: Option<String>,
+    ) -> Self {
         SluiceError::Sql {
             message: message.into(),
             position,
@@ -89,7 +97,10 @@ impl SluiceError {
         }
     }
 
-    pub fn connector(context: impl Into<String>, source: crate::connectors::ConnectorError) -> Self {
+    pub fn connector(
+        context: impl Into<String>,
+        source: crate::connectors::ConnectorError,
+    ) -> Self {
         SluiceError::Connector {
             context: context.into(),
             source,

@@ -7,6 +7,7 @@
 //! `connectors` and `formats` move records in and out, `serve` speaks pgwire and
 //! HTTP, and `engine` ties them together.
 
+pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod connectors;

@@ -10,7 +10,11 @@ use sluice::config::ServerConfig;
 use sluice::engine::Engine;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Streaming SQL over Kafka, served over Postgres wire and HTTP")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Streaming SQL over Kafka, served over Postgres wire and HTTP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +32,8 @@ enum Command {
         #[arg(long, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:8088")]
         server: String,
     },
+    /// Measure events/second of continuous queries over generated pageviews.
+    Bench(sluice::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -72,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Run { file, server } => run_file(&file, &server).await,
+        Command::Bench(args) => sluice::bench::run(args).await,
     }
 }
 
@@ -98,7 +105,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.http_addr))?;
-    let engine = Engine::start(config.clone()).await.context("starting the engine")?;
+    let engine = Engine::start(config.clone())
+        .await
+        .context("starting the engine")?;
     if let Some(dir) = &args.init {
         run_init_dir(&engine, dir).await?;
     }
@@ -115,8 +124,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let pg_task = tokio::spawn(sluice::serve::pgwire::serve_pgwire(engine.clone(), pg, stopped(stop_rx.clone())));
-    let http_task = tokio::spawn(sluice::serve::http::serve_http(engine.clone(), http, stopped(stop_rx.clone())));
+    let pg_task = tokio::spawn(sluice::serve::pgwire::serve_pgwire(
+        engine.clone(),
+        pg,
+        stopped(stop_rx.clone()),
+    ));
+    let http_task = tokio::spawn(sluice::serve::http::serve_http(
+        engine.clone(),
+        http,
+        stopped(stop_rx.clone()),
+    ));
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
@@ -133,13 +150,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -157,7 +175,8 @@ async fn run_init_dir(engine: &Engine, dir: &std::path::Path) -> anyhow::Result<
         .collect();
     files.sort();
     for f in files {
-        let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
         let mut session = sluice::engine::Session::new();
         for r in engine.execute(&mut session, &text).await {
             if let Err(e) = r {
@@ -170,7 +189,8 @@ async fn run_init_dir(engine: &Engine, dir: &std::path::Path) -> anyhow::Result<
 }
 
 async fn run_file(file: &std::path::Path, server: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let url = format!("{}/ksql", server.trim_end_matches('/'));
     let response = reqwest::Client::new()
         .post(&url)
@@ -179,18 +199,30 @@ async fn run_file(file: &std::path::Path, server: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("sending {} to {url}", file.display()))?;
     let status = response.status();
-    let body: serde_json::Value = response.json().await.context("reading the server's answer")?;
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .context("reading the server's answer")?;
     let items = match &body {
         serde_json::Value::Array(items) => items.clone(),
         other => vec![other.clone()],
     };
     for item in &items {
-        let statement = item.get("statementText").and_then(|s| s.as_str()).unwrap_or("");
+        let statement = item
+            .get("statementText")
+            .and_then(|s| s.as_str())
+            .unwrap_or("");
         let first_line = statement.lines().next().unwrap_or("");
-        if let Some(msg) = item.pointer("/commandStatus/message").and_then(|m| m.as_str()) {
+        if let Some(msg) = item
+            .pointer("/commandStatus/message")
+            .and_then(|m| m.as_str())
+        {
             println!("ok: {first_line}\n    {msg}");
         } else if item.get("@type").and_then(|t| t.as_str()) == Some("statement_error") {
-            let msg = item.get("message").and_then(|m| m.as_str()).unwrap_or("error");
+            let msg = item
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("error");
             eprintln!("error: {}: {msg}", file.display());
             if let Some(h) = item.get("hint").and_then(|h| h.as_str()) {
                 eprintln!("hint: {h}");

@@ -28,8 +28,14 @@ fn parse_case(text: &str) -> Vec<Step> {
         if let Some((kind, arg, lines)) = block.take() {
             match kind.as_str() {
                 "input" => steps.push(Step::Input { topic: arg, lines }),
-                "expect" => steps.push(Step::Expect { query: arg, rows: lines }),
-                "error" => steps.push(Step::ExpectError { sql: arg, fragments: lines }),
+                "expect" => steps.push(Step::Expect {
+                    query: arg,
+                    rows: lines,
+                }),
+                "error" => steps.push(Step::ExpectError {
+                    sql: arg,
+                    fragments: lines,
+                }),
                 other => panic!("unknown block '{other}'"),
             }
         }
@@ -116,7 +122,9 @@ async fn run_case(path: &Path) {
                     .iter()
                     .map(|l| {
                         let (key, value) = match l.split_once(" | ") {
-                            Some((k, v)) if !l.starts_with('{') => (Some(Bytes::from(k.to_string())), v),
+                            Some((k, v)) if !l.starts_with('{') => {
+                                (Some(Bytes::from(k.to_string())), v)
+                            }
                             _ => (None, l.as_str()),
                         };
                         OutRecord {
@@ -159,10 +167,17 @@ async fn run_case(path: &Path) {
                     Some(Err(e)) => {
                         let text = format!("{e} [{}]", e.sqlstate());
                         for f in &fragments {
-                            assert!(text.contains(f.as_str()), "{}: error for {sql}\n{text}\nlacks '{f}'", path.display());
+                            assert!(
+                                text.contains(f.as_str()),
+                                "{}: error for {sql}\n{text}\nlacks '{f}'",
+                                path.display()
+                            );
                         }
                     }
-                    other => panic!("{}: expected an error from {sql}, got {other:?}", path.display()),
+                    other => panic!(
+                        "{}: expected an error from {sql}, got {other:?}",
+                        path.display()
+                    ),
                 }
             }
             Step::Restart => {
@@ -204,7 +219,10 @@ async fn behavior_cases() {
     assert!(!files.is_empty(), "no cases in {}", dir.display());
     let filter = std::env::var("SLUICE_CASE").ok();
     for f in files {
-        if filter.as_ref().is_some_and(|name| !f.to_string_lossy().contains(name.as_str())) {
+        if filter
+            .as_ref()
+            .is_some_and(|name| !f.to_string_lossy().contains(name.as_str()))
+        {
             continue;
         }
         eprintln!("case {}", f.file_name().unwrap().to_string_lossy());

@@ -47,15 +47,20 @@ async fn kill_dash_nine_neither_loses_nor_double_counts() {
         produced += BATCH;
     }
     server
-        .wait_for("SELECT k, n FROM per_key", Duration::from_secs(30), |rows| {
-            rows.iter().map(|r| r[1].as_i64().unwrap_or(0)).sum::<i64>() >= produced as i64
-        })
+        .wait_for(
+            "SELECT k, n FROM per_key",
+            Duration::from_secs(30),
+            |rows| rows.iter().map(|r| r[1].as_i64().unwrap_or(0)).sum::<i64>() >= produced as i64,
+        )
         .await;
     server.kill9();
     server.restart();
 
     let shown = server.ksql_ok("SHOW QUERIES;").await;
-    assert!(shown.to_string().contains("CTAS_PER_KEY"), "query back after restart: {shown}");
+    assert!(
+        shown.to_string().contains("CTAS_PER_KEY"),
+        "query back after restart: {shown}"
+    );
 
     for _ in 0..10 {
         server.ksql_ok(&insert_batch(produced, BATCH)).await;
@@ -63,14 +68,19 @@ async fn kill_dash_nine_neither_loses_nor_double_counts() {
     }
     let n = produced as i64;
     server
-        .wait_for("SELECT k, n FROM per_key", Duration::from_secs(60), |rows| {
-            rows.iter().map(|r| r[1].as_i64().unwrap_or(0)).sum::<i64>() >= n
-        })
+        .wait_for(
+            "SELECT k, n FROM per_key",
+            Duration::from_secs(60),
+            |rows| rows.iter().map(|r| r[1].as_i64().unwrap_or(0)).sum::<i64>() >= n,
+        )
         .await;
     // Give a double count the chance to show up before checking exactly.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (total, keys) = counts(&server).await;
-    assert_eq!(total, n, "count after kill -9 must equal the records produced");
+    assert_eq!(
+        total, n,
+        "count after kill -9 must equal the records produced"
+    );
     assert_eq!(keys, 7);
     let sums = server.pull("SELECT SUM(s) FROM per_key").await;
     let expected_sum: i64 = (0..produced as i64).sum();
@@ -82,9 +92,11 @@ async fn kill_dash_nine_neither_loses_nor_double_counts() {
     server.ksql_ok(&insert_batch(produced, 10)).await;
     let n = n + 10;
     server
-        .wait_for("SELECT k, n FROM per_key", Duration::from_secs(60), |rows| {
-            rows.iter().map(|r| r[1].as_i64().unwrap_or(0)).sum::<i64>() >= n
-        })
+        .wait_for(
+            "SELECT k, n FROM per_key",
+            Duration::from_secs(60),
+            |rows| rows.iter().map(|r| r[1].as_i64().unwrap_or(0)).sum::<i64>() >= n,
+        )
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(counts(&server).await.0, n);

@@ -55,7 +55,9 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
     }
     // RUN SCRIPT executes a server-side file, again idempotently.
     let script = examples.join("01_pageviews.sql");
-    server.ksql_ok(&format!("RUN SCRIPT '{}';", script.display())).await;
+    server
+        .ksql_ok(&format!("RUN SCRIPT '{}';", script.display()))
+        .await;
 
     server.ksql_ok(PAGEVIEWS).await;
     server
@@ -68,18 +70,34 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
         )
         .await;
     let rows = server
-        .wait_for("SELECT url, total, errors, error_rate FROM error_rate ORDER BY url", Duration::from_secs(20), |r| {
-            r.len() == 2 && r[1][1] == 3
-        })
+        .wait_for(
+            "SELECT url, total, errors, error_rate FROM error_rate ORDER BY url",
+            Duration::from_secs(20),
+            |r| r.len() == 2 && r[1][1] == 3,
+        )
         .await;
     assert_eq!(rows[0], serde_json::json!(["/cart", 1, 0, 0.0]));
     assert_eq!(rows[1][2], 2);
     let errors = server
-        .wait_for("SELECT user_id, status FROM server_errors ORDER BY user_id", Duration::from_secs(20), |r| r.len() == 2)
+        .wait_for(
+            "SELECT user_id, status FROM server_errors ORDER BY user_id",
+            Duration::from_secs(20),
+            |r| r.len() == 2,
+        )
         .await;
-    assert_eq!(errors, vec![serde_json::json!(["u2", 500]), serde_json::json!(["u3", 503])]);
+    assert_eq!(
+        errors,
+        vec![
+            serde_json::json!(["u2", 500]),
+            serde_json::json!(["u3", 503])
+        ]
+    );
     let suspicious = server
-        .wait_for("SELECT ip, failures, users_tried FROM suspicious_ips", Duration::from_secs(20), |r| r.len() == 1)
+        .wait_for(
+            "SELECT ip, failures, users_tried FROM suspicious_ips",
+            Duration::from_secs(20),
+            |r| r.len() == 1,
+        )
         .await;
     assert_eq!(suspicious[0], serde_json::json!(["10.0.0.1", 3, 2]));
 
@@ -101,7 +119,10 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
 
     // pgwire, extended protocol with a parameter.
     let rows = client
-        .query("SELECT url, total, avg_latency_ms FROM error_rate WHERE url = $1", &[&"/home"])
+        .query(
+            "SELECT url, total, avg_latency_ms FROM error_rate WHERE url = $1",
+            &[&"/home"],
+        )
         .await
         .expect("extended query");
     assert_eq!(rows.len(), 1);
@@ -126,7 +147,11 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
     let db = err.as_db_error().expect("a database error");
     assert_eq!(db.code().code(), "42P01");
     assert!(db.message().contains("no_such_stream"), "{}", db.message());
-    assert!(db.message().contains("line 2, column 6"), "{}", db.message());
+    assert!(
+        db.message().contains("line 2, column 6"),
+        "{}",
+        db.message()
+    );
     assert!(db.hint().is_some());
 
     // Push query over HTTP: newline-delimited JSON as rows arrive.
@@ -165,7 +190,10 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
         if metric(&m, "sluice_push_queries_active") == Some(0.0) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "push query still active:\n{m}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "push query still active:\n{m}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -187,14 +215,31 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
 
     // Metrics per query.
     let m = server.metrics().await;
-    assert_eq!(metric(&m, "sluice_query_records_in_total{query=\"CTAS_ERROR_RATE_2\"}"), Some(5.0), "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "sluice_query_records_in_total{query=\"CTAS_ERROR_RATE_2\"}"
+        ),
+        Some(5.0),
+        "{m}"
+    );
     assert!(m.contains("sluice_query_consumer_lag"), "{m}");
-    assert!(m.contains("sluice_state_bytes{query=\"CTAS_ERROR_RATE_2\"}"), "{m}");
+    assert!(
+        m.contains("sluice_state_bytes{query=\"CTAS_ERROR_RATE_2\"}"),
+        "{m}"
+    );
 
     // Info and health.
-    let info: serde_json::Value = reqwest::get(format!("{}/info", server.http())).await.unwrap().json().await.unwrap();
+    let info: serde_json::Value = reqwest::get(format!("{}/info", server.http()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(info["log_backend"], "local");
-    let health = reqwest::get(format!("{}/healthz", server.http())).await.unwrap();
+    let health = reqwest::get(format!("{}/healthz", server.http()))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 }
 
@@ -211,33 +256,63 @@ async fn catalog_survives_restart_and_ddl_behaves() {
         )
         .await;
     server
-        .wait_for("SELECT id, total FROM t ORDER BY id", Duration::from_secs(20), |r| r.len() == 2)
+        .wait_for(
+            "SELECT id, total FROM t ORDER BY id",
+            Duration::from_secs(20),
+            |r| r.len() == 2,
+        )
         .await;
     let (status, body) = server.ksql("CREATE STREAM s (x INT);").await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["sqlstate"], "42P07", "{body}");
     let (status, body) = server.ksql("DROP STREAM s;").await;
     assert_eq!(status, 400, "dropping a stream queries read: {body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("read it"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("read it"),
+        "{body}"
+    );
 
     server.stop();
     server.restart();
-    let shown = server.ksql_ok("SHOW STREAMS; SHOW TABLES; SHOW QUERIES; SHOW TOPICS; DESCRIBE EXTENDED t;").await;
-    let text = shown.to_string();
-    for expected in ["\"s\"", "s_topic", "\"big\"", "CSAS_BIG_1", "CTAS_T_2", "RUNNING"] {
-        assert!(text.contains(expected), "{expected} missing after restart: {text}");
-    }
-    server.ksql_ok("INSERT INTO s (id, v) VALUES ('a', 1);").await;
-    let rows = server
-        .wait_for("SELECT id, total FROM t ORDER BY id", Duration::from_secs(20), |r| r.first().is_some_and(|a| a[1] == 26))
+    let shown = server
+        .ksql_ok("SHOW STREAMS; SHOW TABLES; SHOW QUERIES; SHOW TOPICS; DESCRIBE EXTENDED t;")
         .await;
-    assert_eq!(rows, vec![serde_json::json!(["a", 26]), serde_json::json!(["b", 30])]);
+    let text = shown.to_string();
+    for expected in [
+        "\"s\"",
+        "s_topic",
+        "\"big\"",
+        "CSAS_BIG_1",
+        "CTAS_T_2",
+        "RUNNING",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected} missing after restart: {text}"
+        );
+    }
+    server
+        .ksql_ok("INSERT INTO s (id, v) VALUES ('a', 1);")
+        .await;
+    let rows = server
+        .wait_for(
+            "SELECT id, total FROM t ORDER BY id",
+            Duration::from_secs(20),
+            |r| r.first().is_some_and(|a| a[1] == 26),
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![serde_json::json!(["a", 26]), serde_json::json!(["b", 30])]
+    );
 
     // TERMINATE stops a query; its sink stays; then the chain can be dropped.
     server.ksql_ok("TERMINATE CSAS_BIG_1;").await;
     let q = server.ksql_ok("SHOW QUERIES;").await.to_string();
     assert!(!q.contains("CSAS_BIG_1"), "{q}");
-    server.ksql_ok("DROP STREAM big DELETE TOPIC; DROP TABLE t; DROP STREAM s;").await;
+    server
+        .ksql_ok("DROP STREAM big DELETE TOPIC; DROP TABLE t; DROP STREAM s;")
+        .await;
     let topics = server.ksql_ok("SHOW TOPICS;").await.to_string();
     assert!(!topics.contains("\"big\""), "{topics}");
     assert!(topics.contains("s_topic"), "{topics}");

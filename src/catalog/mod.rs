@@ -68,6 +68,11 @@ impl Catalog {
 
     pub fn new_query_id(&mut self, prefix: &str, sink: &str) -> String {
         self.next_query_seq += 1;
-        format!("{}_{}_{}", prefix, sink.to_ascii_uppercase(), self.next_query_seq)
+        format!(
+            "{}_{}_{}",
+            prefix,
+            sink.to_ascii_uppercase(),
+            self.next_query_seq
+        )
     }
 }

@@ -21,10 +21,19 @@ impl CatalogFile {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Catalog::default()),
-            Err(e) => return Err(SluiceError::io(format!("reading {}", self.path.display()), e)),
+            Err(e) => {
+                return Err(SluiceError::io(
+                    format!("reading {}", self.path.display()),
+                    e,
+                ))
+            }
         };
-        let mut catalog: Catalog = serde_json::from_str(&text)
-            .map_err(|e| SluiceError::Catalog(format!("{} is not a valid catalog: {e}", self.path.display())))?;
+        let mut catalog: Catalog = serde_json::from_str(&text).map_err(|e| {
+            SluiceError::Catalog(format!(
+                "{} is not a valid catalog: {e}",
+                self.path.display()
+            ))
+        })?;
         for r in catalog.relations.values_mut() {
             r.hydrate()?;
         }

@@ -104,7 +104,11 @@ impl Relation {
     fn build_schema(&self) -> Result<SchemaRef> {
         let mut fields = Vec::with_capacity(self.columns.len());
         for c in &self.columns {
-            fields.push(Field::new(&c.name, types::parse_type(&c.sql_type)?, !c.not_null));
+            fields.push(Field::new(
+                &c.name,
+                types::parse_type(&c.sql_type)?,
+                !c.not_null,
+            ));
         }
         Ok(Arc::new(Schema::new(fields)))
     }

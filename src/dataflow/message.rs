@@ -32,7 +32,11 @@ pub struct Chunk {
 impl Chunk {
     pub fn new(batch: RecordBatch, rowtime: Int64Array, ops: Option<Int8Array>) -> Self {
         debug_assert_eq!(batch.num_rows(), rowtime.len());
-        Chunk { batch, rowtime, ops }
+        Chunk {
+            batch,
+            rowtime,
+            ops,
+        }
     }
 
     pub fn num_rows(&self) -> usize {
@@ -54,7 +58,11 @@ impl Chunk {
     pub fn filter(&self, mask: &BooleanArray) -> Result<Chunk> {
         let batch = filter_record_batch(&self.batch, mask)?;
         let rowtime = filter(&self.rowtime, mask)?;
-        let rowtime = rowtime.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::new_null(0));
+        let rowtime = rowtime
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .cloned()
+            .unwrap_or_else(|| Int64Array::new_null(0));
         let ops = match &self.ops {
             Some(ops) => Some(
                 filter(ops, mask)?
@@ -65,7 +73,11 @@ impl Chunk {
             ),
             None => None,
         };
-        Ok(Chunk { batch, rowtime, ops })
+        Ok(Chunk {
+            batch,
+            rowtime,
+            ops,
+        })
     }
 
     /// Reorders / selects rows by index.
@@ -86,7 +98,11 @@ impl Chunk {
             ),
             None => None,
         };
-        Ok(Chunk { batch, rowtime, ops })
+        Ok(Chunk {
+            batch,
+            rowtime,
+            ops,
+        })
     }
 
     pub fn max_rowtime(&self) -> Option<i64> {
@@ -112,6 +128,9 @@ pub struct Barrier {
     pub offsets: Arc<Vec<(i32, i64)>>,
 }
 
+// Chunks are nearly every message; boxing them would add an allocation per chunk
+// to save bytes on the rare watermark and barrier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Message {
     Chunk(Chunk),

@@ -51,7 +51,9 @@ impl SourceTask {
                 return Ok(());
             }
             let wait = match next_barrier {
-                Some(t) => t.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)),
+                Some(t) => t
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(200)),
                 None => Duration::from_millis(200),
             };
             let records = self
@@ -72,7 +74,9 @@ impl SourceTask {
                 if !decoded.bad.is_empty() {
                     self.handle_bad(decoded.bad).await?;
                 }
-                if !decoded.chunk.is_empty() && tx.send(Message::Chunk(decoded.chunk)).await.is_err() {
+                if !decoded.chunk.is_empty()
+                    && tx.send(Message::Chunk(decoded.chunk)).await.is_err()
+                {
                     return Ok(()); // the pipeline stopped
                 }
             }
@@ -80,7 +84,11 @@ impl SourceTask {
                 if Instant::now() >= t {
                     epoch += 1;
                     let offsets = Arc::new(self.positions.iter().map(|(p, o)| (*p, *o)).collect());
-                    if tx.send(Message::Barrier(Barrier { epoch, offsets })).await.is_err() {
+                    if tx
+                        .send(Message::Barrier(Barrier { epoch, offsets }))
+                        .await
+                        .is_err()
+                    {
                         return Ok(());
                     }
                     next_barrier = Some(Instant::now() + interval);

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use sqlparser::ast::{Ident, Query};
 
 use super::{done, Engine, Session, StatementResult};
-use crate::catalog::{ColumnMeta, FormatMeta, KeyFormat, QueryMeta, QueryStatus, Relation, ValueFormat};
+use crate::catalog::{
+    ColumnMeta, FormatMeta, KeyFormat, QueryMeta, QueryStatus, Relation, ValueFormat,
+};
 use crate::connectors::StartFrom;
 use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::pipeline::{NullSink, Pipeline, Sink, TopicSink};
@@ -39,7 +41,11 @@ struct TopicOptions {
 }
 
 fn with_error(with: &WithOptions, key: &str, message: String, hint: &str) -> SluiceError {
-    SluiceError::sql_at(message, with.get(key).map(|v| v.position), Some(hint.into()))
+    SluiceError::sql_at(
+        message,
+        with.get(key).map(|v| v.position),
+        Some(hint.into()),
+    )
 }
 
 fn parse_topic_options(
@@ -53,12 +59,17 @@ fn parse_topic_options(
             return Err(SluiceError::sql_at(
                 format!("unknown property '{k}'"),
                 Some(v.position),
-                Some(format!("known properties: {}", SOURCE_PROPERTIES.join(", "))),
+                Some(format!(
+                    "known properties: {}",
+                    SOURCE_PROPERTIES.join(", ")
+                )),
             ));
         }
     }
     let get = |k: &str| with.get(k).map(|v| v.value.clone());
-    let topic = get("kafka_topic").or_else(|| get("topic")).unwrap_or_else(|| name.to_string());
+    let topic = get("kafka_topic")
+        .or_else(|| get("topic"))
+        .unwrap_or_else(|| name.to_string());
     let partitions = match get("partitions") {
         Some(p) => match p.parse::<i32>() {
             Ok(n) if n > 0 => Some(n),
@@ -74,12 +85,18 @@ fn parse_topic_options(
         None => None,
     };
     let value_format = match get("value_format").or_else(|| get("format")) {
-        None => defaults.map(|d| d.format.value_format).unwrap_or(ValueFormat::Json),
+        None => defaults
+            .map(|d| d.format.value_format)
+            .unwrap_or(ValueFormat::Json),
         Some(f) => match f.to_ascii_lowercase().as_str() {
             "json" => ValueFormat::Json,
             "delimited" | "csv" => ValueFormat::Delimited,
             other => {
-                let key = if with.contains_key("value_format") { "value_format" } else { "format" };
+                let key = if with.contains_key("value_format") {
+                    "value_format"
+                } else {
+                    "format"
+                };
                 return Err(with_error(
                     with,
                     key,
@@ -160,7 +177,10 @@ fn check_timestamp_column(relation: &Relation, with: &WithOptions) -> Result<()>
         return Err(with_error(
             with,
             "timestamp",
-            format!("timestamp column '{ts}' is not a column of {}", relation.name),
+            format!(
+                "timestamp column '{ts}' is not a column of {}",
+                relation.name
+            ),
             "name one of the declared columns",
         ));
     };
@@ -171,7 +191,10 @@ fn check_timestamp_column(relation: &Relation, with: &WithOptions) -> Result<()>
                 return Err(with_error(
                     with,
                     "timestamp_format",
-                    format!("timestamp_format applies to a VARCHAR column; '{ts}' is {}", types::sql_type_name(field.data_type())),
+                    format!(
+                        "timestamp_format applies to a VARCHAR column; '{ts}' is {}",
+                        types::sql_type_name(field.data_type())
+                    ),
                     "remove timestamp_format",
                 ));
             }
@@ -181,7 +204,10 @@ fn check_timestamp_column(relation: &Relation, with: &WithOptions) -> Result<()>
         other => Err(with_error(
             with,
             "timestamp",
-            format!("timestamp column '{ts}' has type {}, which is not a time", types::sql_type_name(other)),
+            format!(
+                "timestamp column '{ts}' has type {}, which is not a time",
+                types::sql_type_name(other)
+            ),
             "use a TIMESTAMP, BIGINT (epoch milliseconds) or VARCHAR column with timestamp_format",
         )),
     }
@@ -189,7 +215,13 @@ fn check_timestamp_column(relation: &Relation, with: &WithOptions) -> Result<()>
 
 impl Engine {
     /// Creates the topic if it is missing; uses an existing one as is.
-    async fn ensure_topic(&self, topic: &str, partitions: Option<i32>, default_partitions: i32, with: &WithOptions) -> Result<i32> {
+    async fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: Option<i32>,
+        default_partitions: i32,
+        with: &WithOptions,
+    ) -> Result<i32> {
         let existing = self
             .backend
             .describe_topic(topic)
@@ -224,7 +256,13 @@ impl Engine {
     }
 
     /// The existing relation when a CREATE may be skipped; an error when it clashes.
-    fn check_create(&self, name: &str, if_not_exists: bool, or_replace: bool, kind: RelationKind) -> Result<Option<StatementResult>> {
+    fn check_create(
+        &self,
+        name: &str,
+        if_not_exists: bool,
+        or_replace: bool,
+        kind: RelationKind,
+    ) -> Result<Option<StatementResult>> {
         let catalog = self.catalog.read();
         let Some(existing) = catalog.relation(name) else {
             return Ok(None);
@@ -232,25 +270,43 @@ impl Engine {
         if if_not_exists {
             return Ok(Some(done(
                 &format!("CREATE {}", kind.keyword()),
-                format!("{} {name} already exists", existing.kind.keyword().to_lowercase()),
+                format!(
+                    "{} {name} already exists",
+                    existing.kind.keyword().to_lowercase()
+                ),
             )));
         }
         if or_replace {
             if existing.kind != kind {
                 return Err(SluiceError::duplicate(
-                    format!("{name} is a {}, not a {}", existing.kind.keyword(), kind.keyword()),
+                    format!(
+                        "{name} is a {}, not a {}",
+                        existing.kind.keyword(),
+                        kind.keyword()
+                    ),
                     None,
                 ));
             }
             return Ok(None);
         }
         Err(SluiceError::duplicate(
-            format!("{} '{name}' already exists", existing.kind.keyword().to_lowercase()),
-            Some(format!("use CREATE {} IF NOT EXISTS, or CREATE OR REPLACE", kind.keyword())),
+            format!(
+                "{} '{name}' already exists",
+                existing.kind.keyword().to_lowercase()
+            ),
+            Some(format!(
+                "use CREATE {} IF NOT EXISTS, or CREATE OR REPLACE",
+                kind.keyword()
+            )),
         ))
     }
 
-    pub(super) async fn create_source(&self, _session: &mut Session, c: CreateSource, text: &str) -> Result<StatementResult> {
+    pub(super) async fn create_source(
+        &self,
+        _session: &mut Session,
+        c: CreateSource,
+        text: &str,
+    ) -> Result<StatementResult> {
         let _guard = self.ddl_lock.lock().await;
         let name = normalize_ident(&c.name);
         let tag = format!("CREATE {}", c.kind.keyword());
@@ -260,7 +316,12 @@ impl Engine {
         let mut columns = Vec::with_capacity(c.columns.len());
         for col in &c.columns {
             let t = types::arrow_type(&col.data_type).map_err(|e| match e {
-                SluiceError::Sql { message, hint, sqlstate, .. } => SluiceError::Sql {
+                SluiceError::Sql {
+                    message,
+                    hint,
+                    sqlstate,
+                    ..
+                } => SluiceError::Sql {
                     message: format!("column '{}': {message}", col.name.value),
                     position: Some(crate::error::SqlPosition {
                         line: col.name.span.start.line,
@@ -307,7 +368,9 @@ impl Engine {
         if c.or_replace {
             self.replace_check(&name, &relation)?;
         }
-        relation.partitions = self.ensure_topic(&opts.topic, opts.partitions, 1, &c.with).await?;
+        relation.partitions = self
+            .ensure_topic(&opts.topic, opts.partitions, 1, &c.with)
+            .await?;
         let query = if relation.is_table() {
             // Source tables are materialized so pull queries and joins can read them.
             let mut catalog = self.catalog.write();
@@ -353,7 +416,11 @@ impl Engine {
     /// CREATE OR REPLACE of a source keeps the topic; refuse when queries read it.
     fn replace_check(&self, name: &str, _new: &Relation) -> Result<()> {
         let catalog = self.catalog.read();
-        let readers: Vec<String> = catalog.queries_reading(name).iter().map(|q| q.id.clone()).collect();
+        let readers: Vec<String> = catalog
+            .queries_reading(name)
+            .iter()
+            .map(|q| q.id.clone())
+            .collect();
         if !readers.is_empty() {
             return Err(SluiceError::sql(format!(
                 "cannot replace {name}: queries {} read it",
@@ -364,7 +431,12 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) async fn create_as(&self, session: &mut Session, c: CreateAs, text: &str) -> Result<StatementResult> {
+    pub(super) async fn create_as(
+        &self,
+        session: &mut Session,
+        c: CreateAs,
+        text: &str,
+    ) -> Result<StatementResult> {
         let _guard = self.ddl_lock.lock().await;
         let name = normalize_ident(&c.name);
         let tag = if c.materialized_view {
@@ -386,7 +458,8 @@ impl Engine {
             }
         }
         let catalog = self.catalog.read().clone();
-        let plan = planner::plan_continuous(&self.session_state(), &catalog, &c.query, false).await?;
+        let plan =
+            planner::plan_continuous(&self.session_state(), &catalog, &c.query, false).await?;
         match (c.kind, plan.changelog) {
             (RelationKind::Stream, true) => {
                 return Err(SluiceError::sql(
@@ -422,8 +495,11 @@ impl Engine {
             .collect();
         for (i, col) in columns.iter().enumerate() {
             if columns[..i].iter().any(|c| c.name == col.name) {
-                return Err(SluiceError::sql(format!("the query produces two columns named '{}'", col.name))
-                    .with_hint("give each expression a distinct alias: expr AS name"));
+                return Err(SluiceError::sql(format!(
+                    "the query produces two columns named '{}'",
+                    col.name
+                ))
+                .with_hint("give each expression a distinct alias: expr AS name"));
             }
         }
         let key_count = plan.key_columns.len();
@@ -486,7 +562,10 @@ impl Engine {
         }
         Ok(done(
             &tag,
-            format!("{name} created; query {} writes topic '{}'", meta.id, relation.topic),
+            format!(
+                "{name} created; query {} writes topic '{}'",
+                meta.id, relation.topic
+            ),
         ))
     }
 
@@ -505,15 +584,22 @@ impl Engine {
             .read()
             .relation(&name)
             .cloned()
-            .ok_or_else(|| SluiceError::undefined(format!("stream '{name}' does not exist"), None, None))?;
+            .ok_or_else(|| {
+                SluiceError::undefined(format!("stream '{name}' does not exist"), None, None)
+            })?;
         if relation.is_table() {
-            return Err(SluiceError::sql(format!("INSERT INTO a TABLE ({name}) is not supported"))
-                .with_hint("INSERT INTO a STREAM"));
+            return Err(
+                SluiceError::sql(format!("INSERT INTO a TABLE ({name}) is not supported"))
+                    .with_hint("INSERT INTO a STREAM"),
+            );
         }
         let catalog = self.catalog.read().clone();
-        let mut plan = planner::plan_continuous(&self.session_state(), &catalog, &query, false).await?;
+        let mut plan =
+            planner::plan_continuous(&self.session_state(), &catalog, &query, false).await?;
         if plan.changelog {
-            return Err(SluiceError::sql("INSERT INTO ... SELECT must produce a stream, not a changelog"));
+            return Err(SluiceError::sql(
+                "INSERT INTO ... SELECT must produce a stream, not a changelog",
+            ));
         }
         conform_to(&mut plan, &relation)?;
         let meta = {
@@ -529,7 +615,10 @@ impl Engine {
                 error: None,
             }
         };
-        self.catalog.write().queries.insert(meta.id.clone(), meta.clone());
+        self.catalog
+            .write()
+            .queries
+            .insert(meta.id.clone(), meta.clone());
         self.save_catalog()?;
         let start = session_start(session);
         if let Err(e) = self.run_plan(&meta, plan, start).await {
@@ -537,14 +626,25 @@ impl Engine {
             self.save_catalog()?;
             return Err(e);
         }
-        Ok(done("INSERT", format!("query {} inserts into {name}", meta.id)))
+        Ok(done(
+            "INSERT",
+            format!("query {} inserts into {name}", meta.id),
+        ))
     }
 
     /// Re-plans and starts a saved query (on restart and for source tables).
     pub(super) async fn start_persistent_query(&self, meta: &QueryMeta) -> Result<()> {
-        let query = match crate::sql::parse_script(&meta.query_text)?.pop().map(|p| p.statement) {
+        let query = match crate::sql::parse_script(&meta.query_text)?
+            .pop()
+            .map(|p| p.statement)
+        {
             Some(crate::sql::Statement::Select { query, .. }) => query,
-            _ => return Err(SluiceError::Internal(format!("query {} has no SELECT", meta.id))),
+            _ => {
+                return Err(SluiceError::Internal(format!(
+                    "query {} has no SELECT",
+                    meta.id
+                )))
+            }
         };
         let catalog = self.catalog.read().clone();
         let mut plan = if meta.id.starts_with("MATERIALIZE_") {
@@ -573,7 +673,12 @@ impl Engine {
     }
 
     /// Starts a planned persistent query: source → operators → (materialize) → topic.
-    async fn run_plan(&self, meta: &QueryMeta, plan: StreamPlan, default_start: StartFrom) -> Result<()> {
+    async fn run_plan(
+        &self,
+        meta: &QueryMeta,
+        plan: StreamPlan,
+        default_start: StartFrom,
+    ) -> Result<()> {
         let catalog = self.catalog.read().clone();
         let source_rel = catalog
             .relation(&plan.source)
@@ -597,7 +702,9 @@ impl Engine {
             .backend
             .reader(&source_rel.topic, start)
             .await
-            .map_err(|e| SluiceError::connector(format!("reading topic '{}'", source_rel.topic), e))?;
+            .map_err(|e| {
+                SluiceError::connector(format!("reading topic '{}'", source_rel.topic), e)
+            })?;
         let mut operators: Vec<Box<dyn Operator>> = plan.operators;
         if sink_rel.is_table() {
             let table = self.materialized_table(&sink_rel)?;
@@ -609,23 +716,18 @@ impl Engine {
         } else {
             Box::new(TopicSink {
                 encoder: RecordEncoder::new(&sink_rel),
-                writer: self
-                    .backend
-                    .writer(&sink_rel.topic)
-                    .await
-                    .map_err(|e| SluiceError::connector(format!("writing topic '{}'", sink_rel.topic), e))?,
+                writer: self.backend.writer(&sink_rel.topic).await.map_err(|e| {
+                    SluiceError::connector(format!("writing topic '{}'", sink_rel.topic), e)
+                })?,
                 topic: sink_rel.topic.clone(),
             })
         };
         let dead_letter = match &self.config.dead_letter_topic {
             Some(t) => {
                 self.ensure_topic(t, None, 1, &WithOptions::new()).await?;
-                Some(
-                    self.backend
-                        .writer(t)
-                        .await
-                        .map_err(|e| SluiceError::connector(format!("writing dead-letter topic '{t}'"), e))?,
-                )
+                Some(self.backend.writer(t).await.map_err(|e| {
+                    SluiceError::connector(format!("writing dead-letter topic '{t}'"), e)
+                })?)
             }
             None => None,
         };
@@ -712,7 +814,11 @@ impl Engine {
                     catalog
                         .queries
                         .values()
-                        .filter(|q| q.sink != name && q.id.starts_with("INSERTQUERY") && q.query_text.to_lowercase().contains(&name))
+                        .filter(|q| {
+                            q.sink != name
+                                && q.id.starts_with("INSERTQUERY")
+                                && q.query_text.to_lowercase().contains(&name)
+                        })
                         .map(|q| q.id.clone()),
                 )
                 .collect()
@@ -733,13 +839,19 @@ impl Engine {
             self.backend
                 .delete_topic(&relation.topic)
                 .await
-                .map_err(|e| SluiceError::connector(format!("deleting topic '{}'", relation.topic), e))?;
+                .map_err(|e| {
+                    SluiceError::connector(format!("deleting topic '{}'", relation.topic), e)
+                })?;
         }
         Ok(done(
             &tag,
             format!(
                 "{name} dropped{}",
-                if delete_topic { format!(" and topic '{}' deleted", relation.topic) } else { String::new() }
+                if delete_topic {
+                    format!(" and topic '{}' deleted", relation.topic)
+                } else {
+                    String::new()
+                }
             ),
         ))
     }
@@ -823,14 +935,25 @@ fn conform_to(plan: &mut StreamPlan, target: &Relation) -> Result<()> {
         ))
         .with_hint(format!(
             "select exactly: {}",
-            target.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+            target
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     if plan.schema.as_ref() == target_schema.as_ref() {
         return Ok(());
     }
     let mut exprs: Vec<Arc<dyn datafusion::physical_plan::PhysicalExpr>> = Vec::new();
-    for (i, (from, to)) in plan.schema.fields().iter().zip(target_schema.fields()).enumerate() {
+    for (i, (from, to)) in plan
+        .schema
+        .fields()
+        .iter()
+        .zip(target_schema.fields())
+        .enumerate()
+    {
         if !arrow::compute::can_cast_types(from.data_type(), to.data_type()) {
             return Err(SluiceError::sql(format!(
                 "column {} ('{}') is {} but {}.{} is {}",
@@ -842,15 +965,24 @@ fn conform_to(plan: &mut StreamPlan, target: &Relation) -> Result<()> {
                 types::sql_type_name(to.data_type())
             )));
         }
-        let col = Arc::new(datafusion::physical_expr::expressions::Column::new(from.name(), i));
+        let col = Arc::new(datafusion::physical_expr::expressions::Column::new(
+            from.name(),
+            i,
+        ));
         exprs.push(if from.data_type() == to.data_type() {
             col
         } else {
-            Arc::new(datafusion::physical_expr::expressions::CastExpr::new(col, to.data_type().clone(), None))
+            Arc::new(datafusion::physical_expr::expressions::CastExpr::new(
+                col,
+                to.data_type().clone(),
+                None,
+            ))
         });
     }
-    plan.operators
-        .push(Box::new(crate::operators::Project::new(exprs, target_schema.clone())));
+    plan.operators.push(Box::new(crate::operators::Project::new(
+        exprs,
+        target_schema.clone(),
+    )));
     plan.schema = target_schema;
     Ok(())
 }

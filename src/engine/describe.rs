@@ -16,17 +16,27 @@ pub(super) async fn describe_statement(
 ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
     let parsed = parse_one(sql)?;
     match parsed.statement {
-        Statement::Select { query, emit: None, .. } => {
+        Statement::Select {
+            query, emit: None, ..
+        } => {
             planner::check_relations(&engine.catalog.read(), &query)?;
             let state = engine.session_state();
             let statement = datafusion::sql::parser::Statement::Statement(Box::new(
                 sqlparser::ast::Statement::Query(query),
             ));
-            let plan = state.statement_to_plan(statement).await.map_err(planner::df_error)?;
+            let plan = state
+                .statement_to_plan(statement)
+                .await
+                .map_err(planner::df_error)?;
             let params = plan.get_parameter_types().map_err(planner::df_error)?;
             let mut ordered: Vec<(usize, Option<DataType>)> = params
                 .into_iter()
-                .filter_map(|(name, t)| name.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, t)))
+                .filter_map(|(name, t)| {
+                    name.trim_start_matches('$')
+                        .parse::<usize>()
+                        .ok()
+                        .map(|i| (i, t))
+                })
                 .collect();
             ordered.sort_by_key(|(i, _)| *i);
             let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
@@ -34,12 +44,18 @@ pub(super) async fn describe_statement(
             for (i, t) in ordered {
                 types[i - 1] = t;
             }
-            let schema: SchemaRef = Arc::new(Schema::new(plan.schema().as_arrow().fields().clone()));
+            let schema: SchemaRef =
+                Arc::new(Schema::new(plan.schema().as_arrow().fields().clone()));
             Ok((types, Some(schema)))
         }
-        Statement::Select { query, emit: Some(_), .. } => {
+        Statement::Select {
+            query,
+            emit: Some(_),
+            ..
+        } => {
             let catalog = engine.catalog.read().clone();
-            let plan = planner::plan_continuous(&engine.session_state(), &catalog, &query, true).await?;
+            let plan =
+                planner::plan_continuous(&engine.session_state(), &catalog, &query, true).await?;
             Ok((vec![], Some(plan.schema)))
         }
         Statement::InsertValues { rows, .. } => {

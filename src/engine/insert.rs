@@ -14,18 +14,28 @@ use crate::formats::RecordEncoder;
 use crate::planner::{df_error, normalize_ident};
 
 impl Engine {
-    pub(super) async fn insert_values(&self, target: Ident, columns: Vec<Ident>, rows: Vec<Vec<Expr>>) -> Result<StatementResult> {
+    pub(super) async fn insert_values(
+        &self,
+        target: Ident,
+        columns: Vec<Ident>,
+        rows: Vec<Vec<Expr>>,
+    ) -> Result<StatementResult> {
         let name = normalize_ident(&target);
-        let relation = self.catalog.read().relation(&name).cloned().ok_or_else(|| {
-            SluiceError::undefined(
-                format!("stream or table '{name}' does not exist"),
-                Some(crate::error::SqlPosition {
-                    line: target.span.start.line,
-                    column: target.span.start.column,
-                }),
-                Some("SHOW STREAMS and SHOW TABLES list what exists".into()),
-            )
-        })?;
+        let relation = self
+            .catalog
+            .read()
+            .relation(&name)
+            .cloned()
+            .ok_or_else(|| {
+                SluiceError::undefined(
+                    format!("stream or table '{name}' does not exist"),
+                    Some(crate::error::SqlPosition {
+                        line: target.span.start.line,
+                        column: target.span.start.column,
+                    }),
+                    Some("SHOW STREAMS and SHOW TABLES list what exists".into()),
+                )
+            })?;
         let schema = relation.schema();
         // Which relation column each VALUES position fills.
         let targets: Vec<usize> = if columns.is_empty() {
@@ -44,7 +54,12 @@ impl Engine {
                             }),
                             Some(format!(
                                 "columns: {}",
-                                relation.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                                relation
+                                    .columns
+                                    .iter()
+                                    .map(|c| c.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             )),
                         )
                     })
@@ -67,7 +82,10 @@ impl Engine {
             body: Box::new(SetExpr::Values(Values {
                 explicit_row: false,
                 value_keyword: false,
-                rows: rows.into_iter().map(sqlparser::ast::Parens::with_empty_span).collect(),
+                rows: rows
+                    .into_iter()
+                    .map(sqlparser::ast::Parens::with_empty_span)
+                    .collect(),
             })),
             order_by: None,
             limit_clause: None,
@@ -78,7 +96,9 @@ impl Engine {
             format_clause: None,
             pipe_operators: vec![],
         };
-        let statement = datafusion::sql::parser::Statement::Statement(Box::new(sqlparser::ast::Statement::Query(Box::new(query))));
+        let statement = datafusion::sql::parser::Statement::Statement(Box::new(
+            sqlparser::ast::Statement::Query(Box::new(query)),
+        ));
         let state = self.session_state();
         let plan = state.statement_to_plan(statement).await.map_err(df_error)?;
         let batches = self
@@ -101,45 +121,57 @@ impl Engine {
         let mut out: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for (i, field) in schema.fields().iter().enumerate() {
             let col = match targets.iter().position(|&t| t == i) {
-                Some(pos) => cast_with_options(values.column(pos), field.data_type(), &opts).map_err(|e| {
-                    SluiceError::sql(format!("value for column '{}' is not a {}: {e}", field.name(), crate::sql::types::sql_type_name(field.data_type())))
-                })?,
+                Some(pos) => cast_with_options(values.column(pos), field.data_type(), &opts)
+                    .map_err(|e| {
+                        SluiceError::sql(format!(
+                            "value for column '{}' is not a {}: {e}",
+                            field.name(),
+                            crate::sql::types::sql_type_name(field.data_type())
+                        ))
+                    })?,
                 None => new_null_array(field.data_type(), n),
             };
             out.push(col);
         }
-        let batch = RecordBatch::try_new(Arc::new(schema.as_ref().clone()), out).map_err(|e| SluiceError::sql(e.to_string()))?;
+        let batch = RecordBatch::try_new(Arc::new(schema.as_ref().clone()), out)
+            .map_err(|e| SluiceError::sql(e.to_string()))?;
         for (i, c) in relation.columns.iter().enumerate() {
             let required = c.not_null || (relation.is_table() && c.key);
             if required && batch.column(i).null_count() > 0 {
-                return Err(SluiceError::sql(format!("column '{}' needs a value", c.name)));
+                return Err(SluiceError::sql(format!(
+                    "column '{}' needs a value",
+                    c.name
+                )));
             }
         }
         let now = chrono::Utc::now().timestamp_millis();
         let rowtime = match &relation.format.timestamp {
             Some(ts) => {
-                let idx = schema.index_of(ts).map_err(|e| SluiceError::Internal(e.to_string()))?;
-                let times = crate::formats::rowtime_of(batch.column(idx), relation.format.timestamp_format.as_deref());
+                let idx = schema
+                    .index_of(ts)
+                    .map_err(|e| SluiceError::Internal(e.to_string()))?;
+                let times = crate::formats::rowtime_of(
+                    batch.column(idx),
+                    relation.format.timestamp_format.as_deref(),
+                );
                 Int64Array::from_iter_values(times.iter().map(|t| t.unwrap_or(now)))
             }
             None => Int64Array::from(vec![now; n]),
         };
-        let ops = relation.is_table().then(|| Int8Array::from(vec![Op::Upsert as i8; n]));
+        let ops = relation
+            .is_table()
+            .then(|| Int8Array::from(vec![Op::Upsert as i8; n]));
         let chunk = Chunk::new(batch, rowtime, ops);
         let records = RecordEncoder::new(&relation).encode(&chunk)?;
-        let mut writer = self
-            .backend
-            .writer(&relation.topic)
-            .await
-            .map_err(|e| SluiceError::connector(format!("writing topic '{}'", relation.topic), e))?;
-        writer
-            .send(records)
-            .await
-            .map_err(|e| SluiceError::connector(format!("writing topic '{}'", relation.topic), e))?;
-        writer
-            .flush()
-            .await
-            .map_err(|e| SluiceError::connector(format!("flushing topic '{}'", relation.topic), e))?;
+        let mut writer = self.backend.writer(&relation.topic).await.map_err(|e| {
+            SluiceError::connector(format!("writing topic '{}'", relation.topic), e)
+        })?;
+        writer.send(records).await.map_err(|e| {
+            SluiceError::connector(format!("writing topic '{}'", relation.topic), e)
+        })?;
+        writer.flush().await.map_err(|e| {
+            SluiceError::connector(format!("flushing topic '{}'", relation.topic), e)
+        })?;
         Ok(StatementResult::Done {
             tag: "INSERT".into(),
             message: format!("{n} rows inserted into {name}"),

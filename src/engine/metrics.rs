@@ -12,15 +12,26 @@ pub(super) fn render(engine: &Engine) -> String {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
         for (id, h) in running.iter() {
-            let _ = writeln!(out, "{name}{{query=\"{}\"}} {}", escape(id), get(&h.metrics));
+            let _ = writeln!(
+                out,
+                "{name}{{query=\"{}\"}} {}",
+                escape(id),
+                get(&h.metrics)
+            );
         }
     };
-    counter(&mut out, "sluice_query_records_in_total", "Records read by the query's source.", &|m| {
-        QueryMetrics::get(&m.records_in)
-    });
-    counter(&mut out, "sluice_query_records_out_total", "Rows the query emitted.", &|m| {
-        QueryMetrics::get(&m.records_out)
-    });
+    counter(
+        &mut out,
+        "sluice_query_records_in_total",
+        "Records read by the query's source.",
+        &|m| QueryMetrics::get(&m.records_in),
+    );
+    counter(
+        &mut out,
+        "sluice_query_records_out_total",
+        "Rows the query emitted.",
+        &|m| QueryMetrics::get(&m.records_out),
+    );
     counter(
         &mut out,
         "sluice_query_errors_total",
@@ -33,13 +44,22 @@ pub(super) fn render(engine: &Engine) -> String {
         "Bad records written to the dead-letter topic.",
         &|m| QueryMetrics::get(&m.dead_lettered),
     );
-    counter(&mut out, "sluice_query_batches_total", "Chunks processed.", &|m| {
-        QueryMetrics::get(&m.batches)
-    });
-    counter(&mut out, "sluice_query_checkpoints_total", "Checkpoints committed.", &|m| {
-        QueryMetrics::get(&m.checkpoints)
-    });
-    let _ = writeln!(out, "# HELP sluice_query_source_offset Next offset the query reads, per partition.");
+    counter(
+        &mut out,
+        "sluice_query_batches_total",
+        "Chunks processed.",
+        &|m| QueryMetrics::get(&m.batches),
+    );
+    counter(
+        &mut out,
+        "sluice_query_checkpoints_total",
+        "Checkpoints committed.",
+        &|m| QueryMetrics::get(&m.checkpoints),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_query_source_offset Next offset the query reads, per partition."
+    );
     let _ = writeln!(out, "# TYPE sluice_query_source_offset gauge");
     for (id, h) in running.iter() {
         for (p, prog) in h.metrics.partitions.lock().iter() {
@@ -51,38 +71,74 @@ pub(super) fn render(engine: &Engine) -> String {
             );
         }
     }
-    let _ = writeln!(out, "# HELP sluice_query_consumer_lag Records in the partition not yet read by the query.");
+    let _ = writeln!(
+        out,
+        "# HELP sluice_query_consumer_lag Records in the partition not yet read by the query."
+    );
     let _ = writeln!(out, "# TYPE sluice_query_consumer_lag gauge");
     for (id, h) in running.iter() {
         for (p, lag) in h.metrics.lag() {
-            let _ = writeln!(out, "sluice_query_consumer_lag{{query=\"{}\",partition=\"{p}\"}} {lag}", escape(id));
+            let _ = writeln!(
+                out,
+                "sluice_query_consumer_lag{{query=\"{}\",partition=\"{p}\"}} {lag}",
+                escape(id)
+            );
         }
     }
     let ids: Vec<String> = running.keys().cloned().collect();
     drop(running);
-    let _ = writeln!(out, "# HELP sluice_state_bytes Approximate size of a query's state in RocksDB.");
+    let _ = writeln!(
+        out,
+        "# HELP sluice_state_bytes Approximate size of a query's state in RocksDB."
+    );
     let _ = writeln!(out, "# TYPE sluice_state_bytes gauge");
     for (id, bytes) in engine.state.sizes(&ids) {
-        let _ = writeln!(out, "sluice_state_bytes{{query=\"{}\"}} {bytes}", escape(&id));
+        let _ = writeln!(
+            out,
+            "sluice_state_bytes{{query=\"{}\"}} {bytes}",
+            escape(&id)
+        );
     }
-    let _ = writeln!(out, "# HELP sluice_materialized_rows Rows in a materialized table.");
+    let _ = writeln!(
+        out,
+        "# HELP sluice_materialized_rows Rows in a materialized table."
+    );
     let _ = writeln!(out, "# TYPE sluice_materialized_rows gauge");
     for (name, t) in engine.materialized.read().iter() {
-        let _ = writeln!(out, "sluice_materialized_rows{{table=\"{}\"}} {}", escape(name), t.len());
+        let _ = writeln!(
+            out,
+            "sluice_materialized_rows{{table=\"{}\"}} {}",
+            escape(name),
+            t.len()
+        );
     }
-    let _ = writeln!(out, "# HELP sluice_push_queries_active Push queries (EMIT CHANGES) streaming to clients.");
+    let _ = writeln!(
+        out,
+        "# HELP sluice_push_queries_active Push queries (EMIT CHANGES) streaming to clients."
+    );
     let _ = writeln!(out, "# TYPE sluice_push_queries_active gauge");
     let _ = writeln!(
         out,
         "sluice_push_queries_active {}",
-        engine.push_active.load(std::sync::atomic::Ordering::Relaxed)
+        engine
+            .push_active
+            .load(std::sync::atomic::Ordering::Relaxed)
     );
-    let _ = writeln!(out, "# HELP sluice_uptime_seconds Seconds since the server started.");
+    let _ = writeln!(
+        out,
+        "# HELP sluice_uptime_seconds Seconds since the server started."
+    );
     let _ = writeln!(out, "# TYPE sluice_uptime_seconds gauge");
-    let _ = writeln!(out, "sluice_uptime_seconds {}", engine.started.elapsed().as_secs());
+    let _ = writeln!(
+        out,
+        "sluice_uptime_seconds {}",
+        engine.started.elapsed().as_secs()
+    );
     out
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

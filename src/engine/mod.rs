@@ -61,15 +61,19 @@ impl Engine {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| SluiceError::io(format!("creating {}", config.data_dir.display()), e))?;
         let backend: SharedBackend = match &config.kafka_brokers {
-            Some(brokers) => KafkaBackend::new(brokers, &config.kafka_properties)
-                .map_err(|e| SluiceError::connector(format!("connecting to Kafka at {brokers}"), e))?,
+            Some(brokers) => KafkaBackend::new(brokers, &config.kafka_properties).map_err(|e| {
+                SluiceError::connector(format!("connecting to Kafka at {brokers}"), e)
+            })?,
             None => LocalLog::open(&config.data_dir.join("log"))
                 .map_err(|e| SluiceError::connector("opening the local log", e))?,
         };
         Self::start_with_backend(config, backend).await
     }
 
-    pub async fn start_with_backend(config: ServerConfig, backend: SharedBackend) -> Result<Arc<Engine>> {
+    pub async fn start_with_backend(
+        config: ServerConfig,
+        backend: SharedBackend,
+    ) -> Result<Arc<Engine>> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| SluiceError::io(format!("creating {}", config.data_dir.display()), e))?;
         let state = StateStore::open(&config.data_dir.join("state"))?;
@@ -158,7 +162,9 @@ impl Engine {
             return Ok(t.clone());
         }
         let t = MaterializedTable::new(relation.schema(), relation.key_indices())?;
-        self.materialized.write().insert(relation.name.clone(), t.clone());
+        self.materialized
+            .write()
+            .insert(relation.name.clone(), t.clone());
         Ok(t)
     }
 
@@ -209,22 +215,42 @@ impl Engine {
         depth: usize,
     ) -> futures::future::BoxFuture<'a, Result<StatementResult>> {
         Box::pin(async move {
-            let ParsedStatement { statement, text, .. } = parsed;
+            let ParsedStatement {
+                statement, text, ..
+            } = parsed;
             match statement {
                 Statement::CreateSource(c) => self.create_source(session, c, &text).await,
                 Statement::CreateAs(c) => self.create_as(session, c, &text).await,
-                Statement::InsertSelect { target, query, query_text } => {
-                    self.insert_select(session, target, query, query_text, &text).await
+                Statement::InsertSelect {
+                    target,
+                    query,
+                    query_text,
+                } => {
+                    self.insert_select(session, target, query, query_text, &text)
+                        .await
                 }
-                Statement::InsertValues { target, columns, rows } => self.insert_values(target, columns, rows).await,
-                Statement::Select { query, emit: Some(_), .. } => self.push_query(session, &query).await,
-                Statement::Select { query, emit: None, .. } => self.pull_query(&query).await,
+                Statement::InsertValues {
+                    target,
+                    columns,
+                    rows,
+                } => self.insert_values(target, columns, rows).await,
+                Statement::Select {
+                    query,
+                    emit: Some(_),
+                    ..
+                } => self.push_query(session, &query).await,
+                Statement::Select {
+                    query, emit: None, ..
+                } => self.pull_query(&query).await,
                 Statement::Drop {
                     kind,
                     name,
                     if_exists,
                     delete_topic,
-                } => self.drop_relation(kind, name, if_exists, delete_topic).await,
+                } => {
+                    self.drop_relation(kind, name, if_exists, delete_topic)
+                        .await
+                }
                 Statement::Show(what) => self.show(session, what).await,
                 Statement::Describe { name, extended } => self.describe_relation(&name, extended),
                 Statement::Terminate(id) => self.terminate(id).await,
@@ -248,15 +274,27 @@ impl Engine {
         })
     }
 
-    async fn run_script(&self, session: &mut Session, path: &str, depth: usize) -> Result<StatementResult> {
+    async fn run_script(
+        &self,
+        session: &mut Session,
+        path: &str,
+        depth: usize,
+    ) -> Result<StatementResult> {
         if depth > 8 {
-            return Err(SluiceError::sql("RUN SCRIPT nested more than 8 deep (does a script run itself?)"));
+            return Err(SluiceError::sql(
+                "RUN SCRIPT nested more than 8 deep (does a script run itself?)",
+            ));
         }
         let text = tokio::fs::read_to_string(path)
             .await
             .map_err(|e| SluiceError::io(format!("reading script '{path}'"), e))?;
         let statements = parse_script(&text).map_err(|e| match e {
-            SluiceError::Sql { message, position, hint, sqlstate } => SluiceError::Sql {
+            SluiceError::Sql {
+                message,
+                position,
+                hint,
+                sqlstate,
+            } => SluiceError::Sql {
                 message: format!("{path}: {message}"),
                 position,
                 hint,
@@ -277,7 +315,12 @@ impl Engine {
                     ))
                 }
                 Ok(_) => {}
-                Err(SluiceError::Sql { message, position: p, hint, sqlstate }) => {
+                Err(SluiceError::Sql {
+                    message,
+                    position: p,
+                    hint,
+                    sqlstate,
+                }) => {
                     return Err(SluiceError::Sql {
                         message: format!("{path}: {message}"),
                         position: p.or(Some(position)),
@@ -292,7 +335,10 @@ impl Engine {
                 }
             }
         }
-        Ok(done("RUN SCRIPT", format!("{total} statements from {path} executed")))
+        Ok(done(
+            "RUN SCRIPT",
+            format!("{total} statements from {path} executed"),
+        ))
     }
 
     /// Parameter types and result schema of one statement, without running it
@@ -332,14 +378,19 @@ impl Engine {
 
     /// Stops every query, after a final checkpoint where one can be taken.
     pub async fn shutdown(&self) {
-        let handles: Vec<QueryHandle> = std::mem::take(&mut *self.running.lock()).into_values().collect();
+        let handles: Vec<QueryHandle> = std::mem::take(&mut *self.running.lock())
+            .into_values()
+            .collect();
         for h in &handles {
             h.stop();
         }
     }
 
     fn next_transient_id(&self) -> String {
-        format!("transient_{}", self.transient_seq.fetch_add(1, Ordering::Relaxed) + 1)
+        format!(
+            "transient_{}",
+            self.transient_seq.fetch_add(1, Ordering::Relaxed) + 1
+        )
     }
 }
 

@@ -16,7 +16,10 @@ pub fn bind(statement: &mut Statement, params: &[ScalarValue]) -> Result<()> {
         }) = e
         {
             let index = p.trim_start_matches('$').parse::<usize>().ok();
-            match index.and_then(|i| i.checked_sub(1)).and_then(|i| params.get(i)) {
+            match index
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| params.get(i))
+            {
                 Some(v) => *e = literal(v),
                 None => {
                     error = Some(SluiceError::sql(format!(
@@ -68,15 +71,19 @@ fn literal(v: &ScalarValue) -> Expr {
         | ScalarValue::Float32(_)
         | ScalarValue::Float64(_)
         | ScalarValue::Decimal128(..) => Expr::value(Value::Number(v.to_string(), false)),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            Expr::value(Value::SingleQuotedString(s.clone()))
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Expr::value(Value::SingleQuotedString(s.clone())),
         other => {
             // Timestamps, dates, ...: the text form cast back to the type.
             let text = other.to_string();
             let data_type = match other.data_type() {
-                arrow::datatypes::DataType::Date32 | arrow::datatypes::DataType::Date64 => ast::DataType::Date,
-                arrow::datatypes::DataType::Timestamp(_, _) => ast::DataType::Timestamp(None, ast::TimezoneInfo::None),
+                arrow::datatypes::DataType::Date32 | arrow::datatypes::DataType::Date64 => {
+                    ast::DataType::Date
+                }
+                arrow::datatypes::DataType::Timestamp(_, _) => {
+                    ast::DataType::Timestamp(None, ast::TimezoneInfo::None)
+                }
                 _ => return Expr::value(Value::SingleQuotedString(text)),
             };
             Expr::Cast {

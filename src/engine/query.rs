@@ -26,11 +26,15 @@ impl Engine {
     pub(super) async fn pull_query(&self, query: &Query) -> Result<StatementResult> {
         planner::check_relations(&self.catalog.read(), query)?;
         let state = self.session_state();
-        let statement = datafusion::sql::parser::Statement::Statement(Box::new(sqlparser::ast::Statement::Query(
-            Box::new(query.clone()),
-        )));
+        let statement = datafusion::sql::parser::Statement::Statement(Box::new(
+            sqlparser::ast::Statement::Query(Box::new(query.clone())),
+        ));
         let plan = state.statement_to_plan(statement).await.map_err(df_error)?;
-        let df = self.ctx.execute_logical_plan(plan).await.map_err(df_error)?;
+        let df = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(df_error)?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(df_error)?;
         Ok(StatementResult::Rows { schema, batches })
@@ -38,7 +42,11 @@ impl Engine {
 
     /// A SELECT ... EMIT CHANGES: a transient continuous query whose rows stream to
     /// the client; dropping the stream stops it.
-    pub(super) async fn push_query(&self, session: &Session, query: &Query) -> Result<StatementResult> {
+    pub(super) async fn push_query(
+        &self,
+        session: &Session,
+        query: &Query,
+    ) -> Result<StatementResult> {
         let catalog = self.catalog.read().clone();
         let plan = planner::plan_continuous(&self.session_state(), &catalog, query, true).await?;
         let source_rel = catalog
@@ -54,7 +62,9 @@ impl Engine {
             .backend
             .reader(&source_rel.topic, start)
             .await
-            .map_err(|e| SluiceError::connector(format!("reading topic '{}'", source_rel.topic), e))?;
+            .map_err(|e| {
+                SluiceError::connector(format!("reading topic '{}'", source_rel.topic), e)
+            })?;
         let id = self.next_transient_id();
         let (tx, rx) = mpsc::channel(16);
         let metrics = Arc::new(QueryMetrics::default());
@@ -101,28 +111,49 @@ impl Engine {
         })
     }
 
-    pub(super) async fn explain(&self, session: &Session, statement: Statement) -> Result<StatementResult> {
+    pub(super) async fn explain(
+        &self,
+        session: &Session,
+        statement: Statement,
+    ) -> Result<StatementResult> {
         let catalog = self.catalog.read().clone();
         let (query, continuous) = match &statement {
             Statement::CreateAs(c) => (c.query.clone(), true),
             Statement::InsertSelect { query, .. } => (query.clone(), true),
             Statement::Select { query, emit, .. } => (query.clone(), emit.is_some()),
-            _ => return Err(SluiceError::sql("EXPLAIN takes a SELECT, CREATE ... AS SELECT or INSERT ... SELECT")),
+            _ => {
+                return Err(SluiceError::sql(
+                    "EXPLAIN takes a SELECT, CREATE ... AS SELECT or INSERT ... SELECT",
+                ))
+            }
         };
         let _ = session;
         let mut lines = Vec::new();
         if continuous {
-            let plan = planner::plan_continuous(&self.session_state(), &catalog, &query, true).await?;
+            let plan =
+                planner::plan_continuous(&self.session_state(), &catalog, &query, true).await?;
             lines.push("Streaming pipeline:".to_string());
             lines.extend(plan.explain().into_iter().map(|l| format!("  {l}")));
             lines.push(format!(
                 "  Output: {} ({})",
-                if plan.changelog { "changelog" } else { "append-only" },
+                if plan.changelog {
+                    "changelog"
+                } else {
+                    "append-only"
+                },
                 plan.schema
                     .fields()
                     .iter()
                     .enumerate()
-                    .map(|(i, f)| format!("{}{}", f.name(), if plan.key_columns.contains(&i) { " KEY" } else { "" }))
+                    .map(|(i, f)| format!(
+                        "{}{}",
+                        f.name(),
+                        if plan.key_columns.contains(&i) {
+                            " KEY"
+                        } else {
+                            ""
+                        }
+                    ))
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
@@ -132,10 +163,18 @@ impl Engine {
             planner::check_relations(&catalog, &query)?;
             let plan = planner::logical_plan(&self.session_state(), &query).await?;
             lines.push("Pull query (DataFusion logical plan):".to_string());
-            lines.extend(plan.display_indent().to_string().lines().map(|l| format!("  {l}")));
+            lines.extend(
+                plan.display_indent()
+                    .to_string()
+                    .lines()
+                    .map(|l| format!("  {l}")),
+            );
         }
         let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(lines)) as ArrayRef])?;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(lines)) as ArrayRef],
+        )?;
         Ok(StatementResult::Rows {
             schema,
             batches: vec![batch],
@@ -143,7 +182,12 @@ impl Engine {
     }
 
     /// PRINT topic: raw records as they arrive (from the beginning with FROM BEGINNING).
-    pub(super) async fn print_topic(&self, topic: &str, from_beginning: bool, limit: Option<u64>) -> Result<StatementResult> {
+    pub(super) async fn print_topic(
+        &self,
+        topic: &str,
+        from_beginning: bool,
+        limit: Option<u64>,
+    ) -> Result<StatementResult> {
         if self
             .backend
             .describe_topic(topic)
@@ -159,7 +203,14 @@ impl Engine {
         }
         let mut reader = self
             .backend
-            .reader(topic, if from_beginning { StartFrom::Earliest } else { StartFrom::Latest })
+            .reader(
+                topic,
+                if from_beginning {
+                    StartFrom::Earliest
+                } else {
+                    StartFrom::Latest
+                },
+            )
             .await
             .map_err(|e| SluiceError::connector(format!("reading topic '{topic}'"), e))?;
         let schema = Arc::new(Schema::new(vec![
@@ -178,7 +229,10 @@ impl Engine {
                     return;
                 }
                 let max = left.unwrap_or(1000).min(1000);
-                let records = match reader.poll(max, std::time::Duration::from_millis(500)).await {
+                let records = match reader
+                    .poll(max, std::time::Duration::from_millis(500))
+                    .await
+                {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = tx.send(Err(SluiceError::connector("PRINT", e))).await;
@@ -188,15 +242,27 @@ impl Engine {
                 if records.is_empty() {
                     continue;
                 }
-                let text = |b: &Option<bytes::Bytes>| b.as_ref().map(|v| String::from_utf8_lossy(v).into_owned());
+                let text = |b: &Option<bytes::Bytes>| {
+                    b.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())
+                };
                 let batch = RecordBatch::try_new(
                     out_schema.clone(),
                     vec![
-                        Arc::new(Int32Array::from_iter_values(records.iter().map(|r| r.partition))) as ArrayRef,
-                        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.offset))),
-                        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.timestamp))),
-                        Arc::new(StringArray::from(records.iter().map(|r| text(&r.key)).collect::<Vec<_>>())),
-                        Arc::new(StringArray::from(records.iter().map(|r| text(&r.value)).collect::<Vec<_>>())),
+                        Arc::new(Int32Array::from_iter_values(
+                            records.iter().map(|r| r.partition),
+                        )) as ArrayRef,
+                        Arc::new(Int64Array::from_iter_values(
+                            records.iter().map(|r| r.offset),
+                        )),
+                        Arc::new(Int64Array::from_iter_values(
+                            records.iter().map(|r| r.timestamp),
+                        )),
+                        Arc::new(StringArray::from(
+                            records.iter().map(|r| text(&r.key)).collect::<Vec<_>>(),
+                        )),
+                        Arc::new(StringArray::from(
+                            records.iter().map(|r| text(&r.value)).collect::<Vec<_>>(),
+                        )),
                     ],
                 );
                 let n = records.len();

@@ -37,15 +37,19 @@ pub enum StatementResult {
 impl std::fmt::Debug for StatementResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StatementResult::Done { tag, message, .. } => {
-                f.debug_struct("Done").field("tag", tag).field("message", message).finish()
-            }
+            StatementResult::Done { tag, message, .. } => f
+                .debug_struct("Done")
+                .field("tag", tag)
+                .field("message", message)
+                .finish(),
             StatementResult::Rows { schema, batches } => f
                 .debug_struct("Rows")
                 .field("schema", schema)
                 .field("rows", &batches.iter().map(|b| b.num_rows()).sum::<usize>())
                 .finish(),
-            StatementResult::Push { query_id, schema, .. } => f
+            StatementResult::Push {
+                query_id, schema, ..
+            } => f
                 .debug_struct("Push")
                 .field("query_id", query_id)
                 .field("schema", schema)

@@ -14,7 +14,10 @@ impl Session {
     }
 
     /// Applies ksqlDB-style `streamsProperties` from an HTTP request.
-    pub fn with_properties<'a>(mut self, props: impl IntoIterator<Item = (&'a str, String)>) -> Self {
+    pub fn with_properties<'a>(
+        mut self,
+        props: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> Self {
         for (k, v) in props {
             self.properties.insert(k.to_ascii_lowercase(), v);
         }

@@ -23,7 +23,11 @@ pub(crate) fn text_rows(columns: &[&str], rows: Vec<Vec<String>>) -> Result<Stat
             .collect::<Vec<_>>(),
     ));
     let arrays: Vec<ArrayRef> = (0..columns.len())
-        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as ArrayRef)
+        .map(|i| {
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r[i].as_str()),
+            )) as ArrayRef
+        })
         .collect();
     let batch = RecordBatch::try_new(schema.clone(), arrays)?;
     Ok(StatementResult::Rows {
@@ -53,7 +57,16 @@ impl Engine {
                     })
                     .collect();
                 let first = if tables { "table_name" } else { "stream_name" };
-                text_rows(&[first, "kafka_topic", "key_format", "value_format", "partitions"], rows)
+                text_rows(
+                    &[
+                        first,
+                        "kafka_topic",
+                        "key_format",
+                        "value_format",
+                        "partitions",
+                    ],
+                    rows,
+                )
             }
             ShowWhat::Queries => {
                 let catalog = self.catalog.read();
@@ -66,11 +79,19 @@ impl Engine {
                             Some(RunStatus::Running) => ("RUNNING".to_string(), String::new()),
                             Some(RunStatus::Finished) => ("FINISHED".to_string(), String::new()),
                             Some(RunStatus::Failed(e)) => ("ERROR".to_string(), e),
-                            None => ("ERROR".to_string(), q.error.clone().unwrap_or_else(|| "not running".into())),
+                            None => (
+                                "ERROR".to_string(),
+                                q.error.clone().unwrap_or_else(|| "not running".into()),
+                            ),
                         };
                         let (records_in, records_out) = running
                             .get(&q.id)
-                            .map(|h| (QueryMetrics::get(&h.metrics.records_in), QueryMetrics::get(&h.metrics.records_out)))
+                            .map(|h| {
+                                (
+                                    QueryMetrics::get(&h.metrics.records_in),
+                                    QueryMetrics::get(&h.metrics.records_out),
+                                )
+                            })
                             .unwrap_or((0, 0));
                         vec![
                             q.id.clone(),
@@ -84,7 +105,15 @@ impl Engine {
                     })
                     .collect();
                 text_rows(
-                    &["query_id", "status", "sink", "records_in", "records_out", "statement", "error"],
+                    &[
+                        "query_id",
+                        "status",
+                        "sink",
+                        "records_in",
+                        "records_out",
+                        "statement",
+                        "error",
+                    ],
                     rows,
                 )
             }
@@ -103,13 +132,21 @@ impl Engine {
             }
             ShowWhat::Properties => {
                 let mut rows: Vec<Vec<String>> = vec![
-                    vec!["log_backend".into(), self.backend.kind().into(), "server".into()],
+                    vec![
+                        "log_backend".into(),
+                        self.backend.kind().into(),
+                        "server".into(),
+                    ],
                     vec![
                         "kafka_brokers".into(),
                         self.config.kafka_brokers.clone().unwrap_or_default(),
                         "server".into(),
                     ],
-                    vec!["data_dir".into(), self.config.data_dir.display().to_string(), "server".into()],
+                    vec![
+                        "data_dir".into(),
+                        self.config.data_dir.display().to_string(),
+                        "server".into(),
+                    ],
                     vec![
                         "checkpoint_interval_ms".into(),
                         self.config.checkpoint_interval.as_millis().to_string(),
@@ -129,7 +166,11 @@ impl Engine {
         }
     }
 
-    pub(super) fn describe_relation(&self, name: &Ident, extended: bool) -> Result<StatementResult> {
+    pub(super) fn describe_relation(
+        &self,
+        name: &Ident,
+        extended: bool,
+    ) -> Result<StatementResult> {
         let n = normalize_ident(name);
         let catalog = self.catalog.read();
         let relation = catalog.relation(&n).ok_or_else(|| {
@@ -151,9 +192,15 @@ impl Engine {
             let batch = RecordBatch::try_new(
                 schema.clone(),
                 vec![
-                    Arc::new(StringArray::from_iter_values(relation.columns.iter().map(|c| c.name.as_str()))) as ArrayRef,
-                    Arc::new(StringArray::from_iter_values(relation.columns.iter().map(|c| c.sql_type.as_str()))),
-                    Arc::new(BooleanArray::from(relation.columns.iter().map(|c| c.key).collect::<Vec<_>>())),
+                    Arc::new(StringArray::from_iter_values(
+                        relation.columns.iter().map(|c| c.name.as_str()),
+                    )) as ArrayRef,
+                    Arc::new(StringArray::from_iter_values(
+                        relation.columns.iter().map(|c| c.sql_type.as_str()),
+                    )),
+                    Arc::new(BooleanArray::from(
+                        relation.columns.iter().map(|c| c.key).collect::<Vec<_>>(),
+                    )),
                 ],
             )?;
             return Ok(StatementResult::Rows {
@@ -174,17 +221,39 @@ impl Engine {
         rows.push(vec!["type".into(), relation.kind.keyword().into()]);
         rows.push(vec!["kafka_topic".into(), relation.topic.clone()]);
         rows.push(vec!["partitions".into(), relation.partitions.to_string()]);
-        rows.push(vec!["key_format".into(), format!("{:?}", relation.format.key_format).to_uppercase()]);
-        rows.push(vec!["value_format".into(), format!("{:?}", relation.format.value_format).to_uppercase()]);
-        rows.push(vec!["timestamp".into(), relation.format.timestamp.clone().unwrap_or_else(|| "ROWTIME".into())]);
+        rows.push(vec![
+            "key_format".into(),
+            format!("{:?}", relation.format.key_format).to_uppercase(),
+        ]);
+        rows.push(vec![
+            "value_format".into(),
+            format!("{:?}", relation.format.value_format).to_uppercase(),
+        ]);
+        rows.push(vec![
+            "timestamp".into(),
+            relation
+                .format
+                .timestamp
+                .clone()
+                .unwrap_or_else(|| "ROWTIME".into()),
+        ]);
         rows.push(vec!["statement".into(), relation.statement.clone()]);
         if let Some(q) = &relation.written_by {
             rows.push(vec!["written_by".into(), q.clone()]);
             if let Some(h) = self.running.lock().get(q) {
                 let m = &h.metrics;
-                rows.push(vec!["records_in".into(), QueryMetrics::get(&m.records_in).to_string()]);
-                rows.push(vec!["records_out".into(), QueryMetrics::get(&m.records_out).to_string()]);
-                rows.push(vec!["decode_errors".into(), QueryMetrics::get(&m.decode_errors).to_string()]);
+                rows.push(vec![
+                    "records_in".into(),
+                    QueryMetrics::get(&m.records_in).to_string(),
+                ]);
+                rows.push(vec![
+                    "records_out".into(),
+                    QueryMetrics::get(&m.records_out).to_string(),
+                ]);
+                rows.push(vec![
+                    "decode_errors".into(),
+                    QueryMetrics::get(&m.decode_errors).to_string(),
+                ]);
             }
         }
         for q in catalog.queries_reading(&n) {

@@ -42,7 +42,10 @@ enum ValueDecoder {
 }
 
 impl ValueDecoder {
-    fn decode_all<'a>(&mut self, values: impl Iterator<Item = &'a [u8]>) -> std::result::Result<RecordBatch, ArrowError> {
+    fn decode_all<'a>(
+        &mut self,
+        values: impl Iterator<Item = &'a [u8]>,
+    ) -> std::result::Result<RecordBatch, ArrowError> {
         match self {
             ValueDecoder::Json(d) => d.decode_all(values),
             ValueDecoder::Delimited(d) => d.decode_all(values),
@@ -80,7 +83,9 @@ impl RecordDecoder {
         // values hold only the value columns, in order.
         let value_cols: Vec<usize> = match relation.format.value_format {
             ValueFormat::Json => (0..schema.fields().len()).collect(),
-            ValueFormat::Delimited => (0..schema.fields().len()).filter(|i| !key_cols.contains(i)).collect(),
+            ValueFormat::Delimited => (0..schema.fields().len())
+                .filter(|i| !key_cols.contains(i))
+                .collect(),
         };
         let value_schema: SchemaRef = Arc::new(Schema::new(
             value_cols
@@ -99,7 +104,10 @@ impl RecordDecoder {
                 relation.format.delimiter as u8,
             )),
         };
-        let key_fields = key_cols.iter().map(|&i| schema.field(i).as_ref().clone()).collect();
+        let key_fields = key_cols
+            .iter()
+            .map(|&i| schema.field(i).as_ref().clone())
+            .collect();
         let timestamp_col = match &relation.format.timestamp {
             Some(name) => schema.index_of(name).ok(),
             None => None,
@@ -132,7 +140,9 @@ impl RecordDecoder {
     pub fn decode(&mut self, records: &[LogRecord]) -> Result<Decoded> {
         let mut bad = Vec::new();
         // 1. Values, fast path then per-record fallback.
-        let with_value: Vec<usize> = (0..records.len()).filter(|&i| records[i].value.is_some()).collect();
+        let with_value: Vec<usize> = (0..records.len())
+            .filter(|&i| records[i].value.is_some())
+            .collect();
         let values = |idx: &[usize]| -> Vec<&[u8]> {
             idx.iter()
                 .map(|&i| records[i].value.as_deref().unwrap_or_default())
@@ -144,7 +154,10 @@ impl RecordDecoder {
                 let mut good = Vec::with_capacity(with_value.len());
                 let mut batches = Vec::with_capacity(with_value.len());
                 for &i in &with_value {
-                    match self.value.decode_one(records[i].value.as_deref().unwrap_or_default()) {
+                    match self
+                        .value
+                        .decode_one(records[i].value.as_deref().unwrap_or_default())
+                    {
                         Ok(b) => {
                             good.push(i);
                             batches.push(b);
@@ -190,7 +203,11 @@ impl RecordDecoder {
 
         // 3. Columns in the relation's order; key columns from the record key when present.
         let keys: Vec<Option<&Bytes>> = src.iter().map(|&i| records[i].key.as_ref()).collect();
-        let key_arrays = if self.key.is_empty() { Vec::new() } else { self.key.decode(&keys) };
+        let key_arrays = if self.key.is_empty() {
+            Vec::new()
+        } else {
+            self.key.decode(&keys)
+        };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for (i, field) in self.schema.fields().iter().enumerate() {
             let from_value = self.value_pos[i].map(|p| values.column(p).clone());
@@ -224,14 +241,24 @@ impl RecordDecoder {
             let deleting = ops.get(row) == Some(&(Op::Delete as i8));
             let reason = if rowtime.is_null(row) && !deleting {
                 Some(match &self.timestamp_col {
-                    Some(c) => format!("timestamp column '{}' is missing or unparseable", self.schema.field(*c).name()),
+                    Some(c) => format!(
+                        "timestamp column '{}' is missing or unparseable",
+                        self.schema.field(*c).name()
+                    ),
                     None => "record has no timestamp".to_string(),
                 })
             } else {
                 self.not_null
                     .iter()
-                    .find(|&&c| batch.column(c).is_null(row) && !(deleting && !self.key_cols.contains(&c)))
-                    .map(|&c| format!("column '{}' is missing or null", self.schema.field(c).name()))
+                    .find(|&&c| {
+                        (!deleting || self.key_cols.contains(&c)) && batch.column(c).is_null(row)
+                    })
+                    .map(|&c| {
+                        format!(
+                            "column '{}' is missing or null",
+                            self.schema.field(c).name()
+                        )
+                    })
             };
             if let Some(reason) = reason {
                 *keep_row = false;
@@ -265,7 +292,11 @@ mod tests {
     use crate::sql::RelationKind;
     use arrow::array::{Int32Array, StringArray};
 
-    fn relation(kind: RelationKind, value_format: ValueFormat, timestamp: Option<&str>) -> Relation {
+    fn relation(
+        kind: RelationKind,
+        value_format: ValueFormat,
+        timestamp: Option<&str>,
+    ) -> Relation {
         let col = |name: &str, t: &str, key: bool| ColumnMeta {
             name: name.into(),
             sql_type: t.into(),
@@ -275,7 +306,11 @@ mod tests {
         Relation::new(
             "r".into(),
             kind,
-            vec![col("id", "VARCHAR", true), col("status", "INT", false), col("ts", "BIGINT", false)],
+            vec![
+                col("id", "VARCHAR", true),
+                col("status", "INT", false),
+                col("ts", "BIGINT", false),
+            ],
             "r".into(),
             1,
             FormatMeta {
@@ -304,13 +339,22 @@ mod tests {
 
     #[test]
     fn json_with_bad_records_isolated() {
-        let mut d = RecordDecoder::new(&relation(RelationKind::Stream, ValueFormat::Json, Some("ts"))).unwrap();
+        let mut d = RecordDecoder::new(&relation(
+            RelationKind::Stream,
+            ValueFormat::Json,
+            Some("ts"),
+        ))
+        .unwrap();
         let out = d
             .decode(&[
                 rec(0, Some("a"), Some(r#"{"status": 200, "ts": 5}"#)),
                 rec(1, None, Some("not json")),
                 rec(2, None, Some(r#"{"id": "b", "status": "oops", "ts": 6}"#)),
-                rec(3, None, Some(r#"{"id": "c", "status": 500, "ts": 7, "extra": true}"#)),
+                rec(
+                    3,
+                    None,
+                    Some(r#"{"id": "c", "status": 500, "ts": 7, "extra": true}"#),
+                ),
                 rec(4, None, Some(r#"{"id": "d", "status": 500}"#)),
                 rec(5, Some("z"), None),
             ])
@@ -325,12 +369,17 @@ mod tests {
         assert_eq!(out.chunk.rowtime.values(), &[5, 7]);
         let bad: Vec<i64> = out.bad.iter().map(|r| r.offset).collect();
         assert_eq!(bad, vec![1, 2, 4]);
-        assert!(out.bad[2].reason.contains("timestamp"), "{}", out.bad[2].reason);
+        assert!(
+            out.bad[2].reason.contains("timestamp"),
+            "{}",
+            out.bad[2].reason
+        );
     }
 
     #[test]
     fn table_tombstones_become_deletes_in_order() {
-        let mut d = RecordDecoder::new(&relation(RelationKind::Table, ValueFormat::Json, None)).unwrap();
+        let mut d =
+            RecordDecoder::new(&relation(RelationKind::Table, ValueFormat::Json, None)).unwrap();
         let out = d
             .decode(&[
                 rec(0, Some("a"), Some(r#"{"status": 1}"#)),
@@ -347,13 +396,27 @@ mod tests {
 
     #[test]
     fn delimited_values() {
-        let mut d = RecordDecoder::new(&relation(RelationKind::Stream, ValueFormat::Delimited, None)).unwrap();
+        let mut d = RecordDecoder::new(&relation(
+            RelationKind::Stream,
+            ValueFormat::Delimited,
+            None,
+        ))
+        .unwrap();
         let out = d
-            .decode(&[rec(0, Some("k"), Some("200,17")), rec(1, Some("k"), Some("x,y,z"))])
+            .decode(&[
+                rec(0, Some("k"), Some("200,17")),
+                rec(1, Some("k"), Some("x,y,z")),
+            ])
             .unwrap();
         assert_eq!(out.chunk.num_rows(), 1);
         assert_eq!(out.bad.len(), 1);
-        let status = out.chunk.batch.column(1).as_any().downcast_ref::<Int32Array>().unwrap();
+        let status = out
+            .chunk
+            .batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap();
         assert_eq!(status.value(0), 200);
     }
 }

@@ -26,13 +26,18 @@ impl DelimitedValueDecoder {
             .build_decoder()
     }
 
-    pub fn decode_all<'a>(&mut self, values: impl Iterator<Item = &'a [u8]>) -> Result<RecordBatch, ArrowError> {
+    pub fn decode_all<'a>(
+        &mut self,
+        values: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<RecordBatch, ArrowError> {
         let mut decoder = self.decoder();
         let mut count = 0usize;
         for v in values {
             let line = v.strip_suffix(b"\n").unwrap_or(v);
             if line.contains(&b'\n') {
-                return Err(ArrowError::CsvError("a delimited value must be one line".into()));
+                return Err(ArrowError::CsvError(
+                    "a delimited value must be one line".into(),
+                ));
             }
             let mut rest: &[u8] = line;
             while !rest.is_empty() {

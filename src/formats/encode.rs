@@ -26,7 +26,10 @@ impl RecordEncoder {
         RecordEncoder {
             value_format: relation.format.value_format,
             key_format: relation.format.key_format,
-            key_names: key_cols.iter().map(|&i| relation.columns[i].name.clone()).collect(),
+            key_names: key_cols
+                .iter()
+                .map(|&i| relation.columns[i].name.clone())
+                .collect(),
             key_cols,
             delimiter: relation.format.delimiter as u8,
         }
@@ -37,14 +40,20 @@ impl RecordEncoder {
     pub fn encode(&self, chunk: &Chunk) -> Result<Vec<OutRecord>> {
         let batch = &chunk.batch;
         let n = batch.num_rows();
-        let key_columns: Vec<ArrayRef> = self.key_cols.iter().map(|&i| batch.column(i).clone()).collect();
+        let key_columns: Vec<ArrayRef> = self
+            .key_cols
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
         let keys = encode_keys(self.key_format, &key_columns, &self.key_names, n);
         let values: Vec<Vec<u8>> = match self.value_format {
             // JSON values carry every column, the key columns too, so a consumer of the
             // topic sees whole rows.
             ValueFormat::Json => json_lines(batch)?,
             ValueFormat::Delimited => {
-                let value_cols: Vec<usize> = (0..batch.num_columns()).filter(|i| !self.key_cols.contains(i)).collect();
+                let value_cols: Vec<usize> = (0..batch.num_columns())
+                    .filter(|i| !self.key_cols.contains(i))
+                    .collect();
                 delimited_lines(&batch.project(&value_cols)?, self.delimiter)?
             }
         };
@@ -78,7 +87,10 @@ pub(crate) fn json_lines(batch: &RecordBatch) -> std::result::Result<Vec<Vec<u8>
     Ok(split_lines(&buf, batch.num_rows()))
 }
 
-fn delimited_lines(batch: &RecordBatch, delimiter: u8) -> std::result::Result<Vec<Vec<u8>>, ArrowError> {
+fn delimited_lines(
+    batch: &RecordBatch,
+    delimiter: u8,
+) -> std::result::Result<Vec<Vec<u8>>, ArrowError> {
     let mut buf = Vec::with_capacity(batch.num_rows() * 32);
     {
         let mut w = arrow::csv::WriterBuilder::new()

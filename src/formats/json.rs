@@ -31,7 +31,10 @@ impl JsonValueDecoder {
 
     /// Decodes every value into one batch; on any error returns the error and the
     /// decoder is reset.
-    pub fn decode_all<'a>(&mut self, values: impl Iterator<Item = &'a [u8]>) -> Result<RecordBatch, ArrowError> {
+    pub fn decode_all<'a>(
+        &mut self,
+        values: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<RecordBatch, ArrowError> {
         let result = (|| {
             let mut count = 0usize;
             for v in values {

@@ -24,13 +24,20 @@ impl KeyDecoder {
         let json = match format {
             KeyFormat::Json if !fields.is_empty() => {
                 let schema: SchemaRef = Arc::new(Schema::new(
-                    fields.iter().map(|f| f.clone().with_nullable(true)).collect::<Vec<_>>(),
+                    fields
+                        .iter()
+                        .map(|f| f.clone().with_nullable(true))
+                        .collect::<Vec<_>>(),
                 ));
                 JsonValueDecoder::new(schema).ok()
             }
             _ => None,
         };
-        KeyDecoder { format, fields, json }
+        KeyDecoder {
+            format,
+            fields,
+            json,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -74,7 +81,8 @@ impl KeyDecoder {
             safe: true,
             ..Default::default()
         };
-        vec![cast_with_options(&text, target, &opts).unwrap_or_else(|_| arrow::array::new_null_array(target, keys.len()))]
+        vec![cast_with_options(&text, target, &opts)
+            .unwrap_or_else(|_| arrow::array::new_null_array(target, keys.len()))]
     }
 
     fn decode_json(&mut self, keys: &[Option<&Bytes>]) -> Vec<ArrayRef> {
@@ -112,15 +120,19 @@ impl KeyDecoder {
             return batch.columns().to_vec();
         }
         for v in &all {
-            let row = json
-                .decode_one(v)
-                .or_else(|_| json.decode_one(&empty));
+            let row = json.decode_one(v).or_else(|_| json.decode_one(&empty));
             match row {
                 Ok(r) => rows.push(r),
                 Err(_) => return self.nulls(n),
             }
         }
-        match arrow::compute::concat_batches(&rows.first().map(|r| r.schema()).unwrap_or_else(|| Arc::new(Schema::empty())), &rows) {
+        match arrow::compute::concat_batches(
+            &rows
+                .first()
+                .map(|r| r.schema())
+                .unwrap_or_else(|| Arc::new(Schema::empty())),
+            &rows,
+        ) {
             Ok(b) if b.num_rows() == n => b.columns().to_vec(),
             _ => self.nulls(n),
         }
@@ -128,12 +140,20 @@ impl KeyDecoder {
 }
 
 /// Key columns → record key bytes.
-pub fn encode_keys(format: KeyFormat, columns: &[ArrayRef], names: &[String], n: usize) -> Vec<Option<Bytes>> {
+pub fn encode_keys(
+    format: KeyFormat,
+    columns: &[ArrayRef],
+    names: &[String],
+    n: usize,
+) -> Vec<Option<Bytes>> {
     match format {
         KeyFormat::None => vec![None; n],
         _ if columns.is_empty() => vec![None; n],
         KeyFormat::Kafka if columns.len() == 1 => {
-            let formatter = arrow::util::display::ArrayFormatter::try_new(columns[0].as_ref(), &Default::default());
+            let formatter = arrow::util::display::ArrayFormatter::try_new(
+                columns[0].as_ref(),
+                &Default::default(),
+            );
             match formatter {
                 Ok(f) => (0..n)
                     .map(|i| (!columns[0].is_null(i)).then(|| Bytes::from(f.value(i).to_string())))
@@ -148,7 +168,8 @@ pub fn encode_keys(format: KeyFormat, columns: &[ArrayRef], names: &[String], n:
                 .zip(columns)
                 .map(|(name, c)| Field::new(name, c.data_type().clone(), true))
                 .collect();
-            let Ok(batch) = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.to_vec()) else {
+            let Ok(batch) = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.to_vec())
+            else {
                 return vec![None; n];
             };
             let lines = super::encode::json_lines(&batch).unwrap_or_default();

@@ -13,14 +13,24 @@ pub fn from_column(column: &ArrayRef, format: Option<&str>) -> Int64Array {
             match cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))
                 .and_then(|t| cast(&t, &DataType::Int64))
             {
-                Ok(a) => a.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| nulls(n)),
+                Ok(a) => a
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .cloned()
+                    .unwrap_or_else(|| nulls(n)),
                 Err(_) => nulls(n),
             }
         }
-        DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => match cast(column, &DataType::Int64) {
-            Ok(a) => a.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| nulls(n)),
-            Err(_) => nulls(n),
-        },
+        DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => {
+            match cast(column, &DataType::Int64) {
+                Ok(a) => a
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .cloned()
+                    .unwrap_or_else(|| nulls(n)),
+                Err(_) => nulls(n),
+            }
+        }
         DataType::Utf8 => {
             let Some(text) = column.as_any().downcast_ref::<StringArray>() else {
                 return nulls(n);
@@ -36,7 +46,11 @@ pub fn from_column(column: &ArrayRef, format: Option<&str>) -> Int64Array {
                 None => match cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))
                     .and_then(|t| cast(&t, &DataType::Int64))
                 {
-                    Ok(a) => a.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| nulls(n)),
+                    Ok(a) => a
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .cloned()
+                        .unwrap_or_else(|| nulls(n)),
                     Err(_) => nulls(n),
                 },
             }
@@ -109,8 +123,14 @@ mod tests {
     #[test]
     fn java_formats() {
         assert_eq!(java_to_chrono("yyyy-MM-dd HH:mm:ss"), "%Y-%m-%d %H:%M:%S");
-        assert_eq!(parse_with_format("2024-01-02 03:04:05", "yyyy-MM-dd HH:mm:ss"), Some(1704164645000));
-        assert_eq!(parse_with_format("2024-01-02", "yyyy-MM-dd"), Some(1704153600000));
+        assert_eq!(
+            parse_with_format("2024-01-02 03:04:05", "yyyy-MM-dd HH:mm:ss"),
+            Some(1704164645000)
+        );
+        assert_eq!(
+            parse_with_format("2024-01-02", "yyyy-MM-dd"),
+            Some(1704153600000)
+        );
         assert_eq!(parse_with_format("nope", "yyyy-MM-dd"), None);
     }
 }

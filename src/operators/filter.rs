@@ -18,7 +18,10 @@ pub struct Filter {
 
 impl Filter {
     pub fn new(predicate: Arc<dyn PhysicalExpr>, changelog: bool) -> Self {
-        Filter { predicate, changelog }
+        Filter {
+            predicate,
+            changelog,
+        }
     }
 }
 
@@ -28,11 +31,19 @@ impl Operator for Filter {
     }
 
     fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
-        let value = self.predicate.evaluate(&chunk.batch)?.into_array(chunk.num_rows())?;
+        let value = self
+            .predicate
+            .evaluate(&chunk.batch)?
+            .into_array(chunk.num_rows())?;
         let mask = value
             .as_any()
             .downcast_ref::<BooleanArray>()
-            .ok_or_else(|| SluiceError::sql(format!("WHERE must be a boolean, not {}", value.data_type())))?;
+            .ok_or_else(|| {
+                SluiceError::sql(format!(
+                    "WHERE must be a boolean, not {}",
+                    value.data_type()
+                ))
+            })?;
         // NULL counts as false, as in SQL.
         let mask = crate::dataflow::message::null_as_false(mask);
         let result = match (&chunk.ops, self.changelog) {
@@ -41,7 +52,13 @@ impl Operator for Filter {
                 let ops: Int8Array = ops
                     .iter()
                     .zip(mask.iter())
-                    .map(|(op, pass)| if pass == Some(true) { op } else { Some(Op::Delete as i8) })
+                    .map(|(op, pass)| {
+                        if pass == Some(true) {
+                            op
+                        } else {
+                            Some(Op::Delete as i8)
+                        }
+                    })
                     .collect();
                 Chunk::new(chunk.batch, chunk.rowtime, Some(ops))
             }

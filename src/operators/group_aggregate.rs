@@ -150,8 +150,16 @@ impl Operator for GroupAggregate {
     fn describe(&self) -> String {
         format!(
             "GroupAggregate: groupBy=[{}], aggr=[{}]",
-            self.group_exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
-            self.aggregates.iter().map(|a| a.function.name().to_string()).collect::<Vec<_>>().join(", ")
+            self.group_exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.aggregates
+                .iter()
+                .map(|a| a.function.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 
@@ -290,7 +298,8 @@ impl Operator for GroupAggregate {
             let g = self.group_for(key)? as usize;
             let mut c = 0;
             for (a, &w) in self.state_widths.iter().enumerate() {
-                let states: Vec<ArrayRef> = arrays[c..c + w].iter().map(|s| s.slice(i, 1)).collect();
+                let states: Vec<ArrayRef> =
+                    arrays[c..c + w].iter().map(|s| s.slice(i, 1)).collect();
                 self.accumulators[g][a].merge_batch(&states)?;
                 c += w;
             }

@@ -71,7 +71,11 @@ impl MaterializedTable {
     /// Applies a changelog chunk atomically: a concurrent snapshot sees all of it or
     /// none of it.
     pub fn apply(&self, chunk: &Chunk) -> Result<()> {
-        let keys: Vec<ArrayRef> = self.key_cols.iter().map(|&i| chunk.batch.column(i).clone()).collect();
+        let keys: Vec<ArrayRef> = self
+            .key_cols
+            .iter()
+            .map(|&i| chunk.batch.column(i).clone())
+            .collect();
         let keys = self.key_rows.convert_columns(&keys)?;
         let rows = self.full_rows.convert_columns(chunk.batch.columns())?;
         let mut inner = self.inner.write();

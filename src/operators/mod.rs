@@ -13,7 +13,7 @@ use crate::state::{QueryState, StateWriteBatch};
 
 pub use filter::Filter;
 pub use group_aggregate::GroupAggregate;
-pub use materialize::{MaterializedTable, Materialize};
+pub use materialize::{Materialize, MaterializedTable};
 pub use project::Project;
 
 pub trait Operator: Send {

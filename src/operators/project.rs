@@ -25,7 +25,11 @@ impl Operator for Project {
     fn describe(&self) -> String {
         format!(
             "Project: {}",
-            self.exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+            self.exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 

@@ -16,8 +16,8 @@ use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{Expr, FetchType, LogicalPlan};
 use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
 use datafusion::optimizer::Optimizer;
-use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::create_physical_expr;
 use datafusion::sql::parser::Statement as DFStatement;
 use sqlparser::ast::{self, Query};
 
@@ -72,7 +72,10 @@ pub fn check_relations(catalog: &Catalog, query: &Query) -> Result<Vec<String>> 
     let _ = ast::visit_relations(query, |name: &ast::ObjectName| {
         if let Some(ident) = name.0.last().and_then(|p| p.as_ident()) {
             let normalized = normalize_ident(ident);
-            if catalog.relation(&normalized).is_none() && missing.is_none() && !is_system_table(name) {
+            if catalog.relation(&normalized).is_none()
+                && missing.is_none()
+                && !is_system_table(name)
+            {
                 missing = Some(SluiceError::undefined(
                     format!("stream or table '{normalized}' does not exist"),
                     Some(crate::error::SqlPosition {
@@ -112,7 +115,8 @@ pub fn normalize_ident(ident: &ast::Ident) -> String {
 
 /// Plans `query` with DataFusion and type-checks it (no streaming translation).
 pub async fn logical_plan(state: &SessionState, query: &Query) -> Result<LogicalPlan> {
-    let statement = DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query.clone()))));
+    let statement =
+        DFStatement::Statement(Box::new(ast::Statement::Query(Box::new(query.clone()))));
     let plan = state.statement_to_plan(statement).await.map_err(df_error)?;
     let plan = state
         .analyzer()
@@ -134,9 +138,9 @@ pub async fn plan_continuous(
     let plan = logical_plan(state, query).await?;
     let logical = plan.display_indent().to_string();
     let partial = translate(state, catalog, &plan, allow_limit)?;
-    let source = partial
-        .source
-        .ok_or_else(|| SluiceError::sql("a continuous query must read a stream or table (FROM ...)"))?;
+    let source = partial.source.ok_or_else(|| {
+        SluiceError::sql("a continuous query must read a stream or table (FROM ...)")
+    })?;
     if partial.changelog && partial.keys.len() < partial.required_keys {
         return Err(SluiceError::sql(
             "every GROUP BY column (or the source table's PRIMARY KEY) must appear unchanged in the SELECT list: it is the result table's key",
@@ -164,7 +168,12 @@ fn unsupported(what: &str, hint: &str) -> SluiceError {
     }
 }
 
-fn translate(state: &SessionState, catalog: &Catalog, plan: &LogicalPlan, allow_limit: bool) -> Result<Partial> {
+fn translate(
+    state: &SessionState,
+    catalog: &Catalog,
+    plan: &LogicalPlan,
+    allow_limit: bool,
+) -> Result<Partial> {
     let props = state.execution_props();
     match plan {
         LogicalPlan::TableScan(scan) => {

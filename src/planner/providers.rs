@@ -76,11 +76,19 @@ impl fmt::Debug for TopicProvider {
 }
 
 impl TopicProvider {
-    pub async fn read_all(relation: &Relation, backend: &SharedBackend) -> crate::error::Result<Vec<RecordBatch>> {
+    pub async fn read_all(
+        relation: &Relation,
+        backend: &SharedBackend,
+    ) -> crate::error::Result<Vec<RecordBatch>> {
         let mut reader = backend
             .reader(&relation.topic, StartFrom::Earliest)
             .await
-            .map_err(|e| crate::error::SluiceError::connector(format!("reading topic '{}'", relation.topic), e))?;
+            .map_err(|e| {
+                crate::error::SluiceError::connector(
+                    format!("reading topic '{}'", relation.topic),
+                    e,
+                )
+            })?;
         let mut decoder = RecordDecoder::new(relation)?;
         let mut batches = Vec::new();
         loop {

@@ -9,7 +9,8 @@ use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 use super::ast::*;
 use crate::error::{Result, SluiceError, SqlPosition};
 
-const STATEMENT_HINT: &str = "Sluice understands CREATE STREAM|TABLE [AS SELECT], CREATE MATERIALIZED VIEW, \
+const STATEMENT_HINT: &str =
+    "Sluice understands CREATE STREAM|TABLE [AS SELECT], CREATE MATERIALIZED VIEW, \
 INSERT INTO, SELECT [EMIT CHANGES], DROP, SHOW STREAMS|TABLES|QUERIES|TOPICS, DESCRIBE, TERMINATE, \
 PRINT, RUN SCRIPT, SET and EXPLAIN; see docs/sql-reference.md";
 
@@ -131,7 +132,9 @@ pub(crate) fn parser_error(e: ParserError, hint: Option<&str>) -> SluiceError {
             let line = parts.next().and_then(|s| s.trim().parse().ok());
             let column = parts.next().and_then(|s| s.trim().parse().ok());
             match (line, column) {
-                (Some(line), Some(column)) => (text[..i].to_string(), Some(SqlPosition { line, column })),
+                (Some(line), Some(column)) => {
+                    (text[..i].to_string(), Some(SqlPosition { line, column }))
+                }
                 _ => (text.clone(), None),
             }
         }
@@ -196,7 +199,8 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<Statement> {
                 "UNSET" => parse_unset(&mut p)?,
                 "PRINT" => parse_print(&mut p)?,
                 "EXPLAIN" => parse_explain(&mut p, emit)?,
-                "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "END" | "DISCARD" | "DEALLOCATE" | "RESET" => {
+                "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "END" | "DISCARD" | "DEALLOCATE"
+                | "RESET" => {
                     let tag = match head.as_str() {
                         "START" => "START TRANSACTION".to_string(),
                         "END" => "COMMIT".to_string(),
@@ -327,7 +331,9 @@ fn parse_create(p: &mut Parser, emit: Option<EmitMode>) -> Result<Statement> {
             )),
         ));
     }
-    let query = p.parse_query().map_err(pe("the query after AS must be a SELECT"))?;
+    let query = p
+        .parse_query()
+        .map_err(pe("the query after AS must be a SELECT"))?;
     let query_text = query.to_string();
     Ok(Statement::CreateAs(CreateAs {
         kind,
@@ -350,7 +356,9 @@ fn parse_name(p: &mut Parser) -> Result<Ident> {
         .into_iter()
         .filter_map(|part| part.as_ident().cloned())
         .collect();
-    parts.pop().ok_or_else(|| SluiceError::sql("expected a name"))
+    parts
+        .pop()
+        .ok_or_else(|| SluiceError::sql("expected a name"))
 }
 
 fn parse_columns(p: &mut Parser, kind: RelationKind) -> Result<Vec<ColumnSpec>> {
@@ -360,7 +368,8 @@ fn parse_columns(p: &mut Parser, kind: RelationKind) -> Result<Vec<ColumnSpec>> 
     loop {
         if p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
             // Table constraint: PRIMARY KEY (a, b)
-            p.expect_token(&Token::LParen).map_err(pe("expected '(' after PRIMARY KEY"))?;
+            p.expect_token(&Token::LParen)
+                .map_err(pe("expected '(' after PRIMARY KEY"))?;
             table_key = p
                 .parse_comma_separated(|p| p.parse_identifier())
                 .map_err(pe("expected column names"))?;
@@ -377,7 +386,9 @@ fn parse_columns(p: &mut Parser, kind: RelationKind) -> Result<Vec<ColumnSpec>> 
                 not_null: false,
             };
             loop {
-                if p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) || p.parse_keyword(Keyword::KEY) {
+                if p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY])
+                    || p.parse_keyword(Keyword::KEY)
+                {
                     col.key = true;
                 } else if p.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
                     col.not_null = true;
@@ -395,11 +406,17 @@ fn parse_columns(p: &mut Parser, kind: RelationKind) -> Result<Vec<ColumnSpec>> 
     p.expect_token(&Token::RParen)
         .map_err(pe("expected ',' or ')' in the column list"))?;
     for k in &table_key {
-        match columns.iter_mut().find(|c| c.name.value.eq_ignore_ascii_case(&k.value)) {
+        match columns
+            .iter_mut()
+            .find(|c| c.name.value.eq_ignore_ascii_case(&k.value))
+        {
             Some(c) => c.key = true,
             None => {
                 return Err(SluiceError::sql_at(
-                    format!("PRIMARY KEY names column '{}', which is not declared", k.value),
+                    format!(
+                        "PRIMARY KEY names column '{}', which is not declared",
+                        k.value
+                    ),
                     Some(position(k.span.start)),
                     None,
                 ))
@@ -421,7 +438,8 @@ fn parse_with(p: &mut Parser) -> Result<WithOptions> {
     if !p.parse_keyword(Keyword::WITH) {
         return Ok(out);
     }
-    p.expect_token(&Token::LParen).map_err(pe("expected '(' after WITH"))?;
+    p.expect_token(&Token::LParen)
+        .map_err(pe("expected '(' after WITH"))?;
     loop {
         let key_tok = p.next_token();
         let key = match &key_tok.token {
@@ -443,7 +461,8 @@ fn parse_with(p: &mut Parser) -> Result<WithOptions> {
             key.push('.');
             key.push_str(&part.token.to_string().to_ascii_lowercase());
         }
-        p.expect_token(&Token::Eq).map_err(pe("properties look like name = 'value'"))?;
+        p.expect_token(&Token::Eq)
+            .map_err(pe("properties look like name = 'value'"))?;
         let v = p.next_token();
         let value = match &v.token {
             Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s.clone(),
@@ -474,9 +493,9 @@ fn parse_with(p: &mut Parser) -> Result<WithOptions> {
 }
 
 fn parse_insert(p: &mut Parser) -> Result<Statement> {
-    let stmt = p
-        .parse_statement()
-        .map_err(pe("INSERT INTO s [(cols)] VALUES (...) or INSERT INTO s SELECT ..."))?;
+    let stmt = p.parse_statement().map_err(pe(
+        "INSERT INTO s [(cols)] VALUES (...) or INSERT INTO s SELECT ...",
+    ))?;
     let ast::Statement::Insert(insert) = stmt else {
         return Err(SluiceError::sql("expected INSERT"));
     };
@@ -531,14 +550,18 @@ fn parse_drop(p: &mut Parser) -> Result<Statement> {
     p.next_token(); // DROP
     let kind = if parse_word(p, "STREAM") {
         Some(RelationKind::Stream)
-    } else if p.parse_keyword(Keyword::TABLE) {
-        Some(RelationKind::Table)
-    } else if p.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) || p.parse_keyword(Keyword::VIEW) {
+    } else if p.parse_keyword(Keyword::TABLE)
+        || p.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])
+        || p.parse_keyword(Keyword::VIEW)
+    {
         Some(RelationKind::Table)
     } else {
         let t = p.peek_token();
         return Err(SluiceError::sql_at(
-            format!("expected STREAM, TABLE or MATERIALIZED VIEW after DROP, found '{}'", t.token),
+            format!(
+                "expected STREAM, TABLE or MATERIALIZED VIEW after DROP, found '{}'",
+                t.token
+            ),
             Some(position(t.span.start)),
             None,
         ));
@@ -574,7 +597,10 @@ fn parse_show(p: &mut Parser) -> Result<Statement> {
             return Err(SluiceError::sql_at(
                 format!("cannot SHOW '{other}'"),
                 Some(position(t.span.start)),
-                Some("SHOW STREAMS, SHOW TABLES, SHOW QUERIES, SHOW TOPICS or SHOW PROPERTIES".into()),
+                Some(
+                    "SHOW STREAMS, SHOW TABLES, SHOW QUERIES, SHOW TOPICS or SHOW PROPERTIES"
+                        .into(),
+                ),
             ))
         }
     };
@@ -626,9 +652,9 @@ fn parse_terminate(p: &mut Parser) -> Result<Statement> {
 fn parse_run_script(p: &mut Parser) -> Result<Statement> {
     p.next_token(); // RUN
     expect_word(p, "SCRIPT", "RUN SCRIPT '/path/to/file.sql'")?;
-    let path = p
-        .parse_literal_string()
-        .map_err(pe("RUN SCRIPT takes a quoted path: RUN SCRIPT '/path/to/file.sql'"))?;
+    let path = p.parse_literal_string().map_err(pe(
+        "RUN SCRIPT takes a quoted path: RUN SCRIPT '/path/to/file.sql'",
+    ))?;
     Ok(Statement::RunScript(path))
 }
 
@@ -654,7 +680,7 @@ fn parse_property_name(p: &mut Parser) -> Result<String> {
 
 fn parse_set(p: &mut Parser) -> Result<Statement> {
     p.next_token(); // SET
-    // Postgres forms drivers send: SET [SESSION|LOCAL] name {=|TO} value, SET TIME ZONE x.
+                    // Postgres forms drivers send: SET [SESSION|LOCAL] name {=|TO} value, SET TIME ZONE x.
     let _ = p.parse_one_of_keywords(&[Keyword::SESSION, Keyword::LOCAL]);
     if p.parse_keywords(&[Keyword::TIME, Keyword::ZONE]) {
         while p.next_token().token != Token::EOF {}
@@ -771,7 +797,9 @@ mod tests {
     use super::*;
 
     fn one(sql: &str) -> Statement {
-        parse_one(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).statement
+        parse_one(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .statement
     }
 
     #[test]
@@ -779,7 +807,9 @@ mod tests {
         let s = one(
             "CREATE STREAM IF NOT EXISTS pageviews (user_id VARCHAR KEY, url VARCHAR, status INT, latency_ms DOUBLE, ts TIMESTAMP)\n WITH (kafka_topic='pageviews', value_format='json', timestamp='ts', partitions=4)",
         );
-        let Statement::CreateSource(c) = s else { panic!("{s:?}") };
+        let Statement::CreateSource(c) = s else {
+            panic!("{s:?}")
+        };
         assert_eq!(c.kind, RelationKind::Stream);
         assert!(c.if_not_exists);
         assert_eq!(c.name.value, "pageviews");
@@ -793,7 +823,8 @@ mod tests {
 
     #[test]
     fn create_table_needs_primary_key() {
-        let err = parse_one("CREATE TABLE users (id VARCHAR, name VARCHAR) WITH (kafka_topic='u')").unwrap_err();
+        let err = parse_one("CREATE TABLE users (id VARCHAR, name VARCHAR) WITH (kafka_topic='u')")
+            .unwrap_err();
         assert!(err.to_string().contains("PRIMARY KEY"), "{err}");
         let Statement::CreateSource(c) =
             one("CREATE TABLE users (id VARCHAR, name VARCHAR, PRIMARY KEY (id)) WITH (kafka_topic='u')")
@@ -805,7 +836,9 @@ mod tests {
 
     #[test]
     fn create_as_select_with_emit() {
-        let s = one("CREATE TABLE t AS SELECT url, COUNT(*) AS n FROM pageviews GROUP BY url EMIT CHANGES");
+        let s = one(
+            "CREATE TABLE t AS SELECT url, COUNT(*) AS n FROM pageviews GROUP BY url EMIT CHANGES",
+        );
         let Statement::CreateAs(c) = s else { panic!() };
         assert_eq!(c.emit, Some(EmitMode::Changes));
         assert!(c.query_text.contains("GROUP BY url"), "{}", c.query_text);
@@ -814,14 +847,18 @@ mod tests {
 
     #[test]
     fn materialized_view() {
-        let Statement::CreateAs(c) = one("CREATE MATERIALIZED VIEW v AS SELECT * FROM s") else { panic!() };
+        let Statement::CreateAs(c) = one("CREATE MATERIALIZED VIEW v AS SELECT * FROM s") else {
+            panic!()
+        };
         assert!(c.materialized_view);
         assert_eq!(c.kind, RelationKind::Table);
     }
 
     #[test]
     fn push_query_with_limit() {
-        let Statement::Select { emit, query, .. } = one("SELECT * FROM s WHERE x > 1 EMIT CHANGES LIMIT 5") else {
+        let Statement::Select { emit, query, .. } =
+            one("SELECT * FROM s WHERE x > 1 EMIT CHANGES LIMIT 5")
+        else {
             panic!()
         };
         assert_eq!(emit, Some(EmitMode::Changes));
@@ -835,7 +872,9 @@ mod tests {
         assert_eq!(stmts[1].position, SqlPosition { line: 3, column: 1 });
         assert_eq!(stmts[1].text, "INSERT INTO s (a) VALUES ('x;y')");
         assert_eq!(stmts[2].position, SqlPosition { line: 4, column: 3 });
-        let Statement::InsertValues { rows, columns, .. } = &stmts[1].statement else { panic!() };
+        let Statement::InsertValues { rows, columns, .. } = &stmts[1].statement else {
+            panic!()
+        };
         assert_eq!(columns.len(), 1);
         assert_eq!(rows.len(), 1);
     }
@@ -857,20 +896,55 @@ mod tests {
 
     #[test]
     fn ksql_commands() {
-        assert!(matches!(one("SHOW QUERIES"), Statement::Show(ShowWhat::Queries)));
-        assert!(matches!(one("list topics"), Statement::Show(ShowWhat::Topics)));
-        assert!(matches!(one("DESCRIBE EXTENDED pageviews"), Statement::Describe { extended: true, .. }));
-        assert!(matches!(one("TERMINATE CSAS_ERRORS_1"), Statement::Terminate(Some(ref id)) if id == "CSAS_ERRORS_1"));
-        assert!(matches!(one("RUN SCRIPT '/tmp/x.sql'"), Statement::RunScript(ref p) if p == "/tmp/x.sql"));
-        assert!(matches!(one("DROP STREAM IF EXISTS s DELETE TOPIC"), Statement::Drop { if_exists: true, delete_topic: true, .. }));
-        assert!(matches!(one("SET 'auto.offset.reset' = 'earliest'"), Statement::Set { ref name, ref value } if name == "auto.offset.reset" && value == "earliest"));
-        assert!(matches!(one("SET extra_float_digits = 3"), Statement::Set { .. }));
-        assert!(matches!(one("PRINT 'my-topic' FROM BEGINNING LIMIT 3"), Statement::Print { from_beginning: true, limit: Some(3), .. }));
+        assert!(matches!(
+            one("SHOW QUERIES"),
+            Statement::Show(ShowWhat::Queries)
+        ));
+        assert!(matches!(
+            one("list topics"),
+            Statement::Show(ShowWhat::Topics)
+        ));
+        assert!(matches!(
+            one("DESCRIBE EXTENDED pageviews"),
+            Statement::Describe { extended: true, .. }
+        ));
+        assert!(
+            matches!(one("TERMINATE CSAS_ERRORS_1"), Statement::Terminate(Some(ref id)) if id == "CSAS_ERRORS_1")
+        );
+        assert!(
+            matches!(one("RUN SCRIPT '/tmp/x.sql'"), Statement::RunScript(ref p) if p == "/tmp/x.sql")
+        );
+        assert!(matches!(
+            one("DROP STREAM IF EXISTS s DELETE TOPIC"),
+            Statement::Drop {
+                if_exists: true,
+                delete_topic: true,
+                ..
+            }
+        ));
+        assert!(
+            matches!(one("SET 'auto.offset.reset' = 'earliest'"), Statement::Set { ref name, ref value } if name == "auto.offset.reset" && value == "earliest")
+        );
+        assert!(matches!(
+            one("SET extra_float_digits = 3"),
+            Statement::Set { .. }
+        ));
+        assert!(matches!(
+            one("PRINT 'my-topic' FROM BEGINNING LIMIT 3"),
+            Statement::Print {
+                from_beginning: true,
+                limit: Some(3),
+                ..
+            }
+        ));
         assert!(matches!(one("BEGIN"), Statement::ClientCompat { .. }));
     }
 
     #[test]
     fn insert_select() {
-        assert!(matches!(one("INSERT INTO errors SELECT * FROM pageviews WHERE status >= 500"), Statement::InsertSelect { .. }));
+        assert!(matches!(
+            one("INSERT INTO errors SELECT * FROM pageviews WHERE status >= 500"),
+            Statement::InsertSelect { .. }
+        ));
     }
 }

@@ -89,7 +89,9 @@ pub fn arrow_type(t: &SqlType) -> Result<DataType> {
 fn precision(p: u64) -> Result<u8> {
     match u8::try_from(p) {
         Ok(p) if (1..=38).contains(&p) => Ok(p),
-        _ => Err(SluiceError::sql(format!("DECIMAL precision {p} is out of range 1..38"))),
+        _ => Err(SluiceError::sql(format!(
+            "DECIMAL precision {p} is out of range 1..38"
+        ))),
     }
 }
 
@@ -115,11 +117,17 @@ pub fn sql_type_name(t: &DataType) -> String {
         DataType::Date32 | DataType::Date64 => "DATE".into(),
         DataType::Time32(_) | DataType::Time64(_) => "TIME".into(),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BYTES".into(),
-        DataType::List(f) | DataType::LargeList(f) => format!("ARRAY<{}>", sql_type_name(f.data_type())),
+        DataType::List(f) | DataType::LargeList(f) => {
+            format!("ARRAY<{}>", sql_type_name(f.data_type()))
+        }
         DataType::Map(entries, _) => match entries.data_type() {
             DataType::Struct(kv) if kv.len() == 2 => {
                 // sqlparser reads MAP(K, V); ksqlDB's MAP<K, V> does not parse.
-                format!("MAP({}, {})", sql_type_name(kv[0].data_type()), sql_type_name(kv[1].data_type()))
+                format!(
+                    "MAP({}, {})",
+                    sql_type_name(kv[0].data_type()),
+                    sql_type_name(kv[1].data_type())
+                )
             }
             _ => "MAP".into(),
         },

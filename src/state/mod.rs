@@ -37,7 +37,8 @@ impl StateStore {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let existing = Db::list_cf(&opts, dir).unwrap_or_else(|_| vec!["default".to_string()]);
-        let db = Db::open_cf(&opts, dir, existing).map_err(|e| err(&format!("opening {}", dir.display()), e))?;
+        let db = Db::open_cf(&opts, dir, existing)
+            .map_err(|e| err(&format!("opening {}", dir.display()), e))?;
         Ok(StateStore { db: Arc::new(db) })
     }
 
@@ -173,12 +174,15 @@ impl QueryState {
                 None => wb.delete_cf(&cf, k),
             }
         }
-        let offsets = serde_json::to_vec(offsets).map_err(|e| SluiceError::Internal(e.to_string()))?;
+        let offsets =
+            serde_json::to_vec(offsets).map_err(|e| SluiceError::Internal(e.to_string()))?;
         wb.put_cf(&cf, prefixed(META_OPERATOR, OFFSETS_KEY), offsets);
         wb.put_cf(&cf, prefixed(META_OPERATOR, EPOCH_KEY), epoch.to_be_bytes());
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.write_opt(wb, &wo).map_err(|e| err("committing checkpoint", e))
+        self.db
+            .write_opt(wb, &wo)
+            .map_err(|e| err("committing checkpoint", e))
     }
 }
 

@@ -68,7 +68,11 @@ impl TestServer {
             if up {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("sluice exited with {status}:\n{}", self.log_tail());
             }
             if Instant::now() > deadline {
@@ -95,7 +99,10 @@ impl TestServer {
     /// SIGTERM and wait for a graceful exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if c.try_wait().ok().flatten().is_some() {
@@ -118,7 +125,10 @@ impl TestServer {
     }
 
     pub fn pg_conn_string(&self) -> String {
-        format!("host=127.0.0.1 port={} user=sluice dbname=sluice", self.pg_port)
+        format!(
+            "host=127.0.0.1 port={} user=sluice dbname=sluice",
+            self.pg_port
+        )
     }
 
     /// POST /ksql; panics on a transport error, returns (status, body).
@@ -172,7 +182,10 @@ impl TestServer {
                 return rows;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting on {sql}; last rows: {rows:?}\n{}", self.log_tail());
+                panic!(
+                    "timed out waiting on {sql}; last rows: {rows:?}\n{}",
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

