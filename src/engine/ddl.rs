@@ -647,7 +647,7 @@ impl Engine {
             }
         };
         let catalog = self.catalog.read().clone();
-        let mut plan = if meta.id.starts_with("MATERIALIZE_") {
+        let plan = if meta.id.starts_with("MATERIALIZE_") {
             // A source table: its own topic, materialized, not written back.
             let relation = catalog
                 .relation(&meta.sink)
@@ -664,11 +664,6 @@ impl Engine {
         } else {
             planner::plan_continuous(&self.session_state(), &catalog, &query, false).await?
         };
-        if let Some(target) = catalog.relation(&meta.sink) {
-            if !target.is_table() {
-                conform_to(&mut plan, target)?;
-            }
-        }
         self.run_plan(meta, plan, StartFrom::Earliest).await
     }
 
@@ -705,6 +700,10 @@ impl Engine {
             .map_err(|e| {
                 SluiceError::connector(format!("reading topic '{}'", source_rel.topic), e)
             })?;
+        // The catalog's column types are what readers of the topic and pull queries
+        // see (e.g. BIGINT for an unsigned count); cast the pipeline's output to them.
+        let mut plan = plan;
+        conform_to(&mut plan, &sink_rel)?;
         let mut operators: Vec<Box<dyn Operator>> = plan.operators;
         if sink_rel.is_table() {
             let table = self.materialized_table(&sink_rel)?;

@@ -6,6 +6,7 @@ mod describe;
 mod insert;
 pub mod metrics;
 mod params;
+mod pg_catalog;
 mod query;
 pub mod result;
 pub mod session;
@@ -98,6 +99,7 @@ impl Engine {
             push_active: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             started: Instant::now(),
         });
+        engine.register_pg_catalog()?;
         engine.recover().await?;
         Ok(engine)
     }

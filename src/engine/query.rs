@@ -24,6 +24,9 @@ impl Engine {
     /// A SELECT without EMIT CHANGES: DataFusion over a snapshot of the tables
     /// (and a bounded scan of any stream's topic).
     pub(super) async fn pull_query(&self, query: &Query) -> Result<StatementResult> {
+        // psql / driver catalog syntax (pg_catalog.rs); other queries run as written.
+        let rewritten = self.rewrite_pg_catalog_query(query);
+        let query = rewritten.as_ref().unwrap_or(query);
         planner::check_relations(&self.catalog.read(), query)?;
         let state = self.session_state();
         let statement = datafusion::sql::parser::Statement::Statement(Box::new(
