@@ -10,6 +10,22 @@ pub struct SqlPosition {
     pub column: u64,
 }
 
+impl From<sqlparser::tokenizer::Location> for SqlPosition {
+    fn from(l: sqlparser::tokenizer::Location) -> Self {
+        SqlPosition {
+            line: l.line,
+            column: l.column,
+        }
+    }
+}
+
+impl SqlPosition {
+    /// Where an identifier starts in the statement text.
+    pub fn of(ident: &sqlparser::ast::Ident) -> Self {
+        ident.span.start.into()
+    }
+}
+
 impl fmt::Display for SqlPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "line {}, column {}", self.line, self.column)

@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, Int64Array, Int8Array, UInt32Array};
-use arrow::compute::{filter, filter_record_batch, take, take_record_batch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, Int8Array};
+use arrow::compute::{filter, filter_record_batch};
+use arrow::datatypes::{Int64Type, Int8Type};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
@@ -56,46 +58,20 @@ impl Chunk {
 
     /// Keeps the rows where `mask` is true.
     pub fn filter(&self, mask: &BooleanArray) -> Result<Chunk> {
-        let batch = filter_record_batch(&self.batch, mask)?;
-        let rowtime = filter(&self.rowtime, mask)?;
-        let rowtime = rowtime
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .cloned()
-            .unwrap_or_else(|| Int64Array::new_null(0));
-        let ops = match &self.ops {
-            Some(ops) => Some(
-                filter(ops, mask)?
-                    .as_any()
-                    .downcast_ref::<Int8Array>()
-                    .cloned()
-                    .unwrap_or_else(|| Int8Array::new_null(0)),
-            ),
-            None => None,
-        };
-        Ok(Chunk {
-            batch,
-            rowtime,
-            ops,
-        })
+        self.with_rows(filter_record_batch(&self.batch, mask)?, |a| filter(a, mask))
     }
 
-    /// Reorders / selects rows by index.
-    pub fn take(&self, indices: &UInt32Array) -> Result<Chunk> {
-        let batch = take_record_batch(&self.batch, indices)?;
-        let rowtime = take(&self.rowtime, indices, None)?
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .cloned()
-            .unwrap_or_else(|| Int64Array::new_null(0));
+    /// A chunk of `batch` whose event times and ops went through the same row
+    /// selection `kernel` made for the batch.
+    fn with_rows(
+        &self,
+        batch: RecordBatch,
+        kernel: impl Fn(&dyn Array) -> std::result::Result<ArrayRef, ArrowError>,
+    ) -> Result<Chunk> {
+        // Selection kernels keep the array type, so the downcasts cannot fail.
+        let rowtime = kernel(&self.rowtime)?.as_primitive::<Int64Type>().clone();
         let ops = match &self.ops {
-            Some(ops) => Some(
-                take(ops, indices, None)?
-                    .as_any()
-                    .downcast_ref::<Int8Array>()
-                    .cloned()
-                    .unwrap_or_else(|| Int8Array::new_null(0)),
-            ),
+            Some(ops) => Some(kernel(ops)?.as_primitive::<Int8Type>().clone()),
             None => None,
         };
         Ok(Chunk {

@@ -323,10 +323,7 @@ impl Engine {
                     ..
                 } => SluiceError::Sql {
                     message: format!("column '{}': {message}", col.name.value),
-                    position: Some(crate::error::SqlPosition {
-                        line: col.name.span.start.line,
-                        column: col.name.span.start.column,
-                    }),
+                    position: Some(crate::error::SqlPosition::of(&col.name)),
                     hint,
                     sqlstate,
                 },
@@ -336,10 +333,7 @@ impl Engine {
             if columns.iter().any(|c: &ColumnMeta| c.name == cname) {
                 return Err(SluiceError::sql_at(
                     format!("column '{cname}' is declared twice"),
-                    Some(crate::error::SqlPosition {
-                        line: col.name.span.start.line,
-                        column: col.name.span.start.column,
-                    }),
+                    Some(crate::error::SqlPosition::of(&col.name)),
                     None,
                 ));
             }

@@ -29,10 +29,7 @@ impl Engine {
             .ok_or_else(|| {
                 SluiceError::undefined(
                     format!("stream or table '{name}' does not exist"),
-                    Some(crate::error::SqlPosition {
-                        line: target.span.start.line,
-                        column: target.span.start.column,
-                    }),
+                    Some(crate::error::SqlPosition::of(&target)),
                     Some("SHOW STREAMS and SHOW TABLES list what exists".into()),
                 )
             })?;
@@ -48,10 +45,7 @@ impl Engine {
                     schema.index_of(&n).map_err(|_| {
                         SluiceError::undefined(
                             format!("{name} has no column '{n}'"),
-                            Some(crate::error::SqlPosition {
-                                line: c.span.start.line,
-                                column: c.span.start.column,
-                            }),
+                            Some(crate::error::SqlPosition::of(&c)),
                             Some(format!(
                                 "columns: {}",
                                 relation

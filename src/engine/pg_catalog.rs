@@ -32,7 +32,9 @@ use std::hash::{Hash, Hasher};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array, ListArray, StringArray, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, ListArray, StringArray, UInt32Array,
+};
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -42,14 +44,16 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr as DfExpr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, Expr as DfExpr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignature, Volatility,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
 use sqlparser::ast::{
-    self, BinaryOperator, CastKind, DataType as SqlType, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, GroupByExpr, Ident, JoinOperator, ObjectName, ObjectNamePart, Query, Select, SelectItem,
-    SetExpr, SetOperator, TableFactor, TableWithJoins, Value, Visit, VisitMut, Visitor, VisitorMut,
+    self, BinaryOperator, CastKind, DataType as SqlType, Expr, FunctionArg, FunctionArgExpr,
+    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, JoinOperator, ObjectName,
+    ObjectNamePart, Query, Select, SelectItem, SetExpr, SetOperator, TableFactor, TableWithJoins,
+    Value, Visit, VisitMut, Visitor, VisitorMut,
 };
 
 use super::Engine;
@@ -192,7 +196,12 @@ const PG_ATTRIBUTE: &[(&str, Ty)] = &[
     ("attmissingval", Text),
 ];
 
-const PG_NAMESPACE: &[(&str, Ty)] = &[("oid", Oid), ("nspname", Text), ("nspowner", Oid), ("nspacl", TextArr)];
+const PG_NAMESPACE: &[(&str, Ty)] = &[
+    ("oid", Oid),
+    ("nspname", Text),
+    ("nspowner", Oid),
+    ("nspacl", TextArr),
+];
 
 const PG_TYPE: &[(&str, Ty)] = &[
     ("oid", Oid),
@@ -248,7 +257,12 @@ const PG_DATABASE: &[(&str, Ty)] = &[
     ("datacl", TextArr),
 ];
 
-const PG_AM: &[(&str, Ty)] = &[("oid", Oid), ("amname", Text), ("amhandler", Text), ("amtype", Text)];
+const PG_AM: &[(&str, Ty)] = &[
+    ("oid", Oid),
+    ("amname", Text),
+    ("amhandler", Text),
+    ("amtype", Text),
+];
 
 const PG_ROLES: &[(&str, Ty)] = &[
     ("rolname", Text),
@@ -387,15 +401,26 @@ const PG_CONSTRAINT: &[(&str, Ty)] = &[
     ("conbin", Text),
 ];
 
-const PG_DESCRIPTION: &[(&str, Ty)] = &[("objoid", Oid), ("classoid", Oid), ("objsubid", I32), ("description", Text)];
-const PG_SHDESCRIPTION: &[(&str, Ty)] = &[("objoid", Oid), ("classoid", Oid), ("description", Text)];
+const PG_DESCRIPTION: &[(&str, Ty)] = &[
+    ("objoid", Oid),
+    ("classoid", Oid),
+    ("objsubid", I32),
+    ("description", Text),
+];
+const PG_SHDESCRIPTION: &[(&str, Ty)] =
+    &[("objoid", Oid), ("classoid", Oid), ("description", Text)];
 const PG_INHERITS: &[(&str, Ty)] = &[
     ("inhrelid", Oid),
     ("inhparent", Oid),
     ("inhseqno", I32),
     ("inhdetachpending", Bool),
 ];
-const PG_ATTRDEF: &[(&str, Ty)] = &[("oid", Oid), ("adrelid", Oid), ("adnum", I16), ("adbin", Text)];
+const PG_ATTRDEF: &[(&str, Ty)] = &[
+    ("oid", Oid),
+    ("adrelid", Oid),
+    ("adnum", I16),
+    ("adbin", Text),
+];
 const PG_COLLATION: &[(&str, Ty)] = &[
     ("oid", Oid),
     ("collname", Text),
@@ -563,13 +588,40 @@ const PG_SEQUENCE: &[(&str, Ty)] = &[
     ("seqcache", I64),
     ("seqcycle", Bool),
 ];
-const PG_FOREIGN_TABLE: &[(&str, Ty)] = &[("ftrelid", Oid), ("ftserver", Oid), ("ftoptions", TextArr)];
+const PG_FOREIGN_TABLE: &[(&str, Ty)] =
+    &[("ftrelid", Oid), ("ftserver", Oid), ("ftoptions", TextArr)];
 const PG_PARTITIONED_TABLE: &[(&str, Ty)] = &[
     ("partrelid", Oid),
     ("partstrat", Text),
     ("partnatts", I16),
     ("partdefid", Oid),
     ("partattrs", I16Arr),
+];
+const PG_LANGUAGE: &[(&str, Ty)] = &[
+    ("oid", Oid),
+    ("lanname", Text),
+    ("lanowner", Oid),
+    ("lanispl", Bool),
+    ("lanpltrusted", Bool),
+    ("lanplcallfoid", Oid),
+    ("laninline", Oid),
+    ("lanvalidator", Oid),
+    ("lanacl", TextArr),
+];
+const PG_CAST: &[(&str, Ty)] = &[
+    ("oid", Oid),
+    ("castsource", Oid),
+    ("casttarget", Oid),
+    ("castfunc", Oid),
+    ("castcontext", Text),
+    ("castmethod", Text),
+];
+const PG_TS_CONFIG: &[(&str, Ty)] = &[
+    ("oid", Oid),
+    ("cfgname", Text),
+    ("cfgnamespace", Oid),
+    ("cfgowner", Oid),
+    ("cfgparser", Oid),
 ];
 const PG_RANGE: &[(&str, Ty)] = &[
     ("rngtypid", Oid),
@@ -581,43 +633,246 @@ const PG_RANGE: &[(&str, Ty)] = &[
 /// Every `pg_catalog` table, with the OID its `pg_class` row gets (the real
 /// Postgres OID for the common ones).
 const TABLES: &[TableDef] = &[
-    TableDef { name: "pg_class", oid: 1259, columns: PG_CLASS, rows: Some(class_rows) },
-    TableDef { name: "pg_attribute", oid: 1249, columns: PG_ATTRIBUTE, rows: Some(attribute_rows) },
-    TableDef { name: "pg_namespace", oid: 2615, columns: PG_NAMESPACE, rows: Some(namespace_rows) },
-    TableDef { name: "pg_type", oid: 1247, columns: PG_TYPE, rows: Some(type_rows) },
-    TableDef { name: "pg_database", oid: 1262, columns: PG_DATABASE, rows: Some(database_rows) },
-    TableDef { name: "pg_am", oid: 2601, columns: PG_AM, rows: Some(am_rows) },
-    TableDef { name: "pg_roles", oid: 12_001, columns: PG_ROLES, rows: Some(roles_rows) },
-    TableDef { name: "pg_user", oid: 12_002, columns: PG_USER, rows: Some(user_rows) },
-    TableDef { name: "pg_settings", oid: 12_003, columns: PG_SETTINGS, rows: Some(settings_rows) },
-    TableDef { name: "pg_tablespace", oid: 1213, columns: PG_TABLESPACE, rows: Some(tablespace_rows) },
-    TableDef { name: "pg_tables", oid: 12_004, columns: PG_TABLES, rows: Some(tables_rows) },
-    TableDef { name: "pg_views", oid: 12_005, columns: PG_VIEWS, rows: Some(views_rows) },
-    TableDef { name: "pg_matviews", oid: 12_006, columns: PG_MATVIEWS, rows: Some(matviews_rows) },
-    TableDef { name: "pg_index", oid: 2610, columns: PG_INDEX, rows: None },
-    TableDef { name: "pg_constraint", oid: 2606, columns: PG_CONSTRAINT, rows: None },
-    TableDef { name: "pg_description", oid: 2609, columns: PG_DESCRIPTION, rows: None },
-    TableDef { name: "pg_shdescription", oid: 2396, columns: PG_SHDESCRIPTION, rows: None },
-    TableDef { name: "pg_inherits", oid: 2611, columns: PG_INHERITS, rows: None },
-    TableDef { name: "pg_attrdef", oid: 2604, columns: PG_ATTRDEF, rows: None },
-    TableDef { name: "pg_collation", oid: 3456, columns: PG_COLLATION, rows: None },
-    TableDef { name: "pg_policy", oid: 3256, columns: PG_POLICY, rows: None },
-    TableDef { name: "pg_statistic_ext", oid: 3381, columns: PG_STATISTIC_EXT, rows: None },
-    TableDef { name: "pg_publication", oid: 6104, columns: PG_PUBLICATION, rows: None },
-    TableDef { name: "pg_publication_rel", oid: 6106, columns: PG_PUBLICATION_REL, rows: None },
-    TableDef { name: "pg_publication_namespace", oid: 6237, columns: PG_PUBLICATION_NAMESPACE, rows: None },
-    TableDef { name: "pg_rewrite", oid: 2618, columns: PG_REWRITE, rows: None },
-    TableDef { name: "pg_trigger", oid: 2620, columns: PG_TRIGGER, rows: None },
-    TableDef { name: "pg_proc", oid: 1255, columns: PG_PROC, rows: None },
-    TableDef { name: "pg_extension", oid: 3079, columns: PG_EXTENSION, rows: None },
-    TableDef { name: "pg_auth_members", oid: 1261, columns: PG_AUTH_MEMBERS, rows: None },
-    TableDef { name: "pg_event_trigger", oid: 3466, columns: PG_EVENT_TRIGGER, rows: None },
-    TableDef { name: "pg_enum", oid: 3501, columns: PG_ENUM, rows: None },
-    TableDef { name: "pg_depend", oid: 2608, columns: PG_DEPEND, rows: None },
-    TableDef { name: "pg_sequence", oid: 2224, columns: PG_SEQUENCE, rows: None },
-    TableDef { name: "pg_foreign_table", oid: 3118, columns: PG_FOREIGN_TABLE, rows: None },
-    TableDef { name: "pg_partitioned_table", oid: 3350, columns: PG_PARTITIONED_TABLE, rows: None },
-    TableDef { name: "pg_range", oid: 3541, columns: PG_RANGE, rows: None },
+    TableDef {
+        name: "pg_class",
+        oid: 1259,
+        columns: PG_CLASS,
+        rows: Some(class_rows),
+    },
+    TableDef {
+        name: "pg_attribute",
+        oid: 1249,
+        columns: PG_ATTRIBUTE,
+        rows: Some(attribute_rows),
+    },
+    TableDef {
+        name: "pg_namespace",
+        oid: 2615,
+        columns: PG_NAMESPACE,
+        rows: Some(namespace_rows),
+    },
+    TableDef {
+        name: "pg_type",
+        oid: 1247,
+        columns: PG_TYPE,
+        rows: Some(type_rows),
+    },
+    TableDef {
+        name: "pg_database",
+        oid: 1262,
+        columns: PG_DATABASE,
+        rows: Some(database_rows),
+    },
+    TableDef {
+        name: "pg_am",
+        oid: 2601,
+        columns: PG_AM,
+        rows: Some(am_rows),
+    },
+    TableDef {
+        name: "pg_roles",
+        oid: 12_001,
+        columns: PG_ROLES,
+        rows: Some(roles_rows),
+    },
+    TableDef {
+        name: "pg_user",
+        oid: 12_002,
+        columns: PG_USER,
+        rows: Some(user_rows),
+    },
+    TableDef {
+        name: "pg_settings",
+        oid: 12_003,
+        columns: PG_SETTINGS,
+        rows: Some(settings_rows),
+    },
+    TableDef {
+        name: "pg_tablespace",
+        oid: 1213,
+        columns: PG_TABLESPACE,
+        rows: Some(tablespace_rows),
+    },
+    TableDef {
+        name: "pg_tables",
+        oid: 12_004,
+        columns: PG_TABLES,
+        rows: Some(tables_rows),
+    },
+    TableDef {
+        name: "pg_views",
+        oid: 12_005,
+        columns: PG_VIEWS,
+        rows: Some(views_rows),
+    },
+    TableDef {
+        name: "pg_matviews",
+        oid: 12_006,
+        columns: PG_MATVIEWS,
+        rows: Some(matviews_rows),
+    },
+    TableDef {
+        name: "pg_index",
+        oid: 2610,
+        columns: PG_INDEX,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_constraint",
+        oid: 2606,
+        columns: PG_CONSTRAINT,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_description",
+        oid: 2609,
+        columns: PG_DESCRIPTION,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_shdescription",
+        oid: 2396,
+        columns: PG_SHDESCRIPTION,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_inherits",
+        oid: 2611,
+        columns: PG_INHERITS,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_attrdef",
+        oid: 2604,
+        columns: PG_ATTRDEF,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_collation",
+        oid: 3456,
+        columns: PG_COLLATION,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_policy",
+        oid: 3256,
+        columns: PG_POLICY,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_statistic_ext",
+        oid: 3381,
+        columns: PG_STATISTIC_EXT,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_publication",
+        oid: 6104,
+        columns: PG_PUBLICATION,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_publication_rel",
+        oid: 6106,
+        columns: PG_PUBLICATION_REL,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_publication_namespace",
+        oid: 6237,
+        columns: PG_PUBLICATION_NAMESPACE,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_rewrite",
+        oid: 2618,
+        columns: PG_REWRITE,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_trigger",
+        oid: 2620,
+        columns: PG_TRIGGER,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_proc",
+        oid: 1255,
+        columns: PG_PROC,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_extension",
+        oid: 3079,
+        columns: PG_EXTENSION,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_auth_members",
+        oid: 1261,
+        columns: PG_AUTH_MEMBERS,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_event_trigger",
+        oid: 3466,
+        columns: PG_EVENT_TRIGGER,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_enum",
+        oid: 3501,
+        columns: PG_ENUM,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_depend",
+        oid: 2608,
+        columns: PG_DEPEND,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_sequence",
+        oid: 2224,
+        columns: PG_SEQUENCE,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_foreign_table",
+        oid: 3118,
+        columns: PG_FOREIGN_TABLE,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_partitioned_table",
+        oid: 3350,
+        columns: PG_PARTITIONED_TABLE,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_range",
+        oid: 3541,
+        columns: PG_RANGE,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_language",
+        oid: 2612,
+        columns: PG_LANGUAGE,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_cast",
+        oid: 2605,
+        columns: PG_CAST,
+        rows: None,
+    },
+    TableDef {
+        name: "pg_ts_config",
+        oid: 3602,
+        columns: PG_TS_CONFIG,
+        rows: None,
+    },
 ];
 
 fn table_def(name: &str) -> Option<&'static TableDef> {
@@ -640,12 +895,35 @@ struct PgTypeInfo {
     array: u32,
 }
 
-const fn ty(oid: u32, name: &'static str, display: &'static str, len: i16, category: &'static str, array: u32) -> PgTypeInfo {
-    PgTypeInfo { oid, name, display, len, category, elem: 0, array }
+const fn ty(
+    oid: u32,
+    name: &'static str,
+    display: &'static str,
+    len: i16,
+    category: &'static str,
+    array: u32,
+) -> PgTypeInfo {
+    PgTypeInfo {
+        oid,
+        name,
+        display,
+        len,
+        category,
+        elem: 0,
+        array,
+    }
 }
 
 const fn arr(oid: u32, name: &'static str, display: &'static str, elem: u32) -> PgTypeInfo {
-    PgTypeInfo { oid, name, display, len: -1, category: "A", elem, array: 0 }
+    PgTypeInfo {
+        oid,
+        name,
+        display,
+        len: -1,
+        category: "A",
+        elem,
+        array: 0,
+    }
 }
 
 const TYPES: &[PgTypeInfo] = &[
@@ -665,8 +943,22 @@ const TYPES: &[PgTypeInfo] = &[
     ty(1043, "varchar", "character varying", -1, "S", 1015),
     ty(1082, "date", "date", 4, "D", 1182),
     ty(1083, "time", "time without time zone", 8, "D", 1183),
-    ty(1114, "timestamp", "timestamp without time zone", 8, "D", 1115),
-    ty(1184, "timestamptz", "timestamp with time zone", 8, "D", 1185),
+    ty(
+        1114,
+        "timestamp",
+        "timestamp without time zone",
+        8,
+        "D",
+        1115,
+    ),
+    ty(
+        1184,
+        "timestamptz",
+        "timestamp with time zone",
+        8,
+        "D",
+        1185,
+    ),
     ty(1186, "interval", "interval", 16, "T", 1187),
     ty(1700, "numeric", "numeric", -1, "N", 1231),
     ty(2950, "uuid", "uuid", 16, "U", 2951),
@@ -718,7 +1010,10 @@ fn format_type(oid: u32, typmod: Option<i64>) -> String {
 fn column_type(dt: &DataType) -> (u32, i32) {
     let oid = crate::serve::pg_type(dt).oid();
     let typmod = match dt {
-        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) | DataType::Decimal256(p, s)
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s)
             if *s >= 0 =>
         {
             ((i32::from(*p) << 16) | i32::from(*s as u8)) + 4
@@ -767,7 +1062,9 @@ fn is_materialized_view(r: &Relation) -> bool {
         .take(5)
         .map(|w| w.to_ascii_uppercase())
         .collect();
-    words.windows(2).any(|w| w[0] == "MATERIALIZED" && w[1] == "VIEW")
+    words
+        .windows(2)
+        .any(|w| w[0] == "MATERIALIZED" && w[1] == "VIEW")
 }
 
 /// The definition `pg_get_viewdef` and `pg_views` show: the statement that
@@ -861,14 +1158,7 @@ fn null() -> ScalarValue {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn class_row(
-    oid_: u32,
-    name: &str,
-    namespace: u32,
-    kind: &str,
-    natts: usize,
-    am: u32,
-) -> Row {
+fn class_row(oid_: u32, name: &str, namespace: u32, kind: &str, natts: usize, am: u32) -> Row {
     vec![
         oid(oid_),
         text(name),
@@ -913,7 +1203,14 @@ fn class_rows(s: &Snapshot) -> Vec<Row> {
         .map(|r| {
             let kind = relkind(r);
             let am = if kind == "v" { 0 } else { AM_HEAP };
-            class_row(relation_oid(&r.name), &r.name, NS_PUBLIC, kind, r.columns.len(), am)
+            class_row(
+                relation_oid(&r.name),
+                &r.name,
+                NS_PUBLIC,
+                kind,
+                r.columns.len(),
+                am,
+            )
         })
         .collect();
     rows.extend(
@@ -925,7 +1222,14 @@ fn class_rows(s: &Snapshot) -> Vec<Row> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attribute_row(rel: u32, name: &str, num: usize, type_oid: u32, typmod: i32, not_null: bool) -> Row {
+fn attribute_row(
+    rel: u32,
+    name: &str,
+    num: usize,
+    type_oid: u32,
+    typmod: i32,
+    not_null: bool,
+) -> Row {
     let len = type_info(type_oid).map(|t| t.len).unwrap_or(-1);
     vec![
         oid(rel),
@@ -964,7 +1268,14 @@ fn attribute_rows(s: &Snapshot) -> Vec<Row> {
         let schema = r.schema();
         for (i, f) in schema.fields().iter().enumerate() {
             let (type_oid, typmod) = column_type(f.data_type());
-            rows.push(attribute_row(rel, f.name(), i + 1, type_oid, typmod, !f.is_nullable()));
+            rows.push(attribute_row(
+                rel,
+                f.name(),
+                i + 1,
+                type_oid,
+                typmod,
+                !f.is_nullable(),
+            ));
         }
     }
     for t in TABLES {
@@ -1020,7 +1331,11 @@ fn type_rows(_: &Snapshot) -> Vec<Row> {
                 oid(0),
                 int4(-1),
                 int4(0),
-                oid(if matches!(t.oid, 25 | 1042 | 1043) { 100 } else { 0 }),
+                oid(if matches!(t.oid, 25 | 1042 | 1043) {
+                    100
+                } else {
+                    0
+                }),
                 null(),
                 null(),
                 null(),
@@ -1052,7 +1367,12 @@ fn database_rows(_: &Snapshot) -> Vec<Row> {
 
 fn am_rows(_: &Snapshot) -> Vec<Row> {
     vec![
-        vec![oid(AM_HEAP), text("heap"), text("heap_tableam_handler"), text("t")],
+        vec![
+            oid(AM_HEAP),
+            text("heap"),
+            text("heap_tableam_handler"),
+            text("t"),
+        ],
         vec![oid(403), text("btree"), text("bthandler"), text("i")],
     ]
 }
@@ -1096,7 +1416,11 @@ fn settings() -> Vec<(&'static str, String, &'static str)> {
         ("application_name", String::new(), "string"),
         ("client_encoding", "UTF8".into(), "string"),
         ("DateStyle", "ISO, MDY".into(), "string"),
-        ("default_transaction_isolation", "read committed".into(), "enum"),
+        (
+            "default_transaction_isolation",
+            "read committed".into(),
+            "enum",
+        ),
         ("default_transaction_read_only", "off".into(), "bool"),
         ("extra_float_digits", "1".into(), "integer"),
         ("integer_datetimes", "on".into(), "bool"),
@@ -1107,7 +1431,11 @@ fn settings() -> Vec<(&'static str, String, &'static str)> {
         ("max_identifier_length", "63".into(), "integer"),
         ("search_path", "\"$user\", public".into(), "string"),
         ("server_encoding", "UTF8".into(), "string"),
-        ("server_version", crate::serve::SERVER_VERSION.to_string(), "string"),
+        (
+            "server_version",
+            crate::serve::SERVER_VERSION.to_string(),
+            "string",
+        ),
         ("server_version_num", "150000".into(), "integer"),
         ("standard_conforming_strings", "on".into(), "bool"),
         ("TimeZone", "UTC".into(), "string"),
@@ -1152,7 +1480,13 @@ fn settings_rows(_: &Snapshot) -> Vec<Row> {
 
 fn tablespace_rows(_: &Snapshot) -> Vec<Row> {
     vec![
-        vec![oid(TABLESPACE_DEFAULT), text("pg_default"), oid(ROLE_OID), null(), null()],
+        vec![
+            oid(TABLESPACE_DEFAULT),
+            text("pg_default"),
+            oid(ROLE_OID),
+            null(),
+            null(),
+        ],
         vec![oid(1664), text("pg_global"), oid(ROLE_OID), null(), null()],
     ]
 }
@@ -1184,7 +1518,14 @@ fn views_rows(s: &Snapshot) -> Vec<Row> {
     s.relations
         .iter()
         .filter(|r| relkind(r) == "v")
-        .map(|r| vec![text("public"), text(&r.name), text(ROLE), text(definition(r))])
+        .map(|r| {
+            vec![
+                text("public"),
+                text(&r.name),
+                text(ROLE),
+                text(definition(r)),
+            ]
+        })
         .collect()
 }
 
@@ -1260,7 +1601,9 @@ struct PgTable {
 
 impl fmt::Debug for PgTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgTable").field("name", &self.def.name).finish()
+        f.debug_struct("PgTable")
+            .field("name", &self.def.name)
+            .finish()
     }
 }
 
@@ -1286,7 +1629,11 @@ impl TableProvider for PgTable {
             None => Vec::new(),
         };
         let batch = build_batch(&self.schema, &rows)?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())?)
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
     }
 }
 
@@ -1307,7 +1654,9 @@ struct PgFunction {
 
 impl fmt::Debug for PgFunction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgFunction").field("name", &self.name).finish()
+        f.debug_struct("PgFunction")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -1352,10 +1701,19 @@ impl ScalarUDFImpl for PgFunction {
 fn signature(arities: &[usize]) -> Signature {
     let sigs: Vec<TypeSignature> = arities
         .iter()
-        .map(|&n| if n == 0 { TypeSignature::Nullary } else { TypeSignature::Any(n) })
+        .map(|&n| {
+            if n == 0 {
+                TypeSignature::Nullary
+            } else {
+                TypeSignature::Any(n)
+            }
+        })
         .collect();
     if sigs.len() == 1 {
-        Signature::new(sigs.into_iter().next().unwrap_or(TypeSignature::Nullary), Volatility::Stable)
+        Signature::new(
+            sigs.into_iter().next().unwrap_or(TypeSignature::Nullary),
+            Volatility::Stable,
+        )
     } else {
         Signature::one_of(sigs, Volatility::Stable)
     }
@@ -1396,7 +1754,10 @@ fn oid_arg(a: &ArrayRef) -> DfResult<Vec<Option<u32>>> {
         .as_any()
         .downcast_ref::<Int64Array>()
         .ok_or_else(|| DataFusionError::Internal("cast to Int64".into()))?;
-    Ok(ints.iter().map(|v| v.and_then(|v| u32::try_from(v).ok())).collect())
+    Ok(ints
+        .iter()
+        .map(|v| v.and_then(|v| u32::try_from(v).ok()))
+        .collect())
 }
 
 fn int_arg(a: &ArrayRef) -> DfResult<Vec<Option<i64>>> {
@@ -1424,7 +1785,10 @@ fn oid_to_text(
     f: impl Fn(u32) -> Option<String> + Send + Sync + 'static,
 ) -> ScalarUDF {
     udf(name, arities, DataType::Utf8, move |args, _| {
-        let out: StringArray = oid_arg(&args[0])?.into_iter().map(|o| o.and_then(&f)).collect();
+        let out: StringArray = oid_arg(&args[0])?
+            .into_iter()
+            .map(|o| o.and_then(&f))
+            .collect();
         Ok(Arc::new(out) as ArrayRef)
     })
 }
@@ -1448,7 +1812,9 @@ fn text_to_oid(
 fn always_true(name: &'static str, arities: &[usize]) -> ScalarUDF {
     udf(name, arities, DataType::Boolean, |args, n| {
         let out: BooleanArray = match args.first() {
-            Some(a) => (0..a.len()).map(|i| a.is_valid(i).then_some(true)).collect(),
+            Some(a) => (0..a.len())
+                .map(|i| a.is_valid(i).then_some(true))
+                .collect(),
             None => (0..n).map(|_| Some(true)).collect(),
         };
         Ok(Arc::new(out) as ArrayRef)
@@ -1477,19 +1843,53 @@ fn pg_size_pretty(bytes: i64) -> String {
 /// `quote_ident`: quotes an identifier when Postgres would need it.
 fn quote_ident(s: &str) -> String {
     let plain = !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !matches!(
             s,
-            "all" | "and" | "as" | "asc" | "by" | "case" | "cast" | "check" | "column" | "create" | "default"
-                | "desc" | "distinct" | "else" | "end" | "false" | "from" | "group" | "having" | "in" | "into"
-                | "is" | "join" | "limit" | "not" | "null" | "on" | "or" | "order" | "select" | "table" | "then"
-                | "to" | "true" | "union" | "user" | "using" | "when" | "where" | "with"
+            "all"
+                | "and"
+                | "as"
+                | "asc"
+                | "by"
+                | "case"
+                | "cast"
+                | "check"
+                | "column"
+                | "create"
+                | "default"
+                | "desc"
+                | "distinct"
+                | "else"
+                | "end"
+                | "false"
+                | "from"
+                | "group"
+                | "having"
+                | "in"
+                | "into"
+                | "is"
+                | "join"
+                | "limit"
+                | "not"
+                | "null"
+                | "on"
+                | "or"
+                | "order"
+                | "select"
+                | "table"
+                | "then"
+                | "to"
+                | "true"
+                | "union"
+                | "user"
+                | "using"
+                | "when"
+                | "where"
+                | "with"
         );
     if plain {
         s.to_string()
@@ -1535,12 +1935,28 @@ fn functions(source: SnapshotSource) -> Vec<ScalarUDF> {
     vec![
         // Session and server facts.
         constant("version", &[0], ScalarValue::Utf8(Some(version))),
-        constant("current_database", &[0], ScalarValue::Utf8(Some(DATABASE.into()))),
-        constant("current_catalog", &[0], ScalarValue::Utf8(Some(DATABASE.into()))),
-        constant("current_schema", &[0], ScalarValue::Utf8(Some("public".into()))),
+        constant(
+            "current_database",
+            &[0],
+            ScalarValue::Utf8(Some(DATABASE.into())),
+        ),
+        constant(
+            "current_catalog",
+            &[0],
+            ScalarValue::Utf8(Some(DATABASE.into())),
+        ),
+        constant(
+            "current_schema",
+            &[0],
+            ScalarValue::Utf8(Some("public".into())),
+        ),
         constant("current_user", &[0], ScalarValue::Utf8(Some(ROLE.into()))),
         constant("session_user", &[0], ScalarValue::Utf8(Some(ROLE.into()))),
-        constant("pg_backend_pid", &[0], ScalarValue::Int32(Some(std::process::id() as i32))),
+        constant(
+            "pg_backend_pid",
+            &[0],
+            ScalarValue::Int32(Some(std::process::id() as i32)),
+        ),
         constant("pg_is_in_recovery", &[0], ScalarValue::Boolean(Some(false))),
         udf(
             "current_schemas",
@@ -1595,7 +2011,9 @@ fn functions(source: SnapshotSource) -> Vec<ScalarUDF> {
         oid_to_text("pg_get_viewdef", &[1, 2], move |o| {
             viewdef_source.snapshot().relation_by_oid(o).map(definition)
         }),
-        text_to_oid("to_regclass", move |name| regclass_source.snapshot().regclass(name)),
+        text_to_oid("to_regclass", move |name| {
+            regclass_source.snapshot().regclass(name)
+        }),
         text_to_oid("to_regtype", |name| {
             let name = name.trim().trim_start_matches("pg_catalog.");
             TYPES
@@ -1626,7 +2044,11 @@ fn functions(source: SnapshotSource) -> Vec<ScalarUDF> {
         always_true("has_any_column_privilege", &[2, 3]),
         always_true("has_function_privilege", &[2, 3]),
         always_true("pg_has_role", &[2, 3]),
-        constant("pg_relation_is_publishable", &[1], ScalarValue::Boolean(Some(false))),
+        constant(
+            "pg_relation_is_publishable",
+            &[1],
+            ScalarValue::Boolean(Some(false)),
+        ),
         // Definitions of objects Sluice does not have, and comments.
         null_text("pg_get_expr", &[2, 3]),
         null_text("pg_get_indexdef", &[1, 3]),
@@ -1688,10 +2110,9 @@ impl Engine {
                 .register_table(def.name.to_string(), Arc::new(table))
                 .map_err(crate::planner::df_error)?;
         }
-        let catalog = self
-            .ctx
-            .catalog(DATABASE)
-            .ok_or_else(|| SluiceError::Internal(format!("DataFusion catalog '{DATABASE}' is missing")))?;
+        let catalog = self.ctx.catalog(DATABASE).ok_or_else(|| {
+            SluiceError::Internal(format!("DataFusion catalog '{DATABASE}' is missing"))
+        })?;
         catalog
             .register_schema("pg_catalog", Arc::new(schema))
             .map_err(crate::planner::df_error)?;
@@ -1704,7 +2125,8 @@ impl Engine {
     /// Rewrites a pull query that touches `pg_catalog` (see [`CatalogRewrite`]);
     /// `None` for every other query, which runs as written.
     pub(crate) fn rewrite_pg_catalog_query(&self, query: &Query) -> Option<Query> {
-        let user_relations: HashSet<String> = self.catalog.read().relations.keys().cloned().collect();
+        let user_relations: HashSet<String> =
+            self.catalog.read().relations.keys().cloned().collect();
         rewrite_query(query, &user_relations)
     }
 }
@@ -1749,7 +2171,11 @@ fn is_pg_catalog_qualified(name: &ObjectName) -> bool {
 
 /// A catalog table name written without schema, the way Postgres' search path
 /// (which always starts with pg_catalog) lets clients write `FROM pg_class`.
-fn is_unqualified_catalog_table(name: &ObjectName, user_relations: &HashSet<String>, ctes: &HashSet<String>) -> bool {
+fn is_unqualified_catalog_table(
+    name: &ObjectName,
+    user_relations: &HashSet<String>,
+    ctes: &HashSet<String>,
+) -> bool {
     let parts = name_parts(name);
     parts.len() == 1
         && table_def(&parts[0]).is_some()
@@ -1777,10 +2203,18 @@ fn cte_names(query: &Query) -> HashSet<String> {
 
 /// Casts to these types only exist in Postgres' catalog world.
 fn is_pg_type_name(name: &str) -> bool {
-    name.starts_with("reg") || matches!(name, "oid" | "name" | "xid" | "cid" | "tid" | "int2vector" | "oidvector")
+    name.starts_with("reg")
+        || matches!(
+            name,
+            "oid" | "name" | "xid" | "cid" | "tid" | "int2vector" | "oidvector"
+        )
 }
 
-fn touches_pg_catalog(query: &Query, user_relations: &HashSet<String>, ctes: &HashSet<String>) -> bool {
+fn touches_pg_catalog(
+    query: &Query,
+    user_relations: &HashSet<String>,
+    ctes: &HashSet<String>,
+) -> bool {
     struct Detect<'a> {
         user_relations: &'a HashSet<String>,
         ctes: &'a HashSet<String>,
@@ -1788,7 +2222,9 @@ fn touches_pg_catalog(query: &Query, user_relations: &HashSet<String>, ctes: &Ha
     impl Visitor for Detect<'_> {
         type Break = ();
         fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
-            if is_pg_catalog_qualified(name) || is_unqualified_catalog_table(name, self.user_relations, self.ctes) {
+            if is_pg_catalog_qualified(name)
+                || is_unqualified_catalog_table(name, self.user_relations, self.ctes)
+            {
                 return ControlFlow::Break(());
             }
             ControlFlow::Continue(())
@@ -1814,7 +2250,10 @@ fn touches_pg_catalog(query: &Query, user_relations: &HashSet<String>, ctes: &Ha
         }
     }
     query
-        .visit(&mut Detect { user_relations, ctes })
+        .visit(&mut Detect {
+            user_relations,
+            ctes,
+        })
         .is_break()
 }
 
@@ -1822,6 +2261,7 @@ fn touches_pg_catalog(query: &Query, user_relations: &HashSet<String>, ctes: &Ha
 /// such as `pg_catalog.regclass` or `"char"`.
 fn custom_type_name(dt: &SqlType) -> Option<(bool, String)> {
     match dt {
+        SqlType::Regclass => Some((false, "regclass".to_string())),
         SqlType::Custom(name, _) => {
             let parts = name_parts(name);
             match parts.as_slice() {
@@ -1880,7 +2320,8 @@ impl VisitorMut for CatalogRewrite<'_> {
                     name.0.remove(0);
                 }
             } else if is_unqualified_catalog_table(name, self.user_relations, self.ctes) {
-                name.0.insert(0, ObjectNamePart::Identifier(Ident::new("pg_catalog")));
+                name.0
+                    .insert(0, ObjectNamePart::Identifier(Ident::new("pg_catalog")));
             }
         }
         ControlFlow::Continue(())
@@ -1979,7 +2420,9 @@ fn map_operator(parts: &[String]) -> Option<BinaryOperator> {
 /// to leave the cast alone.
 fn map_type(name: &str) -> Option<SqlType> {
     Some(match name {
-        "text" | "name" | "char" | "bpchar" | "varchar" | "citext" | "pg_node_tree" | "aclitem" => SqlType::Text,
+        "text" | "name" | "char" | "bpchar" | "varchar" | "citext" | "pg_node_tree" | "aclitem" => {
+            SqlType::Text
+        }
         "oid" | "xid" | "cid" | "int8" => SqlType::BigInt(None),
         "int2" => SqlType::SmallInt(None),
         "int4" => SqlType::Int(None),
@@ -2004,13 +2447,26 @@ fn rewrite_expr(expr: &mut Expr) {
                             elem: vec![],
                             named: true,
                         });
+                    } else if let Some(e) =
+                        unnest_transform(q).or_else(|| aggregate_subquery(q, "array_agg"))
+                    {
+                        *expr = e;
                     }
                 }
             }
         }
         Expr::Subquery(q) if query_is_empty(q) => *expr = null_expr(),
-        Expr::Exists { subquery, negated } if query_is_empty(subquery) => *expr = bool_expr(*negated),
-        Expr::InSubquery { subquery, negated, .. } if query_is_empty(subquery) => *expr = bool_expr(*negated),
+        Expr::Subquery(q) => {
+            if let Some(e) = aggregate_subquery(q, "max") {
+                *expr = e;
+            }
+        }
+        Expr::Exists { subquery, negated } if query_is_empty(subquery) => {
+            *expr = bool_expr(*negated)
+        }
+        Expr::InSubquery {
+            subquery, negated, ..
+        } if query_is_empty(subquery) => *expr = bool_expr(*negated),
         Expr::Collate { expr: inner, .. } => {
             let inner = std::mem::replace(inner.as_mut(), null_expr());
             *expr = inner;
@@ -2023,7 +2479,9 @@ fn rewrite_expr(expr: &mut Expr) {
             }
         }
         Expr::Cast {
-            expr: inner, data_type, ..
+            expr: inner,
+            data_type,
+            ..
         } => {
             let Some((_, name)) = custom_type_name(data_type) else {
                 if let SqlType::Array(ast::ArrayElemTypeDef::SquareBracket(elem, _)) = data_type {
@@ -2053,13 +2511,126 @@ fn rewrite_expr(expr: &mut Expr) {
     }
 }
 
+/// The one expression a simple `SELECT e FROM ... [WHERE ...] [ORDER BY ...]`
+/// projects, and its SELECT, when it has no grouping, aggregates, DISTINCT or
+/// LIMIT.
+fn single_expression(q: &Query) -> Option<(&Select, &Expr)> {
+    if q.with.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return None;
+    }
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    if s.projection.len() != 1
+        || s.distinct.is_some()
+        || !group_by_is_empty(s)
+        || s.having.is_some()
+        || has_aggregate(s)
+    {
+        return None;
+    }
+    match &s.projection[0] {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some((s, e)),
+        _ => None,
+    }
+}
+
+/// `ARRAY(SELECT e FROM unnest(a) x)` is `array_transform(a, x -> e)` (or just
+/// `a` when `e` is `x`).
+fn unnest_transform(q: &Query) -> Option<Expr> {
+    let (s, e) = single_expression(q)?;
+    if q.order_by.is_some()
+        || s.selection.is_some()
+        || s.from.len() != 1
+        || !s.from[0].joins.is_empty()
+    {
+        return None;
+    }
+    let (array, alias) = match &s.from[0].relation {
+        TableFactor::UNNEST {
+            alias,
+            array_exprs,
+            with_offset: false,
+            with_ordinality: false,
+            ..
+        } if array_exprs.len() == 1 => (array_exprs[0].clone(), alias.as_ref()?),
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } if name_parts(name) == ["unnest"] && args.args.len() == 1 => match &args.args[0] {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(a)) => (a.clone(), alias.as_ref()?),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let var = alias
+        .columns
+        .first()
+        .map(|c| c.name.clone())
+        .unwrap_or_else(|| alias.name.clone());
+    if matches!(e, Expr::Identifier(i) if ident_name(i) == ident_name(&var)) {
+        return Some(array);
+    }
+    let lambda = Expr::Lambda(ast::LambdaFunction {
+        params: ast::OneOrManyWithParens::One(ast::LambdaFunctionParameter {
+            name: var,
+            data_type: None,
+        }),
+        body: Box::new(e.clone()),
+        syntax: ast::LambdaSyntax::Arrow,
+    });
+    Some(call("array_transform", vec![array, lambda]))
+}
+
+/// `(SELECT e FROM ... ORDER BY o)` as `(SELECT agg(e ORDER BY o) FROM ...)`:
+/// `array_agg` for `ARRAY(subquery)`, `max` for a scalar subquery (which
+/// Postgres requires to return at most one row, and DataFusion requires to be
+/// aggregated when correlated).
+fn aggregate_subquery(q: &Query, aggregate: &str) -> Option<Expr> {
+    let (_, e) = single_expression(q)?;
+    let mut order = Vec::new();
+    if let Some(order_by) = &q.order_by {
+        let ast::OrderByKind::Expressions(exprs) = &order_by.kind else {
+            return None;
+        };
+        for o in exprs {
+            let mut o = o.clone();
+            // `ORDER BY 1` names the projected expression.
+            if matches!(&o.expr, Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n == "1"))
+            {
+                o.expr = e.clone();
+            }
+            order.push(o);
+        }
+    }
+    let mut agg = call(aggregate, vec![e.clone()]);
+    if let Expr::Function(f) = &mut agg {
+        if let FunctionArguments::List(list) = &mut f.args {
+            if !order.is_empty() && aggregate == "array_agg" {
+                list.clauses
+                    .push(ast::FunctionArgumentClause::OrderBy(order));
+            }
+        }
+    }
+    let mut q = q.clone();
+    q.order_by = None;
+    if let SetExpr::Select(s) = q.body.as_mut() {
+        s.projection = vec![SelectItem::UnnamedExpr(agg)];
+    }
+    Some(Expr::Subquery(Box::new(q)))
+}
+
 /// The name Postgres gives an unnamed output column (FigureColname).
 fn pg_column_name(e: &Expr) -> Option<String> {
     match e {
         Expr::Identifier(i) => Some(ident_name(i)),
         Expr::CompoundIdentifier(parts) => parts.last().map(ident_name),
         Expr::Function(f) => name_parts(&f.name).last().cloned(),
-        Expr::Cast { expr, data_type, .. } => pg_column_name(expr).or_else(|| {
+        Expr::Cast {
+            expr, data_type, ..
+        } => pg_column_name(expr).or_else(|| {
             Some(match custom_type_name(data_type) {
                 Some((_, n)) => n,
                 None => data_type.to_string().to_ascii_lowercase(),
@@ -2126,9 +2697,13 @@ fn is_empty_table(name: &ObjectName) -> bool {
 
 fn factor_is_empty(factor: &TableFactor) -> bool {
     match factor {
-        TableFactor::Table { name, args: None, .. } => is_empty_table(name),
+        TableFactor::Table {
+            name, args: None, ..
+        } => is_empty_table(name),
         TableFactor::Derived { subquery, .. } => query_is_empty(subquery),
-        TableFactor::NestedJoin { table_with_joins, .. } => join_is_empty(table_with_joins),
+        TableFactor::NestedJoin {
+            table_with_joins, ..
+        } => join_is_empty(table_with_joins),
         _ => false,
     }
 }
@@ -2157,8 +2732,24 @@ fn join_is_empty(twj: &TableWithJoins) -> bool {
 }
 
 const AGGREGATES: &[&str] = &[
-    "count", "sum", "min", "max", "avg", "string_agg", "array_agg", "bool_and", "bool_or", "every", "json_agg",
-    "jsonb_agg", "json_object_agg", "jsonb_object_agg", "stddev", "variance", "bit_and", "bit_or",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "string_agg",
+    "array_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "stddev",
+    "variance",
+    "bit_and",
+    "bit_or",
 ];
 
 fn has_aggregate(select: &Select) -> bool {
@@ -2178,7 +2769,9 @@ fn has_aggregate(select: &Select) -> bool {
             if let Expr::Function(f) = e {
                 if self.1 == 0
                     && f.over.is_none()
-                    && name_parts(&f.name).last().is_some_and(|n| AGGREGATES.contains(&n.as_str()))
+                    && name_parts(&f.name)
+                        .last()
+                        .is_some_and(|n| AGGREGATES.contains(&n.as_str()))
                 {
                     self.0 = true;
                     return ControlFlow::Break(());
@@ -2204,7 +2797,8 @@ fn select_is_empty(select: &Select) -> bool {
     if group_by_is_empty(select) && has_aggregate(select) {
         return false;
     }
-    let where_false = matches!(&select.selection, Some(Expr::Value(v)) if v.value == Value::Boolean(false));
+    let where_false =
+        matches!(&select.selection, Some(Expr::Value(v)) if v.value == Value::Boolean(false));
     where_false || select.from.iter().any(join_is_empty)
 }
 
@@ -2212,7 +2806,9 @@ fn set_expr_is_empty(body: &SetExpr) -> bool {
     match body {
         SetExpr::Select(s) => select_is_empty(s),
         SetExpr::Query(q) => query_is_empty(q),
-        SetExpr::SetOperation { op, left, right, .. } => match op {
+        SetExpr::SetOperation {
+            op, left, right, ..
+        } => match op {
             SetOperator::Union => set_expr_is_empty(left) && set_expr_is_empty(right),
             SetOperator::Intersect => set_expr_is_empty(left) || set_expr_is_empty(right),
             SetOperator::Except | SetOperator::Minus => set_expr_is_empty(left),
@@ -2235,7 +2831,9 @@ fn output_names(body: &SetExpr) -> Option<Vec<String>> {
             .iter()
             .map(|item| match item {
                 SelectItem::ExprWithAlias { alias, .. } => Some(ident_name(alias)),
-                SelectItem::UnnamedExpr(e) => Some(pg_column_name(e).unwrap_or_else(|| "?column?".into())),
+                SelectItem::UnnamedExpr(e) => {
+                    Some(pg_column_name(e).unwrap_or_else(|| "?column?".into()))
+                }
                 _ => None,
             })
             .collect(),
@@ -2306,4 +2904,3 @@ fn prune(query: &mut Query) {
     query.limit_clause = None;
     query.fetch = None;
 }
-

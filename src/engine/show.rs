@@ -176,10 +176,7 @@ impl Engine {
         let relation = catalog.relation(&n).ok_or_else(|| {
             SluiceError::undefined(
                 format!("'{n}' does not exist"),
-                Some(crate::error::SqlPosition {
-                    line: name.span.start.line,
-                    column: name.span.start.column,
-                }),
+                Some(crate::error::SqlPosition::of(&name)),
                 Some("SHOW STREAMS and SHOW TABLES list what exists".into()),
             )
         })?;

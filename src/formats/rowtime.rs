@@ -8,55 +8,34 @@ use chrono::{NaiveDate, NaiveDateTime};
 /// Event times from `column` (null where missing or unparseable).
 pub fn from_column(column: &ArrayRef, format: Option<&str>) -> Int64Array {
     let n = column.len();
-    match column.data_type() {
-        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
-            match cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))
-                .and_then(|t| cast(&t, &DataType::Int64))
-            {
-                Ok(a) => a
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .cloned()
-                    .unwrap_or_else(|| nulls(n)),
-                Err(_) => nulls(n),
-            }
-        }
-        DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => {
-            match cast(column, &DataType::Int64) {
-                Ok(a) => a
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .cloned()
-                    .unwrap_or_else(|| nulls(n)),
-                Err(_) => nulls(n),
-            }
-        }
-        DataType::Utf8 => {
+    let millis = DataType::Timestamp(TimeUnit::Millisecond, None);
+    match (column.data_type(), format) {
+        (DataType::Utf8, Some(fmt)) => {
             let Some(text) = column.as_any().downcast_ref::<StringArray>() else {
                 return nulls(n);
             };
-            match format {
-                Some(fmt) => {
-                    let mut b = Int64Builder::with_capacity(n);
-                    for v in text.iter() {
-                        b.append_option(v.and_then(|s| parse_with_format(s, fmt)));
-                    }
-                    b.finish()
-                }
-                None => match cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))
-                    .and_then(|t| cast(&t, &DataType::Int64))
-                {
-                    Ok(a) => a
-                        .as_any()
-                        .downcast_ref::<Int64Array>()
-                        .cloned()
-                        .unwrap_or_else(|| nulls(n)),
-                    Err(_) => nulls(n),
-                },
+            let mut b = Int64Builder::with_capacity(n);
+            for v in text.iter() {
+                b.append_option(v.and_then(|s| parse_with_format(s, fmt)));
             }
+            b.finish()
+        }
+        (DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Utf8, _) => {
+            cast_to_int64(cast(column, &millis).ok().as_ref(), n)
+        }
+        (DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64, _) => {
+            cast_to_int64(Some(column), n)
         }
         _ => nulls(n),
     }
+}
+
+/// Epoch milliseconds as Int64 (a millisecond timestamp's physical value).
+fn cast_to_int64(column: Option<&ArrayRef>, n: usize) -> Int64Array {
+    column
+        .and_then(|c| cast(c, &DataType::Int64).ok())
+        .and_then(|a| a.as_any().downcast_ref::<Int64Array>().cloned())
+        .unwrap_or_else(|| nulls(n))
 }
 
 fn nulls(n: usize) -> Int64Array {

@@ -66,10 +66,7 @@ fn is_trivia(t: &Token) -> bool {
 }
 
 fn position(l: Location) -> SqlPosition {
-    SqlPosition {
-        line: l.line,
-        column: l.column,
-    }
+    l.into()
 }
 
 /// Splits on top-level semicolons; the tokenizer already keeps `;` inside strings,
