@@ -223,7 +223,10 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
         Some(5.0),
         "{m}"
     );
-    assert!(m.contains("sluice_query_consumer_lag"), "{m}");
+    assert!(
+        m.lines().any(|l| l.starts_with("sluice_query_consumer_lag{query=\"CTAS_ERROR_RATE_2\",partition=")),
+        "{m}"
+    );
     assert!(
         m.contains("sluice_state_bytes{query=\"CTAS_ERROR_RATE_2\"}"),
         "{m}"

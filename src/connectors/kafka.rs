@@ -675,6 +675,12 @@ impl KafkaReader {
 
 #[async_trait]
 impl LogReader for KafkaReader {
+    fn end_offsets(&self) -> Vec<(i32, i64)> {
+        (0..self.partitions.len() as i32)
+            .filter_map(|p| self.cached_watermarks(p).map(|(_, high)| (p, high)))
+            .collect()
+    }
+
     async fn poll(&mut self, max: usize, max_wait: Duration) -> Result<Vec<LogRecord>> {
         let mut out = Vec::new();
         if max == 0 {

@@ -1123,6 +1123,15 @@ impl LogReader for LocalReader {
         }
     }
 
+    fn end_offsets(&self) -> Vec<(i32, i64)> {
+        self.topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, part)| (p as i32, part.end_offset.load(Ordering::Acquire)))
+            .collect()
+    }
+
     async fn caught_up(&mut self) -> Result<bool> {
         let topic = &self.topic;
         let targets = self.caught_up_targets.get_or_insert_with(|| {

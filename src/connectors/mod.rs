@@ -100,6 +100,12 @@ pub trait LogReader: Send {
     /// True once every partition has been read up to the end it had when this was
     /// first asked (used by bounded scans: `SELECT` on a stream without EMIT CHANGES).
     async fn caught_up(&mut self) -> Result<bool>;
+
+    /// The end (next offset to be written) of each partition, as far as the reader
+    /// knows without a round trip; used for consumer-lag metrics. Empty when unknown.
+    fn end_offsets(&self) -> Vec<(i32, i64)> {
+        Vec::new()
+    }
 }
 
 /// Produces records to one topic.

@@ -69,6 +69,9 @@ impl SourceTask {
                 for (p, o) in &self.positions {
                     self.metrics.set_position(*p, *o);
                 }
+                for (p, end) in self.reader.end_offsets() {
+                    self.metrics.set_end(p, end);
+                }
                 QueryMetrics::add(&self.metrics.records_in, records.len() as u64);
                 let decoded = decoder.decode(&records)?;
                 if !decoded.bad.is_empty() {

@@ -2904,3 +2904,175 @@ fn prune(query: &mut Query) {
     query.limit_clause = None;
     query.fetch = None;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::dialect::GenericDialect;
+    use sqlparser::parser::Parser;
+
+    fn parse(sql: &str) -> Query {
+        *Parser::new(&GenericDialect {})
+            .try_with_sql(sql)
+            .expect("tokenizes")
+            .parse_query()
+            .expect("parses")
+    }
+
+    fn rewritten(sql: &str) -> String {
+        let users: HashSet<String> = ["pageviews".to_string()].into_iter().collect();
+        rewrite_query(&parse(sql), &users)
+            .expect("a catalog query is rewritten")
+            .to_string()
+    }
+
+    #[test]
+    fn user_queries_are_left_alone() {
+        let users: HashSet<String> = ["pageviews".to_string()].into_iter().collect();
+        for sql in [
+            "SELECT url, COUNT(*) FROM pageviews GROUP BY url",
+            "SELECT version()",
+            "SELECT * FROM information_schema.tables",
+        ] {
+            assert!(rewrite_query(&parse(sql), &users).is_none(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn psql_relation_lookup() {
+        let sql = rewritten(
+            "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c \
+             LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname OPERATOR(pg_catalog.~) '^(pageviews)$' COLLATE pg_catalog.default \
+             AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 2, 3",
+        );
+        assert!(sql.contains("c.relname ~ '^(pageviews)$'"), "{sql}");
+        assert!(!sql.contains("COLLATE"), "{sql}");
+        assert!(!sql.contains("OPERATOR"), "{sql}");
+        assert!(sql.contains(" pg_table_is_visible(c.oid)"), "{sql}");
+    }
+
+    #[test]
+    fn unqualified_catalog_tables_and_casts() {
+        let sql = rewritten(
+            "SELECT c.oid::regclass, c.reloftype::pg_catalog.regtype::pg_catalog.text, '16384'::pg_catalog.oid \
+             FROM pg_class c WHERE c.oid = 'pageviews'::regclass",
+        );
+        assert!(sql.contains("FROM pg_catalog.pg_class c"), "{sql}");
+        assert!(sql.contains("to_regclass('pageviews')"), "{sql}");
+        assert!(sql.contains("c.oid AS \"oid\""), "{sql}");
+        assert!(sql.contains("c.reloftype::TEXT AS \"reloftype\""), "{sql}");
+        assert!(sql.contains("'16384'::BIGINT"), "{sql}");
+    }
+
+    #[test]
+    fn a_user_relation_named_like_a_catalog_table_is_not_requalified() {
+        let users: HashSet<String> = ["pg_tables".to_string()].into_iter().collect();
+        let q = parse("SELECT * FROM pg_tables, pg_catalog.pg_class");
+        let sql = rewrite_query(&q, &users).expect("rewritten").to_string();
+        assert!(sql.contains("FROM pg_tables, pg_catalog.pg_class"), "{sql}");
+    }
+
+    #[test]
+    fn joins_with_always_empty_catalogs_are_pruned() {
+        // psql's \d publications query: correlated generate_series, array subscripts.
+        let sql = rewritten(
+            "SELECT pubname, NULL, NULL FROM pg_catalog.pg_publication p \
+               JOIN pg_catalog.pg_publication_namespace pn ON p.oid = pn.pnpubid \
+               JOIN pg_catalog.pg_class pc ON pc.relnamespace = pn.pnnspid \
+             WHERE pc.oid ='16384' and pg_catalog.pg_relation_is_publishable('16384') \
+             UNION \
+             SELECT pubname, pg_get_expr(pr.prqual, c.oid), \
+               (CASE WHEN pr.prattrs IS NOT NULL THEN \
+                 (SELECT string_agg(attname, ', ') \
+                    FROM pg_catalog.generate_series(0, pg_catalog.array_upper(pr.prattrs::pg_catalog.int2[], 1)) s, \
+                         pg_catalog.pg_attribute WHERE attrelid = pr.prrelid AND attnum = prattrs[s]) \
+                ELSE NULL END) \
+             FROM pg_catalog.pg_publication p JOIN pg_catalog.pg_publication_rel pr ON p.oid = pr.prpubid \
+               JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid WHERE pr.prrelid = '16384' \
+             ORDER BY 1",
+        );
+        assert_eq!(
+            sql,
+            "SELECT CAST(NULL AS TEXT) AS \"pubname\", CAST(NULL AS TEXT) AS \"?column?\", \
+             CAST(NULL AS TEXT) AS \"?column?_2\" WHERE false"
+        );
+    }
+
+    #[test]
+    fn left_joins_keep_rows_and_empty_subqueries_become_constants() {
+        let sql = rewritten(
+            "SELECT a.attname, (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid, true) \
+               FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid AND a.atthasdef), \
+               EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = a.attrelid), \
+               ARRAY(SELECT polname FROM pg_catalog.pg_policy) \
+             FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_description d ON d.objoid = a.attrelid",
+        );
+        assert_eq!(
+            sql,
+            "SELECT a.attname, NULL AS \"pg_get_expr\", false AS \"exists\", ARRAY[] AS \"array\" \
+             FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_description d ON d.objoid = a.attrelid"
+        );
+    }
+
+    #[test]
+    fn aggregates_over_empty_catalogs_still_return_a_row() {
+        let sql = rewritten("SELECT count(*) FROM pg_catalog.pg_index");
+        assert_eq!(sql, "SELECT count(*) AS \"count\" FROM pg_catalog.pg_index");
+    }
+
+    #[test]
+    fn array_subqueries_become_functions() {
+        let sql = rewritten(
+            "SELECT pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x \
+               from pg_catalog.unnest(tc.reloptions) x), ', ') FROM pg_catalog.pg_class c \
+             LEFT JOIN pg_catalog.pg_class tc ON (c.reltoastrelid = tc.oid)",
+        );
+        assert!(
+            sql.contains("array_to_string(c.reloptions || array_transform(tc.reloptions, x -> 'toast.' || x), ', ')"),
+            "{sql}"
+        );
+        let sql = rewritten(
+            "SELECT ARRAY(SELECT attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid ORDER BY 1) \
+             FROM pg_catalog.pg_class c",
+        );
+        assert!(sql.contains("(SELECT array_agg(attname ORDER BY attname) FROM"), "{sql}");
+    }
+
+    #[test]
+    fn type_names_and_helpers() {
+        assert_eq!(format_type(23, Some(-1)), "integer");
+        assert_eq!(format_type(1043, Some(24)), "character varying(20)");
+        assert_eq!(format_type(1700, Some((10 << 16 | 2) + 4)), "numeric(10,2)");
+        assert_eq!(format_type(1009, None), "text[]");
+        assert_eq!(format_type(424_242, None), "???");
+        assert_eq!(column_type(&DataType::Utf8), (25, -1));
+        assert_eq!(column_type(&DataType::Int64), (20, -1));
+        assert_eq!(
+            split_qualified("public.\"Mixed\"\"Case\""),
+            Some(vec!["public".to_string(), "Mixed\"Case".to_string()])
+        );
+        assert_eq!(quote_ident("per_url"), "per_url");
+        assert_eq!(quote_ident("Per Url"), "\"Per Url\"");
+        assert_eq!(quote_ident("select"), "\"select\"");
+        assert_eq!(pg_size_pretty(8192), "8192 bytes");
+        assert_eq!(pg_size_pretty(7_667_712), "7488 kB");
+        let oid = relation_oid("pageviews");
+        assert!(oid >= FIRST_USER_OID && oid < i32::MAX as u32);
+        assert_eq!(oid, relation_oid("pageviews"));
+    }
+
+    #[test]
+    fn every_catalog_table_builds() {
+        let snapshot = Snapshot { relations: vec![] };
+        for def in TABLES {
+            let schema = table_schema(def);
+            let rows = def.rows.map(|f| f(&snapshot)).unwrap_or_default();
+            for row in &rows {
+                assert_eq!(row.len(), def.columns.len(), "{}", def.name);
+            }
+            let batch = build_batch(&schema, &rows).unwrap_or_else(|e| panic!("{}: {e}", def.name));
+            assert_eq!(batch.num_rows(), rows.len());
+        }
+    }
+}
