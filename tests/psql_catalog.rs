@@ -1,7 +1,8 @@
 //! psql's meta-commands against the real server: `\d`, `\dt`, `\dv`, `\d name`,
 //! `\l`, `\dn` and friends send catalog queries (pg_catalog, information_schema)
 //! that Sluice answers from its own catalog. Runs the installed `psql` binary;
-//! skipped (with a message) when there is none.
+//! skipped (with a message) when there is none, unless `SLUICE_REQUIRE_PSQL` is
+//! set (then a missing psql fails the test).
 
 mod support;
 
@@ -18,11 +19,22 @@ fn psql_available() -> bool {
         .unwrap_or(false)
 }
 
-/// Runs one `psql -c` command; returns stdout after asserting psql exited 0
-/// and reported no error.
+/// Runs one `psql -c` command; returns its output (stdout, then stderr, where
+/// psql writes "Did not find any relations.") after asserting psql exited 0 and
+/// reported no error.
 fn psql(server: &TestServer, command: &str) -> String {
     let out = Command::new("psql")
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "sluice", "-d", "sluice"])
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "sluice",
+            "-d",
+            "sluice",
+        ])
         .arg("-p")
         .arg(server.pg_port.to_string())
         .arg("-c")
@@ -44,7 +56,7 @@ fn psql(server: &TestServer, command: &str) -> String {
         !stdout.contains("ERROR") && !stderr.contains("ERROR"),
         "psql -c {command:?} reported an error\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    stdout
+    stdout + &stderr
 }
 
 /// The rows of a psql table printout whose first cell (after trimming) is `first`,
@@ -52,7 +64,11 @@ fn psql(server: &TestServer, command: &str) -> String {
 fn rows_starting_with(output: &str, first: &str) -> Vec<Vec<String>> {
     output
         .lines()
-        .map(|l| l.split('|').map(|c| c.trim().to_string()).collect::<Vec<_>>())
+        .map(|l| {
+            l.split('|')
+                .map(|c| c.trim().to_string())
+                .collect::<Vec<_>>()
+        })
         .filter(|cells| cells.len() > 1 && cells[0] == first)
         .collect()
 }
@@ -60,7 +76,8 @@ fn rows_starting_with(output: &str, first: &str) -> Vec<Vec<String>> {
 fn assert_row(output: &str, expected: &[&str]) {
     let rows = rows_starting_with(output, expected[0]);
     assert!(
-        rows.iter().any(|r| r.len() >= expected.len() && r.iter().zip(expected).all(|(a, b)| a == b)),
+        rows.iter()
+            .any(|r| r.len() >= expected.len() && r.iter().zip(expected).all(|(a, b)| a == b)),
         "expected a row starting {expected:?} in:\n{output}"
     );
 }
@@ -75,6 +92,10 @@ fn assert_no_row(output: &str, first: &str) {
 #[test]
 fn psql_meta_commands_describe_streams_and_tables() {
     if !psql_available() {
+        assert!(
+            std::env::var_os("SLUICE_REQUIRE_PSQL").is_none(),
+            "SLUICE_REQUIRE_PSQL is set but there is no `psql` on PATH"
+        );
         eprintln!("SKIPPED psql_meta_commands_describe_streams_and_tables: no `psql` on PATH");
         return;
     }
@@ -86,7 +107,10 @@ fn psql_meta_commands_describe_streams_and_tables() {
         "CREATE STREAM pageviews (user_id VARCHAR KEY, url VARCHAR, status INT) \
          WITH (kafka_topic='pageviews', partitions=2)",
     );
-    psql(&server, "CREATE TABLE per_url AS SELECT url, COUNT(*) AS n FROM pageviews GROUP BY url");
+    psql(
+        &server,
+        "CREATE TABLE per_url AS SELECT url, COUNT(*) AS n FROM pageviews GROUP BY url",
+    );
 
     // \d lists both: the stream as a view, the table as a table.
     let all = psql(&server, "\\d");
@@ -136,7 +160,10 @@ fn psql_meta_commands_describe_streams_and_tables() {
         &server,
         "CREATE STREAM clicks (id VARCHAR KEY, target VARCHAR) WITH (kafka_topic='clicks', partitions=1)",
     );
-    assert_row(&psql(&server, "\\dv"), &["public", "clicks", "view", "sluice"]);
+    assert_row(
+        &psql(&server, "\\dv"),
+        &["public", "clicks", "view", "sluice"],
+    );
     assert_row(&psql(&server, "\\d clicks"), &["target", "text"]);
 
     // information_schema (DataFusion's) lists them too.
@@ -158,7 +185,10 @@ fn psql_meta_commands_describe_streams_and_tables() {
     }
 
     // What drivers and dashboards ask on connect.
-    let facts = psql(&server, "SELECT version(), current_database(), current_schema(), current_user");
+    let facts = psql(
+        &server,
+        "SELECT version(), current_database(), current_schema(), current_user",
+    );
     assert!(facts.contains("PostgreSQL 15"), "{facts}");
     assert!(facts.contains("sluice"), "{facts}");
     let relid = psql(

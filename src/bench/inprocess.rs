@@ -181,6 +181,7 @@ pub(super) async fn run_json(
     let plan = plan(query, &relation, scratch).await?;
     let (pipeline, table) = pipeline(plan)?;
     let metrics = pipeline.metrics.clone();
+    let (drain_tx, drain_rx) = crate::dataflow::query::drain_channel();
     let source = SourceTask {
         reader: Box::new(GeneratedLog {
             generator: PageviewGenerator::new(config.clone(), relation.schema()),
@@ -194,9 +195,10 @@ pub(super) async fn run_json(
         checkpoint_interval: None,
         bounded: true,
         first_epoch: 0,
+        drain: drain_rx,
     };
     let meter = Meter::start(None);
-    let mut handle = QueryHandle::spawn(format!("bench_{}", query.name()), source, pipeline);
+    let mut handle = QueryHandle::spawn(format!("bench_{}", query.name()), source, pipeline, drain_tx);
     handle.join().await;
     let measured = meter.stop();
     if let RunStatus::Failed(e) = handle.status() {

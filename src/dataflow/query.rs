@@ -14,6 +14,11 @@ use super::pipeline::Pipeline;
 use super::source::SourceTask;
 use crate::error::SluiceError;
 
+/// The channel that asks a query's source to drain.
+pub fn drain_channel() -> (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>) {
+    tokio::sync::watch::channel(false)
+}
+
 /// A panic inside a query fails that query, not the server.
 fn panic_error(payload: Box<dyn std::any::Any + Send>) -> SluiceError {
     let message = payload
@@ -37,6 +42,7 @@ pub enum RunStatus {
 
 pub struct QueryHandle {
     pub id: String,
+    drain: tokio::sync::watch::Sender<bool>,
     pub metrics: Arc<QueryMetrics>,
     pub status: Arc<Mutex<RunStatus>>,
     source: JoinHandle<()>,
@@ -44,7 +50,14 @@ pub struct QueryHandle {
 }
 
 impl QueryHandle {
-    pub fn spawn(id: String, source: SourceTask, pipeline: Pipeline) -> QueryHandle {
+    /// Starts the query. `drain` is the sender whose receiver the source watches
+    /// (see [`drain_channel`]).
+    pub fn spawn(
+        id: String,
+        source: SourceTask,
+        pipeline: Pipeline,
+        drain: tokio::sync::watch::Sender<bool>,
+    ) -> QueryHandle {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let status = Arc::new(Mutex::new(RunStatus::Running));
         let metrics = pipeline.metrics.clone();
@@ -79,6 +92,7 @@ impl QueryHandle {
         });
         QueryHandle {
             id,
+            drain,
             metrics,
             status,
             source,
@@ -96,9 +110,18 @@ impl QueryHandle {
         self.pipeline.abort();
     }
 
-    /// Waits until the pipeline task ends (tests, bounded queries).
+    /// Waits until the pipeline task ends (bounded queries, benchmarks).
     pub async fn join(&mut self) {
         let _ = (&mut self.pipeline).await;
+    }
+
+    /// Ends the query gracefully: the source stops reading, a last checkpoint
+    /// commits everything processed, and the tasks end. Falls back to stopping
+    /// after `timeout`.
+    pub async fn drain(mut self, timeout: std::time::Duration) {
+        let _ = self.drain.send(true);
+        let _ = tokio::time::timeout(timeout, &mut self.pipeline).await;
+        self.stop();
     }
 }
 

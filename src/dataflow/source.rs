@@ -31,6 +31,8 @@ pub struct SourceTask {
     /// Stop at the end of the topic (bounded scans).
     pub bounded: bool,
     pub first_epoch: u64,
+    /// Set to true to end the query gracefully: a last checkpoint, then End.
+    pub drain: tokio::sync::watch::Receiver<bool>,
 }
 
 impl SourceTask {
@@ -40,6 +42,14 @@ impl SourceTask {
         let mut next_barrier = self.checkpoint_interval.map(|i| Instant::now() + i);
         let topic = self.relation.topic.clone();
         loop {
+            if *self.drain.borrow() {
+                if self.checkpoint_interval.is_some() {
+                    let offsets = Arc::new(self.positions.iter().map(|(p, o)| (*p, *o)).collect());
+                    let _ = tx.send(Message::Barrier(Barrier { epoch: epoch + 1, offsets })).await;
+                }
+                let _ = tx.send(Message::End).await;
+                return Ok(());
+            }
             if self.bounded
                 && self
                     .reader

@@ -732,6 +732,7 @@ impl Engine {
             metrics: metrics.clone(),
         };
         pipeline.restore()?;
+        let (drain_tx, drain_rx) = crate::dataflow::query::drain_channel();
         let source = SourceTask {
             relation: source_rel,
             reader,
@@ -741,8 +742,9 @@ impl Engine {
             checkpoint_interval: Some(self.config.checkpoint_interval),
             bounded: false,
             first_epoch,
+            drain: drain_rx,
         };
-        let handle = QueryHandle::spawn(meta.id.clone(), source, pipeline);
+        let handle = QueryHandle::spawn(meta.id.clone(), source, pipeline, drain_tx);
         self.running.lock().insert(meta.id.clone(), handle);
         Ok(())
     }

@@ -378,14 +378,18 @@ impl Engine {
         })
     }
 
-    /// Stops every query, after a final checkpoint where one can be taken.
+    /// Stops every query after a final checkpoint, so a graceful restart
+    /// replays nothing.
     pub async fn shutdown(&self) {
         let handles: Vec<QueryHandle> = std::mem::take(&mut *self.running.lock())
             .into_values()
             .collect();
-        for h in &handles {
-            h.stop();
-        }
+        futures::future::join_all(
+            handles
+                .into_iter()
+                .map(|h| h.drain(std::time::Duration::from_secs(10))),
+        )
+        .await;
     }
 
     fn next_transient_id(&self) -> String {

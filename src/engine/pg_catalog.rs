@@ -1444,7 +1444,9 @@ fn settings() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
-fn setting(name: &str) -> Option<String> {
+/// The value of a server setting (case-insensitive name), as `current_setting`
+/// reports it; for `SHOW <setting>` too.
+pub(crate) fn setting(name: &str) -> Option<String> {
     settings()
         .into_iter()
         .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
@@ -2899,7 +2901,7 @@ fn prune(query: &mut Query) {
     select.qualify = None;
     select.sort_by = vec![];
     query.with = None;
-    query.body = Box::new(SetExpr::Select(Box::new(select)));
+    *query.body = SetExpr::Select(Box::new(select));
     query.order_by = None;
     query.limit_clause = None;
     query.fetch = None;
@@ -3036,7 +3038,10 @@ mod tests {
             "SELECT ARRAY(SELECT attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid ORDER BY 1) \
              FROM pg_catalog.pg_class c",
         );
-        assert!(sql.contains("(SELECT array_agg(attname ORDER BY attname) FROM"), "{sql}");
+        assert!(
+            sql.contains("(SELECT array_agg(attname ORDER BY attname) FROM"),
+            "{sql}"
+        );
     }
 
     #[test]

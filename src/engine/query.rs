@@ -82,6 +82,7 @@ impl Engine {
             state: None,
             metrics: metrics.clone(),
         };
+        let (drain_tx, drain_rx) = crate::dataflow::query::drain_channel();
         let source = SourceTask {
             relation: source_rel,
             reader,
@@ -91,6 +92,7 @@ impl Engine {
             checkpoint_interval: None,
             bounded: false,
             first_epoch: 0,
+            drain: drain_rx,
         };
         if plan.limit == Some(0) {
             return Ok(StatementResult::Push {
@@ -99,7 +101,7 @@ impl Engine {
                 stream: futures::stream::empty().boxed(),
             });
         }
-        let handle = QueryHandle::spawn(id.clone(), source, pipeline);
+        let handle = QueryHandle::spawn(id.clone(), source, pipeline, drain_tx);
         let active = PushGuard::new(self.push_active.clone());
         // The stream owns the query: when the client goes away and the stream is
         // dropped, the handle is dropped and both tasks stop.
