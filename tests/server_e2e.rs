@@ -320,3 +320,20 @@ async fn catalog_survives_restart_and_ddl_behaves() {
     assert!(!topics.contains("\"big\""), "{topics}");
     assert!(topics.contains("s_topic"), "{topics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_init_runs_a_directory_of_pipelines_every_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+    let init = examples.to_str().unwrap();
+    let mut server = TestServer::start(&dir.path().join("data"), &["--init", init]);
+    let shown = server.ksql_ok("SHOW STREAMS; SHOW TABLES;").await.to_string();
+    for name in ["pageviews", "server_errors", "logins", "error_rate", "suspicious_ips", "users"] {
+        assert!(shown.contains(&format!("\"{name}\"")), "{name} missing: {shown}");
+    }
+    // Starting again with the same --init is safe (IF NOT EXISTS).
+    server.stop();
+    server.restart();
+    let queries = server.ksql_ok("SHOW QUERIES;").await.to_string();
+    assert!(queries.contains("CTAS_ERROR_RATE"), "{queries}");
+}
