@@ -80,10 +80,6 @@ impl Chunk {
             ops,
         })
     }
-
-    pub fn max_rowtime(&self) -> Option<i64> {
-        arrow::compute::max(&self.rowtime)
-    }
 }
 
 /// A predicate result as a filter mask: NULL counts as false, as in SQL.

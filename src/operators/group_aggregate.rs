@@ -45,6 +45,8 @@ pub struct GroupAggregate {
     accumulators: Vec<Vec<Box<dyn Accumulator>>>,
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
+    /// Latest event time seen per group: the timestamp of the group's output row.
+    rowtime: Vec<i64>,
 }
 
 impl GroupAggregate {
@@ -82,6 +84,7 @@ impl GroupAggregate {
             accumulators: Vec::new(),
             dirty: Vec::new(),
             is_dirty: Vec::new(),
+            rowtime: Vec::new(),
         })
     }
 
@@ -103,6 +106,7 @@ impl GroupAggregate {
         self.keys.push(key);
         self.accumulators.push(accs);
         self.is_dirty.push(false);
+        self.rowtime.push(i64::MIN);
         Ok(g)
     }
 
@@ -114,7 +118,7 @@ impl GroupAggregate {
     }
 
     /// Current rows of `groups`, as upserts.
-    fn emit(&mut self, groups: &[u32], rowtime: i64) -> Result<Chunk> {
+    fn emit(&mut self, groups: &[u32]) -> Result<Chunk> {
         let parser = self.key_rows.parser();
         let key_columns = self
             .key_rows
@@ -140,7 +144,7 @@ impl GroupAggregate {
         let n = batch.num_rows();
         Ok(Chunk::new(
             batch,
-            Int64Array::from(vec![rowtime; n]),
+            Int64Array::from_iter_values(groups.iter().map(|&g| self.rowtime[g as usize])),
             Some(Int8Array::from(vec![Op::Upsert as i8; n])),
         ))
     }
@@ -251,8 +255,19 @@ impl Operator for GroupAggregate {
         for &g in &touched {
             self.mark_dirty(g);
         }
-        let rowtime = chunk.max_rowtime().unwrap_or(0);
-        let emitted = self.emit(&touched, rowtime)?;
+        let times = take(&chunk.rowtime, &order, None)?;
+        let times = times
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .cloned()
+            .unwrap_or_else(|| Int64Array::new_null(0));
+        for (s, &g) in touched.iter().enumerate() {
+            if let Some(t) = arrow::compute::max(&times.slice(starts[s], counts[s])) {
+                let slot = &mut self.rowtime[g as usize];
+                *slot = (*slot).max(t);
+            }
+        }
+        let emitted = self.emit(&touched)?;
         out.push(Message::Chunk(emitted));
         Ok(())
     }
