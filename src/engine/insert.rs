@@ -45,7 +45,7 @@ impl Engine {
                     schema.index_of(&n).map_err(|_| {
                         SluiceError::undefined(
                             format!("{name} has no column '{n}'"),
-                            Some(crate::error::SqlPosition::of(&c)),
+                            Some(crate::error::SqlPosition::of(c)),
                             Some(format!(
                                 "columns: {}",
                                 relation

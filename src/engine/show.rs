@@ -130,6 +130,17 @@ impl Engine {
                     .collect();
                 text_rows(&["topic", "partitions"], rows)
             }
+            ShowWhat::Setting(name) => {
+                let value = super::pg_catalog::setting(&name)
+                    .or_else(|| session.properties.get(&name).cloned())
+                    .ok_or_else(|| SluiceError::Sql {
+                        message: format!("unrecognized configuration parameter \"{name}\""),
+                        position: None,
+                        hint: Some("SHOW PROPERTIES lists Sluice's properties".into()),
+                        sqlstate: "42704",
+                    })?;
+                text_rows(&[name.as_str()], vec![vec![value]])
+            }
             ShowWhat::Properties => {
                 let mut rows: Vec<Vec<String>> = vec![
                     vec![
@@ -176,7 +187,7 @@ impl Engine {
         let relation = catalog.relation(&n).ok_or_else(|| {
             SluiceError::undefined(
                 format!("'{n}' does not exist"),
-                Some(crate::error::SqlPosition::of(&name)),
+                Some(crate::error::SqlPosition::of(name)),
                 Some("SHOW STREAMS and SHOW TABLES list what exists".into()),
             )
         })?;

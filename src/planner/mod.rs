@@ -78,7 +78,7 @@ pub fn check_relations(catalog: &Catalog, query: &Query) -> Result<Vec<String>> 
             {
                 missing = Some(SluiceError::undefined(
                     format!("stream or table '{normalized}' does not exist"),
-                    Some(crate::error::SqlPosition::of(&ident)),
+                    Some(crate::error::SqlPosition::of(ident)),
                     Some("SHOW STREAMS and SHOW TABLES list what exists; names are case-insensitive unless quoted".into()),
                 ));
             }

@@ -86,13 +86,15 @@ pub struct CreateAs {
     pub emit: Option<EmitMode>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShowWhat {
     Streams,
     Tables,
     Queries,
     Topics,
     Properties,
+    /// `SHOW server_version` and other Postgres settings drivers ask for.
+    Setting(String),
 }
 
 #[derive(Debug, Clone)]

@@ -590,6 +590,29 @@ fn parse_show(p: &mut Parser) -> Result<Statement> {
             expect_word(p, "VIEWS", "SHOW MATERIALIZED VIEWS")?;
             ShowWhat::Tables
         }
+        Token::Word(w) => {
+            // A Postgres setting (SHOW server_version, SHOW TRANSACTION ISOLATION LEVEL).
+            let mut name = w.value.to_ascii_lowercase();
+            loop {
+                let next = p.peek_token();
+                match &next.token {
+                    Token::Word(w) => {
+                        p.next_token();
+                        name.push('_');
+                        name.push_str(&w.value.to_ascii_lowercase());
+                    }
+                    Token::Period => {
+                        p.next_token();
+                        name.push('.');
+                    }
+                    _ => break,
+                }
+            }
+            if name == "transaction_isolation_level" {
+                name = "transaction_isolation".into(); // Postgres' name for it
+            }
+            ShowWhat::Setting(name)
+        }
         other => {
             return Err(SluiceError::sql_at(
                 format!("cannot SHOW '{other}'"),
@@ -935,6 +958,12 @@ mod tests {
             }
         ));
         assert!(matches!(one("BEGIN"), Statement::ClientCompat { .. }));
+        assert!(
+            matches!(one("SHOW server_version"), Statement::Show(ShowWhat::Setting(ref s)) if s == "server_version")
+        );
+        assert!(
+            matches!(one("SHOW TRANSACTION ISOLATION LEVEL"), Statement::Show(ShowWhat::Setting(ref s)) if s == "transaction_isolation")
+        );
     }
 
     #[test]

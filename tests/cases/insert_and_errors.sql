@@ -47,3 +47,10 @@ timestamp column 'tz' is not a column
 
 CREATE STREAM IF NOT EXISTS events (a INT);
 DROP STREAM IF EXISTS nothing_here;
+
+--- expect SHOW server_version
+15.0 (Sluice 0.1.0)
+
+--- error SHOW no_such_setting
+unrecognized configuration parameter
+[42704]
