@@ -183,7 +183,7 @@ fn format_rate(v: f64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -278,7 +278,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     args.partitions,
                     args.brokers.as_deref(),
                     &scratch.0,
-                    |r| print_row(r),
+                    print_row,
                 )
                 .await?;
             }
