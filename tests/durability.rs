@@ -107,7 +107,10 @@ async fn graceful_restart_checkpoints_first_so_outputs_are_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
     // A long interval: without the final checkpoint on shutdown, everything since
     // the start would be replayed and the copy below would hold duplicates.
-    let mut server = TestServer::start(&dir.path().join("data"), &["--checkpoint-interval-ms", "60000"]);
+    let mut server = TestServer::start(
+        &dir.path().join("data"),
+        &["--checkpoint-interval-ms", "60000"],
+    );
     server
         .ksql_ok(
             "CREATE STREAM events (k VARCHAR KEY, v INT) WITH (kafka_topic='events', partitions=2);
@@ -116,15 +119,25 @@ async fn graceful_restart_checkpoints_first_so_outputs_are_not_repeated() {
         .await;
     server.ksql_ok(&insert_batch(0, 300)).await;
     server
-        .wait_for("SELECT COUNT(*) FROM copy", Duration::from_secs(30), |r| r[0][0] == 300)
+        .wait_for("SELECT COUNT(*) FROM copy", Duration::from_secs(30), |r| {
+            r[0][0] == 300
+        })
         .await;
     server.stop();
     server.restart();
     server.ksql_ok(&insert_batch(300, 100)).await;
     server
-        .wait_for("SELECT COUNT(*) FROM copy", Duration::from_secs(30), |r| r[0][0].as_i64() >= Some(400))
+        .wait_for("SELECT COUNT(*) FROM copy", Duration::from_secs(30), |r| {
+            r[0][0].as_i64() >= Some(400)
+        })
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rows = server.pull("SELECT COUNT(*), COUNT(DISTINCT v) FROM copy").await;
-    assert_eq!(rows[0], serde_json::json!([400, 400]), "no record twice after a graceful restart");
+    let rows = server
+        .pull("SELECT COUNT(*), COUNT(DISTINCT v) FROM copy")
+        .await;
+    assert_eq!(
+        rows[0],
+        serde_json::json!([400, 400]),
+        "no record twice after a graceful restart"
+    );
 }

@@ -224,7 +224,9 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
         "{m}"
     );
     assert!(
-        m.lines().any(|l| l.starts_with("sluice_query_consumer_lag{query=\"CTAS_ERROR_RATE_2\",partition=")),
+        m.lines()
+            .any(|l| l
+                .starts_with("sluice_query_consumer_lag{query=\"CTAS_ERROR_RATE_2\",partition=")),
         "{m}"
     );
     assert!(
@@ -327,9 +329,22 @@ async fn serve_init_runs_a_directory_of_pipelines_every_start() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
     let init = examples.to_str().unwrap();
     let mut server = TestServer::start(&dir.path().join("data"), &["--init", init]);
-    let shown = server.ksql_ok("SHOW STREAMS; SHOW TABLES;").await.to_string();
-    for name in ["pageviews", "server_errors", "logins", "error_rate", "suspicious_ips", "users"] {
-        assert!(shown.contains(&format!("\"{name}\"")), "{name} missing: {shown}");
+    let shown = server
+        .ksql_ok("SHOW STREAMS; SHOW TABLES;")
+        .await
+        .to_string();
+    for name in [
+        "pageviews",
+        "server_errors",
+        "logins",
+        "error_rate",
+        "suspicious_ips",
+        "users",
+    ] {
+        assert!(
+            shown.contains(&format!("\"{name}\"")),
+            "{name} missing: {shown}"
+        );
     }
     // Starting again with the same --init is safe (IF NOT EXISTS).
     server.stop();

@@ -198,7 +198,12 @@ pub(super) async fn run_json(
         drain: drain_rx,
     };
     let meter = Meter::start(None);
-    let mut handle = QueryHandle::spawn(format!("bench_{}", query.name()), source, pipeline, drain_tx);
+    let mut handle = QueryHandle::spawn(
+        format!("bench_{}", query.name()),
+        source,
+        pipeline,
+        drain_tx,
+    );
     handle.join().await;
     let measured = meter.stop();
     if let RunStatus::Failed(e) = handle.status() {

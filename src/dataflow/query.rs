@@ -15,7 +15,10 @@ use super::source::SourceTask;
 use crate::error::SluiceError;
 
 /// The channel that asks a query's source to drain.
-pub fn drain_channel() -> (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>) {
+pub fn drain_channel() -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::sync::watch::Receiver<bool>,
+) {
     tokio::sync::watch::channel(false)
 }
 

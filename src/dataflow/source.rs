@@ -45,7 +45,12 @@ impl SourceTask {
             if *self.drain.borrow() {
                 if self.checkpoint_interval.is_some() {
                     let offsets = Arc::new(self.positions.iter().map(|(p, o)| (*p, *o)).collect());
-                    let _ = tx.send(Message::Barrier(Barrier { epoch: epoch + 1, offsets })).await;
+                    let _ = tx
+                        .send(Message::Barrier(Barrier {
+                            epoch: epoch + 1,
+                            offsets,
+                        }))
+                        .await;
                 }
                 let _ = tx.send(Message::End).await;
                 return Ok(());
