@@ -53,6 +53,17 @@ fn default_delimiter() -> char {
     ','
 }
 
+/// Where a relation's records live.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceConnector {
+    /// A topic of the log backend (Kafka or the local log).
+    #[default]
+    Topic,
+    /// Lines of a file, a directory of files or a glob (`connector = 'file'`).
+    File { path: String, follow: bool },
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Relation {
     pub name: String,
@@ -68,6 +79,8 @@ pub struct Relation {
     /// Relations its defining query reads.
     #[serde(default)]
     pub reads: Vec<String>,
+    #[serde(default)]
+    pub connector: SourceConnector,
     #[serde(skip)]
     schema: Option<SchemaRef>,
 }
@@ -95,6 +108,7 @@ impl Relation {
             statement,
             written_by,
             reads,
+            connector: SourceConnector::Topic,
             schema: None,
         };
         r.schema = Some(r.build_schema()?);

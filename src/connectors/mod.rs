@@ -4,6 +4,7 @@
 //! topic administration plus a [`LogReader`] and a [`LogWriter`]. The dataflow only
 //! sees these traits, so the same query runs unchanged on either backend.
 
+pub mod file;
 pub mod kafka;
 pub mod local_log;
 

@@ -42,7 +42,14 @@ impl SourceTask {
         let mut next_barrier = self.checkpoint_interval.map(|i| Instant::now() + i);
         let topic = self.relation.topic.clone();
         loop {
-            if *self.drain.borrow() {
+            let exhausted = self.bounded
+                && self
+                    .reader
+                    .caught_up()
+                    .await
+                    .map_err(|e| SluiceError::connector(format!("reading '{topic}'"), e))?;
+            if exhausted || *self.drain.borrow() {
+                // A last checkpoint, so a restart neither repeats nor loses anything.
                 if self.checkpoint_interval.is_some() {
                     let offsets = Arc::new(self.positions.iter().map(|(p, o)| (*p, *o)).collect());
                     let _ = tx
@@ -52,16 +59,6 @@ impl SourceTask {
                         }))
                         .await;
                 }
-                let _ = tx.send(Message::End).await;
-                return Ok(());
-            }
-            if self.bounded
-                && self
-                    .reader
-                    .caught_up()
-                    .await
-                    .map_err(|e| SluiceError::connector(format!("reading '{topic}'"), e))?
-            {
                 let _ = tx.send(Message::End).await;
                 return Ok(());
             }

@@ -7,7 +7,8 @@ use sqlparser::ast::{Ident, Query};
 
 use super::{done, Engine, Session, StatementResult};
 use crate::catalog::{
-    ColumnMeta, FormatMeta, KeyFormat, QueryMeta, QueryStatus, Relation, ValueFormat,
+    ColumnMeta, FormatMeta, KeyFormat, QueryMeta, QueryStatus, Relation, SourceConnector,
+    ValueFormat,
 };
 use crate::connectors::StartFrom;
 use crate::dataflow::metrics::QueryMetrics;
@@ -31,6 +32,9 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "timestamp",
     "timestamp_format",
     "value_delimiter",
+    "connector",
+    "path",
+    "follow",
 ];
 
 /// Options of a relation's topic, validated.
@@ -362,9 +366,26 @@ impl Engine {
         if c.or_replace {
             self.replace_check(&name, &relation)?;
         }
-        relation.partitions = self
-            .ensure_topic(&opts.topic, opts.partitions, 1, &c.with)
-            .await?;
+        relation.connector = source_connector(&c.with)?;
+        match &relation.connector {
+            SourceConnector::File { path, .. } => {
+                let files = crate::connectors::file::list_files(path).map_err(|e| {
+                    with_error(
+                        &c.with,
+                        "path",
+                        format!("path '{path}': {e}"),
+                        "name a file, a directory or a glob such as /data/events-*.jsonl",
+                    )
+                })?;
+                relation.topic = path.clone();
+                relation.partitions = files.len() as i32;
+            }
+            SourceConnector::Topic => {
+                relation.partitions = self
+                    .ensure_topic(&opts.topic, opts.partitions, 1, &c.with)
+                    .await?;
+            }
+        }
         let query = if relation.is_table() {
             // Source tables are materialized so pull queries and joins can read them.
             let mut catalog = self.catalog.write();
@@ -687,13 +708,13 @@ impl Engine {
             _ => BTreeMap::new(),
         };
         let first_epoch = state.epoch()?;
-        let reader = self
-            .backend
-            .reader(&source_rel.topic, start)
-            .await
-            .map_err(|e| {
-                SluiceError::connector(format!("reading topic '{}'", source_rel.topic), e)
-            })?;
+        let reader =
+            crate::planner::providers::open_reader(&self.backend, &source_rel, start, true).await?;
+        // A file source without follow ends; the query then finishes.
+        let bounded = matches!(
+            source_rel.connector,
+            SourceConnector::File { follow: false, .. }
+        );
         // The catalog's column types are what readers of the topic and pull queries
         // see (e.g. BIGINT for an unsigned count); cast the pipeline's output to them.
         let mut plan = plan;
@@ -740,7 +761,7 @@ impl Engine {
             metrics,
             dead_letter,
             checkpoint_interval: Some(self.config.checkpoint_interval),
-            bounded: false,
+            bounded,
             first_epoch,
             drain: drain_rx,
         };
@@ -830,7 +851,7 @@ impl Engine {
         self.materialized.write().remove(&name);
         self.ctx.deregister_table(name.as_str())?;
         self.save_catalog()?;
-        if delete_topic {
+        if delete_topic && relation.connector == SourceConnector::Topic {
             self.backend
                 .delete_topic(&relation.topic)
                 .await
@@ -900,6 +921,54 @@ impl Engine {
         }
         self.save_catalog()?;
         Ok(done("TERMINATE", format!("terminated {}", ids.join(", "))))
+    }
+}
+
+/// `connector = 'file'` with `path` (and `follow`), or the default topic connector.
+fn source_connector(with: &WithOptions) -> Result<SourceConnector> {
+    let connector = with.get("connector").map(|v| v.value.to_ascii_lowercase());
+    match connector.as_deref() {
+        None | Some("kafka") | Some("topic") => {
+            if with.contains_key("path") {
+                return Err(with_error(
+                    with,
+                    "path",
+                    "path needs connector='file'".into(),
+                    "WITH (connector='file', path='/data/events.jsonl')",
+                ));
+            }
+            Ok(SourceConnector::Topic)
+        }
+        Some("file") => {
+            let path = with.get("path").map(|v| v.value.clone()).ok_or_else(|| {
+                with_error(
+                    with,
+                    "connector",
+                    "connector='file' needs a path".into(),
+                    "WITH (connector='file', path='/data/events.jsonl')",
+                )
+            })?;
+            let follow = match with.get("follow").map(|v| v.value.to_ascii_lowercase()) {
+                None => false,
+                Some(v) if v == "true" => true,
+                Some(v) if v == "false" => false,
+                Some(v) => {
+                    return Err(with_error(
+                        with,
+                        "follow",
+                        format!("follow must be true or false, not '{v}'"),
+                        "follow=true tails the file",
+                    ))
+                }
+            };
+            Ok(SourceConnector::File { path, follow })
+        }
+        Some(other) => Err(with_error(
+            with,
+            "connector",
+            format!("connector '{other}' is not supported"),
+            "connector='kafka' (the default) or connector='file'",
+        )),
     }
 }
 

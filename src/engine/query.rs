@@ -61,13 +61,8 @@ impl Engine {
         } else {
             StartFrom::Latest
         };
-        let reader = self
-            .backend
-            .reader(&source_rel.topic, start)
-            .await
-            .map_err(|e| {
-                SluiceError::connector(format!("reading topic '{}'", source_rel.topic), e)
-            })?;
+        let reader =
+            crate::planner::providers::open_reader(&self.backend, &source_rel, start, true).await?;
         let id = self.next_transient_id();
         let (tx, rx) = mpsc::channel(16);
         let metrics = Arc::new(QueryMetrics::default());

@@ -15,8 +15,10 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::catalog::Relation;
-use crate::connectors::{SharedBackend, StartFrom};
+use crate::catalog::{Relation, SourceConnector};
+use crate::connectors::file::FileReader;
+use crate::connectors::{LogReader, SharedBackend, StartFrom};
+use crate::error::SluiceError;
 use crate::formats::RecordDecoder;
 use crate::operators::MaterializedTable;
 
@@ -75,20 +77,31 @@ impl fmt::Debug for TopicProvider {
     }
 }
 
+/// Opens a reader over a relation's records: its topic, or its files. `tail`
+/// keeps a `follow = true` file source waiting for new lines.
+pub async fn open_reader(
+    backend: &SharedBackend,
+    relation: &Relation,
+    start: StartFrom,
+    tail: bool,
+) -> crate::error::Result<Box<dyn LogReader>> {
+    match &relation.connector {
+        SourceConnector::File { path, follow } => FileReader::open(path, start, *follow && tail)
+            .map(|r| Box::new(r) as Box<dyn LogReader>)
+            .map_err(|e| SluiceError::connector(format!("reading '{path}'"), e)),
+        SourceConnector::Topic => backend
+            .reader(&relation.topic, start)
+            .await
+            .map_err(|e| SluiceError::connector(format!("reading topic '{}'", relation.topic), e)),
+    }
+}
+
 impl TopicProvider {
     pub async fn read_all(
         relation: &Relation,
         backend: &SharedBackend,
     ) -> crate::error::Result<Vec<RecordBatch>> {
-        let mut reader = backend
-            .reader(&relation.topic, StartFrom::Earliest)
-            .await
-            .map_err(|e| {
-                crate::error::SluiceError::connector(
-                    format!("reading topic '{}'", relation.topic),
-                    e,
-                )
-            })?;
+        let mut reader = open_reader(backend, relation, StartFrom::Earliest, false).await?;
         let mut decoder = RecordDecoder::new(relation)?;
         let mut batches = Vec::new();
         loop {

@@ -1,0 +1,167 @@
+//! `connector = 'file'`: JSON-lines files as bounded streams. The query finishes at
+//! the end of the input, bad lines are counted, nested objects are STRUCT columns,
+//! and a restart after the end neither repeats nor loses input.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use sluice::config::ServerConfig;
+use sluice::engine::{Engine, Session, StatementResult};
+
+async fn start(dir: &std::path::Path) -> Arc<Engine> {
+    Engine::start(ServerConfig {
+        data_dir: dir.to_path_buf(),
+        checkpoint_interval: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .expect("engine")
+}
+
+async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
+    let mut session = Session::new();
+    match engine.execute(&mut session, sql).await.pop() {
+        Some(Ok(StatementResult::Rows { batches, .. })) => {
+            let mut out = Vec::new();
+            for b in &batches {
+                let opts = FormatOptions::default().with_null("NULL");
+                let f: Vec<ArrayFormatter> = b
+                    .columns()
+                    .iter()
+                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+                    .collect();
+                for r in 0..b.num_rows() {
+                    out.push(
+                        f.iter()
+                            .map(|f| f.value(r).to_string())
+                            .collect::<Vec<_>>()
+                            .join(" | "),
+                    );
+                }
+            }
+            out
+        }
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+async fn exec(engine: &Engine, sql: &str) {
+    let mut session = Session::new();
+    for r in engine.execute(&mut session, sql).await {
+        r.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+async fn wait_finished(engine: &Engine, query: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = rows(engine, "SHOW QUERIES").await;
+        if shown
+            .iter()
+            .any(|r| r.starts_with(query) && r.contains("| FINISHED |"))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query} did not finish: {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_file_stream_finishes_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::write(
+        input.join("part-1.jsonl"),
+        concat!(
+            r#"{"auction": 1, "bid": {"price": 10, "bidder": "a"}, "channel": "web"}"#,
+            "\n",
+            r#"{"auction": 2, "bid": {"price": 5, "bidder": "b"}}"#,
+            "\n",
+            "this line is not json\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        input.join("part-2.jsonl"),
+        concat!(
+            r#"{"auction": 1, "bid": {"price": 7, "bidder": "c"}, "channel": "app"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(input.join("ignored.txt"), "not matched by the glob\n").unwrap();
+
+    let engine = start(&dir.path().join("data")).await;
+    exec(
+        &engine,
+        &format!(
+            "CREATE STREAM bids (auction BIGINT, bid STRUCT<price BIGINT, bidder VARCHAR>, channel VARCHAR)
+               WITH (connector='file', path='{}/part-*.jsonl', value_format='json');
+             CREATE TABLE per_auction AS
+               SELECT auction, COUNT(*) AS n, SUM(bid['price']) AS total, MAX(bid['bidder']) AS last_bidder
+               FROM bids GROUP BY auction;",
+            input.display()
+        ),
+    )
+    .await;
+    wait_finished(&engine, "CTAS_PER_AUCTION").await;
+    assert_eq!(
+        rows(&engine, "SELECT * FROM per_auction ORDER BY auction").await,
+        vec!["1 | 2 | 17 | c", "2 | 1 | 5 | b"]
+    );
+    // A pull query reads the files too; a missing field is NULL.
+    assert_eq!(
+        rows(
+            &engine,
+            "SELECT auction, channel FROM bids ORDER BY auction, channel"
+        )
+        .await,
+        vec!["1 | app", "1 | web", "2 | NULL"]
+    );
+    let metrics = engine.metrics_text();
+    assert!(
+        metrics.contains("sluice_query_errors_total{query=\"CTAS_PER_AUCTION_1\"} 1"),
+        "{metrics}"
+    );
+
+    // Restart: the finished query resumes at the end of its input.
+    engine.shutdown().await;
+    drop(engine);
+    let engine = loop {
+        match Engine::start(ServerConfig {
+            data_dir: dir.path().join("data"),
+            checkpoint_interval: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .await
+        {
+            Ok(e) => break e,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    wait_finished(&engine, "CTAS_PER_AUCTION").await;
+    assert_eq!(
+        rows(&engine, "SELECT * FROM per_auction ORDER BY auction").await,
+        vec!["1 | 2 | 17 | c", "2 | 1 | 5 | b"]
+    );
+
+    // Errors before anything is created.
+    let mut session = Session::new();
+    let err = engine
+        .execute(
+            &mut session,
+            "CREATE STREAM nofile (a INT) WITH (connector='file', path='/no/such/dir/x.jsonl')",
+        )
+        .await
+        .pop()
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("/no/such/dir/x.jsonl"), "{err}");
+    engine.shutdown().await;
+}
