@@ -13,6 +13,7 @@ async fn start(dir: &std::path::Path) -> Arc<Engine> {
     Engine::start(ServerConfig {
         data_dir: dir.to_path_buf(),
         checkpoint_interval: Duration::from_millis(100),
+        dead_letter_topic: Some("dead_letters".into()),
         ..Default::default()
     })
     .await
@@ -130,9 +131,29 @@ async fn bounded_file_stream_finishes_and_survives_restart() {
         "{metrics}"
     );
 
+    // The bad line is reported with its file and line number.
+    let dead = {
+        let mut reader = engine
+            .backend()
+            .reader("dead_letters", sluice::connectors::StartFrom::Earliest)
+            .await
+            .unwrap();
+        reader.poll(10, Duration::from_secs(5)).await.unwrap()
+    };
+    let first: serde_json::Value =
+        serde_json::from_slice(dead[0].value.as_deref().unwrap()).unwrap();
+    assert!(
+        first["position"]
+            .as_str()
+            .unwrap()
+            .ends_with("part-1.jsonl:3"),
+        "{first}"
+    );
+
     // Restart: the finished query resumes at the end of its input.
     engine.shutdown().await;
     drop(engine);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let engine = loop {
         match Engine::start(ServerConfig {
             data_dir: dir.path().join("data"),
@@ -142,6 +163,7 @@ async fn bounded_file_stream_finishes_and_survives_restart() {
         .await
         {
             Ok(e) => break e,
+            Err(e) if Instant::now() > deadline => panic!("restart: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };

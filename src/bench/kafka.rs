@@ -115,16 +115,30 @@ fn counter(metrics: &str, name: &str) -> u64 {
         .sum()
 }
 
-/// Produces `events` to a new topic, then runs every query over it.
+pub(super) struct KafkaOptions {
+    /// Events produced and consumed.
+    pub events: u64,
+    /// Partitions of the input topic.
+    pub partitions: i32,
+    /// An existing broker; `None` starts Tansu.
+    pub brokers: Option<String>,
+    /// The engine's checkpoint interval.
+    pub checkpoint_interval: Duration,
+}
+
+/// Produces the events to a new topic, then runs every query over it.
 pub(super) async fn run_kafka(
     queries: &[BenchQuery],
     config: &GeneratorConfig,
-    events: u64,
-    partitions: i32,
-    brokers: Option<&str>,
+    options: &KafkaOptions,
     scratch: &Path,
     mut report: impl FnMut(&RunResult),
 ) -> anyhow::Result<()> {
+    let (events, partitions, brokers) = (
+        options.events,
+        options.partitions,
+        options.brokers.as_deref(),
+    );
     let tansu = match brokers {
         Some(_) => None,
         None => Some(Tansu::start(scratch)?),
@@ -179,6 +193,7 @@ pub(super) async fn run_kafka(
     let engine = Engine::start(ServerConfig {
         data_dir: scratch.join("engine"),
         kafka_brokers: Some(addr.clone()),
+        checkpoint_interval: options.checkpoint_interval,
         ..Default::default()
     })
     .await
@@ -196,8 +211,15 @@ pub(super) async fn run_kafka(
         let started = Instant::now();
         let mut first_record: Option<Duration> = None;
         let (mut last_in, mut last_progress) = (0u64, Instant::now());
+        // SLUICE_BENCH_PROGRESS=1 prints records read every 100 ms (to stderr).
+        let trace = std::env::var_os("SLUICE_BENCH_PROGRESS").is_some();
+        let mut next_trace = Duration::ZERO;
         loop {
             let read = counter(&engine.metrics_text(), "sluice_query_records_in_total");
+            if trace && started.elapsed() >= next_trace {
+                eprintln!("progress {:>8.3} s {read}", started.elapsed().as_secs_f64());
+                next_trace += Duration::from_millis(100);
+            }
             if read > 0 && first_record.is_none() {
                 first_record = Some(started.elapsed());
             }
@@ -233,8 +255,9 @@ pub(super) async fn run_kafka(
             rows_out: Some(out),
             measured,
             note: format!(
-                "{broker_name}; first record after {:.2} s; output to topic {prefix}_{}",
+                "{broker_name}; first record after {:.2} s; checkpoint every {} ms; output to topic {prefix}_{}",
                 first_record.unwrap_or_default().as_secs_f64(),
+                options.checkpoint_interval.as_millis(),
                 if q == BenchQuery::Filter {
                     "errors"
                 } else {

@@ -91,6 +91,9 @@ pub struct BenchArgs {
     pub urls: u32,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Checkpoint interval of the engine in the Kafka runs (the server's default).
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,16 +274,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             ModeArg::Kafka => {
                 let n = args.kafka_events.unwrap_or(args.events);
-                kafka::run_kafka(
-                    &queries,
-                    &config,
-                    n,
-                    args.partitions,
-                    args.brokers.as_deref(),
-                    &scratch.0,
-                    print_row,
-                )
-                .await?;
+                let options = kafka::KafkaOptions {
+                    events: n,
+                    partitions: args.partitions,
+                    brokers: args.brokers.clone(),
+                    checkpoint_interval: std::time::Duration::from_millis(
+                        args.checkpoint_interval_ms.max(10),
+                    ),
+                };
+                kafka::run_kafka(&queries, &config, &options, &scratch.0, print_row).await?;
             }
             ModeArg::All => unreachable!("expanded above"),
         }

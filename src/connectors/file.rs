@@ -208,6 +208,13 @@ impl LogReader for FileReader {
     async fn caught_up(&mut self) -> Result<bool> {
         Ok(!self.follow && self.current >= self.files.len())
     }
+
+    fn describe_position(&self, partition: i32, offset: i64) -> String {
+        match self.file_of(partition) {
+            Some(f) => format!("{}:{}", f.display(), offset + 1),
+            None => format!("file {partition}, line {}", offset + 1),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -107,6 +107,11 @@ pub trait LogReader: Send {
     fn end_offsets(&self) -> Vec<(i32, i64)> {
         Vec::new()
     }
+
+    /// Where a record is, in the words users know the source by (error reports).
+    fn describe_position(&self, partition: i32, offset: i64) -> String {
+        format!("partition {partition}, offset {offset}")
+    }
 }
 
 /// Produces records to one topic.

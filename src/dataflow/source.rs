@@ -116,10 +116,9 @@ impl SourceTask {
         QueryMetrics::add(&self.metrics.decode_errors, bad.len() as u64);
         for b in bad.iter().take(3) {
             tracing::warn!(
-                topic = %self.relation.topic,
-                partition = b.partition,
-                offset = b.offset,
-                "skipping bad record: {}",
+                source = %self.relation.topic,
+                "skipping bad record at {}: {}",
+                self.reader.describe_position(b.partition, b.offset),
                 b.reason
             );
         }
@@ -136,6 +135,7 @@ impl SourceTask {
                             "topic": self.relation.topic,
                             "partition": b.partition,
                             "offset": b.offset,
+                            "position": self.reader.describe_position(b.partition, b.offset),
                             "error": b.reason,
                             "value": b.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
                         })
