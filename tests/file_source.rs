@@ -187,3 +187,50 @@ async fn bounded_file_stream_finishes_and_survives_restart() {
     assert!(err.to_string().contains("/no/such/dir/x.jsonl"), "{err}");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_tails_a_growing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, "{\"k\": \"a\"}\n").unwrap();
+    let engine = start(&dir.path().join("data")).await;
+    exec(
+        &engine,
+        &format!(
+            "CREATE STREAM ev (k VARCHAR) WITH (connector='file', path='{}', follow=true);
+             CREATE TABLE counts AS SELECT k, COUNT(*) AS n FROM ev GROUP BY k;",
+            file.display()
+        ),
+    )
+    .await;
+    let wait_for = |expected: Vec<&'static str>| {
+        let engine = engine.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let got = rows(&engine, "SELECT * FROM counts ORDER BY k").await;
+                if got == expected {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "got {got:?}, want {expected:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(vec!["a | 1"]).await;
+    // A partial line waits for its end.
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    f.write_all(b"{\"k\": \"b\"}\n{\"k\":").unwrap();
+    f.flush().unwrap();
+    wait_for(vec!["a | 1", "b | 1"]).await;
+    f.write_all(b" \"a\"}\n").unwrap();
+    f.flush().unwrap();
+    wait_for(vec!["a | 2", "b | 1"]).await;
+    let shown = rows(&engine, "SHOW QUERIES").await;
+    assert!(shown.iter().any(|r| r.contains("| RUNNING |")), "{shown:?}");
+    engine.shutdown().await;
+}
