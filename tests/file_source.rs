@@ -234,3 +234,47 @@ async fn follow_tails_a_growing_file() {
     assert!(shown.iter().any(|r| r.contains("| RUNNING |")), "{shown:?}");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sinks_write_json_lines_with_ops_for_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"k\":\"a\",\"v\":1}\n{\"k\":\"b\",\"v\":5}\n{\"k\":\"a\",\"v\":2}\n",
+    )
+    .unwrap();
+    let engine = start(&dir.path().join("data")).await;
+    let out_stream = dir.path().join("big.jsonl");
+    let out_table = dir.path().join("sums.jsonl");
+    exec(
+        &engine,
+        &format!(
+            "CREATE STREAM src (k VARCHAR, v INT) WITH (connector='file', path='{}');
+             CREATE STREAM big WITH (connector='file', path='{}') AS SELECT k, v FROM src WHERE v > 1;
+             CREATE TABLE sums WITH (connector='file', path='{}') AS SELECT k, SUM(v) AS total FROM src GROUP BY k;",
+            input.display(),
+            out_stream.display(),
+            out_table.display()
+        ),
+    )
+    .await;
+    wait_finished(&engine, "CSAS_BIG").await;
+    wait_finished(&engine, "CTAS_SUMS").await;
+    let lines = std::fs::read_to_string(&out_stream).unwrap();
+    assert_eq!(lines, "{\"k\":\"b\",\"v\":5}\n{\"k\":\"a\",\"v\":2}\n");
+    let changes: Vec<serde_json::Value> = std::fs::read_to_string(&out_table)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(changes.iter().all(|c| c["op"] == "upsert"), "{changes:?}");
+    let last_a = changes.iter().rev().find(|c| c["k"] == "a").unwrap();
+    assert_eq!(last_a["total"], 3);
+    // The sink file is itself readable as a stream.
+    assert_eq!(
+        rows(&engine, "SELECT k, v FROM big ORDER BY k").await,
+        vec!["a | 2", "b | 5"]
+    );
+    engine.shutdown().await;
+}

@@ -267,3 +267,82 @@ mod tests {
         assert!(list_files("/no/such/file.jsonl").is_err());
     }
 }
+
+/// Appends query results to a file as JSON lines. A stream's rows are written as
+/// they are; a table's changes carry an `"op"` field: `{"op":"upsert", ...row}` or
+/// `{"op":"delete","key":...}`, so the file can be replayed into the table.
+pub struct FileWriter {
+    path: PathBuf,
+    file: std::io::BufWriter<File>,
+    changelog: bool,
+}
+
+impl FileWriter {
+    pub fn create(path: &str, changelog: bool) -> Result<FileWriter> {
+        let io = |e: std::io::Error| ConnectorError::Io {
+            path: path.to_string(),
+            source: e,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(FileWriter {
+            path: PathBuf::from(path),
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            changelog,
+        })
+    }
+
+    fn io(&self, e: std::io::Error) -> ConnectorError {
+        ConnectorError::Io {
+            path: self.path.display().to_string(),
+            source: e,
+        }
+    }
+}
+
+#[async_trait]
+impl super::LogWriter for FileWriter {
+    async fn send(&mut self, records: Vec<super::OutRecord>) -> Result<()> {
+        use std::io::Write;
+        for r in records {
+            let line: Vec<u8> = match (self.changelog, &r.value) {
+                (false, Some(v)) => v.to_vec(),
+                (false, None) => continue,
+                (true, Some(v)) => {
+                    // Our encoder writes objects: splice the op in after the '{'.
+                    let mut line = b"{\"op\":\"upsert\"".to_vec();
+                    let rest = v.strip_prefix(b"{").unwrap_or(v);
+                    if rest.first() != Some(&b'}') {
+                        line.push(b',');
+                    }
+                    line.extend_from_slice(rest);
+                    line
+                }
+                (true, None) => {
+                    let key = r.key.as_deref().unwrap_or_default();
+                    let key_json = match serde_json::from_slice::<serde_json::Value>(key) {
+                        Ok(v) => v,
+                        Err(_) => {
+                            serde_json::Value::String(String::from_utf8_lossy(key).into_owned())
+                        }
+                    };
+                    serde_json::json!({"op": "delete", "key": key_json})
+                        .to_string()
+                        .into_bytes()
+                }
+            };
+            self.file.write_all(&line).map_err(|e| self.io(e))?;
+            self.file.write_all(b"\n").map_err(|e| self.io(e))?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        use std::io::Write;
+        self.file.flush().map_err(|e| self.io(e))?;
+        self.file.get_ref().sync_data().map_err(|e| self.io(e))
+    }
+}

@@ -535,9 +535,45 @@ impl Engine {
             self.replace_check(&name, &relation)?;
             self.drop_queries_writing(&name)?;
         }
-        relation.partitions = self
-            .ensure_topic(&opts.topic, opts.partitions, source.partitions, &c.with)
-            .await?;
+        relation.connector = source_connector(&c.with)?;
+        match &relation.connector {
+            SourceConnector::File { path, follow } => {
+                if *follow {
+                    return Err(with_error(
+                        &c.with,
+                        "follow",
+                        "follow applies to file sources, not to a query's output".into(),
+                        "remove follow",
+                    ));
+                }
+                if relation.format.value_format != ValueFormat::Json {
+                    return Err(with_error(
+                        &c.with,
+                        "value_format",
+                        "a file sink writes JSON lines".into(),
+                        "value_format='json'",
+                    ));
+                }
+                // Create it now so mistakes in the path show before the query runs.
+                crate::connectors::file::FileWriter::create(path, relation.is_table()).map_err(
+                    |e| {
+                        with_error(
+                            &c.with,
+                            "path",
+                            format!("path '{path}': {e}"),
+                            "the directory must exist",
+                        )
+                    },
+                )?;
+                relation.topic = path.clone();
+                relation.partitions = 1;
+            }
+            SourceConnector::Topic => {
+                relation.partitions = self
+                    .ensure_topic(&opts.topic, opts.partitions, source.partitions, &c.with)
+                    .await?;
+            }
+        }
         let prefix = match c.kind {
             RelationKind::Stream => "CSAS",
             RelationKind::Table => "CTAS",
@@ -728,11 +764,20 @@ impl Engine {
         let sink: Box<dyn Sink> = if materialize_only {
             Box::new(NullSink)
         } else {
+            let writer: Box<dyn crate::connectors::LogWriter> = match &sink_rel.connector {
+                SourceConnector::File { path, .. } => Box::new(
+                    crate::connectors::file::FileWriter::create(path, sink_rel.is_table())
+                        .map_err(|e| SluiceError::connector(format!("writing '{path}'"), e))?,
+                ),
+                SourceConnector::Topic => {
+                    self.backend.writer(&sink_rel.topic).await.map_err(|e| {
+                        SluiceError::connector(format!("writing topic '{}'", sink_rel.topic), e)
+                    })?
+                }
+            };
             Box::new(TopicSink {
                 encoder: RecordEncoder::new(&sink_rel),
-                writer: self.backend.writer(&sink_rel.topic).await.map_err(|e| {
-                    SluiceError::connector(format!("writing topic '{}'", sink_rel.topic), e)
-                })?,
+                writer,
                 topic: sink_rel.topic.clone(),
             })
         };
