@@ -217,57 +217,6 @@ impl LogReader for FileReader {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("events-*.jsonl", "events-01.jsonl"));
-        assert!(!glob_match("events-*.jsonl", "events-01.csv"));
-        assert!(glob_match("*", "x"));
-        assert!(glob_match("a*b*c", "aXXbYc"));
-        assert!(!glob_match("a*b*c", "aXXbYcd"));
-    }
-
-    #[tokio::test]
-    async fn reads_files_in_order_and_resumes_from_offsets() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("b.jsonl"), "{\"x\":3}\n").unwrap();
-        std::fs::write(dir.path().join("a.jsonl"), "{\"x\":1}\n\n{\"x\":2}").unwrap();
-        let path = dir.path().to_str().unwrap();
-        let mut r = FileReader::open(path, StartFrom::Earliest, false).unwrap();
-        let recs = r.poll(100, Duration::from_millis(1)).await.unwrap();
-        let got: Vec<(i32, i64, String)> = recs
-            .iter()
-            .map(|r| {
-                (
-                    r.partition,
-                    r.offset,
-                    String::from_utf8_lossy(r.value.as_deref().unwrap()).to_string(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (0, 0, "{\"x\":1}".into()),
-                (0, 2, "{\"x\":2}".into()),
-                (1, 0, "{\"x\":3}".into())
-            ]
-        );
-        assert!(r.caught_up().await.unwrap());
-        let mut r =
-            FileReader::open(path, StartFrom::Offsets(vec![(0, 1), (1, 1)]), false).unwrap();
-        let recs = r.poll(100, Duration::from_millis(1)).await.unwrap();
-        assert_eq!(recs.len(), 1);
-        assert_eq!(recs[0].offset, 2);
-        let glob = format!("{path}/a*");
-        assert_eq!(list_files(&glob).unwrap().len(), 1);
-        assert!(list_files("/no/such/file.jsonl").is_err());
-    }
-}
-
 /// Appends query results to a file as JSON lines. A stream's rows are written as
 /// they are; a table's changes carry an `"op"` field: `{"op":"upsert", ...row}` or
 /// `{"op":"delete","key":...}`, so the file can be replayed into the table.
@@ -344,5 +293,56 @@ impl super::LogWriter for FileWriter {
         use std::io::Write;
         self.file.flush().map_err(|e| self.io(e))?;
         self.file.get_ref().sync_data().map_err(|e| self.io(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("events-*.jsonl", "events-01.jsonl"));
+        assert!(!glob_match("events-*.jsonl", "events-01.csv"));
+        assert!(glob_match("*", "x"));
+        assert!(glob_match("a*b*c", "aXXbYc"));
+        assert!(!glob_match("a*b*c", "aXXbYcd"));
+    }
+
+    #[tokio::test]
+    async fn reads_files_in_order_and_resumes_from_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.jsonl"), "{\"x\":3}\n").unwrap();
+        std::fs::write(dir.path().join("a.jsonl"), "{\"x\":1}\n\n{\"x\":2}").unwrap();
+        let path = dir.path().to_str().unwrap();
+        let mut r = FileReader::open(path, StartFrom::Earliest, false).unwrap();
+        let recs = r.poll(100, Duration::from_millis(1)).await.unwrap();
+        let got: Vec<(i32, i64, String)> = recs
+            .iter()
+            .map(|r| {
+                (
+                    r.partition,
+                    r.offset,
+                    String::from_utf8_lossy(r.value.as_deref().unwrap()).to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 0, "{\"x\":1}".into()),
+                (0, 2, "{\"x\":2}".into()),
+                (1, 0, "{\"x\":3}".into())
+            ]
+        );
+        assert!(r.caught_up().await.unwrap());
+        let mut r =
+            FileReader::open(path, StartFrom::Offsets(vec![(0, 1), (1, 1)]), false).unwrap();
+        let recs = r.poll(100, Duration::from_millis(1)).await.unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].offset, 2);
+        let glob = format!("{path}/a*");
+        assert_eq!(list_files(&glob).unwrap().len(), 1);
+        assert!(list_files("/no/such/file.jsonl").is_err());
     }
 }
