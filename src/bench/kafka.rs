@@ -124,6 +124,8 @@ pub(super) struct KafkaOptions {
     pub brokers: Option<String>,
     /// The engine's checkpoint interval.
     pub checkpoint_interval: Duration,
+    /// Extra librdkafka properties for every client.
+    pub properties: Vec<(String, String)>,
 }
 
 /// Produces the events to a new topic, then runs every query over it.
@@ -158,8 +160,8 @@ pub(super) async fn run_kafka(
     let topic = format!("{prefix}_pageviews");
 
     // 1. The input: the generator's events as JSON records keyed by user_id.
-    let backend =
-        KafkaBackend::new(&addr, &[]).map_err(|e| anyhow!("connecting to {addr}: {e}"))?;
+    let backend = KafkaBackend::new(&addr, &options.properties)
+        .map_err(|e| anyhow!("connecting to {addr}: {e}"))?;
     backend
         .create_topic(&topic, partitions)
         .await
@@ -194,6 +196,7 @@ pub(super) async fn run_kafka(
         data_dir: scratch.join("engine"),
         kafka_brokers: Some(addr.clone()),
         checkpoint_interval: options.checkpoint_interval,
+        kafka_properties: options.properties.clone(),
         ..Default::default()
     })
     .await
@@ -255,8 +258,14 @@ pub(super) async fn run_kafka(
             rows_out: Some(out),
             measured,
             note: format!(
-                "{broker_name}; first record after {:.2} s; checkpoint every {} ms; output to topic {prefix}_{}",
+                "{broker_name}; first record after {:.2} s, then {} events/s; checkpoint every {} ms; output to topic {prefix}_{}",
                 first_record.unwrap_or_default().as_secs_f64(),
+                super::format_rate(
+                    events as f64
+                        / (measured.elapsed.saturating_sub(first_record.unwrap_or_default()))
+                            .as_secs_f64()
+                            .max(1e-9)
+                ),
                 options.checkpoint_interval.as_millis(),
                 if q == BenchQuery::Filter {
                     "errors"

@@ -52,11 +52,13 @@ pub enum ModeArg {
     Inprocess,
     /// JSON records through the real decoder and source task.
     Json,
+    /// Arrow chunks generated before the timer starts and cycled: the operators alone.
+    Operators,
     /// End to end through a Kafka broker.
     Kafka,
     /// The generator and the decoder alone (no query).
     Stages,
-    /// stages, inprocess, json and kafka.
+    /// stages, operators, inprocess, json and kafka.
     All,
 }
 
@@ -94,6 +96,10 @@ pub struct BenchArgs {
     /// Checkpoint interval of the engine in the Kafka runs (the server's default).
     #[arg(long, default_value_t = 1000)]
     pub checkpoint_interval_ms: u64,
+    /// Extra librdkafka property for every Kafka client, repeatable:
+    /// --kafka-property fetch.queue.backoff.ms=10
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    pub kafka_properties: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +226,16 @@ impl Drop for Scratch {
     }
 }
 
+/// `KEY=VALUE` pairs.
+fn parse_properties(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+            None => anyhow::bail!("--kafka-property takes KEY=VALUE, got '{p}'"),
+        })
+        .collect()
+}
+
 /// Runs the benchmarks `args` selects and prints one table row per run.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.events > 0, "--events must be at least 1");
@@ -232,6 +248,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let modes: Vec<ModeArg> = match args.mode {
         ModeArg::All => vec![
             ModeArg::Stages,
+            ModeArg::Operators,
             ModeArg::Inprocess,
             ModeArg::Json,
             ModeArg::Kafka,
@@ -261,13 +278,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     print_row(&r);
                 }
             }
-            ModeArg::Inprocess | ModeArg::Json => {
+            ModeArg::Operators | ModeArg::Inprocess | ModeArg::Json => {
                 for &q in &queries {
-                    let r = if mode == ModeArg::Inprocess {
-                        inprocess::run_arrow(q, &config, args.events, args.batch_size, &scratch.0)
-                            .await?
-                    } else {
-                        inprocess::run_json(q, &config, args.events, &scratch.0).await?
+                    let (events, batch) = (args.events, args.batch_size);
+                    let r = match mode {
+                        ModeArg::Operators => {
+                            let source = inprocess::ArrowSource::Pool;
+                            inprocess::run_arrow(q, &config, events, batch, source, &scratch.0)
+                                .await?
+                        }
+                        ModeArg::Inprocess => {
+                            let source = inprocess::ArrowSource::Generate;
+                            inprocess::run_arrow(q, &config, events, batch, source, &scratch.0)
+                                .await?
+                        }
+                        _ => inprocess::run_json(q, &config, events, &scratch.0).await?,
                     };
                     print_row(&r);
                 }
@@ -281,6 +306,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     checkpoint_interval: std::time::Duration::from_millis(
                         args.checkpoint_interval_ms.max(10),
                     ),
+                    properties: parse_properties(&args.kafka_properties)?,
                 };
                 kafka::run_kafka(&queries, &config, &options, &scratch.0, print_row).await?;
             }
