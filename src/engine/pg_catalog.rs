@@ -1008,19 +1008,10 @@ fn format_type(oid: u32, typmod: Option<i64>) -> String {
 /// The wire type of an Arrow column (the same one the RowDescription carries)
 /// and its type modifier.
 fn column_type(dt: &DataType) -> (u32, i32) {
-    let oid = crate::serve::pg_type(dt).oid();
-    let typmod = match dt {
-        DataType::Decimal32(p, s)
-        | DataType::Decimal64(p, s)
-        | DataType::Decimal128(p, s)
-        | DataType::Decimal256(p, s)
-            if *s >= 0 =>
-        {
-            ((i32::from(*p) << 16) | i32::from(*s as u8)) + 4
-        }
-        _ => -1,
-    };
-    (oid, typmod)
+    (
+        crate::serve::pg_type(dt).oid(),
+        crate::serve::pg_type_modifier(dt),
+    )
 }
 
 // ---------------------------------------------------------------------------

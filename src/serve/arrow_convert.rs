@@ -88,7 +88,7 @@ pub fn pg_type(dt: &DataType) -> Type {
 
 /// The Postgres type modifier (`atttypmod`): precision and scale for numerics,
 /// so clients like JDBC report them; -1 ("none") otherwise.
-fn pg_type_modifier(dt: &DataType) -> i32 {
+pub fn pg_type_modifier(dt: &DataType) -> i32 {
     match dt {
         DataType::Decimal32(p, s)
         | DataType::Decimal64(p, s)

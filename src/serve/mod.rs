@@ -18,7 +18,7 @@ mod arrow_convert;
 pub mod http;
 pub mod pgwire;
 
-pub use arrow_convert::{pg_type, sql_type_name};
+pub use arrow_convert::{pg_type, pg_type_modifier, sql_type_name};
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
