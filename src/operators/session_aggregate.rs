@@ -232,7 +232,10 @@ impl SessionAggregate {
                             .ok_or_else(|| SluiceError::Internal("session vanished".into()))?;
                         s.accumulators[a].evaluate()?
                     }
-                    None => ScalarValue::try_from(field.data_type())?,
+                    // A retraction carries only its key; a non-nullable column
+                    // still needs some value.
+                    None if field.is_nullable() => ScalarValue::try_from(field.data_type())?,
+                    None => ScalarValue::new_default(field.data_type())?,
                 });
             }
             let mut array = if values.is_empty() {

@@ -1,0 +1,74 @@
+-- Window table-valued functions (Flink / RisingWave style) and session windows
+-- that merge when a late event bridges two sessions.
+CREATE STREAM clicks (user_id VARCHAR KEY, url VARCHAR, ts TIMESTAMP,
+                      WATERMARK FOR ts AS ts - INTERVAL '1' MINUTE)
+  WITH (kafka_topic='clicks', value_format='json');
+CREATE TABLE hopping AS
+  SELECT url, window_start, window_end, COUNT(*) AS n
+  FROM HOP(clicks, ts, INTERVAL '30' SECOND, INTERVAL '1' MINUTE)
+  GROUP BY url, window_start, window_end;
+CREATE TABLE cumulative AS
+  SELECT window_start, window_end, COUNT(*) AS n
+  FROM CUMULATE(clicks, ts, INTERVAL '30' SECOND, INTERVAL '1' MINUTE)
+  GROUP BY window_start, window_end;
+CREATE TABLE sessions AS
+  SELECT user_id, window_start, window_end, COUNT(*) AS n
+  FROM SESSION(clicks, ts, INTERVAL '30' SECOND)
+  GROUP BY user_id, window_start, window_end;
+
+--- input clicks
+u1 | {"url": "/a", "ts": "2024-01-01T00:00:00"}
+u1 | {"url": "/a", "ts": "2024-01-01T00:00:20"}
+u2 | {"url": "/b", "ts": "2024-01-01T00:00:40"}
+u1 | {"url": "/a", "ts": "2024-01-01T00:01:10"}
+
+--- expect SELECT url, window_start, window_end, n FROM hopping ORDER BY url, window_start
+/a | 2023-12-31T23:59:30 | 2024-01-01T00:00:30 | 2
+/a | 2024-01-01T00:00:00 | 2024-01-01T00:01:00 | 2
+/a | 2024-01-01T00:00:30 | 2024-01-01T00:01:30 | 1
+/a | 2024-01-01T00:01:00 | 2024-01-01T00:02:00 | 1
+/b | 2024-01-01T00:00:00 | 2024-01-01T00:01:00 | 1
+/b | 2024-01-01T00:00:30 | 2024-01-01T00:01:30 | 1
+
+--- expect SELECT window_start, window_end, n FROM cumulative ORDER BY window_start, window_end
+2024-01-01T00:00:00 | 2024-01-01T00:00:30 | 2
+2024-01-01T00:00:00 | 2024-01-01T00:01:00 | 3
+2024-01-01T00:01:00 | 2024-01-01T00:01:30 | 1
+2024-01-01T00:01:00 | 2024-01-01T00:02:00 | 1
+
+--- expect SELECT user_id, window_start, window_end, n FROM sessions ORDER BY user_id, window_start
+u1 | 2024-01-01T00:00:00 | 2024-01-01T00:00:50 | 2
+u1 | 2024-01-01T00:01:10 | 2024-01-01T00:01:40 | 1
+u2 | 2024-01-01T00:00:40 | 2024-01-01T00:01:10 | 1
+
+--- restart
+
+-- 00:00:45 bridges u1's two sessions: both rows are retracted, the merged one replaces them.
+--- input clicks
+u1 | {"url": "/a", "ts": "2024-01-01T00:00:45"}
+
+--- expect SELECT user_id, window_start, window_end, n FROM sessions ORDER BY user_id, window_start
+u1 | 2024-01-01T00:00:00 | 2024-01-01T00:01:40 | 4
+u2 | 2024-01-01T00:00:40 | 2024-01-01T00:01:10 | 1
+
+--- expect SELECT window_start, window_end, n FROM cumulative ORDER BY window_start, window_end
+2024-01-01T00:00:00 | 2024-01-01T00:00:30 | 2
+2024-01-01T00:00:00 | 2024-01-01T00:01:00 | 4
+2024-01-01T00:01:00 | 2024-01-01T00:01:30 | 1
+2024-01-01T00:01:00 | 2024-01-01T00:02:00 | 1
+
+--- error SELECT url, COUNT(*) FROM clicks WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY url
+add EMIT CHANGES or EMIT FINAL
+
+--- error SELECT url, COUNT(*) FROM clicks GROUP BY url EMIT FINAL
+EMIT FINAL needs an aggregate over windows
+
+--- error SELECT COUNT(*) FROM TUMBLE(clicks, url, INTERVAL '1' MINUTE) GROUP BY window_start, window_end EMIT CHANGES
+'url' is not it
+
+--- error SELECT COUNT(*) FROM TUMBLE(clicks, ts, INTERVAL '1' MINUTE) GROUP BY window_start EMIT CHANGES
+must GROUP BY window_start and window_end
+
+--- error CREATE TABLE bad AS SELECT url, COUNT(*) FROM clicks WINDOW HOPPING (SIZE 1 MINUTE) GROUP BY url
+line 1, column
+ADVANCE BY
