@@ -15,6 +15,7 @@ pub mod dataflow;
 pub mod engine;
 pub mod error;
 pub mod formats;
+pub mod functions;
 pub mod operators;
 pub mod planner;
 pub mod serve;

@@ -45,6 +45,7 @@ pub(super) async fn plan(
         .set_bool("datafusion.sql_parser.collect_spans", true)
         .with_default_catalog_and_schema("sluice", "public");
     let ctx = SessionContext::new_with_config(session_config);
+    crate::functions::register(&ctx)?;
     ctx.register_table(
         relation.name.as_str(),
         Arc::new(TopicProvider {

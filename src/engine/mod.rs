@@ -85,6 +85,7 @@ impl Engine {
             .set_bool("datafusion.sql_parser.collect_spans", true)
             .with_default_catalog_and_schema("sluice", "public");
         let ctx = SessionContext::new_with_config(session_config);
+        crate::functions::register(&ctx)?;
         let engine = Arc::new(Engine {
             config,
             backend,

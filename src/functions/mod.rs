@@ -1,0 +1,36 @@
+//! SQL functions streaming users expect beyond DataFusion's built-ins: ksqlDB's
+//! names for aggregates DataFusion already has (registered as aliases, so they run
+//! DataFusion's own accumulators), `TOPK`, and `PROCTIME()`.
+
+mod proctime;
+mod topk;
+
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
+use datafusion::prelude::SessionContext;
+
+use crate::error::{Result, SluiceError};
+
+/// (DataFusion aggregate, the extra names users call it by).
+const AGGREGATE_ALIASES: &[(&str, &[&str])] = &[
+    ("approx_percentile_cont", &["approx_percentile"]),
+    ("approx_distinct", &["approx_count_distinct", "count_distinct_approx"]),
+    ("first_value", &["earliest_by_offset"]),
+    ("last_value", &["latest_by_offset"]),
+    ("array_agg", &["collect_list"]),
+    ("percentile_cont", &["percentile"]),
+];
+
+/// Registers Sluice's functions on a session.
+pub fn register(ctx: &SessionContext) -> Result<()> {
+    let state = ctx.state();
+    for (name, aliases) in AGGREGATE_ALIASES {
+        let udaf = state
+            .aggregate_functions()
+            .get(*name)
+            .ok_or_else(|| SluiceError::Internal(format!("DataFusion has no aggregate '{name}'")))?;
+        ctx.register_udaf(udaf.as_ref().clone().with_aliases(aliases.iter().copied()));
+    }
+    ctx.register_udaf(AggregateUDF::from(topk::TopK::new()));
+    ctx.register_udf(ScalarUDF::from(proctime::ProcTime::new()));
+    Ok(())
+}
