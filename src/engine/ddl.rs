@@ -817,6 +817,7 @@ impl Engine {
                 key_columns: relation.key_indices(),
                 limit: None,
                 logical_plan: String::new(),
+                retention: None,
             }
         } else {
             planner::plan_continuous(
@@ -872,7 +873,11 @@ impl Engine {
         let mut operators: Vec<Box<dyn Operator>> = plan.operators;
         if sink_rel.is_table() {
             let table = self.materialized_table(&sink_rel)?;
-            operators.push(Box::new(Materialize::new(table)));
+            let mut materialize = Materialize::new(table);
+            if let Some(r) = plan.retention {
+                materialize = materialize.with_retention(r);
+            }
+            operators.push(Box::new(materialize));
         }
         let materialize_only = meta.id.starts_with("MATERIALIZE_");
         let sink: Box<dyn Sink> = if materialize_only {

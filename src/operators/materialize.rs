@@ -1,10 +1,11 @@
 //! Materialized tables: the latest row per key of a changelog, kept for pull
 //! queries and persisted at checkpoints.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
-use arrow::array::ArrayRef;
+use arrow::array::{Array, ArrayRef, Int64Array};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
@@ -119,6 +120,35 @@ impl MaterializedTable {
         }
     }
 
+    /// Removes the rows of `keys` (expired windows).
+    fn remove(&self, keys: &[Box<[u8]>]) {
+        let mut inner = self.inner.write();
+        for key in keys {
+            if inner.rows.remove(key).is_some() {
+                inner.dirty.insert(key.clone());
+            }
+        }
+    }
+
+    /// Key and value of column `col` (as i64) of every row.
+    fn column_of_rows(&self, col: usize) -> Result<Vec<(Box<[u8]>, Option<i64>)>> {
+        let inner = self.inner.read();
+        if inner.rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let parser = self.full_rows.parser();
+        let columns = self
+            .full_rows
+            .convert_rows(inner.rows.values().map(|r| parser.parse(r)))?;
+        let values = i64_values(&columns[col])?;
+        Ok(inner
+            .rows
+            .keys()
+            .cloned()
+            .zip(values.iter())
+            .collect())
+    }
+
     fn restore_rows(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
         let mut inner = self.inner.write();
         inner.rows.clear();
@@ -129,25 +159,91 @@ impl MaterializedTable {
     }
 }
 
+fn i64_values(array: &ArrayRef) -> Result<Int64Array> {
+    let cast = arrow::compute::cast(array, &arrow::datatypes::DataType::Int64)?;
+    cast.as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| crate::error::SluiceError::Internal("window end is not a time".into()))
+}
+
+/// How long the rows of a windowed table stay queryable after their window ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Column holding the window end.
+    pub end_column: usize,
+    pub retention_ms: i64,
+}
+
 /// Keeps a [`MaterializedTable`] up to date and passes the changelog on unchanged.
 pub struct Materialize {
     table: Arc<MaterializedTable>,
+    retention: Option<Retention>,
+    /// (window end, key) of rows, earliest first (windowed tables).
+    expiry: BinaryHeap<Reverse<(i64, Box<[u8]>)>>,
 }
 
 impl Materialize {
     pub fn new(table: Arc<MaterializedTable>) -> Self {
-        Materialize { table }
+        Materialize {
+            table,
+            retention: None,
+            expiry: BinaryHeap::new(),
+        }
+    }
+
+    /// Drops a window's rows once the watermark passes its end + `retention`.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
+        self
     }
 }
 
 impl Operator for Materialize {
     fn describe(&self) -> String {
-        "Materialize".into()
+        match &self.retention {
+            Some(r) => format!("Materialize: retention={}ms", r.retention_ms),
+            None => "Materialize".into(),
+        }
     }
 
     fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         self.table.apply(&chunk)?;
+        if let Some(r) = self.retention {
+            let ends = i64_values(chunk.batch.column(r.end_column))?;
+            let keys: Vec<ArrayRef> = self
+                .table
+                .key_cols
+                .iter()
+                .map(|&i| chunk.batch.column(i).clone())
+                .collect();
+            let keys = self.table.key_rows.convert_columns(&keys)?;
+            for i in 0..chunk.num_rows() {
+                if chunk.op(i) == Op::Upsert && ends.is_valid(i) {
+                    self.expiry.push(Reverse((ends.value(i), keys.row(i).as_ref().into())));
+                }
+            }
+        }
         out.push(Message::Chunk(chunk));
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        if let Some(r) = self.retention {
+            let mut expired = Vec::new();
+            while let Some(Reverse((end, _))) = self.expiry.peek() {
+                if end.saturating_add(r.retention_ms) > watermark {
+                    break;
+                }
+                if let Some(Reverse((_, key))) = self.expiry.pop() {
+                    expired.push(key);
+                }
+            }
+            if !expired.is_empty() {
+                self.table.remove(&expired);
+            }
+        }
+        out.push(Message::Watermark(watermark));
         Ok(())
     }
 
@@ -158,6 +254,13 @@ impl Operator for Materialize {
 
     fn restore(&mut self, id: u16, state: &QueryState) -> Result<()> {
         self.table.restore_rows(state.scan(id)?);
+        if let Some(r) = self.retention {
+            for (key, end) in self.table.column_of_rows(r.end_column)? {
+                if let Some(end) = end {
+                    self.expiry.push(Reverse((end, key)));
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -48,7 +48,14 @@ pub struct StreamPlan {
     pub limit: Option<usize>,
     /// The DataFusion logical plan, for EXPLAIN.
     pub logical_plan: String,
+    /// For windowed aggregates: which output column is the window end, and how
+    /// long closed windows stay in the materialized table.
+    pub retention: Option<crate::operators::materialize::Retention>,
 }
+
+/// How long closed windows stay queryable when the query sets no RETENTION: a day
+/// (as Kafka Streams' window stores), or the window size + grace if longer.
+pub const DEFAULT_RETENTION_MS: i64 = 86_400_000;
 
 impl StreamPlan {
     pub fn explain(&self) -> Vec<String> {
@@ -69,6 +76,8 @@ struct Partial {
     limit: Option<usize>,
     /// An aggregate over the query's windows was planned.
     windowed_aggregate: bool,
+    /// Position in `keys` of the window end, and the retention (windowed aggregates).
+    window_end_key: Option<(usize, i64)>,
 }
 
 /// Checks that every relation the query names exists, so the error can point at it.
@@ -187,7 +196,14 @@ pub async fn plan_continuous(
         .with_hint("add the GROUP BY columns to the SELECT list"));
     }
     let schema: SchemaRef = Arc::new(Schema::new(partial.schema.as_arrow().fields().clone()));
+    let retention = partial.window_end_key.and_then(|(k, retention_ms)| {
+        partial.keys.get(k).map(|&end_column| crate::operators::materialize::Retention {
+            end_column,
+            retention_ms,
+        })
+    });
     Ok(StreamPlan {
+        retention,
         source,
         operators: partial.operators,
         schema,
@@ -231,6 +247,7 @@ fn translate(
                 keys,
                 limit: None,
                 windowed_aggregate: false,
+                window_end_key: None,
             };
             if let Some(w) = window.filter(|w| w.source == *scan.table_name.table()) {
                 // The scan's schema has the window columns; the source does not.
@@ -388,6 +405,10 @@ fn translate(
                     };
                     partial.operators.push(op);
                     partial.windowed_aggregate = true;
+                    let retention = w.clause.retention.unwrap_or_else(|| {
+                        DEFAULT_RETENTION_MS.max(w.clause.kind.max_size() + w.clause.grace)
+                    });
+                    partial.window_end_key = Some((end, retention));
                 }
                 _ => partial
                     .operators

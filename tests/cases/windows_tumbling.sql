@@ -9,6 +9,10 @@ CREATE TABLE per_minute AS
 CREATE TABLE per_minute_final AS
   SELECT url, WINDOWSTART AS ws, COUNT(*) AS n FROM clicks
   WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY url EMIT FINAL;
+-- RETENTION bounds how long closed windows stay queryable.
+CREATE TABLE recent AS
+  SELECT url, COUNT(*) AS n FROM clicks
+  WINDOW TUMBLING (SIZE 1 MINUTE, RETENTION 1 MINUTE) GROUP BY url;
 
 --- input clicks
 u1 | {"url": "/a", "status": 200, "ts": "2024-01-01T00:00:10"}
@@ -50,3 +54,9 @@ u1 | {"url": "/c", "status": 200, "ts": "2024-01-01T00:02:21"}
 --- expect SELECT url, n FROM per_minute WHERE windowstart >= '2024-01-01T00:01:00' AND url = '/b' ORDER BY windowstart DESC
 /b | 1
 /b | 1
+
+-- Watermark 00:02:16: the 00:00 window ended more than a minute ago.
+--- expect SELECT url, windowstart, n FROM recent ORDER BY windowstart, url
+/b | 2024-01-01T00:01:00 | 1
+/b | 2024-01-01T00:02:00 | 1
+/c | 2024-01-01T00:02:00 | 1
