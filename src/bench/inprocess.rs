@@ -100,7 +100,7 @@ pub(super) fn pipeline(plan: StreamPlan) -> Result<(Pipeline, Option<Arc<Materia
 
 fn note(table: &Option<Arc<MaterializedTable>>, batch: usize) -> String {
     match table {
-        Some(t) => format!("{} groups; chunks of {batch}", t.len()),
+        Some(t) => format!("{} rows in the result table at the end; chunks of {batch}", t.len()),
         None => format!("chunks of {batch}"),
     }
 }
@@ -161,8 +161,16 @@ pub(super) async fn run_arrow(
             };
             sent += 1;
             QueryMetrics::add(&source_metrics.records_in, n as u64);
+            // Event time only moves forward here, so the chunk's last event is the
+            // watermark (windowed queries close their windows on it).
+            let watermark = arrow::compute::max(&chunk.rowtime);
             if tx.send(Message::Chunk(chunk)).await.is_err() {
                 return Err(SluiceError::Internal("the pipeline stopped early".into()));
+            }
+            if let Some(w) = watermark.filter(|_| pool.is_empty()) {
+                if tx.send(Message::Watermark(w)).await.is_err() {
+                    return Err(SluiceError::Internal("the pipeline stopped early".into()));
+                }
             }
             left -= n as u64;
         }

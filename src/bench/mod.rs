@@ -39,10 +39,23 @@ pub const GROUPBY_SQL: &str = "CREATE TABLE bench_url_stats WITH (kafka_topic='{
      MIN(status) AS min_status, MAX(status) AS max_status, COUNT(DISTINCT user_id) AS users \
      FROM pageviews GROUP BY url";
 
+/// Per-url dashboard numbers per 10-second window, emitted when each window closes.
+pub const TUMBLING_SQL: &str = "CREATE TABLE bench_url_windows WITH (kafka_topic='{prefix}_url_windows') AS \
+     SELECT url, COUNT(*) AS views, AVG(latency_ms) AS avg_latency_ms, \
+     APPROX_PERCENTILE(latency_ms, 0.99) AS p99_latency_ms, COUNT(*) FILTER (WHERE status >= 500) AS errors \
+     FROM pageviews WINDOW TUMBLING (SIZE 10 SECONDS, RETENTION 1 MINUTE) GROUP BY url EMIT FINAL";
+
+/// A one-minute window every 10 seconds: each event updates six windows.
+pub const HOPPING_SQL: &str = "CREATE TABLE bench_url_hopping WITH (kafka_topic='{prefix}_url_hopping') AS \
+     SELECT url, COUNT(*) AS views, SUM(latency_ms) AS total_latency_ms, MAX(latency_ms) AS max_latency_ms \
+     FROM pageviews WINDOW HOPPING (SIZE 1 MINUTE, ADVANCE BY 10 SECONDS, RETENTION 1 MINUTE) GROUP BY url EMIT FINAL";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QueryArg {
     Filter,
     Groupby,
+    Tumbling,
+    Hopping,
     All,
 }
 
@@ -106,6 +119,8 @@ pub struct BenchArgs {
 pub enum BenchQuery {
     Filter,
     GroupBy,
+    Tumbling,
+    Hopping,
 }
 
 impl BenchQuery {
@@ -113,6 +128,8 @@ impl BenchQuery {
         match self {
             BenchQuery::Filter => "filter",
             BenchQuery::GroupBy => "groupby",
+            BenchQuery::Tumbling => "tumbling",
+            BenchQuery::Hopping => "hopping",
         }
     }
 
@@ -121,6 +138,8 @@ impl BenchQuery {
         match self {
             BenchQuery::Filter => FILTER_SQL,
             BenchQuery::GroupBy => GROUPBY_SQL,
+            BenchQuery::Tumbling => TUMBLING_SQL,
+            BenchQuery::Hopping => HOPPING_SQL,
         }
         .replace("{prefix}", prefix)
     }
@@ -130,6 +149,8 @@ impl BenchQuery {
         match self {
             BenchQuery::Filter => "bench_errors",
             BenchQuery::GroupBy => "bench_url_stats",
+            BenchQuery::Tumbling => "bench_url_windows",
+            BenchQuery::Hopping => "bench_url_hopping",
         }
     }
 }
@@ -243,6 +264,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let queries: Vec<BenchQuery> = match args.query {
         QueryArg::Filter => vec![BenchQuery::Filter],
         QueryArg::Groupby => vec![BenchQuery::GroupBy],
+        QueryArg::Tumbling => vec![BenchQuery::Tumbling],
+        QueryArg::Hopping => vec![BenchQuery::Hopping],
         QueryArg::All => vec![BenchQuery::Filter, BenchQuery::GroupBy],
     };
     let modes: Vec<ModeArg> = match args.mode {
