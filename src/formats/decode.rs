@@ -400,6 +400,30 @@ mod tests {
     }
 
     #[test]
+    fn event_time_per_partition_and_processing_time() {
+        let mut rel = relation(RelationKind::Stream, ValueFormat::Json, Some("ts"));
+        let mut d = RecordDecoder::new(&rel).unwrap();
+        let mut records = vec![
+            rec(0, None, Some(r#"{"status": 1, "ts": 50}"#)),
+            rec(1, None, Some(r#"{"status": 1, "ts": 70}"#)),
+            rec(2, None, Some(r#"{"status": 1, "ts": 60}"#)),
+        ];
+        records[1].partition = 1;
+        let out = d.decode(&records).unwrap();
+        let mut max_time = out.max_time.clone();
+        max_time.sort();
+        assert_eq!(max_time, vec![(0, 60), (1, 70)]);
+
+        rel.format.timestamp = None;
+        rel.format.processing_time = true;
+        let mut d = RecordDecoder::new(&rel).unwrap();
+        let before = chrono::Utc::now().timestamp_millis();
+        let out = d.decode(&records).unwrap();
+        let after = chrono::Utc::now().timestamp_millis();
+        assert!(out.chunk.rowtime.values().iter().all(|t| (before..=after).contains(t)));
+    }
+
+    #[test]
     fn table_tombstones_become_deletes_in_order() {
         let mut d =
             RecordDecoder::new(&relation(RelationKind::Table, ValueFormat::Json, None)).unwrap();
