@@ -278,3 +278,63 @@ async fn file_sinks_write_json_lines_with_ops_for_tables() {
     );
     engine.shutdown().await;
 }
+
+/// The end of a bounded file is the final watermark: every window closes, EMIT
+/// FINAL results come out, and the query finishes. `watermark_delay` applies while
+/// reading: an event more out of order than the delay is late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_of_file_closes_every_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bids.jsonl");
+    // The source reads up to 8192 lines per batch, so the first file is exactly one
+    // batch; after it the watermark is its largest event time (16 s) minus the
+    // delay (2 s) = 14 s. The second file's 3 s bid then belongs to a window that
+    // closed at 5 s: it is late.
+    let mut lines: Vec<String> = [
+        r#"{"auction": 1, "bid": {"price": 10}, "ts": 1000}"#,
+        r#"{"auction": 1, "bid": {"price": 30}, "ts": 4000}"#,
+        r#"{"auction": 2, "bid": {"price": 5}, "ts": 9000}"#,
+        r#"{"auction": 1, "bid": {"price": 7}, "ts": 16000}"#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    lines.extend((0..8188).map(|_| r#"{"auction": 3, "bid": {"price": 1}, "ts": 16000}"#.to_string()));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let late = dir.path().join("bids2.jsonl");
+    std::fs::write(&late, "{\"auction\": 1, \"bid\": {\"price\": 99}, \"ts\": 3000}\n").unwrap();
+    let engine = start(dir.path()).await;
+    exec(
+        &engine,
+        &format!(
+            "CREATE STREAM bids (auction BIGINT, bid STRUCT<price BIGINT>, ts BIGINT) \
+             WITH (connector='file', path='{}/bids*.jsonl', value_format='json', timestamp='ts', watermark_delay='2 seconds')",
+            dir.path().display()
+        ),
+    )
+    .await;
+    exec(
+        &engine,
+        "CREATE TABLE per_auction AS SELECT auction, COUNT(*) AS bids, MAX(bid.price) AS best \
+         FROM bids WINDOW TUMBLING (SIZE 5 SECONDS) GROUP BY auction EMIT FINAL",
+    )
+    .await;
+    wait_finished(&engine, "CTAS_PER_AUCTION").await;
+    assert_eq!(
+        rows(
+            &engine,
+            "SELECT auction, CAST(windowstart AS BIGINT) AS ws, bids, best FROM per_auction ORDER BY ws, auction"
+        )
+        .await,
+        vec!["1 | 0 | 2 | 30", "2 | 5000 | 1 | 5", "1 | 15000 | 1 | 7", "3 | 15000 | 8188 | 1"]
+    );
+    let metrics = engine.metrics_text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_query_late_records_total{query=\"CTAS_PER_AUCTION")
+                && l.ends_with(" 1")),
+        "the 3 s bid in the second file is late: {metrics}"
+    );
+    engine.shutdown().await;
+}

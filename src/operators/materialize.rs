@@ -229,7 +229,9 @@ impl Operator for Materialize {
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
-        if let Some(r) = self.retention {
+        // The end of a bounded input closes every window but is not time passing:
+        // the windows stay queryable.
+        if let Some(r) = self.retention.filter(|_| watermark < i64::MAX) {
             let mut expired = Vec::new();
             while let Some(Reverse((end, _))) = self.expiry.peek() {
                 if end.saturating_add(r.retention_ms) > watermark {
