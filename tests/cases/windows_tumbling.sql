@@ -60,3 +60,11 @@ u1 | {"url": "/c", "status": 200, "ts": "2024-01-01T00:02:21"}
 /b | 2024-01-01T00:01:00 | 1
 /b | 2024-01-01T00:02:00 | 1
 /c | 2024-01-01T00:02:00 | 1
+
+-- The window is part of the key: the output topic's JSON record keys carry it, so
+-- a consumer can rebuild the table.
+--- expect DESCRIBE per_minute_final
+url | VARCHAR | true
+ws | TIMESTAMP | true
+n | BIGINT | false
+windowend | TIMESTAMP | true
