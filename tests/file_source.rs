@@ -299,10 +299,16 @@ async fn end_of_file_closes_every_window() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    lines.extend((0..8188).map(|_| r#"{"auction": 3, "bid": {"price": 1}, "ts": 16000}"#.to_string()));
+    lines.extend(
+        (0..8188).map(|_| r#"{"auction": 3, "bid": {"price": 1}, "ts": 16000}"#.to_string()),
+    );
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     let late = dir.path().join("bids2.jsonl");
-    std::fs::write(&late, "{\"auction\": 1, \"bid\": {\"price\": 99}, \"ts\": 3000}\n").unwrap();
+    std::fs::write(
+        &late,
+        "{\"auction\": 1, \"bid\": {\"price\": 99}, \"ts\": 3000}\n",
+    )
+    .unwrap();
     let engine = start(dir.path()).await;
     exec(
         &engine,
@@ -330,10 +336,9 @@ async fn end_of_file_closes_every_window() {
     );
     let metrics = engine.metrics_text();
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("sluice_query_late_records_total{query=\"CTAS_PER_AUCTION")
-                && l.ends_with(" 1")),
+        metrics.lines().any(|l| l
+            .starts_with("sluice_query_late_records_total{query=\"CTAS_PER_AUCTION")
+            && l.ends_with(" 1")),
         "the 3 s bid in the second file is late: {metrics}"
     );
     engine.shutdown().await;

@@ -160,15 +160,20 @@ async fn oracle(events: &[Event]) -> Vec<(String, BTreeSet<String>)> {
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.k.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| e.k.as_str()),
+            )),
             Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.v))),
             Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.ts))),
         ],
     )
     .unwrap();
     let ctx = SessionContext::new();
-    ctx.register_table("ev", Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()))
-        .unwrap();
+    ctx.register_table(
+        "ev",
+        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
+    )
+    .unwrap();
     let mut out = Vec::new();
     for (name, sql) in ORACLES {
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
@@ -230,7 +235,10 @@ async fn check_seed(seed: u64) {
         v: 0,
         ts: last + 3_600_000,
     };
-    writer.send(produce(std::slice::from_ref(&flush))).await.unwrap();
+    writer
+        .send(produce(std::slice::from_ref(&flush)))
+        .await
+        .unwrap();
     writer.flush().await.unwrap();
 
     let expected = oracle(&events).await;
@@ -255,6 +263,24 @@ async fn check_seed(seed: u64) {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    // Every window of the test data closed, so its state is gone: what is left is
+    // the flush event's own windows (at most 4 hopping or cumulating windows).
+    let text = engine.metrics_text();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("sluice_query_state_entries{"))
+    {
+        let n: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX);
+        assert!(
+            n <= 4,
+            "seed {seed}: state not freed when windows closed: {line}"
+        );
     }
 
     // Late: older than every closed window (end + grace below the watermark).
@@ -289,7 +315,10 @@ async fn check_seed(seed: u64) {
             break;
         }
         if Instant::now() > deadline {
-            panic!("seed {seed}: late events counted per query {counted:?}, expected {} each", late.len());
+            panic!(
+                "seed {seed}: late events counted per query {counted:?}, expected {} each",
+                late.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -298,7 +327,11 @@ async fn check_seed(seed: u64) {
         let sql = format!(
             "SELECT k, CAST(windowstart AS BIGINT), CAST(windowend AS BIGINT), n, s, lo, hi FROM {name} WHERE k <> '{FLUSH_KEY}'"
         );
-        assert_eq!(&pull(&engine, &mut session, &sql).await, want, "seed {seed}, {name} after late events");
+        assert_eq!(
+            &pull(&engine, &mut session, &sql).await,
+            want,
+            "seed {seed}, {name} after late events"
+        );
     }
     // ... and the tumbling query wrote them to its late topic, unchanged.
     for r in engine
@@ -311,7 +344,10 @@ async fn check_seed(seed: u64) {
         r.unwrap();
     }
     let got = pull(&engine, &mut session, "SELECT k, v, ts FROM late_ev").await;
-    let want: BTreeSet<String> = late.iter().map(|e| format!("{}|{}|{}", e.k, e.v, e.ts)).collect();
+    let want: BTreeSet<String> = late
+        .iter()
+        .map(|e| format!("{}|{}|{}", e.k, e.v, e.ts))
+        .collect();
     assert_eq!(got, want, "seed {seed}: late topic");
     engine.shutdown().await;
 }

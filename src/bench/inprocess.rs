@@ -98,9 +98,13 @@ pub(super) fn pipeline(plan: StreamPlan) -> Result<(Pipeline, Option<Arc<Materia
     Ok((pipeline, table))
 }
 
-fn note(table: &Option<Arc<MaterializedTable>>, batch: usize) -> String {
+fn note(table: &Option<Arc<MaterializedTable>>, metrics: &QueryMetrics, batch: usize) -> String {
+    let state = QueryMetrics::get(&metrics.state_entries);
     match table {
-        Some(t) => format!("{} rows in the result table at the end; chunks of {batch}", t.len()),
+        Some(t) => format!(
+            "at the end: {} result rows, {state} state entries; chunks of {batch}",
+            t.len()
+        ),
         None => format!("chunks of {batch}"),
     }
 }
@@ -195,10 +199,10 @@ pub(super) async fn run_arrow(
         rows_out: Some(QueryMetrics::get(&metrics.records_out)),
         measured,
         note: match source {
-            ArrowSource::Generate => note(&table, batch),
+            ArrowSource::Generate => note(&table, &metrics, batch),
             ArrowSource::Pool => format!(
                 "{}; a pool of {} chunks generated beforehand and cycled",
-                note(&table, batch),
+                note(&table, &metrics, batch),
                 pool_len
             ),
         },
@@ -285,7 +289,7 @@ pub(super) async fn run_json(
         events,
         rows_out: Some(QueryMetrics::get(&metrics.records_out)),
         measured,
-        note: note(&table, 8192),
+        note: note(&table, &metrics, 8192),
     })
 }
 

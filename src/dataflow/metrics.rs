@@ -14,6 +14,8 @@ pub struct QueryMetrics {
     pub decode_errors: AtomicU64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Keyed state entries the operators hold (groups, open windows, sessions).
+    pub state_entries: AtomicU64,
     /// Events dropped because their windows had closed.
     pub late_records: AtomicU64,
     pub batches: AtomicU64,
@@ -31,6 +33,7 @@ impl Default for QueryMetrics {
             decode_errors: Default::default(),
             dead_lettered: Default::default(),
             late_records: Default::default(),
+            state_entries: Default::default(),
             batches: Default::default(),
             checkpoints: Default::default(),
             partitions: Default::default(),

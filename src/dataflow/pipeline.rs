@@ -122,7 +122,12 @@ impl Pipeline {
                         QueryMetrics::add(&self.metrics.batches, 1);
                     }
                     // A watermark can close windows, so it produces rows too.
-                    for m in self.process(msg)? {
+                    let out = self.process(msg)?;
+                    let entries: usize = self.operators.iter().map(|o| o.state_entries()).sum();
+                    self.metrics
+                        .state_entries
+                        .store(entries as u64, std::sync::atomic::Ordering::Relaxed);
+                    for m in out {
                         match m {
                             Message::Chunk(c) => {
                                 let n = c.num_rows() as u64;

@@ -52,13 +52,33 @@ pub(super) fn render(engine: &Engine) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP sluice_query_state_entries Keyed state entries held by the query's operators (groups, open windows, sessions)."
+    );
+    let _ = writeln!(out, "# TYPE sluice_query_state_entries gauge");
+    for (id, h) in running.iter() {
+        let _ = writeln!(
+            out,
+            "sluice_query_state_entries{{query=\"{}\"}} {}",
+            escape(id),
+            QueryMetrics::get(&h.metrics.state_entries)
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP sluice_query_watermark_ms Event-time watermark of the query's source (ms since the epoch)."
     );
     let _ = writeln!(out, "# TYPE sluice_query_watermark_ms gauge");
     for (id, h) in running.iter() {
-        let w = h.metrics.watermark.load(std::sync::atomic::Ordering::Relaxed);
+        let w = h
+            .metrics
+            .watermark
+            .load(std::sync::atomic::Ordering::Relaxed);
         if w != i64::MIN {
-            let _ = writeln!(out, "sluice_query_watermark_ms{{query=\"{}\"}} {w}", escape(id));
+            let _ = writeln!(
+                out,
+                "sluice_query_watermark_ms{{query=\"{}\"}} {w}",
+                escape(id)
+            );
         }
     }
     counter(

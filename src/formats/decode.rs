@@ -339,9 +339,9 @@ mod tests {
                 timestamp: timestamp.map(str::to_string),
                 timestamp_format: None,
                 delimiter: ',',
-            watermark_delay_ms: 0,
-            idle_timeout_ms: None,
-            processing_time: false,
+                watermark_delay_ms: 0,
+                idle_timeout_ms: None,
+                processing_time: false,
             },
             String::new(),
             None,
@@ -420,7 +420,12 @@ mod tests {
         let before = chrono::Utc::now().timestamp_millis();
         let out = d.decode(&records).unwrap();
         let after = chrono::Utc::now().timestamp_millis();
-        assert!(out.chunk.rowtime.values().iter().all(|t| (before..=after).contains(t)));
+        assert!(out
+            .chunk
+            .rowtime
+            .values()
+            .iter()
+            .all(|t| (before..=after).contains(t)));
     }
 
     #[test]

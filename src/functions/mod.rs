@@ -13,7 +13,10 @@ use crate::error::{Result, SluiceError};
 /// (DataFusion aggregate, the extra names users call it by).
 const AGGREGATE_ALIASES: &[(&str, &[&str])] = &[
     ("approx_percentile_cont", &["approx_percentile"]),
-    ("approx_distinct", &["approx_count_distinct", "count_distinct_approx"]),
+    (
+        "approx_distinct",
+        &["approx_count_distinct", "count_distinct_approx"],
+    ),
     ("first_value", &["earliest_by_offset"]),
     ("last_value", &["latest_by_offset"]),
     ("array_agg", &["collect_list"]),
@@ -24,10 +27,9 @@ const AGGREGATE_ALIASES: &[(&str, &[&str])] = &[
 pub fn register(ctx: &SessionContext) -> Result<()> {
     let state = ctx.state();
     for (name, aliases) in AGGREGATE_ALIASES {
-        let udaf = state
-            .aggregate_functions()
-            .get(*name)
-            .ok_or_else(|| SluiceError::Internal(format!("DataFusion has no aggregate '{name}'")))?;
+        let udaf = state.aggregate_functions().get(*name).ok_or_else(|| {
+            SluiceError::Internal(format!("DataFusion has no aggregate '{name}'"))
+        })?;
         ctx.register_udaf(udaf.as_ref().clone().with_aliases(aliases.iter().copied()));
     }
     ctx.register_udaf(AggregateUDF::from(topk::TopK::new()));

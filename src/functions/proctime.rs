@@ -1,10 +1,11 @@
 //! `PROCTIME()`: the wall-clock time at which a row is processed (Flink's name).
 
-
 use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ProcTime {
@@ -35,6 +36,9 @@ impl ScalarUDFImpl for ProcTime {
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let now = chrono::Utc::now().timestamp_millis();
-        Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(Some(now), None)))
+        Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(
+            Some(now),
+            None,
+        )))
     }
 }

@@ -118,14 +118,12 @@ impl TopKAccumulator {
         } else {
             ScalarValue::iter_to_array(self.values.iter().cloned())?
         };
-        Ok(ScalarValue::List(Arc::new(
-            arrow::array::ListArray::new(
-                Arc::new(Field::new_list_field(self.data_type.clone(), true)),
-                arrow::buffer::OffsetBuffer::from_lengths([values.len()]),
-                values,
-                None,
-            ),
-        )))
+        Ok(ScalarValue::List(Arc::new(arrow::array::ListArray::new(
+            Arc::new(Field::new_list_field(self.data_type.clone(), true)),
+            arrow::buffer::OffsetBuffer::from_lengths([values.len()]),
+            values,
+            None,
+        ))))
     }
 }
 
@@ -164,14 +162,32 @@ mod tests {
 
     #[test]
     fn keeps_the_k_largest_and_merges() {
-        let mut a = TopKAccumulator { k: 3, values: vec![], data_type: DataType::Int64 };
-        a.update_batch(&[Arc::new(Int64Array::from(vec![Some(5), None, Some(1), Some(9), Some(7), Some(2)]))])
+        let mut a = TopKAccumulator {
+            k: 3,
+            values: vec![],
+            data_type: DataType::Int64,
+        };
+        a.update_batch(&[Arc::new(Int64Array::from(vec![
+            Some(5),
+            None,
+            Some(1),
+            Some(9),
+            Some(7),
+            Some(2),
+        ]))])
+        .unwrap();
+        let mut b = TopKAccumulator {
+            k: 3,
+            values: vec![],
+            data_type: DataType::Int64,
+        };
+        b.update_batch(&[Arc::new(Int64Array::from(vec![8, 3]))])
             .unwrap();
-        let mut b = TopKAccumulator { k: 3, values: vec![], data_type: DataType::Int64 };
-        b.update_batch(&[Arc::new(Int64Array::from(vec![8, 3]))]).unwrap();
         let state = b.state().unwrap()[0].to_array().unwrap();
         a.merge_batch(&[state]).unwrap();
-        let ScalarValue::List(list) = a.evaluate().unwrap() else { panic!() };
+        let ScalarValue::List(list) = a.evaluate().unwrap() else {
+            panic!()
+        };
         let values = list.value(0);
         let values = values.as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(values.values().to_vec(), vec![9, 8, 7]);

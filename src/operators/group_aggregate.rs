@@ -181,7 +181,10 @@ impl GroupAggregate {
         let Some(w) = &self.window else {
             return Ok(None);
         };
-        let col = arrow::compute::cast(&key_arrays[w.config.end_key], &arrow::datatypes::DataType::Int64)?;
+        let col = arrow::compute::cast(
+            &key_arrays[w.config.end_key],
+            &arrow::datatypes::DataType::Int64,
+        )?;
         let ends = col
             .as_any()
             .downcast_ref::<Int64Array>()
@@ -209,8 +212,15 @@ impl GroupAggregate {
             return Ok(None);
         }
         let emit_final = w.config.emit_final;
-        let out = if emit_final { Some(self.emit(&closed)?) } else { None };
-        let w = self.window.as_mut().ok_or_else(|| SluiceError::Internal("window state".into()))?;
+        let out = if emit_final {
+            Some(self.emit(&closed)?)
+        } else {
+            None
+        };
+        let w = self
+            .window
+            .as_mut()
+            .ok_or_else(|| SluiceError::Internal("window state".into()))?;
         for &g in &closed {
             let i = g as usize;
             self.live[i] = false;
@@ -387,6 +397,10 @@ impl Operator for GroupAggregate {
             out.push(Message::Chunk(emitted));
         }
         Ok(())
+    }
+
+    fn state_entries(&self) -> usize {
+        self.index.len()
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {

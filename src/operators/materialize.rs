@@ -131,7 +131,7 @@ impl MaterializedTable {
     }
 
     /// Key and value of column `col` (as i64) of every row.
-    fn column_of_rows(&self, col: usize) -> Result<Vec<(Box<[u8]>, Option<i64>)>> {
+    fn column_of_rows(&self, col: usize) -> Result<Vec<KeyedTime>> {
         let inner = self.inner.read();
         if inner.rows.is_empty() {
             return Ok(Vec::new());
@@ -141,12 +141,7 @@ impl MaterializedTable {
             .full_rows
             .convert_rows(inner.rows.values().map(|r| parser.parse(r)))?;
         let values = i64_values(&columns[col])?;
-        Ok(inner
-            .rows
-            .keys()
-            .cloned()
-            .zip(values.iter())
-            .collect())
+        Ok(inner.rows.keys().cloned().zip(values.iter()).collect())
     }
 
     fn restore_rows(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
@@ -174,6 +169,8 @@ pub struct Retention {
     pub end_column: usize,
     pub retention_ms: i64,
 }
+
+type KeyedTime = (Box<[u8]>, Option<i64>);
 
 /// Keeps a [`MaterializedTable`] up to date and passes the changelog on unchanged.
 pub struct Materialize {
@@ -220,7 +217,8 @@ impl Operator for Materialize {
             let keys = self.table.key_rows.convert_columns(&keys)?;
             for i in 0..chunk.num_rows() {
                 if chunk.op(i) == Op::Upsert && ends.is_valid(i) {
-                    self.expiry.push(Reverse((ends.value(i), keys.row(i).as_ref().into())));
+                    self.expiry
+                        .push(Reverse((ends.value(i), keys.row(i).as_ref().into())));
                 }
             }
         }

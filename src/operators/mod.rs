@@ -31,6 +31,11 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// Entries of keyed state held (groups, open windows, sessions), for metrics.
+    fn state_entries(&self) -> usize {
+        0
+    }
+
     /// Writes state changed since the last checkpoint under operator id `id`.
     fn snapshot(&mut self, _id: u16, _batch: &mut StateWriteBatch) -> Result<()> {
         Ok(())

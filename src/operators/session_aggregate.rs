@@ -10,7 +10,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, Int8Array, TimestampMillisecondArray};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, Int8Array, TimestampMillisecondArray,
+};
 use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
@@ -34,6 +36,10 @@ struct Session {
     emitted: Option<(i64, i64)>,
     changed: bool,
 }
+
+/// A row to emit: session key, start, end, and for an upsert the session's index in
+/// its key's list and its rowtime (`None`: a retraction).
+type OutRow = (Box<[u8]>, i64, i64, Option<(usize, i64)>);
 
 /// Where the window columns sit among the group columns.
 #[derive(Debug, Clone, Copy)]
@@ -149,7 +155,9 @@ impl SessionAggregate {
                     .rev()
                     .map(|&i| sessions.remove(i))
                     .collect();
-                let mut keep = parts.pop().ok_or_else(|| SluiceError::Internal("session".into()))?;
+                let mut keep = parts
+                    .pop()
+                    .ok_or_else(|| SluiceError::Internal("session".into()))?;
                 for mut other in parts {
                     for (a, acc) in other.accumulators.iter_mut().enumerate() {
                         let state: Vec<ArrayRef> = acc
@@ -190,7 +198,7 @@ impl SessionAggregate {
     }
 
     /// Rows for `items` (key, start, end, session or None for a retraction).
-    fn rows(&mut self, items: Vec<(Box<[u8]>, i64, i64, Option<(usize, i64)>)>) -> Result<Chunk> {
+    fn rows(&mut self, items: Vec<OutRow>) -> Result<Chunk> {
         let parser = self.key_rows.parser();
         let key_columns = self
             .key_rows
@@ -210,7 +218,8 @@ impl SessionAggregate {
             } else if i == self.columns.end {
                 ends.clone()
             } else {
-                keys.next().ok_or_else(|| SluiceError::Internal("session key".into()))?
+                keys.next()
+                    .ok_or_else(|| SluiceError::Internal("session key".into()))?
             };
             let field = self.schema.field(i);
             columns.push(if col.data_type() != field.data_type() {
@@ -250,7 +259,13 @@ impl SessionAggregate {
         }
         let ops: Vec<i8> = items
             .iter()
-            .map(|(.., s)| if s.is_some() { Op::Upsert as i8 } else { Op::Delete as i8 })
+            .map(|(.., s)| {
+                if s.is_some() {
+                    Op::Upsert as i8
+                } else {
+                    Op::Delete as i8
+                }
+            })
             .collect();
         let rowtime = Int64Array::from_iter_values(items.iter().map(|(_, _, e, s)| match s {
             Some((_, t)) => *t,
@@ -337,8 +352,16 @@ impl Operator for SessionAggregate {
         format!(
             "SessionAggregate: gap={}ms, groupBy=[{}], aggr=[{}]{}",
             self.gap,
-            self.key_exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
-            self.aggregates.iter().map(|a| a.function.name().to_string()).collect::<Vec<_>>().join(", "),
+            self.key_exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.aggregates
+                .iter()
+                .map(|a| a.function.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             if self.emit_final { ", emit=final" } else { "" }
         )
     }
@@ -392,7 +415,7 @@ impl Operator for SessionAggregate {
             return Ok(());
         }
         // Retractions of replaced bounds first, then the sessions' current rows.
-        let mut items: Vec<(Box<[u8]>, i64, i64, Option<(usize, i64)>)> = Vec::new();
+        let mut items: Vec<OutRow> = Vec::new();
         let mut upserts = Vec::new();
         for key in touched {
             if let Some(sessions) = self.sessions.get_mut(&key) {
@@ -418,6 +441,10 @@ impl Operator for SessionAggregate {
         let chunk = self.rows(items)?;
         out.push(Message::Chunk(chunk));
         Ok(())
+    }
+
+    fn state_entries(&self) -> usize {
+        self.sessions.values().map(Vec::len).sum()
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {

@@ -184,7 +184,12 @@ mod tests {
     use arrow::array::Int32Array;
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
-    fn assign(kind: WindowKind, grace: i64, times: &[i64], watermark: i64) -> (Vec<(i32, i64, i64)>, usize) {
+    fn assign(
+        kind: WindowKind,
+        grace: i64,
+        times: &[i64],
+        watermark: i64,
+    ) -> (Vec<(i32, i64, i64)>, usize) {
         let input = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         let schema = Arc::new(Schema::new(vec![
@@ -198,16 +203,34 @@ mod tests {
         out.clear();
         let values = Int32Array::from_iter_values(0..times.len() as i32);
         let batch = RecordBatch::try_new(input, vec![Arc::new(values)]).unwrap();
-        op.on_chunk(Chunk::new(batch, Int64Array::from(times.to_vec()), None), &mut out)
-            .unwrap();
+        op.on_chunk(
+            Chunk::new(batch, Int64Array::from(times.to_vec()), None),
+            &mut out,
+        )
+        .unwrap();
         let mut rows = Vec::new();
         let mut late = 0;
         for m in out {
             match m {
                 Message::Chunk(c) => {
-                    let v = c.batch.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
-                    let s = c.batch.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
-                    let e = c.batch.column(2).as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
+                    let v = c
+                        .batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<Int32Array>()
+                        .unwrap();
+                    let s = c
+                        .batch
+                        .column(1)
+                        .as_any()
+                        .downcast_ref::<TimestampMillisecondArray>()
+                        .unwrap();
+                    let e = c
+                        .batch
+                        .column(2)
+                        .as_any()
+                        .downcast_ref::<TimestampMillisecondArray>()
+                        .unwrap();
                     for i in 0..c.num_rows() {
                         rows.push((v.value(i), s.value(i), e.value(i)));
                     }
@@ -221,23 +244,58 @@ mod tests {
 
     #[test]
     fn tumbling_windows_are_epoch_aligned_and_half_open() {
-        let (rows, late) = assign(WindowKind::Tumbling { size: 10 }, 0, &[0, 9, 10, -1], i64::MIN);
+        let (rows, late) = assign(
+            WindowKind::Tumbling { size: 10 },
+            0,
+            &[0, 9, 10, -1],
+            i64::MIN,
+        );
         assert_eq!(rows, vec![(0, 0, 10), (1, 0, 10), (2, 10, 20), (3, -10, 0)]);
         assert_eq!(late, 0);
     }
 
     #[test]
     fn hopping_windows_cover_size_over_advance() {
-        let (rows, _) = assign(WindowKind::Hopping { size: 10, advance: 5 }, 0, &[7], i64::MIN);
+        let (rows, _) = assign(
+            WindowKind::Hopping {
+                size: 10,
+                advance: 5,
+            },
+            0,
+            &[7],
+            i64::MIN,
+        );
         assert_eq!(rows, vec![(0, 0, 10), (0, 5, 15)]);
-        let (rows, _) = assign(WindowKind::Hopping { size: 10, advance: 3 }, 0, &[7], i64::MIN);
+        let (rows, _) = assign(
+            WindowKind::Hopping {
+                size: 10,
+                advance: 3,
+            },
+            0,
+            &[7],
+            i64::MIN,
+        );
         assert_eq!(rows, vec![(0, 0, 10), (0, 3, 13), (0, 6, 16)]);
     }
 
     #[test]
     fn cumulating_windows_grow_by_step() {
-        let (rows, _) = assign(WindowKind::Cumulate { step: 10, max: 30 }, 0, &[12, 30], i64::MIN);
-        assert_eq!(rows, vec![(0, 0, 20), (0, 0, 30), (1, 30, 40), (1, 30, 50), (1, 30, 60)]);
+        let (rows, _) = assign(
+            WindowKind::Cumulate { step: 10, max: 30 },
+            0,
+            &[12, 30],
+            i64::MIN,
+        );
+        assert_eq!(
+            rows,
+            vec![
+                (0, 0, 20),
+                (0, 0, 30),
+                (1, 30, 40),
+                (1, 30, 50),
+                (1, 30, 60)
+            ]
+        );
     }
 
     #[test]
@@ -247,7 +305,15 @@ mod tests {
         assert_eq!(rows, vec![(1, 10, 20), (2, 20, 30)]);
         assert_eq!(late, 1);
         // A hopping event keeps its open windows and loses the closed ones.
-        let (rows, late) = assign(WindowKind::Hopping { size: 10, advance: 5 }, 0, &[12], 15);
+        let (rows, late) = assign(
+            WindowKind::Hopping {
+                size: 10,
+                advance: 5,
+            },
+            0,
+            &[12],
+            15,
+        );
         assert_eq!(rows, vec![(0, 10, 20)]);
         assert_eq!(late, 0);
     }

@@ -197,10 +197,13 @@ pub async fn plan_continuous(
     }
     let schema: SchemaRef = Arc::new(Schema::new(partial.schema.as_arrow().fields().clone()));
     let retention = partial.window_end_key.and_then(|(k, retention_ms)| {
-        partial.keys.get(k).map(|&end_column| crate::operators::materialize::Retention {
-            end_column,
-            retention_ms,
-        })
+        partial
+            .keys
+            .get(k)
+            .map(|&end_column| crate::operators::materialize::Retention {
+                end_column,
+                retention_ms,
+            })
     });
     Ok(StreamPlan {
         retention,

@@ -9,14 +9,16 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema};
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider};
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
+};
 use datafusion::catalog::{CatalogProviderList, SchemaProvider};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
 use sqlparser::ast::{
-    self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, Query, SelectItem, SetExpr,
-    TableFactor,
+    self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, Query,
+    SelectItem, SetExpr, TableFactor,
 };
 
 use super::normalize_ident;
@@ -75,36 +77,57 @@ pub fn extract_tvf(query: &mut Query) -> Result<Option<WindowClause>> {
         .iter()
         .map(|a| match a {
             FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
-            FunctionArg::Named { arg: FunctionArgExpr::Expr(e), .. } => Ok(e),
-            _ => Err(tvf_error(format!("unexpected argument '{a}' of {function}"), at)),
+            FunctionArg::Named {
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => Ok(e),
+            _ => Err(tvf_error(
+                format!("unexpected argument '{a}' of {function}"),
+                at,
+            )),
         })
         .collect::<Result<_>>()?;
-    let expected = if matches!(function.as_str(), "HOP" | "CUMULATE") { 4 } else { 3 };
+    let expected = if matches!(function.as_str(), "HOP" | "CUMULATE") {
+        4
+    } else {
+        3
+    };
     if exprs.len() != expected {
-        return Err(tvf_error(format!("{function} takes {expected} arguments"), at));
+        return Err(tvf_error(
+            format!("{function} takes {expected} arguments"),
+            at,
+        ));
     }
     let source = match exprs[0] {
         Expr::Identifier(i) => i.clone(),
         Expr::CompoundIdentifier(parts) => parts.last().cloned().unwrap_or_else(|| Ident::new("")),
-        other => return Err(tvf_error(format!("the first argument of {function} must be a stream, not '{other}'"), at)),
+        other => {
+            return Err(tvf_error(
+                format!("the first argument of {function} must be a stream, not '{other}'"),
+                at,
+            ))
+        }
     };
     let time_column = match exprs[1] {
         Expr::Identifier(i) => normalize_ident(i),
         Expr::CompoundIdentifier(parts) => parts.last().map(normalize_ident).unwrap_or_default(),
         // Flink's DESCRIPTOR(ts)
-        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("descriptor") => match &f.args {
+        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("descriptor") => match &f.args
+        {
             FunctionArguments::List(list) => match list.args.first() {
-                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i)))) => normalize_ident(i),
+                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i)))) => {
+                    normalize_ident(i)
+                }
                 _ => return Err(tvf_error("DESCRIPTOR takes a column name", at)),
             },
             _ => return Err(tvf_error("DESCRIPTOR takes a column name", at)),
         },
-        other => {
-            return Err(tvf_error(
-                format!("the second argument of {function} must be the event-time column, not '{other}'"),
-                at,
-            ))
-        }
+        other => return Err(tvf_error(
+            format!(
+                "the second argument of {function} must be the event-time column, not '{other}'"
+            ),
+            at,
+        )),
     };
     let duration = |e: &Expr| {
         interval_ms(e)
@@ -112,13 +135,17 @@ pub fn extract_tvf(query: &mut Query) -> Result<Option<WindowClause>> {
             .ok_or_else(|| tvf_error(format!("expected a positive INTERVAL, found '{e}'"), at))
     };
     let kind = match function.as_str() {
-        "TUMBLE" => WindowKind::Tumbling { size: duration(exprs[2])? },
+        "TUMBLE" => WindowKind::Tumbling {
+            size: duration(exprs[2])?,
+        },
         "HOP" => {
             let (advance, size) = (duration(exprs[2])?, duration(exprs[3])?);
             check_hop(size, advance, at)?;
             WindowKind::Hopping { size, advance }
         }
-        "SESSION" => WindowKind::Session { gap: duration(exprs[2])? },
+        "SESSION" => WindowKind::Session {
+            gap: duration(exprs[2])?,
+        },
         _ => {
             let (step, max) = (duration(exprs[2])?, duration(exprs[3])?);
             check_cumulate(step, max, at)?;
@@ -143,7 +170,9 @@ fn is_ident(e: &Expr, name: &str) -> bool {
 /// by it: add `windowstart, windowend` to GROUP BY and, unless selected, to SELECT.
 pub fn add_window_columns(query: &mut Query, clause: &WindowClause) -> Result<()> {
     let SetExpr::Select(select) = query.body.as_mut() else {
-        return Err(SluiceError::sql("a WINDOW clause needs a plain SELECT ... GROUP BY"));
+        return Err(SluiceError::sql(
+            "a WINDOW clause needs a plain SELECT ... GROUP BY",
+        ));
     };
     let GroupByExpr::Expressions(group_by, _) = &mut select.group_by else {
         return Err(SluiceError::sql("GROUP BY ALL cannot be windowed"));
@@ -160,11 +189,15 @@ pub fn add_window_columns(query: &mut Query, clause: &WindowClause) -> Result<()
             group_by.push(Expr::Identifier(Ident::new(col)));
         }
         let selected = select.projection.iter().any(|item| match item {
-            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => is_ident(e, col),
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                is_ident(e, col)
+            }
             _ => false,
         });
         if !selected {
-            select.projection.push(SelectItem::UnnamedExpr(Expr::Identifier(Ident::new(col))));
+            select
+                .projection
+                .push(SelectItem::UnnamedExpr(Expr::Identifier(Ident::new(col))));
         }
     }
     Ok(())
@@ -222,7 +255,12 @@ pub fn window_context(
 /// A session state for planning one query: only the relations it reads, as
 /// schema-only tables, the windowed one with its two window columns. (Registering
 /// in the engine's own catalog would leak the window columns to other queries.)
-pub fn planning_state(state: &SessionState, catalog: &Catalog, reads: &[String], window: &WindowContext) -> Result<SessionState> {
+pub fn planning_state(
+    state: &SessionState,
+    catalog: &Catalog,
+    reads: &[String],
+    window: &WindowContext,
+) -> Result<SessionState> {
     let schema_provider = Arc::new(MemorySchemaProvider::new());
     for name in reads {
         let relation = catalog
@@ -244,7 +282,10 @@ pub fn planning_state(state: &SessionState, catalog: &Catalog, reads: &[String],
     let catalog_provider = MemoryCatalogProvider::new();
     catalog_provider.register_schema(&options.catalog.default_schema, schema_provider)?;
     let catalogs = MemoryCatalogProviderList::new();
-    catalogs.register_catalog(options.catalog.default_catalog.clone(), Arc::new(catalog_provider));
+    catalogs.register_catalog(
+        options.catalog.default_catalog.clone(),
+        Arc::new(catalog_provider),
+    );
     Ok(SessionStateBuilder::new_from_existing(state.clone())
         .with_catalog_list(Arc::new(catalogs))
         .build())
@@ -256,21 +297,42 @@ mod tests {
 
     fn query(sql: &str) -> Query {
         let dialect = sqlparser::dialect::GenericDialect {};
-        *sqlparser::parser::Parser::new(&dialect).try_with_sql(sql).unwrap().parse_query().unwrap()
+        *sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(sql)
+            .unwrap()
+            .parse_query()
+            .unwrap()
     }
 
     #[test]
     fn table_valued_functions_become_their_source() {
         let mut q = query("SELECT window_start, COUNT(*) FROM HOP(bids, ts, INTERVAL '5' SECOND, INTERVAL '1' MINUTE) GROUP BY window_start, window_end");
         let w = extract_tvf(&mut q).unwrap().unwrap();
-        assert_eq!(w.kind, WindowKind::Hopping { size: 60_000, advance: 5_000 });
-        assert_eq!(w.syntax, WindowSyntax::Tvf { time_column: "ts".into() });
+        assert_eq!(
+            w.kind,
+            WindowKind::Hopping {
+                size: 60_000,
+                advance: 5_000
+            }
+        );
+        assert_eq!(
+            w.syntax,
+            WindowSyntax::Tvf {
+                time_column: "ts".into()
+            }
+        );
         assert!(q.to_string().contains("FROM bids GROUP BY"), "{q}");
         let mut q = query("SELECT 1 FROM TUMBLE(bids, DESCRIPTOR(ts), INTERVAL '10' SECOND) AS b");
-        assert_eq!(extract_tvf(&mut q).unwrap().unwrap().kind, WindowKind::Tumbling { size: 10_000 });
+        assert_eq!(
+            extract_tvf(&mut q).unwrap().unwrap().kind,
+            WindowKind::Tumbling { size: 10_000 }
+        );
         assert!(q.to_string().contains("FROM bids AS b"), "{q}");
         let mut q = query("SELECT 1 FROM TUMBLE(bids, ts)");
-        assert!(extract_tvf(&mut q).unwrap_err().to_string().contains("3 arguments"));
+        assert!(extract_tvf(&mut q)
+            .unwrap_err()
+            .to_string()
+            .contains("3 arguments"));
         let mut q = query("SELECT 1 FROM bids");
         assert!(extract_tvf(&mut q).unwrap().is_none());
     }

@@ -7,7 +7,10 @@ use sqlparser::ast::{DateTimeField, Expr, Interval, Value};
 /// Milliseconds in one `unit` (singular or plural, any case), or `None`.
 pub fn unit_ms(unit: &str) -> Option<i64> {
     let u = unit.trim().to_ascii_lowercase();
-    let u = u.strip_suffix('s').filter(|s| !s.is_empty() && *s != "m").unwrap_or(&u);
+    let u = u
+        .strip_suffix('s')
+        .filter(|s| !s.is_empty() && *s != "m")
+        .unwrap_or(&u);
     Some(match u {
         "ms" | "millisecond" | "milli" => 1,
         "s" | "sec" | "second" => 1_000,
@@ -26,11 +29,7 @@ pub fn parse_duration(text: &str) -> Option<i64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let unit = if unit.trim().is_empty() {
-        "ms"
-    } else {
-        unit
-    };
+    let unit = if unit.trim().is_empty() { "ms" } else { unit };
     let n: f64 = number.trim().parse().ok()?;
     let ms = n * unit_ms(unit)? as f64;
     (ms.is_finite() && ms >= 0.0 && ms <= i64::MAX as f64).then_some(ms.round() as i64)

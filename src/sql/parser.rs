@@ -464,7 +464,10 @@ fn parse_columns(
             .any(|c| c.name.value.eq_ignore_ascii_case(&w.column.value))
         {
             return Err(SluiceError::sql_at(
-                format!("WATERMARK FOR names column '{}', which is not declared", w.column.value),
+                format!(
+                    "WATERMARK FOR names column '{}', which is not declared",
+                    w.column.value
+                ),
                 Some(position(w.column.span.start)),
                 Some("WATERMARK FOR <event-time column> AS <column> - INTERVAL '5' SECOND".into()),
             ));
@@ -478,14 +481,21 @@ fn parse_watermark(p: &mut Parser) -> Result<WatermarkSpec> {
     const HINT: &str = "WATERMARK FOR ts AS ts - INTERVAL '5' SECOND";
     let start = p.next_token(); // WATERMARK
     if !p.parse_keyword(Keyword::FOR) {
-        return Err(SluiceError::sql_at("expected FOR after WATERMARK", Some(position(start.span.start)), Some(HINT.into())));
+        return Err(SluiceError::sql_at(
+            "expected FOR after WATERMARK",
+            Some(position(start.span.start)),
+            Some(HINT.into()),
+        ));
     }
     let column = p.parse_identifier().map_err(pe(HINT))?;
     p.expect_keyword_is(Keyword::AS).map_err(pe(HINT))?;
     let expr = p.parse_expr().map_err(pe(HINT))?;
     let bad = || {
         SluiceError::sql_at(
-            format!("the watermark must be '{0}' or '{0} - INTERVAL ...'", column.value),
+            format!(
+                "the watermark must be '{0}' or '{0} - INTERVAL ...'",
+                column.value
+            ),
             Some(position(start.span.start)),
             Some(HINT.into()),
         )
@@ -493,9 +503,11 @@ fn parse_watermark(p: &mut Parser) -> Result<WatermarkSpec> {
     let same_column = |e: &ast::Expr| matches!(e, ast::Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&column.value));
     let delay_ms = match &expr {
         e if same_column(e) => 0,
-        ast::Expr::BinaryOp { left, op: ast::BinaryOperator::Minus, right } if same_column(left) => {
-            super::duration::interval_ms(right).ok_or_else(bad)?
-        }
+        ast::Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::Minus,
+            right,
+        } if same_column(left) => super::duration::interval_ms(right).ok_or_else(bad)?,
         _ => return Err(bad()),
     };
     Ok(WatermarkSpec { column, delay_ms })

@@ -15,13 +15,23 @@ use crate::error::{Result, SluiceError, SqlPosition};
 /// `[start, end)` and aligned to the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowKind {
-    Tumbling { size: i64 },
+    Tumbling {
+        size: i64,
+    },
     /// A window of `size` starting every `advance`.
-    Hopping { size: i64, advance: i64 },
+    Hopping {
+        size: i64,
+        advance: i64,
+    },
     /// Events closer than `gap` to each other share a window.
-    Session { gap: i64 },
+    Session {
+        gap: i64,
+    },
     /// Windows growing by `step` from the start of each `max`-long period.
-    Cumulate { step: i64, max: i64 },
+    Cumulate {
+        step: i64,
+        max: i64,
+    },
 }
 
 impl WindowKind {
@@ -114,7 +124,8 @@ fn pos(t: &TokenWithSpan) -> SqlPosition {
     }
 }
 
-const HINT: &str = "WINDOW TUMBLING (SIZE 1 MINUTE [, GRACE PERIOD 5 SECONDS] [, RETENTION 1 HOUR]), \
+const HINT: &str =
+    "WINDOW TUMBLING (SIZE 1 MINUTE [, GRACE PERIOD 5 SECONDS] [, RETENTION 1 HOUR]), \
 WINDOW HOPPING (SIZE 1 MINUTE, ADVANCE BY 10 SECONDS), WINDOW SESSION (30 MINUTES)";
 
 /// Removes a top-level `WINDOW TUMBLING|HOPPING|SESSION|CUMULATE (...)` from the
@@ -177,11 +188,8 @@ pub fn strip_window(tokens: &mut Vec<TokenWithSpan>) -> Result<Option<WindowClau
                     .filter(|t| !is_trivia(&t.token))
                     .cloned()
                     .collect();
-                let clause = parse_clause(
-                    kind.as_deref().unwrap_or_default(),
-                    &inner,
-                    pos(&tokens[i]),
-                )?;
+                let clause =
+                    parse_clause(kind.as_deref().unwrap_or_default(), &inner, pos(&tokens[i]))?;
                 tokens.drain(i..=close);
                 return Ok(Some(clause));
             }
@@ -240,8 +248,7 @@ fn parse_clause(kind: &str, tokens: &[TokenWithSpan], at: SqlPosition) -> Result
         match w.as_str() {
             "SIZE" => size = Some(duration(tokens, &mut i, "SIZE")?),
             "ADVANCE" => {
-                if word(&tokens.get(i).map(|t| t.token.clone()).unwrap_or(Token::EOF))
-                    .as_deref()
+                if word(&tokens.get(i).map(|t| t.token.clone()).unwrap_or(Token::EOF)).as_deref()
                     == Some("BY")
                 {
                     i += 1;
@@ -252,8 +259,7 @@ fn parse_clause(kind: &str, tokens: &[TokenWithSpan], at: SqlPosition) -> Result
             "GAP" => gap = Some(duration(tokens, &mut i, "the session gap")?),
             "RETENTION" => retention = Some(duration(tokens, &mut i, "RETENTION")?),
             "GRACE" => {
-                if word(&tokens.get(i).map(|t| t.token.clone()).unwrap_or(Token::EOF))
-                    .as_deref()
+                if word(&tokens.get(i).map(|t| t.token.clone()).unwrap_or(Token::EOF)).as_deref()
                     == Some("PERIOD")
                 {
                     i += 1;
@@ -353,10 +359,19 @@ mod tests {
         assert_eq!(rest, "SELECT url, COUNT(*) FROM pv  GROUP BY url");
         let (c, _) = strip("SELECT 1 FROM pv WINDOW HOPPING (SIZE 1 MINUTE, ADVANCE BY 10 SECONDS, RETENTION 2 HOURS) GROUP BY x");
         let c = c.unwrap().unwrap();
-        assert_eq!(c.kind, WindowKind::Hopping { size: 60_000, advance: 10_000 });
+        assert_eq!(
+            c.kind,
+            WindowKind::Hopping {
+                size: 60_000,
+                advance: 10_000
+            }
+        );
         assert_eq!(c.retention, Some(7_200_000));
         let (c, _) = strip("SELECT 1 FROM pv WINDOW SESSION (30 MINUTES) GROUP BY x");
-        assert_eq!(c.unwrap().unwrap().kind, WindowKind::Session { gap: 1_800_000 });
+        assert_eq!(
+            c.unwrap().unwrap().kind,
+            WindowKind::Session { gap: 1_800_000 }
+        );
         // A standard named window is left for sqlparser.
         let (c, rest) = strip("SELECT 1 FROM t WINDOW w AS (PARTITION BY a)");
         assert!(c.unwrap().is_none());
