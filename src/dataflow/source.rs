@@ -68,6 +68,25 @@ impl SourceTask {
                     .min(Duration::from_millis(200)),
                 None => Duration::from_millis(200),
             };
+            // Generated sources (nexmark) hand over Arrow chunks and have no records.
+            if let Some(generated) = self.reader.as_chunk_source() {
+                let wait = wait.max(Duration::from_millis(1));
+                let polled = super::generated::poll(
+                    generated,
+                    &mut self.positions,
+                    &self.metrics,
+                    MAX_BATCH,
+                    wait,
+                );
+                let chunk = polled
+                    .await
+                    .map_err(|e| SluiceError::connector(format!("generating '{topic}'"), e))?;
+                if let Some(chunk) = chunk.filter(|c| !c.is_empty()) {
+                    if tx.send(Message::Chunk(chunk)).await.is_err() {
+                        return Ok(()); // the pipeline stopped
+                    }
+                }
+            }
             let records = self
                 .reader
                 .poll(MAX_BATCH, wait.max(Duration::from_millis(1)))
