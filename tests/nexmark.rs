@@ -283,3 +283,49 @@ async fn a_restarted_query_continues_from_its_checkpoint() {
     .await;
     assert_eq!(streamed, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_json_lines_hold_the_same_rows_as_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events");
+    std::fs::create_dir(&out).unwrap();
+    let mut config = NexmarkConfig::new(EventType::Bid);
+    config.events = Some(5_000);
+    config.seed = 9;
+    config.partitions = 2;
+    let exported = nexmark::export::export(
+        &config,
+        &EventType::ALL,
+        &nexmark::export::Target::Directory(out.clone()),
+    )
+    .await
+    .unwrap();
+    let counts: Vec<u64> = exported.iter().map(|e| e.rows).collect();
+    assert_eq!(counts, vec![100, 300, 4_600]);
+
+    let engine = start(&dir.path().join("data")).await;
+    for table in EventType::ALL {
+        let name = table.name();
+        let columns = nexmark::batch::columns(table)
+            .iter()
+            .map(|(c, t)| format!("{c} {t}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        exec(
+            &engine,
+            &format!(
+                "CREATE STREAM {name}_generated WITH (connector='nexmark', nexmark.table='{name}', events=5000, seed=9, partitions=2);
+                 CREATE STREAM {name}_file ({columns}) WITH (connector='file', path='{}/{name}.jsonl', value_format='json', timestamp='date_time');",
+                out.display()
+            ),
+        )
+        .await;
+        let from_file = rows(&engine, &format!("SELECT * FROM {name}_file")).await;
+        let generated = rows(&engine, &format!("SELECT * FROM {name}_generated")).await;
+        assert_eq!(
+            from_file.len() as u64,
+            exported.iter().find(|e| e.table == table).unwrap().rows
+        );
+        assert_eq!(from_file, generated, "{name}");
+    }
+}
