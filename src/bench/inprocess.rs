@@ -71,7 +71,15 @@ pub(super) async fn plan_sql(sql: &str, relation: &Relation, scratch: &Path) -> 
             "benchmark statement is not CREATE ... AS SELECT".into(),
         ));
     };
-    plan_continuous(&ctx.state(), &catalog, &create.query, false).await
+    plan_continuous(
+        &ctx.state(),
+        &catalog,
+        &create.query,
+        create.window.as_ref(),
+        create.emit,
+        false,
+    )
+    .await
 }
 
 /// The pipeline the engine runs for `plan` (a table sink also materializes its
@@ -87,6 +95,7 @@ pub(super) fn pipeline(plan: StreamPlan) -> Result<(Pipeline, Option<Arc<Materia
     let pipeline = Pipeline {
         operators,
         sink: Box::new(NullSink),
+        late_sink: None,
         state: None,
         metrics: Arc::new(QueryMetrics::default()),
     };

@@ -35,6 +35,9 @@ pub struct QueryMeta {
     pub status: QueryStatus,
     #[serde(default)]
     pub error: Option<String>,
+    /// Topic that receives events too late for their windows (`late_topic`).
+    #[serde(default)]
+    pub late_topic: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

@@ -47,6 +47,16 @@ pub struct FormatMeta {
     /// Field delimiter for `value_format='delimited'`.
     #[serde(default = "default_delimiter")]
     pub delimiter: char,
+    /// Watermarks trail the largest event time seen per partition by this much
+    /// (`watermark_delay` or `WATERMARK FOR ts AS ts - INTERVAL ...`).
+    #[serde(default)]
+    pub watermark_delay_ms: i64,
+    /// A partition without records for this long stops holding the watermark back.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<i64>,
+    /// Event time is the wall clock when the record is read (`processing_time=true`).
+    #[serde(default)]
+    pub processing_time: bool,
 }
 
 fn default_delimiter() -> char {

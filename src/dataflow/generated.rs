@@ -32,20 +32,27 @@ pub trait ChunkSource: Send {
     ) -> Result<Option<GeneratedRows>, ConnectorError>;
 }
 
+impl GeneratedRows {
+    /// The largest event time among the rows (for the partition's watermark).
+    pub fn max_time(&self) -> Option<i64> {
+        arrow::compute::max(&self.chunk.rowtime)
+    }
+}
+
 /// One read of a generated source by a source task: records the partition's new
-/// position and the rows read, and returns the chunk to send (possibly empty).
+/// position and the rows read.
 pub async fn poll(
     source: &mut dyn ChunkSource,
     positions: &mut BTreeMap<i32, i64>,
     metrics: &QueryMetrics,
     max_rows: usize,
     max_wait: Duration,
-) -> Result<Option<Chunk>, ConnectorError> {
+) -> Result<Option<GeneratedRows>, ConnectorError> {
     let Some(rows) = source.next_rows(max_rows, max_wait).await? else {
         return Ok(None);
     };
     positions.insert(rows.partition, rows.next_offset);
     metrics.set_position(rows.partition, rows.next_offset);
     QueryMetrics::add(&metrics.records_in, rows.chunk.num_rows() as u64);
-    Ok(Some(rows.chunk))
+    Ok(Some(rows))
 }

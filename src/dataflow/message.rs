@@ -109,6 +109,9 @@ pub enum Message {
     /// Event time up to which the input is complete (milliseconds).
     Watermark(i64),
     Barrier(Barrier),
+    /// Input rows that arrived after every window they belong to had closed; they
+    /// are counted and, with a `late_topic`, written there.
+    Late(Chunk),
     /// A bounded input is exhausted (SELECT over a stream without EMIT CHANGES).
     End,
 }

@@ -1,22 +1,41 @@
 //! Counters a running query updates; rendered as Prometheus text by the engine.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-#[derive(Default)]
 pub struct QueryMetrics {
+    /// Latest watermark the source emitted; `i64::MIN` before the first.
+    pub watermark: AtomicI64,
     pub records_in: AtomicU64,
     pub records_out: AtomicU64,
     /// Records that could not be decoded (skipped).
     pub decode_errors: AtomicU64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Events dropped because their windows had closed.
+    pub late_records: AtomicU64,
     pub batches: AtomicU64,
     pub checkpoints: AtomicU64,
     /// Next offset to read and, when known, the partition's end, per partition.
     pub partitions: Mutex<BTreeMap<i32, PartitionProgress>>,
+}
+
+impl Default for QueryMetrics {
+    fn default() -> Self {
+        QueryMetrics {
+            watermark: AtomicI64::new(i64::MIN),
+            records_in: Default::default(),
+            records_out: Default::default(),
+            decode_errors: Default::default(),
+            dead_lettered: Default::default(),
+            late_records: Default::default(),
+            batches: Default::default(),
+            checkpoints: Default::default(),
+            partitions: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]

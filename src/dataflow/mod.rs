@@ -8,5 +8,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod query;
 pub mod source;
+pub mod watermark;
 
 pub use message::{Barrier, Chunk, Message, Op};

@@ -96,6 +96,8 @@ impl Sink for NullSink {
 pub struct Pipeline {
     pub operators: Vec<Box<dyn Operator>>,
     pub sink: Box<dyn Sink>,
+    /// Where late events go (`late_topic`); without it they are only counted.
+    pub late_sink: Option<Box<dyn Sink>>,
     pub state: Option<QueryState>,
     pub metrics: Arc<QueryMetrics>,
 }
@@ -115,21 +117,29 @@ impl Pipeline {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Message>) -> Result<()> {
         while let Some(msg) = rx.recv().await {
             match msg {
-                Message::Chunk(chunk) => {
-                    QueryMetrics::add(&self.metrics.batches, 1);
-                    let out = self.process(Message::Chunk(chunk))?;
-                    for m in out {
-                        if let Message::Chunk(c) = m {
-                            let n = c.num_rows() as u64;
-                            if !self.sink.write(c).await? {
-                                return Ok(());
+                msg @ (Message::Chunk(_) | Message::Watermark(_) | Message::Late(_)) => {
+                    if matches!(msg, Message::Chunk(_)) {
+                        QueryMetrics::add(&self.metrics.batches, 1);
+                    }
+                    // A watermark can close windows, so it produces rows too.
+                    for m in self.process(msg)? {
+                        match m {
+                            Message::Chunk(c) => {
+                                let n = c.num_rows() as u64;
+                                if !self.sink.write(c).await? {
+                                    return Ok(());
+                                }
+                                QueryMetrics::add(&self.metrics.records_out, n);
                             }
-                            QueryMetrics::add(&self.metrics.records_out, n);
+                            Message::Late(c) => {
+                                QueryMetrics::add(&self.metrics.late_records, c.num_rows() as u64);
+                                if let Some(late) = self.late_sink.as_mut() {
+                                    late.write(c).await?;
+                                }
+                            }
+                            _ => {}
                         }
                     }
-                }
-                Message::Watermark(w) => {
-                    self.process(Message::Watermark(w))?;
                 }
                 Message::Barrier(barrier) => {
                     let mut batch = StateWriteBatch::default();
@@ -139,6 +149,9 @@ impl Pipeline {
                     // Output first, then state + offsets: after a crash the sink may
                     // repeat rows (at-least-once) but state never runs ahead of input.
                     self.sink.flush().await?;
+                    if let Some(late) = self.late_sink.as_mut() {
+                        late.flush().await?;
+                    }
                     if let Some(state) = &self.state {
                         state.commit(batch, barrier.epoch, &barrier.offsets)?;
                         QueryMetrics::add(&self.metrics.checkpoints, 1);

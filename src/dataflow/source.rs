@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::metrics::QueryMetrics;
+use super::watermark::{WatermarkTracker, DEFAULT_IDLE_TIMEOUT};
 use super::{Barrier, Message};
 use crate::catalog::Relation;
 use crate::connectors::{LogReader, LogWriter, OutRecord};
@@ -41,6 +42,14 @@ impl SourceTask {
         let mut epoch = self.first_epoch;
         let mut next_barrier = self.checkpoint_interval.map(|i| Instant::now() + i);
         let topic = self.relation.topic.clone();
+        let format = &self.relation.format;
+        let mut watermarks = WatermarkTracker::new(
+            format.watermark_delay_ms,
+            format
+                .idle_timeout_ms
+                .map(|ms| Duration::from_millis(ms.max(0) as u64))
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
+        );
         loop {
             let exhausted = self.bounded
                 && self
@@ -49,6 +58,12 @@ impl SourceTask {
                     .await
                     .map_err(|e| SluiceError::connector(format!("reading '{topic}'"), e))?;
             if exhausted || *self.drain.borrow() {
+                if exhausted {
+                    // End of input: every window closes and EMIT FINAL results come out.
+                    if let Some(w) = watermarks.finish() {
+                        send_watermark(&self.metrics, &tx, w).await;
+                    }
+                }
                 // A last checkpoint, so a restart neither repeats nor loses anything.
                 if self.checkpoint_interval.is_some() {
                     let offsets = Arc::new(self.positions.iter().map(|(p, o)| (*p, *o)).collect());
@@ -78,12 +93,16 @@ impl SourceTask {
                     MAX_BATCH,
                     wait,
                 );
-                let chunk = polled
+                let rows = polled
                     .await
                     .map_err(|e| SluiceError::connector(format!("generating '{topic}'"), e))?;
-                if let Some(chunk) = chunk.filter(|c| !c.is_empty()) {
-                    if tx.send(Message::Chunk(chunk)).await.is_err() {
+                if let Some(rows) = rows.filter(|r| !r.chunk.is_empty()) {
+                    let (partition, max_time) = (rows.partition, rows.max_time());
+                    if tx.send(Message::Chunk(rows.chunk)).await.is_err() {
                         return Ok(()); // the pipeline stopped
+                    }
+                    if let Some(t) = max_time {
+                        watermarks.observe(partition, t, Instant::now());
                     }
                 }
             }
@@ -112,6 +131,15 @@ impl SourceTask {
                     && tx.send(Message::Chunk(decoded.chunk)).await.is_err()
                 {
                     return Ok(()); // the pipeline stopped
+                }
+                let now = Instant::now();
+                for (p, t) in decoded.max_time {
+                    watermarks.observe(p, t, now);
+                }
+            }
+            if let Some(w) = watermarks.advance(Instant::now()) {
+                if !send_watermark(&self.metrics, &tx, w).await {
+                    return Ok(());
                 }
             }
             if let (Some(t), Some(interval)) = (next_barrier, self.checkpoint_interval) {
@@ -169,4 +197,12 @@ impl SourceTask {
         }
         Ok(())
     }
+}
+
+/// Returns false when the pipeline is gone.
+async fn send_watermark(metrics: &QueryMetrics, tx: &mpsc::Sender<Message>, w: i64) -> bool {
+    metrics
+        .watermark
+        .store(w, std::sync::atomic::Ordering::Relaxed);
+    tx.send(Message::Watermark(w)).await.is_ok()
 }

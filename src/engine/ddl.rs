@@ -35,6 +35,10 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "connector",
     "path",
     "follow",
+    "watermark_delay",
+    "watermark_idle_timeout",
+    "processing_time",
+    "late_topic",
     // connector='nexmark' (connectors::nexmark::config::PROPERTIES)
     "nexmark.table",
     "event_type",
@@ -43,6 +47,37 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "seed",
     "base_time",
 ];
+
+/// A duration property (`watermark_delay = '5 seconds'`) in milliseconds.
+fn duration_option(with: &WithOptions, key: &str) -> Result<Option<i64>> {
+    match with.get(key) {
+        None => Ok(None),
+        Some(v) => crate::sql::duration::parse_duration(&v.value)
+            .map(Some)
+            .ok_or_else(|| {
+                with_error(
+                    with,
+                    key,
+                    format!("{key} must be a duration, not '{}'", v.value),
+                    &format!("{key}='5 seconds' (units: ms, seconds, minutes, hours, days)"),
+                )
+            }),
+    }
+}
+
+fn bool_option(with: &WithOptions, key: &str, hint: &str) -> Result<bool> {
+    match with.get(key).map(|v| v.value.to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => Err(with_error(
+            with,
+            key,
+            format!("{key} must be true or false, not '{v}'"),
+            hint,
+        )),
+    }
+}
 
 /// Options of a relation's topic, validated.
 struct TopicOptions {
@@ -158,6 +193,19 @@ fn parse_topic_options(
             }
         },
     };
+    let processing_time = bool_option(
+        with,
+        "processing_time",
+        "processing_time=true makes event time the moment a record is read",
+    )?;
+    if processing_time && with.contains_key("timestamp") {
+        return Err(with_error(
+            with,
+            "processing_time",
+            "processing_time=true and timestamp='<column>' contradict each other".into(),
+            "choose event time from a column (timestamp) or the wall clock (processing_time)",
+        ));
+    }
     Ok(TopicOptions {
         topic,
         partitions,
@@ -167,6 +215,9 @@ fn parse_topic_options(
             timestamp: get("timestamp").map(|t| t.to_ascii_lowercase()),
             timestamp_format: get("timestamp_format"),
             delimiter,
+            watermark_delay_ms: duration_option(with, "watermark_delay")?.unwrap_or(0),
+            idle_timeout_ms: duration_option(with, "watermark_idle_timeout")?,
+            processing_time,
         },
     })
 }
@@ -358,7 +409,39 @@ impl Engine {
         let connector = source_connector(&c.with)?;
         declared_or_generated_columns(&c, &connector, &mut columns)?;
         let key_count = columns.iter().filter(|c| c.key).count();
-        let opts = parse_topic_options(&name, &c.with, key_count, None)?;
+        if c.with.contains_key("late_topic") {
+            return Err(with_error(
+                &c.with,
+                "late_topic",
+                "late_topic belongs to a windowed CREATE ... AS SELECT".into(),
+                "CREATE TABLE t WITH (late_topic='late_events') AS SELECT ... WINDOW ...",
+            ));
+        }
+        let mut opts = parse_topic_options(&name, &c.with, key_count, None)?;
+        if let Some(w) = &c.watermark {
+            // WATERMARK FOR ts AS ts - INTERVAL ... declares the event-time column too.
+            let column = normalize_ident(&w.column);
+            if let Some(ts) = &opts.format.timestamp {
+                if *ts != column {
+                    return Err(with_error(
+                        &c.with,
+                        "timestamp",
+                        format!("timestamp='{ts}' but the WATERMARK is declared FOR {column}"),
+                        "name the same column in both, or drop the timestamp property",
+                    ));
+                }
+            }
+            if c.with.contains_key("watermark_delay") {
+                return Err(with_error(
+                    &c.with,
+                    "watermark_delay",
+                    "the delay is given twice: in WATERMARK FOR and in watermark_delay".into(),
+                    "keep one of them",
+                ));
+            }
+            opts.format.timestamp = Some(column);
+            opts.format.watermark_delay_ms = w.delay_ms;
+        }
         // Validate everything before touching the topic.
         let mut relation = Relation::new(
             name.clone(),
@@ -416,6 +499,7 @@ impl Engine {
                 emit: Some(EmitMode::Changes),
                 status: QueryStatus::Running,
                 error: None,
+                late_topic: None,
             })
         } else {
             None
@@ -489,8 +573,15 @@ impl Engine {
             }
         }
         let catalog = self.catalog.read().clone();
-        let plan =
-            planner::plan_continuous(&self.session_state(), &catalog, &c.query, false).await?;
+        let plan = planner::plan_continuous(
+            &self.session_state(),
+            &catalog,
+            &c.query,
+            c.window.as_ref(),
+            c.emit,
+            false,
+        )
+        .await?;
         match (c.kind, plan.changelog) {
             (RelationKind::Stream, true) => {
                 return Err(SluiceError::sql(
@@ -614,6 +705,7 @@ impl Engine {
                 emit: c.emit,
                 status: QueryStatus::Running,
                 error: None,
+                late_topic: c.with.get("late_topic").map(|v| v.value.clone()),
             }
         };
         self.materialized.write().remove(&name);
@@ -649,6 +741,7 @@ impl Engine {
         session: &mut Session,
         target: Ident,
         query: Box<Query>,
+        window: Option<crate::sql::WindowClause>,
         query_text: String,
         text: &str,
     ) -> Result<StatementResult> {
@@ -669,8 +762,15 @@ impl Engine {
             );
         }
         let catalog = self.catalog.read().clone();
-        let mut plan =
-            planner::plan_continuous(&self.session_state(), &catalog, &query, false).await?;
+        let mut plan = planner::plan_continuous(
+            &self.session_state(),
+            &catalog,
+            &query,
+            window.as_ref(),
+            None,
+            false,
+        )
+        .await?;
         if plan.changelog {
             return Err(SluiceError::sql(
                 "INSERT INTO ... SELECT must produce a stream, not a changelog",
@@ -688,6 +788,7 @@ impl Engine {
                 emit: None,
                 status: QueryStatus::Running,
                 error: None,
+                late_topic: None,
             }
         };
         self.catalog
@@ -709,11 +810,16 @@ impl Engine {
 
     /// Re-plans and starts a saved query (on restart and for source tables).
     pub(super) async fn start_persistent_query(&self, meta: &QueryMeta) -> Result<()> {
-        let query = match crate::sql::parse_script(&meta.query_text)?
+        let (query, window, emit) = match crate::sql::parse_script(&meta.query_text)?
             .pop()
             .map(|p| p.statement)
         {
-            Some(crate::sql::Statement::Select { query, .. }) => query,
+            Some(crate::sql::Statement::Select {
+                query,
+                window,
+                emit,
+                ..
+            }) => (query, window, emit.or(meta.emit)),
             _ => {
                 return Err(SluiceError::Internal(format!(
                     "query {} has no SELECT",
@@ -737,7 +843,15 @@ impl Engine {
                 logical_plan: String::new(),
             }
         } else {
-            planner::plan_continuous(&self.session_state(), &catalog, &query, false).await?
+            planner::plan_continuous(
+                &self.session_state(),
+                &catalog,
+                &query,
+                window.as_ref(),
+                emit,
+                false,
+            )
+            .await?
         };
         self.run_plan(meta, plan, StartFrom::Earliest).await
     }
@@ -818,10 +932,26 @@ impl Engine {
             }
             None => None,
         };
+        let late_sink: Option<Box<dyn Sink>> = match &meta.late_topic {
+            Some(t) => {
+                self.ensure_topic(t, None, source_rel.partitions, &WithOptions::new())
+                    .await?;
+                let writer = self.backend.writer(t).await.map_err(|e| {
+                    SluiceError::connector(format!("writing late-events topic '{t}'"), e)
+                })?;
+                Some(Box::new(TopicSink {
+                    encoder: RecordEncoder::new(&source_rel),
+                    writer,
+                    topic: t.clone(),
+                }))
+            }
+            None => None,
+        };
         let metrics = Arc::new(QueryMetrics::default());
         let mut pipeline = Pipeline {
             operators,
             sink,
+            late_sink,
             state: Some(state),
             metrics: metrics.clone(),
         };
@@ -1101,6 +1231,14 @@ fn declared_or_generated_columns(
             SluiceError::sql("a nexmark source is an append-only STREAM, not a TABLE")
                 .with_hint("CREATE STREAM ... WITH (connector='nexmark', ...)"),
         );
+    }
+    if c.with.contains_key("processing_time") {
+        return Err(with_error(
+            &c.with,
+            "processing_time",
+            "the event time of nexmark rows is their date_time".into(),
+            "remove processing_time",
+        ));
     }
     if let Some(ts) = c.with.get("timestamp") {
         if !ts.value.eq_ignore_ascii_case("date_time") {

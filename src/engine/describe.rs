@@ -50,12 +50,20 @@ pub(super) async fn describe_statement(
         }
         Statement::Select {
             query,
-            emit: Some(_),
+            emit: Some(emit),
+            window,
             ..
         } => {
             let catalog = engine.catalog.read().clone();
-            let plan =
-                planner::plan_continuous(&engine.session_state(), &catalog, &query, true).await?;
+            let plan = planner::plan_continuous(
+                &engine.session_state(),
+                &catalog,
+                &query,
+                window.as_ref(),
+                Some(emit),
+                true,
+            )
+            .await?;
             Ok((vec![], Some(plan.schema)))
         }
         Statement::InsertValues { rows, .. } => {

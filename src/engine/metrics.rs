@@ -46,6 +46,30 @@ pub(super) fn render(engine: &Engine) -> String {
     );
     counter(
         &mut out,
+        "sluice_query_late_records_total",
+        "Events dropped because every window they belong to had closed (watermark past window end + grace).",
+        &|m| QueryMetrics::get(&m.late_records),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_query_watermark_ms Event-time watermark of the query's source (ms since the epoch)."
+    );
+    let _ = writeln!(out, "# TYPE sluice_query_watermark_ms gauge");
+    for (id, h) in running.iter() {
+        let w = h
+            .metrics
+            .watermark
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if w != i64::MIN {
+            let _ = writeln!(
+                out,
+                "sluice_query_watermark_ms{{query=\"{}\"}} {w}",
+                escape(id)
+            );
+        }
+    }
+    counter(
+        &mut out,
         "sluice_query_batches_total",
         "Chunks processed.",
         &|m| QueryMetrics::get(&m.batches),

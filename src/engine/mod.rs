@@ -227,8 +227,9 @@ impl Engine {
                     target,
                     query,
                     query_text,
+                    window,
                 } => {
-                    self.insert_select(session, target, query, query_text, &text)
+                    self.insert_select(session, target, query, window, query_text, &text)
                         .await
                 }
                 Statement::InsertValues {
@@ -238,9 +239,20 @@ impl Engine {
                 } => self.insert_values(target, columns, rows).await,
                 Statement::Select {
                     query,
-                    emit: Some(_),
+                    emit: Some(emit),
+                    window,
                     ..
-                } => self.push_query(session, &query).await,
+                } => {
+                    self.push_query(session, &query, window.as_ref(), emit)
+                        .await
+                }
+                Statement::Select {
+                    window: Some(w), ..
+                } => Err(SluiceError::sql_at(
+                    "a windowed SELECT is a continuous query: add EMIT CHANGES or EMIT FINAL, or CREATE TABLE ... AS SELECT it",
+                    w.position,
+                    Some("pull queries read the materialized windows of a windowed TABLE".into()),
+                )),
                 Statement::Select {
                     query, emit: None, ..
                 } => self.pull_query(&query).await,

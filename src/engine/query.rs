@@ -49,9 +49,19 @@ impl Engine {
         &self,
         session: &Session,
         query: &Query,
+        window: Option<&crate::sql::WindowClause>,
+        emit: crate::sql::EmitMode,
     ) -> Result<StatementResult> {
         let catalog = self.catalog.read().clone();
-        let plan = planner::plan_continuous(&self.session_state(), &catalog, query, true).await?;
+        let plan = planner::plan_continuous(
+            &self.session_state(),
+            &catalog,
+            query,
+            window,
+            Some(emit),
+            true,
+        )
+        .await?;
         let source_rel = catalog
             .relation(&plan.source)
             .cloned()
@@ -74,6 +84,7 @@ impl Engine {
                 limit: plan.limit,
                 sent: 0,
             }),
+            late_sink: None,
             state: None,
             metrics: metrics.clone(),
         };
@@ -117,10 +128,17 @@ impl Engine {
         statement: Statement,
     ) -> Result<StatementResult> {
         let catalog = self.catalog.read().clone();
-        let (query, continuous) = match &statement {
-            Statement::CreateAs(c) => (c.query.clone(), true),
-            Statement::InsertSelect { query, .. } => (query.clone(), true),
-            Statement::Select { query, emit, .. } => (query.clone(), emit.is_some()),
+        let (query, continuous, window, emit) = match &statement {
+            Statement::CreateAs(c) => (c.query.clone(), true, c.window.clone(), c.emit),
+            Statement::InsertSelect { query, window, .. } => {
+                (query.clone(), true, window.clone(), None)
+            }
+            Statement::Select {
+                query,
+                emit,
+                window,
+                ..
+            } => (query.clone(), emit.is_some(), window.clone(), *emit),
             _ => {
                 return Err(SluiceError::sql(
                     "EXPLAIN takes a SELECT, CREATE ... AS SELECT or INSERT ... SELECT",
@@ -130,8 +148,15 @@ impl Engine {
         let _ = session;
         let mut lines = Vec::new();
         if continuous {
-            let plan =
-                planner::plan_continuous(&self.session_state(), &catalog, &query, true).await?;
+            let plan = planner::plan_continuous(
+                &self.session_state(),
+                &catalog,
+                &query,
+                window.as_ref(),
+                emit,
+                true,
+            )
+            .await?;
             lines.push("Streaming pipeline:".to_string());
             lines.extend(plan.explain().into_iter().map(|l| format!("  {l}")));
             lines.push(format!(

@@ -34,6 +34,8 @@ pub struct BadRecord {
 pub struct Decoded {
     pub chunk: Chunk,
     pub bad: Vec<BadRecord>,
+    /// Largest event time of the good rows, per partition (for watermarks).
+    pub max_time: Vec<(i32, i64)>,
 }
 
 enum ValueDecoder {
@@ -72,6 +74,7 @@ pub struct RecordDecoder {
     key_cols: Vec<usize>,
     timestamp_col: Option<usize>,
     timestamp_format: Option<String>,
+    processing_time: bool,
     not_null: Vec<usize>,
 }
 
@@ -129,6 +132,7 @@ impl RecordDecoder {
             key_cols,
             timestamp_col,
             timestamp_format: relation.format.timestamp_format.clone(),
+            processing_time: relation.format.processing_time,
             not_null,
         })
     }
@@ -231,12 +235,17 @@ impl RecordDecoder {
 
         // 4. Event time.
         let rowtime = match self.timestamp_col {
+            _ if self.processing_time => {
+                let now = chrono::Utc::now().timestamp_millis();
+                Int64Array::from_value(now, src.len())
+            }
             Some(c) => rowtime::from_column(batch.column(c), self.timestamp_format.as_deref()),
             None => Int64Array::from_iter_values(src.iter().map(|&i| records[i].timestamp)),
         };
 
         // 5. Rows missing a required value (NOT NULL, table key, event time) are bad.
         let mut keep: Vec<bool> = vec![true; batch.num_rows()];
+        let mut max_time: Vec<(i32, i64)> = Vec::new();
         for (row, keep_row) in keep.iter_mut().enumerate() {
             let deleting = ops.get(row) == Some(&(Op::Delete as i8));
             let reason = if rowtime.is_null(row) && !deleting {
@@ -263,6 +272,13 @@ impl RecordDecoder {
             if let Some(reason) = reason {
                 *keep_row = false;
                 bad.push(bad_record(&records[src[row]], reason));
+            } else if !rowtime.is_null(row) {
+                let partition = records[src[row]].partition;
+                let t = rowtime.value(row);
+                match max_time.iter_mut().find(|(p, _)| *p == partition) {
+                    Some((_, m)) => *m = (*m).max(t),
+                    None => max_time.push((partition, t)),
+                }
             }
         }
         let ops = self.is_table.then(|| Int8Array::from(ops));
@@ -270,7 +286,11 @@ impl RecordDecoder {
         if keep.iter().any(|k| !k) {
             chunk = chunk.filter(&BooleanArray::from(keep))?;
         }
-        Ok(Decoded { chunk, bad })
+        Ok(Decoded {
+            chunk,
+            bad,
+            max_time,
+        })
     }
 }
 
@@ -319,6 +339,9 @@ mod tests {
                 timestamp: timestamp.map(str::to_string),
                 timestamp_format: None,
                 delimiter: ',',
+                watermark_delay_ms: 0,
+                idle_timeout_ms: None,
+                processing_time: false,
             },
             String::new(),
             None,

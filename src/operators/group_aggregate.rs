@@ -7,7 +7,8 @@
 //! state of changed groups is written in Arrow row format, and merged back into
 //! fresh accumulators on restore.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, Int8Array, UInt32Array};
@@ -31,6 +32,30 @@ pub struct AggregateSpec {
     pub filter: Option<Arc<dyn PhysicalExpr>>,
 }
 
+/// A GROUP BY over windows: one of the group columns is the window end, and a
+/// group is final (and its state freed) once the watermark passes end + grace.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowedGroups {
+    /// Position of the window-end column among the group expressions.
+    pub end_key: usize,
+    pub grace: i64,
+    /// EMIT FINAL: a group's row is emitted once, when its window closes.
+    pub emit_final: bool,
+}
+
+/// Window bookkeeping of a windowed GROUP BY.
+struct WindowState {
+    config: WindowedGroups,
+    /// Window end of every group slot.
+    ends: Vec<i64>,
+    /// Groups by window end, earliest first.
+    expiry: BinaryHeap<Reverse<(i64, u32)>>,
+    /// Slots of closed groups, reused by new ones.
+    free: Vec<u32>,
+    /// State keys of groups closed since the last checkpoint.
+    deleted: Vec<Box<[u8]>>,
+}
+
 pub struct GroupAggregate {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     aggregates: Vec<AggregateSpec>,
@@ -47,6 +72,9 @@ pub struct GroupAggregate {
     is_dirty: Vec<bool>,
     /// Latest event time seen per group: the timestamp of the group's output row.
     rowtime: Vec<i64>,
+    /// False for a slot whose window closed (free for reuse).
+    live: Vec<bool>,
+    window: Option<WindowState>,
 }
 
 impl GroupAggregate {
@@ -85,29 +113,124 @@ impl GroupAggregate {
             dirty: Vec::new(),
             is_dirty: Vec::new(),
             rowtime: Vec::new(),
+            live: Vec::new(),
+            window: None,
         })
     }
 
-    pub fn group_count(&self) -> usize {
-        self.keys.len()
+    /// Makes this a windowed aggregate (see [`WindowedGroups`]).
+    pub fn with_window(mut self, config: WindowedGroups) -> Self {
+        self.window = Some(WindowState {
+            config,
+            ends: Vec::new(),
+            expiry: BinaryHeap::new(),
+            free: Vec::new(),
+            deleted: Vec::new(),
+        });
+        self
     }
 
-    fn group_for(&mut self, key: &[u8]) -> Result<u32> {
+    /// Groups currently held in memory.
+    pub fn group_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The group of `key`, created if new; `end` is its window end (windowed only).
+    fn group_for(&mut self, key: &[u8], end: i64) -> Result<u32> {
         if let Some(&g) = self.index.get(key) {
             return Ok(g);
         }
-        let g = self.keys.len() as u32;
         let mut accs = Vec::with_capacity(self.aggregates.len());
         for a in &self.aggregates {
             accs.push(a.function.create_accumulator()?);
         }
         let key: Box<[u8]> = key.into();
-        self.index.insert(key.clone(), g);
-        self.keys.push(key);
-        self.accumulators.push(accs);
-        self.is_dirty.push(false);
-        self.rowtime.push(i64::MIN);
+        let reused = self.window.as_mut().and_then(|w| w.free.pop());
+        let g = match reused {
+            Some(g) => {
+                let i = g as usize;
+                self.keys[i] = key.clone();
+                self.accumulators[i] = accs;
+                self.is_dirty[i] = false;
+                self.rowtime[i] = i64::MIN;
+                self.live[i] = true;
+                g
+            }
+            None => {
+                self.keys.push(key.clone());
+                self.accumulators.push(accs);
+                self.is_dirty.push(false);
+                self.rowtime.push(i64::MIN);
+                self.live.push(true);
+                (self.keys.len() - 1) as u32
+            }
+        };
+        if let Some(w) = self.window.as_mut() {
+            if w.ends.len() <= g as usize {
+                w.ends.resize(g as usize + 1, i64::MIN);
+            }
+            w.ends[g as usize] = end;
+            w.expiry.push(Reverse((end, g)));
+        }
+        self.index.insert(key, g);
         Ok(g)
+    }
+
+    /// Window end of each row (windowed aggregates), from the end key column.
+    fn row_ends(&self, key_arrays: &[ArrayRef]) -> Result<Option<Vec<i64>>> {
+        let Some(w) = &self.window else {
+            return Ok(None);
+        };
+        let col = arrow::compute::cast(
+            &key_arrays[w.config.end_key],
+            &arrow::datatypes::DataType::Int64,
+        )?;
+        let ends = col
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| SluiceError::Internal("window end is not a timestamp".into()))?;
+        Ok(Some(ends.iter().map(|v| v.unwrap_or(i64::MAX)).collect()))
+    }
+
+    /// Closes the groups whose window ended at or before `watermark - grace`:
+    /// EMIT FINAL rows come out now, and their state is freed either way.
+    fn close_windows(&mut self, watermark: i64) -> Result<Option<Chunk>> {
+        let Some(w) = self.window.as_mut() else {
+            return Ok(None);
+        };
+        let mut closed = Vec::new();
+        while let Some(Reverse((end, g))) = w.expiry.peek().copied() {
+            if end.saturating_add(w.config.grace) > watermark {
+                break;
+            }
+            w.expiry.pop();
+            if self.live[g as usize] && w.ends[g as usize] == end {
+                closed.push(g);
+            }
+        }
+        if closed.is_empty() {
+            return Ok(None);
+        }
+        let emit_final = w.config.emit_final;
+        let out = if emit_final {
+            Some(self.emit(&closed)?)
+        } else {
+            None
+        };
+        let w = self
+            .window
+            .as_mut()
+            .ok_or_else(|| SluiceError::Internal("window state".into()))?;
+        for &g in &closed {
+            let i = g as usize;
+            self.live[i] = false;
+            self.is_dirty[i] = false;
+            self.index.remove(&self.keys[i]);
+            w.deleted.push(std::mem::take(&mut self.keys[i]));
+            self.accumulators[i] = Vec::new();
+            w.free.push(g);
+        }
+        Ok(out)
     }
 
     fn mark_dirty(&mut self, g: u32) {
@@ -184,6 +307,7 @@ impl Operator for GroupAggregate {
             .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let rows = self.key_rows.convert_columns(&key_arrays)?;
+        let ends = self.row_ends(&key_arrays)?;
 
         // Group id of every row, and the groups this chunk touches in first-seen order.
         let mut group_of_row = Vec::with_capacity(n);
@@ -191,7 +315,8 @@ impl Operator for GroupAggregate {
         let mut slot: HashMap<u32, usize> = HashMap::new();
         let mut counts: Vec<usize> = Vec::new();
         for i in 0..n {
-            let g = self.group_for(rows.row(i).as_ref())?;
+            let end = ends.as_ref().map_or(i64::MAX, |e| e[i]);
+            let g = self.group_for(rows.row(i).as_ref(), end)?;
             let s = *slot.entry(g).or_insert_with(|| {
                 touched.push(g);
                 counts.push(0);
@@ -267,16 +392,32 @@ impl Operator for GroupAggregate {
                 *slot = (*slot).max(t);
             }
         }
-        let emitted = self.emit(&touched)?;
-        out.push(Message::Chunk(emitted));
+        if !self.window.as_ref().is_some_and(|w| w.config.emit_final) {
+            let emitted = self.emit(&touched)?;
+            out.push(Message::Chunk(emitted));
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        if let Some(chunk) = self.close_windows(watermark)? {
+            out.push(Message::Chunk(chunk));
+        }
+        out.push(Message::Watermark(watermark));
         Ok(())
     }
 
     fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
-        if self.dirty.is_empty() {
+        if let Some(w) = self.window.as_mut() {
+            for key in w.deleted.drain(..) {
+                batch.delete(id, &key);
+            }
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.retain(|&g| self.live[g as usize] && self.is_dirty[g as usize]);
+        if dirty.is_empty() {
             return Ok(());
         }
-        let dirty = std::mem::take(&mut self.dirty);
         let width: usize = self.state_widths.iter().sum();
         let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(dirty.len()); width];
         for &g in &dirty {
@@ -309,8 +450,18 @@ impl Operator for GroupAggregate {
         let arrays = self
             .state_rows
             .convert_rows(entries.iter().map(|(_, v)| parser.parse(v)))?;
+        let ends = if self.window.is_some() {
+            let key_parser = self.key_rows.parser();
+            let keys = self
+                .key_rows
+                .convert_rows(entries.iter().map(|(k, _)| key_parser.parse(k)))?;
+            self.row_ends(&keys)?
+        } else {
+            None
+        };
         for (i, (key, _)) in entries.iter().enumerate() {
-            let g = self.group_for(key)? as usize;
+            let end = ends.as_ref().map_or(i64::MAX, |e| e[i]);
+            let g = self.group_for(key, end)? as usize;
             let mut c = 0;
             for (a, &w) in self.state_widths.iter().enumerate() {
                 let states: Vec<ArrayRef> =

@@ -6,6 +6,8 @@ pub mod filter;
 pub mod group_aggregate;
 pub mod materialize;
 pub mod project;
+pub mod session_aggregate;
+pub mod window_assign;
 
 use crate::dataflow::{Chunk, Message};
 use crate::error::Result;
@@ -15,6 +17,8 @@ pub use filter::Filter;
 pub use group_aggregate::GroupAggregate;
 pub use materialize::{Materialize, MaterializedTable};
 pub use project::Project;
+pub use session_aggregate::SessionAggregate;
+pub use window_assign::WindowAssign;
 
 pub trait Operator: Send {
     /// For EXPLAIN and logs.

@@ -7,6 +7,7 @@
 
 pub mod errors;
 pub mod providers;
+pub mod window;
 
 use std::sync::Arc;
 
@@ -23,8 +24,11 @@ use sqlparser::ast::{self, Query};
 
 use crate::catalog::Catalog;
 use crate::error::{Result, SluiceError};
-use crate::operators::group_aggregate::AggregateSpec;
-use crate::operators::{Filter, GroupAggregate, Operator, Project};
+use crate::operators::group_aggregate::{AggregateSpec, WindowedGroups};
+use crate::operators::session_aggregate::SessionColumns;
+use crate::operators::{Filter, GroupAggregate, Operator, Project, SessionAggregate, WindowAssign};
+use crate::sql::{EmitMode, WindowClause, WindowKind};
+use window::WindowContext;
 
 pub use errors::df_error;
 
@@ -63,6 +67,8 @@ struct Partial {
     /// Number of key columns the output must keep (set by GROUP BY or a table source).
     required_keys: usize,
     limit: Option<usize>,
+    /// An aggregate over the query's windows was planned.
+    windowed_aggregate: bool,
 }
 
 /// Checks that every relation the query names exists, so the error can point at it.
@@ -124,17 +130,53 @@ pub async fn logical_plan(state: &SessionState, query: &Query) -> Result<Logical
     optimizer.optimize(plan, state, |_, _| {}).map_err(df_error)
 }
 
-/// Plans a continuous query.
+/// Plans a continuous query: `query` with its ksqlDB `WINDOW` clause (if any) and
+/// EMIT mode.
 pub async fn plan_continuous(
     state: &SessionState,
     catalog: &Catalog,
     query: &Query,
+    window_clause: Option<&WindowClause>,
+    emit: Option<EmitMode>,
     allow_limit: bool,
 ) -> Result<StreamPlan> {
-    check_relations(catalog, query)?;
-    let plan = logical_plan(state, query).await?;
+    let mut query = query.clone();
+    let tvf = window::extract_tvf(&mut query)?;
+    let clause = match (window_clause, tvf) {
+        (Some(w), Some(_)) => {
+            return Err(SluiceError::sql_at(
+                "the query has both a WINDOW clause and a window function in FROM",
+                w.position,
+                Some("use one of them".into()),
+            ))
+        }
+        (Some(w), None) => {
+            window::add_window_columns(&mut query, w)?;
+            Some(w.clone())
+        }
+        (None, tvf) => tvf,
+    };
+    let reads = check_relations(catalog, &query)?;
+    let window = clause
+        .map(|c| window::window_context(catalog, &reads, c, emit))
+        .transpose()?;
+    let owned_state;
+    let state = match &window {
+        Some(w) => {
+            owned_state = window::planning_state(state, catalog, &reads, w)?;
+            &owned_state
+        }
+        None => state,
+    };
+    let plan = logical_plan(state, &query).await?;
     let logical = plan.display_indent().to_string();
-    let partial = translate(state, catalog, &plan, allow_limit)?;
+    let partial = translate(state, catalog, &plan, allow_limit, window.as_ref())?;
+    if emit == Some(EmitMode::Final) && !partial.windowed_aggregate {
+        return Err(SluiceError::sql(
+            "EMIT FINAL needs an aggregate over windows: it emits each window's result once, when the window closes",
+        )
+        .with_hint("add a WINDOW clause (or FROM TUMBLE(...)) and GROUP BY, or use EMIT CHANGES"));
+    }
     let source = partial.source.ok_or_else(|| {
         SluiceError::sql("a continuous query must read a stream or table (FROM ...)")
     })?;
@@ -170,6 +212,7 @@ fn translate(
     catalog: &Catalog,
     plan: &LogicalPlan,
     allow_limit: bool,
+    window: Option<&WindowContext>,
 ) -> Result<Partial> {
     let props = state.execution_props();
     match plan {
@@ -187,7 +230,16 @@ fn translate(
                 required_keys: if relation.is_table() { keys.len() } else { 0 },
                 keys,
                 limit: None,
+                windowed_aggregate: false,
             };
+            if let Some(w) = window.filter(|w| w.source == *scan.table_name.table()) {
+                // The scan's schema has the window columns; the source does not.
+                partial.operators.push(Box::new(WindowAssign::new(
+                    w.clause.kind,
+                    w.clause.grace,
+                    scan.source.schema(),
+                )));
+            }
             if let Some(projection) = &scan.projection {
                 // Scan output is the projected columns; the decoder produces all.
                 let full = scan.source.schema();
@@ -214,7 +266,7 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Projection(p) => {
-            let mut partial = translate(state, catalog, &p.input, allow_limit)?;
+            let mut partial = translate(state, catalog, &p.input, allow_limit, window)?;
             let input_schema = p.input.schema();
             let mut exprs = Vec::with_capacity(p.expr.len());
             let mut keys = Vec::new();
@@ -239,7 +291,7 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Filter(f) => {
-            let mut partial = translate(state, catalog, &f.input, allow_limit)?;
+            let mut partial = translate(state, catalog, &f.input, allow_limit, window)?;
             let predicate = create_physical_expr(&f.predicate, f.input.schema(), props, &Default::default())
                 .map_err(df_error)?;
             partial
@@ -248,12 +300,12 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::SubqueryAlias(a) => {
-            let mut partial = translate(state, catalog, &a.input, allow_limit)?;
+            let mut partial = translate(state, catalog, &a.input, allow_limit, window)?;
             partial.schema = a.schema.clone();
             Ok(partial)
         }
         LogicalPlan::Aggregate(agg) => {
-            let mut partial = translate(state, catalog, &agg.input, allow_limit)?;
+            let mut partial = translate(state, catalog, &agg.input, allow_limit, window)?;
             if partial.changelog {
                 return Err(unsupported(
                     "aggregating a TABLE",
@@ -292,9 +344,55 @@ fn translate(
             }
             let schema = Arc::new(agg.schema.as_arrow().clone());
             let n_keys = group_exprs.len();
-            partial
-                .operators
-                .push(Box::new(GroupAggregate::new(group_exprs, aggregates, schema)?));
+            match window {
+                Some(w) if !partial.windowed_aggregate => {
+                    let find = |name: &str| {
+                        agg.group_expr.iter().position(|e| matches!(e, Expr::Column(c) if c.name == name))
+                    };
+                    let (Some(start), Some(end)) = (find(w.clause.start_column()), find(w.clause.end_column())) else {
+                        return Err(SluiceError::sql_at(
+                            format!(
+                                "a windowed aggregate must GROUP BY {} and {}",
+                                w.clause.start_column(),
+                                w.clause.end_column()
+                            ),
+                            w.clause.position,
+                            Some(format!("GROUP BY ..., {}, {}", w.clause.start_column(), w.clause.end_column())),
+                        ));
+                    };
+                    let op: Box<dyn Operator> = match w.clause.kind {
+                        WindowKind::Session { gap } => {
+                            let key_exprs = group_exprs
+                                .into_iter()
+                                .enumerate()
+                                .filter(|(i, _)| *i != start && *i != end)
+                                .map(|(_, e)| e)
+                                .collect();
+                            Box::new(SessionAggregate::new(
+                                key_exprs,
+                                SessionColumns { start, end },
+                                aggregates,
+                                schema,
+                                gap,
+                                w.clause.grace,
+                                w.emit_final,
+                            )?)
+                        }
+                        _ => Box::new(GroupAggregate::new(group_exprs, aggregates, schema)?.with_window(
+                            WindowedGroups {
+                                end_key: end,
+                                grace: w.clause.grace,
+                                emit_final: w.emit_final,
+                            },
+                        )),
+                    };
+                    partial.operators.push(op);
+                    partial.windowed_aggregate = true;
+                }
+                _ => partial
+                    .operators
+                    .push(Box::new(GroupAggregate::new(group_exprs, aggregates, schema)?)),
+            }
             partial.schema = agg.schema.clone();
             partial.changelog = true;
             partial.keys = (0..n_keys).collect();
@@ -302,7 +400,7 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Limit(limit) if allow_limit => {
-            let mut partial = translate(state, catalog, &limit.input, false)?;
+            let mut partial = translate(state, catalog, &limit.input, false, window)?;
             match limit.get_fetch_type().map_err(df_error)? {
                 FetchType::Literal(n) => partial.limit = n,
                 FetchType::UnsupportedExpr => return Err(SluiceError::sql("LIMIT must be a constant")),

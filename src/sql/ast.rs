@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use sqlparser::ast::{DataType, Expr, Ident, Query};
 
+use super::window::WindowClause;
 use crate::error::SqlPosition;
 
 /// One statement of a script, with the text it came from.
@@ -67,7 +68,16 @@ pub struct CreateSource {
     pub or_replace: bool,
     pub if_not_exists: bool,
     pub columns: Vec<ColumnSpec>,
+    /// `WATERMARK FOR ts AS ts - INTERVAL '5' SECOND` in the column list.
+    pub watermark: Option<WatermarkSpec>,
     pub with: WithOptions,
+}
+
+/// Event time from `column`, with watermarks `delay_ms` behind the largest seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatermarkSpec {
+    pub column: Ident,
+    pub delay_ms: i64,
 }
 
 /// `CREATE STREAM|TABLE|MATERIALIZED VIEW name [WITH (...)] AS SELECT ...`.
@@ -84,6 +94,7 @@ pub struct CreateAs {
     /// Text of the SELECT (without EMIT), kept so the query can be re-planned on restart.
     pub query_text: String,
     pub emit: Option<EmitMode>,
+    pub window: Option<WindowClause>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +117,7 @@ pub enum Statement {
         target: Ident,
         query: Box<Query>,
         query_text: String,
+        window: Option<WindowClause>,
     },
     /// `INSERT INTO target [(cols)] VALUES (...), ...`: produce rows now.
     InsertValues {
@@ -118,6 +130,7 @@ pub enum Statement {
         query: Box<Query>,
         query_text: String,
         emit: Option<EmitMode>,
+        window: Option<WindowClause>,
     },
     Drop {
         kind: Option<RelationKind>,

@@ -7,8 +7,11 @@
 //! queries and data types, so standard SQL is parsed by sqlparser alone.
 
 pub mod ast;
+pub mod duration;
 pub mod parser;
 pub mod types;
+pub mod window;
 
 pub use ast::*;
-pub use parser::parse_script;
+pub use parser::{continuous_text, parse_script};
+pub use window::{WindowClause, WindowKind, WindowSyntax};

@@ -7,6 +7,7 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use super::ast::*;
+use super::window::{strip_window, WindowClause};
 use crate::error::{Result, SluiceError, SqlPosition};
 
 const STATEMENT_HINT: &str =
@@ -177,6 +178,7 @@ fn strip_emit(tokens: &mut Vec<TokenWithSpan>) -> Option<EmitMode> {
 
 fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     let emit = strip_emit(&mut tokens);
+    let window = strip_window(&mut tokens)?;
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let first = p.peek_token();
@@ -184,9 +186,9 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         Token::Word(w) if w.quote_style.is_none() => {
             let head = w.value.to_ascii_uppercase();
             match head.as_str() {
-                "CREATE" => parse_create(&mut p, emit)?,
-                "INSERT" => parse_insert(&mut p)?,
-                "SELECT" | "WITH" | "VALUES" => parse_select(&mut p, emit)?,
+                "CREATE" => parse_create(&mut p, emit, window.clone())?,
+                "INSERT" => parse_insert(&mut p, window.clone())?,
+                "SELECT" | "WITH" | "VALUES" => parse_select(&mut p, emit, window.clone())?,
                 "DROP" => parse_drop(&mut p)?,
                 "SHOW" | "LIST" => parse_show(&mut p)?,
                 "DESCRIBE" | "DESC" => parse_describe(&mut p)?,
@@ -195,7 +197,7 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<Statement> {
                 "SET" => parse_set(&mut p)?,
                 "UNSET" => parse_unset(&mut p)?,
                 "PRINT" => parse_print(&mut p)?,
-                "EXPLAIN" => parse_explain(&mut p, emit)?,
+                "EXPLAIN" => parse_explain(&mut p, emit, window.clone())?,
                 "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "END" | "DISCARD" | "DEALLOCATE"
                 | "RESET" => {
                     let tag = match head.as_str() {
@@ -217,7 +219,7 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<Statement> {
                 }
             }
         }
-        Token::LParen => parse_select(&mut p, emit)?,
+        Token::LParen => parse_select(&mut p, emit, window.clone())?,
         _ => {
             return Err(SluiceError::sql_at(
                 format!("expected a statement, found '{}'", first.token),
@@ -272,7 +274,11 @@ fn pe(hint: &'static str) -> impl Fn(ParserError) -> SluiceError {
     move |e| parser_error(e, Some(hint))
 }
 
-fn parse_create(p: &mut Parser, emit: Option<EmitMode>) -> Result<Statement> {
+fn parse_create(
+    p: &mut Parser,
+    emit: Option<EmitMode>,
+    window: Option<WindowClause>,
+) -> Result<Statement> {
     p.next_token(); // CREATE
     let or_replace = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
     // ksqlDB's CREATE SOURCE STREAM|TABLE is the same as CREATE STREAM|TABLE here.
@@ -294,7 +300,7 @@ fn parse_create(p: &mut Parser, emit: Option<EmitMode>) -> Result<Statement> {
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = parse_name(p)?;
     if p.peek_token().token == Token::LParen && !materialized_view {
-        let columns = parse_columns(p, kind)?;
+        let (columns, watermark) = parse_columns(p, kind)?;
         let with = parse_with(p)?;
         if p.peek_keyword(Keyword::AS) {
             let t = p.peek_token();
@@ -310,6 +316,7 @@ fn parse_create(p: &mut Parser, emit: Option<EmitMode>) -> Result<Statement> {
             or_replace,
             if_not_exists,
             columns,
+            watermark,
             with,
         }));
     }
@@ -324,6 +331,7 @@ fn parse_create(p: &mut Parser, emit: Option<EmitMode>) -> Result<Statement> {
             or_replace,
             if_not_exists,
             columns: Vec::new(),
+            watermark: None,
             with,
         }));
     }
@@ -344,7 +352,7 @@ fn parse_create(p: &mut Parser, emit: Option<EmitMode>) -> Result<Statement> {
     let query = p
         .parse_query()
         .map_err(pe("the query after AS must be a SELECT"))?;
-    let query_text = query.to_string();
+    let query_text = continuous_text(&query, window.as_ref(), emit);
     Ok(Statement::CreateAs(CreateAs {
         kind,
         materialized_view,
@@ -355,7 +363,26 @@ fn parse_create(p: &mut Parser, emit: Option<EmitMode>) -> Result<Statement> {
         query,
         query_text,
         emit,
+        window,
     }))
+}
+
+/// The text a persistent query is saved as and re-parsed from on restart: the
+/// SELECT, then the clauses sqlparser does not know (window, EMIT FINAL).
+pub fn continuous_text(
+    query: &ast::Query,
+    window: Option<&WindowClause>,
+    emit: Option<EmitMode>,
+) -> String {
+    let mut text = query.to_string();
+    if let Some(w) = window {
+        text.push(' ');
+        text.push_str(&w.to_string());
+    }
+    if emit == Some(EmitMode::Final) {
+        text.push_str(" EMIT FINAL");
+    }
+    text
 }
 
 /// A relation name: one identifier (a schema-qualified name keeps its last part).
@@ -371,12 +398,18 @@ fn parse_name(p: &mut Parser) -> Result<Ident> {
         .ok_or_else(|| SluiceError::sql("expected a name"))
 }
 
-fn parse_columns(p: &mut Parser, kind: RelationKind) -> Result<Vec<ColumnSpec>> {
+fn parse_columns(
+    p: &mut Parser,
+    kind: RelationKind,
+) -> Result<(Vec<ColumnSpec>, Option<WatermarkSpec>)> {
     p.expect_token(&Token::LParen).map_err(pe("expected '('"))?;
     let mut columns: Vec<ColumnSpec> = Vec::new();
     let mut table_key: Vec<Ident> = Vec::new();
+    let mut watermark = None;
     loop {
-        if p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
+        if peek_word(p, "WATERMARK") {
+            watermark = Some(parse_watermark(p)?);
+        } else if p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
             // Table constraint: PRIMARY KEY (a, b)
             p.expect_token(&Token::LParen)
                 .map_err(pe("expected '(' after PRIMARY KEY"))?;
@@ -439,7 +472,59 @@ fn parse_columns(p: &mut Parser, kind: RelationKind) -> Result<Vec<ColumnSpec>> 
         )
         .with_hint("mark the key column: id VARCHAR PRIMARY KEY, or declare a STREAM for an append-only topic"));
     }
-    Ok(columns)
+    if let Some(w) = &watermark {
+        if !columns
+            .iter()
+            .any(|c| c.name.value.eq_ignore_ascii_case(&w.column.value))
+        {
+            return Err(SluiceError::sql_at(
+                format!(
+                    "WATERMARK FOR names column '{}', which is not declared",
+                    w.column.value
+                ),
+                Some(position(w.column.span.start)),
+                Some("WATERMARK FOR <event-time column> AS <column> - INTERVAL '5' SECOND".into()),
+            ));
+        }
+    }
+    Ok((columns, watermark))
+}
+
+/// `WATERMARK FOR ts AS ts [- INTERVAL '5' SECOND]` (Flink, RisingWave).
+fn parse_watermark(p: &mut Parser) -> Result<WatermarkSpec> {
+    const HINT: &str = "WATERMARK FOR ts AS ts - INTERVAL '5' SECOND";
+    let start = p.next_token(); // WATERMARK
+    if !p.parse_keyword(Keyword::FOR) {
+        return Err(SluiceError::sql_at(
+            "expected FOR after WATERMARK",
+            Some(position(start.span.start)),
+            Some(HINT.into()),
+        ));
+    }
+    let column = p.parse_identifier().map_err(pe(HINT))?;
+    p.expect_keyword_is(Keyword::AS).map_err(pe(HINT))?;
+    let expr = p.parse_expr().map_err(pe(HINT))?;
+    let bad = || {
+        SluiceError::sql_at(
+            format!(
+                "the watermark must be '{0}' or '{0} - INTERVAL ...'",
+                column.value
+            ),
+            Some(position(start.span.start)),
+            Some(HINT.into()),
+        )
+    };
+    let same_column = |e: &ast::Expr| matches!(e, ast::Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&column.value));
+    let delay_ms = match &expr {
+        e if same_column(e) => 0,
+        ast::Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::Minus,
+            right,
+        } if same_column(left) => super::duration::interval_ms(right).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    Ok(WatermarkSpec { column, delay_ms })
 }
 
 /// `WITH (a = 'x', b = 3)`; absent → empty.
@@ -502,7 +587,7 @@ fn parse_with(p: &mut Parser) -> Result<WithOptions> {
     Ok(out)
 }
 
-fn parse_insert(p: &mut Parser) -> Result<Statement> {
+fn parse_insert(p: &mut Parser, window: Option<WindowClause>) -> Result<Statement> {
     let stmt = p.parse_statement().map_err(pe(
         "INSERT INTO s [(cols)] VALUES (...) or INSERT INTO s SELECT ...",
     ))?;
@@ -536,23 +621,29 @@ fn parse_insert(p: &mut Parser) -> Result<Statement> {
                     "INSERT INTO s (cols) SELECT is not supported: the SELECT must produce the stream's columns in order",
                 ));
             }
-            let query_text = source.to_string();
+            let query_text = continuous_text(&source, window.as_ref(), None);
             Ok(Statement::InsertSelect {
                 target,
                 query: source,
                 query_text,
+                window,
             })
         }
     }
 }
 
-fn parse_select(p: &mut Parser, emit: Option<EmitMode>) -> Result<Statement> {
+fn parse_select(
+    p: &mut Parser,
+    emit: Option<EmitMode>,
+    window: Option<WindowClause>,
+) -> Result<Statement> {
     let query = p.parse_query().map_err(pe("check the SELECT syntax"))?;
-    let query_text = query.to_string();
+    let query_text = continuous_text(&query, window.as_ref(), None);
     Ok(Statement::Select {
         query,
         query_text,
         emit,
+        window,
     })
 }
 
@@ -793,14 +884,18 @@ fn parse_print(p: &mut Parser) -> Result<Statement> {
     })
 }
 
-fn parse_explain(p: &mut Parser, emit: Option<EmitMode>) -> Result<Statement> {
+fn parse_explain(
+    p: &mut Parser,
+    emit: Option<EmitMode>,
+    window: Option<WindowClause>,
+) -> Result<Statement> {
     p.next_token();
     let inner = if p.peek_keyword(Keyword::CREATE) {
-        parse_create(p, emit)?
+        parse_create(p, emit, window)?
     } else if p.peek_keyword(Keyword::INSERT) {
-        parse_insert(p)?
+        parse_insert(p, window)?
     } else {
-        parse_select(p, emit)?
+        parse_select(p, emit, window)?
     };
     Ok(Statement::Explain(Box::new(inner)))
 }

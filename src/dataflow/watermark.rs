@@ -1,0 +1,111 @@
+//! Source watermarks: per partition, the largest event time seen minus the
+//! declared delay; for the source, the minimum over partitions that are active.
+//! A partition that produced nothing for the idle timeout stops holding the
+//! watermark back, so one quiet partition cannot stall every window.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Default idle timeout when a source declares none.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct PartitionTime {
+    max_time: i64,
+    last_active: Instant,
+}
+
+pub struct WatermarkTracker {
+    delay: i64,
+    idle_timeout: Duration,
+    partitions: BTreeMap<i32, PartitionTime>,
+    /// Last watermark emitted; watermarks never go back.
+    emitted: i64,
+}
+
+impl WatermarkTracker {
+    pub fn new(delay_ms: i64, idle_timeout: Duration) -> Self {
+        WatermarkTracker {
+            delay: delay_ms,
+            idle_timeout,
+            partitions: BTreeMap::new(),
+            emitted: i64::MIN,
+        }
+    }
+
+    /// Records that `partition` delivered events up to `max_time` at `now`.
+    pub fn observe(&mut self, partition: i32, max_time: i64, now: Instant) {
+        let p = self.partitions.entry(partition).or_insert(PartitionTime {
+            max_time,
+            last_active: now,
+        });
+        p.max_time = p.max_time.max(max_time);
+        p.last_active = now;
+    }
+
+    /// The new watermark if it moved forward since the last call.
+    ///
+    /// Partitions that have not delivered anything yet are not counted: a source
+    /// must not wait for a partition that may never receive data. When every known
+    /// partition is idle, the watermark is the largest partition watermark: nothing
+    /// is waiting for the idle ones any more.
+    pub fn advance(&mut self, now: Instant) -> Option<i64> {
+        let per_partition = |p: &PartitionTime| p.max_time.saturating_sub(self.delay);
+        let active = self
+            .partitions
+            .values()
+            .filter(|p| now.duration_since(p.last_active) < self.idle_timeout)
+            .map(per_partition)
+            .min();
+        let candidate = active.or_else(|| self.partitions.values().map(per_partition).max())?;
+        (candidate > self.emitted).then(|| {
+            self.emitted = candidate;
+            candidate
+        })
+    }
+
+    /// The end of a bounded input: every window can close.
+    pub fn finish(&mut self) -> Option<i64> {
+        (self.emitted < i64::MAX).then(|| {
+            self.emitted = i64::MAX;
+            i64::MAX
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimum_over_active_partitions_minus_delay() {
+        let t0 = Instant::now();
+        let mut w = WatermarkTracker::new(5, Duration::from_secs(10));
+        w.observe(0, 100, t0);
+        assert_eq!(w.advance(t0), Some(95));
+        w.observe(1, 50, t0);
+        assert_eq!(w.advance(t0), None, "a slower partition holds it back");
+        w.observe(1, 200, t0);
+        assert_eq!(w.advance(t0), None, "partition 0 is still at 95");
+        w.observe(0, 150, t0);
+        assert_eq!(w.advance(t0), Some(145));
+        w.observe(0, 90, t0);
+        assert_eq!(w.advance(t0), None, "never goes back");
+    }
+
+    #[test]
+    fn an_idle_partition_stops_holding_it_back() {
+        let t0 = Instant::now();
+        let mut w = WatermarkTracker::new(0, Duration::from_secs(1));
+        w.observe(0, 100, t0);
+        w.observe(1, 10, t0);
+        assert_eq!(w.advance(t0), Some(10));
+        let later = t0 + Duration::from_millis(1500);
+        w.observe(0, 300, later);
+        assert_eq!(w.advance(later), Some(300));
+        // Everything idle: the largest partition watermark.
+        let much_later = later + Duration::from_secs(5);
+        assert_eq!(w.advance(much_later), None);
+        assert_eq!(w.finish(), Some(i64::MAX));
+        assert_eq!(w.finish(), None);
+    }
+}
