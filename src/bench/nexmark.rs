@@ -292,7 +292,18 @@ async fn run_kafka(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let measured = meter.stop();
-        let out = counter(&engine.metrics_text(), "sluice_query_records_out_total");
+        // Let the last chunks reach the sink before counting rows out (not timed,
+        // like the pageview Kafka runs: the clock stops once the input is read).
+        let mut out = counter(&engine.metrics_text(), "sluice_query_records_out_total");
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = counter(&engine.metrics_text(), "sluice_query_records_out_total");
+            if now == out {
+                break;
+            }
+            out = now;
+        }
         print_row(&RunResult {
             query: format!("nexmark {}", q.name()),
             mode: "kafka end to end".into(),
@@ -300,8 +311,7 @@ async fn run_kafka(
             rows_out: Some(out),
             measured,
             note: format!(
-                "JSON in Kafka → Sluice → JSON in Kafka ({}{}); checkpoint every {} ms",
-                prefix,
+                "JSON in Kafka ({topic}) → Sluice → JSON in Kafka ({}); checkpoint every {} ms",
                 q.sink(),
                 args.checkpoint_interval_ms
             ),
