@@ -32,8 +32,41 @@ enum Command {
         #[arg(long, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:8088")]
         server: String,
     },
-    /// Measure events/second of continuous queries over generated pageviews.
+    /// Measure events/second of continuous queries over generated pageviews
+    /// (`sluice bench nexmark` for the Nexmark queries).
     Bench(sluice::bench::BenchArgs),
+    /// Write generated Nexmark events as JSON lines, one file or topic per event
+    /// type, so other engines (and the Kafka benchmark) read the same data.
+    NexmarkGen(NexmarkGenArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["out", "kafka_brokers"])))]
+struct NexmarkGenArgs {
+    /// Nexmark events of all types (1 person : 3 auctions : 46 bids).
+    #[arg(long)]
+    events: u64,
+    /// Directory for person.jsonl, auction.jsonl and bid.jsonl (created if missing).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Kafka bootstrap servers: write topics <prefix>person, <prefix>auction, <prefix>bid.
+    #[arg(long)]
+    kafka_brokers: Option<String>,
+    #[arg(long, default_value = "nexmark_")]
+    topic_prefix: String,
+    /// Extra librdkafka properties, repeatable.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    kafka_properties: Vec<String>,
+    /// The same seed (and partitions) as a `connector='nexmark'` source gives the
+    /// same rows.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Generator partitions (and partitions of topics it creates).
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Event types to write.
+    #[arg(long, value_delimiter = ',', default_value = "person,auction,bid")]
+    tables: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -79,7 +112,62 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Run { file, server } => run_file(&file, &server).await,
         Command::Bench(args) => sluice::bench::run(args).await,
+        Command::NexmarkGen(args) => nexmark_gen(args).await,
     }
+}
+
+fn parse_properties(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+            None => bail!("--kafka-property takes KEY=VALUE, got '{p}'"),
+        })
+        .collect()
+}
+
+async fn nexmark_gen(args: NexmarkGenArgs) -> anyhow::Result<()> {
+    use sluice::connectors::nexmark::{export, EventType, NexmarkConfig};
+    anyhow::ensure!(args.events > 0, "--events must be at least 1");
+    let mut tables = Vec::new();
+    for t in &args.tables {
+        match EventType::parse(t.trim()) {
+            Some(t) => tables.push(t),
+            None => bail!("--tables: '{t}' is not person, auction or bid"),
+        }
+    }
+    let mut config = NexmarkConfig::new(EventType::Bid);
+    config.events = Some(args.events);
+    config.seed = args.seed;
+    config.partitions = args.partitions.max(1);
+    let started = std::time::Instant::now();
+    let exported = match (&args.out, &args.kafka_brokers) {
+        (Some(dir), _) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            export::export(&config, &tables, &export::Target::Directory(dir.clone())).await?
+        }
+        (None, Some(brokers)) => {
+            let backend = sluice::connectors::kafka::KafkaBackend::new(
+                brokers,
+                &parse_properties(&args.kafka_properties)?,
+            )
+            .with_context(|| format!("connecting to Kafka at {brokers}"))?;
+            let target = export::Target::Topics {
+                backend: backend.as_ref(),
+                prefix: args.topic_prefix.clone(),
+            };
+            export::export(&config, &tables, &target).await?
+        }
+        (None, None) => bail!("give --out DIR or --kafka-brokers HOST:PORT"),
+    };
+    for e in &exported {
+        println!("{}: {} rows → {}", e.table.name(), e.rows, e.destination);
+    }
+    eprintln!(
+        "{} events in {:.2} s",
+        args.events,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -38,6 +38,11 @@ pub(super) async fn plan(
     relation: &Relation,
     scratch: &Path,
 ) -> Result<StreamPlan> {
+    plan_sql(&query.sql("bench"), relation, scratch).await
+}
+
+/// Plans a `CREATE ... AS SELECT` statement over `relation` like the engine does.
+pub(super) async fn plan_sql(sql: &str, relation: &Relation, scratch: &Path) -> Result<StreamPlan> {
     let backend: SharedBackend = LocalLog::open(&scratch.join("planning-log"))
         .map_err(|e| SluiceError::connector("opening the planning log", e))?;
     let session_config = SessionConfig::new()
@@ -57,7 +62,7 @@ pub(super) async fn plan(
     catalog
         .relations
         .insert(relation.name.clone(), relation.clone());
-    let statement = parse_script(&query.sql("bench"))?
+    let statement = parse_script(sql)?
         .into_iter()
         .next()
         .map(|p| p.statement)

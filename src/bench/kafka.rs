@@ -19,12 +19,12 @@ use crate::engine::{Engine, Session, StatementResult};
 /// Records per `LogWriter::send` while producing the input.
 const PRODUCE_BATCH: usize = 10_000;
 /// A query that reads nothing for this long has failed.
-const STALL_TIMEOUT: Duration = Duration::from_secs(120);
+pub(super) const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A Tansu broker on a free local port, in memory; killed on drop.
-struct Tansu {
-    addr: String,
-    child: Child,
+pub(super) struct Tansu {
+    pub addr: String,
+    pub child: Child,
 }
 
 impl Drop for Tansu {
@@ -51,7 +51,7 @@ fn tansu_binary() -> anyhow::Result<PathBuf> {
 }
 
 impl Tansu {
-    fn start(scratch: &Path) -> anyhow::Result<Tansu> {
+    pub(super) fn start(scratch: &Path) -> anyhow::Result<Tansu> {
         let bin = tansu_binary()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
@@ -94,7 +94,11 @@ impl Tansu {
     }
 }
 
-async fn execute(engine: &Engine, session: &mut Session, sql: &str) -> anyhow::Result<()> {
+pub(super) async fn execute(
+    engine: &Engine,
+    session: &mut Session,
+    sql: &str,
+) -> anyhow::Result<()> {
     for r in engine.execute(session, sql).await {
         match r {
             Ok(StatementResult::Done { .. }) | Ok(StatementResult::Rows { .. }) => {}
@@ -106,7 +110,7 @@ async fn execute(engine: &Engine, session: &mut Session, sql: &str) -> anyhow::R
 }
 
 /// Sum of one per-query counter over the running queries (only the one measured runs).
-fn counter(metrics: &str, name: &str) -> u64 {
+pub(super) fn counter(metrics: &str, name: &str) -> u64 {
     let prefix = format!("{name}{{");
     metrics
         .lines()

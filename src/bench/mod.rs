@@ -19,6 +19,7 @@
 pub mod generator;
 mod inprocess;
 mod kafka;
+pub mod nexmark;
 pub mod usage;
 
 use std::io::Write;
@@ -75,8 +76,18 @@ pub enum ModeArg {
     All,
 }
 
+/// Benchmark suites other than the pageview queries.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BenchSuite {
+    /// Nexmark queries (sql/nexmark/) over the built-in generator.
+    Nexmark(nexmark::NexmarkBenchArgs),
+}
+
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub suite: Option<BenchSuite>,
     /// Events per run.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
@@ -259,6 +270,9 @@ fn parse_properties(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 
 /// Runs the benchmarks `args` selects and prints one table row per run.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchSuite::Nexmark(nexmark_args)) = args.suite {
+        return nexmark::run(nexmark_args).await;
+    }
     anyhow::ensure!(args.events > 0, "--events must be at least 1");
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     let queries: Vec<BenchQuery> = match args.query {

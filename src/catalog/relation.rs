@@ -72,6 +72,19 @@ pub enum SourceConnector {
     Topic,
     /// Lines of a file, a directory of files or a glob (`connector = 'file'`).
     File { path: String, follow: bool },
+    /// Nexmark events generated in process (`connector = 'nexmark'`).
+    Nexmark(crate::connectors::nexmark::NexmarkConfig),
+}
+
+impl SourceConnector {
+    /// True when the source ends by itself, so a query over it finishes.
+    pub fn is_bounded(&self) -> bool {
+        match self {
+            SourceConnector::Topic => false,
+            SourceConnector::File { follow, .. } => !follow,
+            SourceConnector::Nexmark(config) => config.events.is_some(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

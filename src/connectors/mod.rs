@@ -7,6 +7,7 @@
 pub mod file;
 pub mod kafka;
 pub mod local_log;
+pub mod nexmark;
 
 use std::sync::Arc;
 
@@ -111,6 +112,12 @@ pub trait LogReader: Send {
     /// Where a record is, in the words users know the source by (error reports).
     fn describe_position(&self, partition: i32, offset: i64) -> String {
         format!("partition {partition}, offset {offset}")
+    }
+
+    /// A source that generates Arrow rows itself (nexmark) returns itself here; the
+    /// source task then takes chunks from it instead of decoding records.
+    fn as_chunk_source(&mut self) -> Option<&mut dyn crate::dataflow::generated::ChunkSource> {
+        None
     }
 }
 

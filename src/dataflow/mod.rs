@@ -2,6 +2,7 @@
 //! drives the operators and the sink, and bounded channels between them give
 //! backpressure.
 
+pub mod generated;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;

@@ -83,6 +83,29 @@ impl SourceTask {
                     .min(Duration::from_millis(200)),
                 None => Duration::from_millis(200),
             };
+            // Generated sources (nexmark) hand over Arrow chunks and have no records.
+            if let Some(generated) = self.reader.as_chunk_source() {
+                let wait = wait.max(Duration::from_millis(1));
+                let polled = super::generated::poll(
+                    generated,
+                    &mut self.positions,
+                    &self.metrics,
+                    MAX_BATCH,
+                    wait,
+                );
+                let rows = polled
+                    .await
+                    .map_err(|e| SluiceError::connector(format!("generating '{topic}'"), e))?;
+                if let Some(rows) = rows.filter(|r| !r.chunk.is_empty()) {
+                    let (partition, max_time) = (rows.partition, rows.max_time());
+                    if tx.send(Message::Chunk(rows.chunk)).await.is_err() {
+                        return Ok(()); // the pipeline stopped
+                    }
+                    if let Some(t) = max_time {
+                        watermarks.observe(partition, t, Instant::now());
+                    }
+                }
+            }
             let records = self
                 .reader
                 .poll(MAX_BATCH, wait.max(Duration::from_millis(1)))

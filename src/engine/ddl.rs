@@ -39,6 +39,13 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "watermark_idle_timeout",
     "processing_time",
     "late_topic",
+    // connector='nexmark' (connectors::nexmark::config::PROPERTIES)
+    "nexmark.table",
+    "event_type",
+    "events",
+    "rate",
+    "seed",
+    "base_time",
 ];
 
 /// A duration property (`watermark_delay = '5 seconds'`) in milliseconds.
@@ -399,6 +406,8 @@ impl Engine {
                 not_null: col.not_null,
             });
         }
+        let connector = source_connector(&c.with)?;
+        declared_or_generated_columns(&c, &connector, &mut columns)?;
         let key_count = columns.iter().filter(|c| c.key).count();
         if c.with.contains_key("late_topic") {
             return Err(with_error(
@@ -449,8 +458,15 @@ impl Engine {
         if c.or_replace {
             self.replace_check(&name, &relation)?;
         }
-        relation.connector = source_connector(&c.with)?;
+        relation.connector = connector;
         match &relation.connector {
+            SourceConnector::Nexmark(config) => {
+                relation.topic = format!("nexmark.{}", config.table.name());
+                relation.partitions = config.partitions as i32;
+                if relation.columns.iter().any(|c| c.name == "date_time") {
+                    relation.format.timestamp = Some("date_time".into());
+                }
+            }
             SourceConnector::File { path, .. } => {
                 let files = crate::connectors::file::list_files(path).map_err(|e| {
                     with_error(
@@ -628,6 +644,14 @@ impl Engine {
         }
         relation.connector = source_connector(&c.with)?;
         match &relation.connector {
+            SourceConnector::Nexmark(_) => {
+                return Err(with_error(
+                    &c.with,
+                    "connector",
+                    "connector='nexmark' generates a source; a query cannot write to it".into(),
+                    "remove connector, or use connector='file' or a topic",
+                ))
+            }
             SourceConnector::File { path, follow } => {
                 if *follow {
                     return Err(with_error(
@@ -861,11 +885,9 @@ impl Engine {
         let first_epoch = state.epoch()?;
         let reader =
             crate::planner::providers::open_reader(&self.backend, &source_rel, start, true).await?;
-        // A file source without follow ends; the query then finishes.
-        let bounded = matches!(
-            source_rel.connector,
-            SourceConnector::File { follow: false, .. }
-        );
+        // A file source without follow (or a nexmark source with a number of
+        // events) ends; the query then finishes.
+        let bounded = source_rel.connector.is_bounded();
         // The catalog's column types are what readers of the topic and pull queries
         // see (e.g. BIGINT for an unsigned count); cast the pipeline's output to them.
         let mut plan = plan;
@@ -888,6 +910,12 @@ impl Engine {
                     crate::connectors::file::FileWriter::create(path, sink_rel.is_table())
                         .map_err(|e| SluiceError::connector(format!("writing '{path}'"), e))?,
                 ),
+                SourceConnector::Nexmark(_) => {
+                    return Err(SluiceError::Internal(format!(
+                        "{} is a nexmark source and cannot be written",
+                        sink_rel.name
+                    )))
+                }
                 SourceConnector::Topic => {
                     self.backend.writer(&sink_rel.topic).await.map_err(|e| {
                         SluiceError::connector(format!("writing topic '{}'", sink_rel.topic), e)
@@ -1107,6 +1135,19 @@ impl Engine {
 /// `connector = 'file'` with `path` (and `follow`), or the default topic connector.
 fn source_connector(with: &WithOptions) -> Result<SourceConnector> {
     let connector = with.get("connector").map(|v| v.value.to_ascii_lowercase());
+    if connector.as_deref() != Some("nexmark") {
+        if let Some(key) = crate::connectors::nexmark::config::PROPERTIES
+            .iter()
+            .find(|k| with.contains_key(**k))
+        {
+            return Err(with_error(
+                with,
+                key,
+                format!("{key} needs connector='nexmark'"),
+                "WITH (connector='nexmark', nexmark.table='bid', events=1000000)",
+            ));
+        }
+    }
     match connector.as_deref() {
         None | Some("kafka") | Some("topic") => {
             if with.contains_key("path") {
@@ -1143,13 +1184,107 @@ fn source_connector(with: &WithOptions) -> Result<SourceConnector> {
             };
             Ok(SourceConnector::File { path, follow })
         }
+        Some("nexmark") => {
+            if with.contains_key("path") {
+                return Err(with_error(
+                    with,
+                    "path",
+                    "path needs connector='file'".into(),
+                    "remove path",
+                ));
+            }
+            let get = |k: &str| with.get(k).map(|v| v.value.clone());
+            let partitions = get("partitions").and_then(|p| p.parse::<i32>().ok());
+            let config = crate::connectors::nexmark::config::parse(get, partitions)
+                .map_err(|e| with_error(with, e.key, e.message, e.hint))?;
+            Ok(SourceConnector::Nexmark(config))
+        }
         Some(other) => Err(with_error(
             with,
             "connector",
             format!("connector '{other}' is not supported"),
-            "connector='kafka' (the default) or connector='file'",
+            "connector='kafka' (the default), connector='file' or connector='nexmark'",
         )),
     }
+}
+
+/// A nexmark source's columns: the generator's when none are declared, otherwise
+/// checked against them (any subset, in any order, with the generator's types).
+/// Other sources must declare their columns.
+fn declared_or_generated_columns(
+    c: &CreateSource,
+    connector: &SourceConnector,
+    columns: &mut Vec<ColumnMeta>,
+) -> Result<()> {
+    use crate::connectors::nexmark;
+    let SourceConnector::Nexmark(config) = connector else {
+        if columns.is_empty() {
+            return Err(SluiceError::sql(format!(
+                "{} needs a column list",
+                normalize_ident(&c.name)
+            ))
+            .with_hint(format!(
+                "CREATE {} {} (col TYPE, ...) WITH (...); only connector='nexmark' knows its columns",
+                c.kind.keyword(),
+                c.name.value
+            )));
+        }
+        return Ok(());
+    };
+    if c.kind != RelationKind::Stream {
+        return Err(
+            SluiceError::sql("a nexmark source is an append-only STREAM, not a TABLE")
+                .with_hint("CREATE STREAM ... WITH (connector='nexmark', ...)"),
+        );
+    }
+    if c.with.contains_key("processing_time") {
+        return Err(with_error(
+            &c.with,
+            "processing_time",
+            "the event time of nexmark rows is their date_time".into(),
+            "remove processing_time",
+        ));
+    }
+    if let Some(ts) = c.with.get("timestamp") {
+        if !ts.value.eq_ignore_ascii_case("date_time") {
+            return Err(with_error(
+                &c.with,
+                "timestamp",
+                "the event time of nexmark rows is date_time".into(),
+                "remove timestamp",
+            ));
+        }
+    }
+    if columns.is_empty() {
+        for (name, sql_type) in nexmark::batch::columns(config.table) {
+            columns.push(ColumnMeta {
+                name: name.to_string(),
+                sql_type: sql_type.to_string(),
+                key: false,
+                not_null: false,
+            });
+        }
+        return Ok(());
+    }
+    for (meta, spec) in columns.iter().zip(&c.columns) {
+        let position = Some(crate::error::SqlPosition::of(&spec.name));
+        if meta.key {
+            return Err(SluiceError::sql_at(
+                "nexmark rows have no key",
+                position,
+                Some("remove KEY".into()),
+            ));
+        }
+        let data_type = types::parse_type(&meta.sql_type)?;
+        nexmark::projection(config.table, &[(meta.name.clone(), data_type)]).map_err(|e| {
+            SluiceError::sql_at(
+                e.to_string(),
+                position,
+                Some("leave out the column list to get every column".into()),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Where a new persistent query starts reading: earliest, unless the session set

@@ -89,6 +89,11 @@ pub async fn open_reader(
         SourceConnector::File { path, follow } => FileReader::open(path, start, *follow && tail)
             .map(|r| Box::new(r) as Box<dyn LogReader>)
             .map_err(|e| SluiceError::connector(format!("reading '{path}'"), e)),
+        SourceConnector::Nexmark(config) => {
+            crate::connectors::nexmark::open_relation(relation, config, &start)
+                .map(|r| Box::new(r) as Box<dyn LogReader>)
+                .map_err(|e| SluiceError::Catalog(format!("{}: {e}", relation.name)))
+        }
         SourceConnector::Topic => backend
             .reader(&relation.topic, start)
             .await
@@ -101,6 +106,17 @@ impl TopicProvider {
         relation: &Relation,
         backend: &SharedBackend,
     ) -> crate::error::Result<Vec<RecordBatch>> {
+        if let SourceConnector::Nexmark(config) = &relation.connector {
+            if config.events.is_none() {
+                return Err(SluiceError::sql(format!(
+                    "{} is an endless nexmark stream, so a SELECT over it would never finish",
+                    relation.name
+                ))
+                .with_hint(
+                    "add EMIT CHANGES (and a LIMIT), or give the source a number of events",
+                ));
+            }
+        }
         let mut reader = open_reader(backend, relation, StartFrom::Earliest, false).await?;
         let mut decoder = RecordDecoder::new(relation)?;
         let mut batches = Vec::new();
@@ -111,6 +127,16 @@ impl TopicProvider {
                 .map_err(|e| crate::error::SluiceError::connector("reading topic", e))?
             {
                 break;
+            }
+            if let Some(generated) = reader.as_chunk_source() {
+                let rows = generated
+                    .next_rows(8192, Duration::from_millis(50))
+                    .await
+                    .map_err(|e| SluiceError::connector("generating rows", e))?;
+                if let Some(rows) = rows {
+                    batches.push(rows.chunk.batch);
+                }
+                continue;
             }
             let records = reader
                 .poll(8192, Duration::from_millis(50))

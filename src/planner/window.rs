@@ -122,12 +122,14 @@ pub fn extract_tvf(query: &mut Query) -> Result<Option<WindowClause>> {
             },
             _ => return Err(tvf_error("DESCRIPTOR takes a column name", at)),
         },
-        other => return Err(tvf_error(
-            format!(
+        other => {
+            return Err(tvf_error(
+                format!(
                 "the second argument of {function} must be the event-time column, not '{other}'"
             ),
-            at,
-        )),
+                at,
+            ))
+        }
     };
     let duration = |e: &Expr| {
         interval_ms(e)

@@ -321,6 +321,20 @@ fn parse_create(
         }));
     }
     let with = parse_with(p)?;
+    let at_end = matches!(p.peek_token().token, Token::EOF | Token::SemiColon);
+    if !materialized_view && !with.is_empty() && at_end {
+        // No column list: a source that knows its own columns (connector='nexmark');
+        // the engine refuses it for the others.
+        return Ok(Statement::CreateSource(CreateSource {
+            kind,
+            name,
+            or_replace,
+            if_not_exists,
+            columns: Vec::new(),
+            watermark: None,
+            with,
+        }));
+    }
     if !p.parse_keyword(Keyword::AS) {
         let t = p.peek_token();
         return Err(SluiceError::sql_at(

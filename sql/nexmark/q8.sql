@@ -1,0 +1,16 @@
+-- Nexmark q8: new users who opened auctions in the same 10-second window in
+-- which they registered.
+-- NOT RUNNABLE YET: needs TUMBLE windows and a windowed join.
+CREATE STREAM nexmark_q8 AS
+SELECT P.id, P.name, P.starttime
+FROM (
+    SELECT id, name, window_start AS starttime, window_end AS endtime
+    FROM TUMBLE(person, date_time, INTERVAL '10' SECOND)
+    GROUP BY id, name, window_start, window_end
+) AS P
+JOIN (
+    SELECT seller, window_start AS starttime, window_end AS endtime
+    FROM TUMBLE(auction, date_time, INTERVAL '10' SECOND)
+    GROUP BY seller, window_start, window_end
+) AS A
+ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime;

