@@ -23,3 +23,28 @@ CREATE TABLE IF NOT EXISTS error_rate AS
   FROM pageviews
   GROUP BY url
   EMIT CHANGES;
+
+-- "Error rate over the last minute, refreshed every 5 seconds", with latency
+-- percentiles (t-digest). Events up to 10 s out of order still count (grace).
+--   SELECT * FROM error_rate_1m WHERE url = '/checkout' ORDER BY windowstart DESC LIMIT 12;
+CREATE TABLE IF NOT EXISTS error_rate_1m AS
+  SELECT url,
+         COUNT(*) AS total,
+         COUNT(*) FILTER (WHERE status >= 500) * 1.0 / COUNT(*) AS error_rate,
+         APPROX_PERCENTILE(latency_ms, 0.95) AS p95_ms,
+         APPROX_PERCENTILE(latency_ms, 0.99) AS p99_ms
+  FROM pageviews
+  WINDOW HOPPING (SIZE 1 MINUTE, ADVANCE BY 5 SECONDS, GRACE PERIOD 10 SECONDS)
+  GROUP BY url
+  EMIT CHANGES;
+
+-- Browsing sessions, closed after 30 minutes without a page view; one row per
+-- session once it is over.
+CREATE TABLE IF NOT EXISTS user_sessions AS
+  SELECT user_id,
+         COUNT(*) AS pages,
+         COUNT(DISTINCT url) AS distinct_urls
+  FROM pageviews
+  WINDOW SESSION (30 MINUTES)
+  GROUP BY user_id
+  EMIT FINAL;

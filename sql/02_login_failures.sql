@@ -20,3 +20,13 @@ CREATE TABLE IF NOT EXISTS suspicious_ips AS
 CREATE TABLE IF NOT EXISTS users (
   id VARCHAR PRIMARY KEY, name VARCHAR, region VARCHAR
 ) WITH (kafka_topic='users', value_format='json', partitions=2);
+
+-- "Login failures per IP in 30 seconds": IPs with 3 or more failures in a window.
+CREATE TABLE IF NOT EXISTS login_failures_30s AS
+  SELECT ip, COUNT(*) AS failures, COUNT(DISTINCT user_name) AS users_tried
+  FROM logins
+  WINDOW TUMBLING (SIZE 30 SECONDS)
+  WHERE NOT success
+  GROUP BY ip
+  HAVING COUNT(*) >= 3
+  EMIT CHANGES;

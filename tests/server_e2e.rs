@@ -100,6 +100,27 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
         )
         .await;
     assert_eq!(suspicious[0], serde_json::json!(["10.0.0.1", 3, 2]));
+    // Windowed examples: three /home views in the first seconds fall into the same
+    // twelve one-minute windows that advance by 5 s.
+    let hopping = server
+        .wait_for(
+            "SELECT COUNT(*) AS windows, MIN(total) AS lo, MAX(total) AS hi FROM error_rate_1m WHERE url = '/home'",
+            Duration::from_secs(20),
+            |r| r.len() == 1 && r[0][0] == 12 && r[0][1] == 3,
+        )
+        .await;
+    assert_eq!(hopping[0], serde_json::json!([12, 3, 3]));
+    let failures = server
+        .wait_for(
+            "SELECT ip, failures, users_tried, CAST(windowstart AS VARCHAR) AS ws FROM login_failures_30s",
+            Duration::from_secs(20),
+            |r| r.len() == 1,
+        )
+        .await;
+    assert_eq!(
+        failures[0],
+        serde_json::json!(["10.0.0.1", 3, 2, "2024-01-01T00:00:00"])
+    );
 
     // pgwire, simple protocol.
     let client = pg(&server).await;

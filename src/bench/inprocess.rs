@@ -430,11 +430,19 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(grouped.note.starts_with("50 groups"), "{}", grouped.note);
+        assert!(
+            grouped.note.starts_with("at the end: 50 result rows"),
+            "{}",
+            grouped.note
+        );
         let grouped = run_json(BenchQuery::GroupBy, &config, 20_000, &dir)
             .await
             .unwrap();
-        assert!(grouped.note.starts_with("50 groups"), "{}", grouped.note);
+        assert!(
+            grouped.note.starts_with("at the end: 50 result rows"),
+            "{}",
+            grouped.note
+        );
         assert!(grouped.table_row().starts_with("| groupby | json"));
 
         // 20k events from a pool of 64 x 256-row chunks: the pool holds the first
