@@ -8,6 +8,7 @@ pub mod materialize;
 pub mod project;
 pub mod session_aggregate;
 pub mod window_assign;
+pub mod window_final_aggregate;
 
 use crate::dataflow::{Chunk, Message};
 use crate::error::Result;
@@ -19,6 +20,7 @@ pub use materialize::{Materialize, MaterializedTable};
 pub use project::Project;
 pub use session_aggregate::SessionAggregate;
 pub use window_assign::WindowAssign;
+pub use window_final_aggregate::WindowFinalAggregate;
 
 pub trait Operator: Send {
     /// For EXPLAIN and logs.

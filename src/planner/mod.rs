@@ -26,7 +26,9 @@ use crate::catalog::Catalog;
 use crate::error::{Result, SluiceError};
 use crate::operators::group_aggregate::{AggregateSpec, WindowedGroups};
 use crate::operators::session_aggregate::SessionColumns;
-use crate::operators::{Filter, GroupAggregate, Operator, Project, SessionAggregate, WindowAssign};
+use crate::operators::{
+    Filter, GroupAggregate, Operator, Project, SessionAggregate, WindowAssign, WindowFinalAggregate,
+};
 use crate::sql::{EmitMode, WindowClause, WindowKind};
 use window::WindowContext;
 
@@ -398,6 +400,13 @@ fn translate(
                                 w.emit_final,
                             )?)
                         }
+                        _ if w.emit_final => Box::new(WindowFinalAggregate::new(
+                            group_exprs,
+                            aggregates,
+                            schema,
+                            end,
+                            w.clause.grace,
+                        )?),
                         _ => Box::new(GroupAggregate::new(group_exprs, aggregates, schema)?.with_window(
                             WindowedGroups {
                                 end_key: end,
