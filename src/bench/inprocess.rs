@@ -79,6 +79,7 @@ pub(super) async fn plan_sql(sql: &str, relation: &Relation, scratch: &Path) -> 
         create.window.as_ref(),
         create.emit,
         false,
+        &|n: &str| Err(SluiceError::sql(format!("the benchmark has no table {n}"))),
     )
     .await
 }

@@ -580,6 +580,7 @@ impl Engine {
             c.window.as_ref(),
             c.emit,
             false,
+            &|n: &str| self.lookup_table(n),
         )
         .await?;
         match (c.kind, plan.changelog) {
@@ -635,7 +636,9 @@ impl Engine {
             opts.format,
             text.to_string(),
             None,
-            vec![plan.source.clone()],
+            std::iter::once(plan.source.clone())
+                .chain(plan.lookups.iter().cloned())
+                .collect(),
         )?;
         check_timestamp_column(&relation, &c.with)?;
         if c.or_replace {
@@ -769,6 +772,7 @@ impl Engine {
             window.as_ref(),
             None,
             false,
+            &|n: &str| self.lookup_table(n),
         )
         .await?;
         if plan.changelog {
@@ -842,6 +846,7 @@ impl Engine {
                 limit: None,
                 logical_plan: String::new(),
                 retention: None,
+                lookups: Vec::new(),
             }
         } else {
             planner::plan_continuous(
@@ -851,6 +856,7 @@ impl Engine {
                 window.as_ref(),
                 emit,
                 false,
+                &|n: &str| self.lookup_table(n),
             )
             .await?
         };

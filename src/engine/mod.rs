@@ -159,6 +159,14 @@ impl Engine {
         Ok(())
     }
 
+    /// The materialized rows of the table `name` (stream-table joins).
+    pub(crate) fn lookup_table(&self, name: &str) -> Result<Arc<MaterializedTable>> {
+        let relation = self.catalog.read().relation(name).cloned().ok_or_else(|| {
+            SluiceError::undefined(format!("table '{name}' does not exist"), None, None)
+        })?;
+        self.materialized_table(&relation)
+    }
+
     /// The materialized rows of a table, created empty the first time.
     fn materialized_table(&self, relation: &Relation) -> Result<Arc<MaterializedTable>> {
         if let Some(t) = self.materialized.read().get(&relation.name) {

@@ -60,6 +60,7 @@ impl Engine {
             window,
             Some(emit),
             true,
+            &|n: &str| self.lookup_table(n),
         )
         .await?;
         let source_rel = catalog
@@ -155,6 +156,7 @@ impl Engine {
                 window.as_ref(),
                 emit,
                 true,
+                &|n: &str| self.lookup_table(n),
             )
             .await?;
             lines.push("Streaming pipeline:".to_string());

@@ -120,6 +120,51 @@ impl MaterializedTable {
         }
     }
 
+    /// The current row of each key (`keys`: one array per key column, cast to the
+    /// key types as needed), under one read lock.
+    pub fn lookup(&self, keys: &[ArrayRef]) -> Result<Vec<Option<Box<[u8]>>>> {
+        let keys = keys
+            .iter()
+            .zip(&self.key_cols)
+            .map(|(k, &c)| {
+                let t = self.schema.field(c).data_type();
+                if k.data_type() == t {
+                    Ok(k.clone())
+                } else {
+                    arrow::compute::cast(k, t)
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let rows = self.key_rows.convert_columns(&keys)?;
+        let inner = self.inner.read();
+        Ok((0..rows.num_rows())
+            .map(|i| {
+                // A NULL key matches nothing, as in SQL.
+                if keys.iter().any(|k| k.is_null(i)) {
+                    None
+                } else {
+                    inner.rows.get(rows.row(i).as_ref()).cloned()
+                }
+            })
+            .collect())
+    }
+
+    /// Full rows (as stored) back to columns.
+    pub fn rows_to_columns(&self, rows: &[&[u8]]) -> Result<Vec<ArrayRef>> {
+        if rows.is_empty() {
+            return Ok(self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| arrow::array::new_empty_array(f.data_type()))
+                .collect());
+        }
+        let parser = self.full_rows.parser();
+        Ok(self
+            .full_rows
+            .convert_rows(rows.iter().map(|r| parser.parse(r)))?)
+    }
+
     /// Removes the rows of `keys` (expired windows).
     fn remove(&self, keys: &[Box<[u8]>]) {
         let mut inner = self.inner.write();

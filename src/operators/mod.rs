@@ -4,6 +4,7 @@
 
 pub mod filter;
 pub mod group_aggregate;
+pub mod lookup_join;
 pub mod materialize;
 pub mod project;
 pub mod session_aggregate;
@@ -16,6 +17,7 @@ use crate::state::{QueryState, StateWriteBatch};
 
 pub use filter::Filter;
 pub use group_aggregate::GroupAggregate;
+pub use lookup_join::LookupJoin;
 pub use materialize::{Materialize, MaterializedTable};
 pub use project::Project;
 pub use session_aggregate::SessionAggregate;

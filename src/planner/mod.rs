@@ -27,7 +27,8 @@ use crate::error::{Result, SluiceError};
 use crate::operators::group_aggregate::{AggregateSpec, WindowedGroups};
 use crate::operators::session_aggregate::SessionColumns;
 use crate::operators::{
-    Filter, GroupAggregate, Operator, Project, SessionAggregate, WindowAssign, WindowFinalAggregate,
+    Filter, GroupAggregate, LookupJoin, MaterializedTable, Operator, Project, SessionAggregate,
+    WindowAssign, WindowFinalAggregate,
 };
 use crate::sql::{EmitMode, WindowClause, WindowKind};
 use window::WindowContext;
@@ -53,7 +54,12 @@ pub struct StreamPlan {
     /// For windowed aggregates: which output column is the window end, and how
     /// long closed windows stay in the materialized table.
     pub retention: Option<crate::operators::materialize::Retention>,
+    /// Tables the query looks up (stream-table joins); it reads them too.
+    pub lookups: Vec<String>,
 }
+
+/// The materialized state of a table, for stream-table joins.
+pub type TableLookup<'a> = &'a (dyn Fn(&str) -> Result<Arc<MaterializedTable>> + Sync);
 
 /// How long closed windows stay queryable when the query sets no RETENTION: a day
 /// (as Kafka Streams' window stores), or the window size + grace if longer.
@@ -80,6 +86,7 @@ struct Partial {
     windowed_aggregate: bool,
     /// Position in `keys` of the window end, and the retention (windowed aggregates).
     window_end_key: Option<(usize, i64)>,
+    lookups: Vec<String>,
 }
 
 /// Checks that every relation the query names exists, so the error can point at it.
@@ -137,7 +144,13 @@ pub async fn logical_plan(state: &SessionState, query: &Query) -> Result<Logical
         .execute_and_check(plan, state.config_options(), |_, _| {})
         .map_err(df_error)?;
     // Constant folding and the rewrites functions such as now() rely on.
-    let optimizer = Optimizer::with_rules(vec![Arc::new(SimplifyExpressions::new())]);
+    let optimizer = Optimizer::with_rules(vec![
+        Arc::new(SimplifyExpressions::new()),
+        // Joins: ON a = b becomes the join's key pairs.
+        Arc::new(
+            datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate::new(),
+        ),
+    ]);
     optimizer.optimize(plan, state, |_, _| {}).map_err(df_error)
 }
 
@@ -150,6 +163,7 @@ pub async fn plan_continuous(
     window_clause: Option<&WindowClause>,
     emit: Option<EmitMode>,
     allow_limit: bool,
+    tables: TableLookup<'_>,
 ) -> Result<StreamPlan> {
     let mut query = query.clone();
     let tvf = window::extract_tvf(&mut query)?;
@@ -181,7 +195,7 @@ pub async fn plan_continuous(
     };
     let plan = logical_plan(state, &query).await?;
     let logical = plan.display_indent().to_string();
-    let partial = translate(state, catalog, &plan, allow_limit, window.as_ref())?;
+    let partial = translate(state, catalog, &plan, allow_limit, window.as_ref(), tables)?;
     if emit == Some(EmitMode::Final) && !partial.windowed_aggregate {
         return Err(SluiceError::sql(
             "EMIT FINAL needs an aggregate over windows: it emits each window's result once, when the window closes",
@@ -209,6 +223,7 @@ pub async fn plan_continuous(
     });
     Ok(StreamPlan {
         retention,
+        lookups: partial.lookups,
         source,
         operators: partial.operators,
         schema,
@@ -234,6 +249,7 @@ fn translate(
     plan: &LogicalPlan,
     allow_limit: bool,
     window: Option<&WindowContext>,
+    tables: TableLookup<'_>,
 ) -> Result<Partial> {
     let props = state.execution_props();
     match plan {
@@ -253,6 +269,7 @@ fn translate(
                 limit: None,
                 windowed_aggregate: false,
                 window_end_key: None,
+                lookups: Vec::new(),
             };
             if let Some(w) = window.filter(|w| w.source == *scan.table_name.table()) {
                 // The scan's schema has the window columns; the source does not.
@@ -288,7 +305,7 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Projection(p) => {
-            let mut partial = translate(state, catalog, &p.input, allow_limit, window)?;
+            let mut partial = translate(state, catalog, &p.input, allow_limit, window, tables)?;
             let input_schema = p.input.schema();
             let mut exprs = Vec::with_capacity(p.expr.len());
             let mut keys = Vec::new();
@@ -313,7 +330,7 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Filter(f) => {
-            let mut partial = translate(state, catalog, &f.input, allow_limit, window)?;
+            let mut partial = translate(state, catalog, &f.input, allow_limit, window, tables)?;
             let predicate = create_physical_expr(&f.predicate, f.input.schema(), props, &Default::default())
                 .map_err(df_error)?;
             partial
@@ -322,12 +339,12 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::SubqueryAlias(a) => {
-            let mut partial = translate(state, catalog, &a.input, allow_limit, window)?;
+            let mut partial = translate(state, catalog, &a.input, allow_limit, window, tables)?;
             partial.schema = a.schema.clone();
             Ok(partial)
         }
         LogicalPlan::Aggregate(agg) => {
-            let mut partial = translate(state, catalog, &agg.input, allow_limit, window)?;
+            let mut partial = translate(state, catalog, &agg.input, allow_limit, window, tables)?;
             if partial.changelog {
                 return Err(unsupported(
                     "aggregating a TABLE",
@@ -433,7 +450,7 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Limit(limit) if allow_limit => {
-            let mut partial = translate(state, catalog, &limit.input, false, window)?;
+            let mut partial = translate(state, catalog, &limit.input, false, window, tables)?;
             match limit.get_fetch_type().map_err(df_error)? {
                 FetchType::Literal(n) => partial.limit = n,
                 FetchType::UnsupportedExpr => return Err(SluiceError::sql("LIMIT must be a constant")),
@@ -448,10 +465,11 @@ fn translate(
             "ORDER BY",
             "results of a continuous query arrive in event order; use a pull query (without EMIT CHANGES) to sort",
         )),
-        LogicalPlan::Join(_) => Err(unsupported(
-            "JOIN",
-            "stream and table joins in continuous queries are not implemented yet; a pull query can join materialized tables",
-        )),
+        LogicalPlan::Join(join) => {
+            let mut partial = translate(state, catalog, &join.left, allow_limit, window, tables)?;
+            translate_lookup_join(state, catalog, join, &mut partial, tables)?;
+            Ok(partial)
+        }
         LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT", "use GROUP BY instead")),
         LogicalPlan::Window(_) => Err(unsupported("a window function (OVER ...)", "use GROUP BY")),
         LogicalPlan::Union(_) => Err(unsupported("UNION", "use INSERT INTO to merge streams")),
@@ -463,6 +481,118 @@ fn translate(
             "see docs/sql-reference.md for what continuous queries support",
         )),
     }
+}
+
+/// The table a join's right side scans (`t` or `t AS alias`).
+fn scanned_table(plan: &LogicalPlan) -> Option<String> {
+    match plan {
+        LogicalPlan::TableScan(scan) if scan.filters.is_empty() => {
+            Some(scan.table_name.table().to_string())
+        }
+        LogicalPlan::SubqueryAlias(a) => scanned_table(&a.input),
+        _ => None,
+    }
+}
+
+/// `stream [LEFT] JOIN table ON <stream exprs> = <table key columns>`: each event
+/// looks up the table's current row.
+fn translate_lookup_join(
+    state: &SessionState,
+    catalog: &Catalog,
+    join: &datafusion::logical_expr::Join,
+    partial: &mut Partial,
+    tables: TableLookup<'_>,
+) -> Result<()> {
+    use datafusion::logical_expr::JoinType;
+    const SHAPE: &str = "FROM stream [LEFT] JOIN table ON stream.col = table.<primary key>";
+    if partial.changelog {
+        return Err(unsupported(
+            "a join with a TABLE on the left",
+            &format!("put the stream first: {SHAPE}; table-table joins are planned"),
+        ));
+    }
+    let Some(table_name) = scanned_table(&join.right) else {
+        return Err(unsupported(
+            "a join whose right side is not a table",
+            &format!(
+                "stream-table joins look up a TABLE: {SHAPE}; stream-stream joins are planned"
+            ),
+        ));
+    };
+    let relation = catalog
+        .relation(&table_name)
+        .ok_or_else(|| SluiceError::Internal(format!("relation {table_name} vanished")))?;
+    if !relation.is_table() {
+        return Err(unsupported(
+            "a stream-stream join",
+            &format!("the right side must be a TABLE: {SHAPE}; stream-stream (interval) joins are planned"),
+        ));
+    }
+    let keep_unmatched = match join.join_type {
+        JoinType::Inner => false,
+        JoinType::Left => true,
+        other => {
+            return Err(unsupported(
+                &format!("a {other} stream-table join"),
+                "use JOIN or LEFT JOIN: an event finds the table row for its key or not",
+            ))
+        }
+    };
+    if join.filter.is_some() {
+        return Err(unsupported(
+            "a join condition other than equality with the table's key",
+            &format!("join on the key ({SHAPE}) and filter with WHERE"),
+        ));
+    }
+    // One stream expression per table key column, in key order.
+    let key_names: Vec<String> = relation
+        .key_indices()
+        .iter()
+        .map(|&i| relation.columns[i].name.clone())
+        .collect();
+    let mut by_key: Vec<Option<&Expr>> = vec![None; key_names.len()];
+    for (l, r) in &join.on {
+        let pos = match r {
+            Expr::Column(c) => key_names.iter().position(|k| *k == c.name),
+            _ => None,
+        };
+        match pos {
+            Some(p) => by_key[p] = Some(l),
+            None => {
+                return Err(SluiceError::sql(format!(
+                    "a stream-table join must match the table's PRIMARY KEY ({}); '{r}' is not a key column of {table_name}",
+                    key_names.join(", ")
+                ))
+                .with_hint("re-key the table with CREATE TABLE ... AS SELECT ... GROUP BY the join column"))
+            }
+        }
+    }
+    let left_schema = join.left.schema();
+    let mut key_exprs = Vec::with_capacity(by_key.len());
+    for (i, e) in by_key.into_iter().enumerate() {
+        let e = e.ok_or_else(|| {
+            SluiceError::sql(format!(
+                "the join does not give a value for {table_name}'s key column '{}'",
+                key_names[i]
+            ))
+            .with_hint(SHAPE)
+        })?;
+        key_exprs.push(
+            create_physical_expr(e, left_schema, state.execution_props(), &Default::default())
+                .map_err(df_error)?,
+        );
+    }
+    let table = tables(&table_name)?;
+    partial.operators.push(Box::new(LookupJoin::new(
+        key_exprs,
+        table,
+        table_name.clone(),
+        keep_unmatched,
+        Arc::new(join.schema.as_arrow().clone()),
+    )));
+    partial.schema = join.schema.clone();
+    partial.lookups.push(table_name);
+    Ok(())
 }
 
 fn column_of(e: &Expr) -> Option<&datafusion::common::Column> {

@@ -212,7 +212,18 @@ pub fn window_context(
     clause: WindowClause,
     emit: Option<EmitMode>,
 ) -> Result<WindowContext> {
-    let [source] = reads else {
+    // Tables a stream is joined with are looked up, not windowed.
+    let streams: Vec<String> = reads
+        .iter()
+        .filter(|r| catalog.relation(r).is_none_or(|rel| !rel.is_table()))
+        .cloned()
+        .collect();
+    let streams = if streams.is_empty() {
+        reads.to_vec()
+    } else {
+        streams
+    };
+    let [source] = streams.as_slice() else {
         return Err(SluiceError::sql_at(
             "a windowed query reads exactly one stream",
             clause.position,
