@@ -329,3 +329,41 @@ async fn exported_json_lines_hold_the_same_rows_as_the_source() {
         assert_eq!(from_file, generated, "{name}");
     }
 }
+
+/// q11 (session windows per bidder) over a bounded source: at the end of input
+/// every session closes; the table must equal sessions computed by batch SQL
+/// (a new session wherever a bidder's gap reaches 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q11_sessions_match_batch_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path()).await;
+    exec(
+        &engine,
+        &format!(
+            "CREATE STREAM bid WITH (connector='nexmark', nexmark.table='bid', events={EVENTS}, seed={SEED}, partitions={PARTITIONS})"
+        ),
+    )
+    .await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/sql/nexmark/q11.sql")).unwrap();
+    exec(&engine, &text).await;
+    wait_finished(&engine, "CTAS_NEXMARK_Q11").await;
+    let mut streamed = rows(
+        &engine,
+        "SELECT bidder, bid_count, CAST(starttime AS BIGINT) AS s, CAST(endtime AS BIGINT) AS e FROM nexmark_q11",
+    )
+    .await;
+    streamed.sort();
+    let mut expected = batch_result(
+        &generated_bids(),
+        "SELECT bidder, COUNT(*) AS bid_count, MIN(t) AS s, MAX(t) + 10000 AS e FROM \
+           (SELECT bidder, t, SUM(new_session) OVER (PARTITION BY bidder ORDER BY t ROWS UNBOUNDED PRECEDING) AS sid FROM \
+             (SELECT bidder, t, CASE WHEN t - LAG(t) OVER (PARTITION BY bidder ORDER BY t) < 10000 THEN 0 ELSE 1 END AS new_session \
+              FROM (SELECT bidder, CAST(date_time AS BIGINT) AS t FROM bid) x) a) b \
+         GROUP BY bidder, sid",
+    )
+    .await;
+    expected.sort();
+    assert!(expected.len() > 100, "{} sessions", expected.len());
+    assert_eq!(streamed, expected);
+}

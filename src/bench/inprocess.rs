@@ -91,7 +91,11 @@ pub(super) fn pipeline(plan: StreamPlan) -> Result<(Pipeline, Option<Arc<Materia
     let mut table = None;
     if plan.changelog {
         let t = MaterializedTable::new(plan.schema.clone(), plan.key_columns.clone())?;
-        operators.push(Box::new(Materialize::new(t.clone())));
+        let mut materialize = Materialize::new(t.clone());
+        if let Some(r) = plan.retention {
+            materialize = materialize.with_retention(r);
+        }
+        operators.push(Box::new(materialize));
         table = Some(t);
     }
     let pipeline = Pipeline {

@@ -1,11 +1,13 @@
 //! Files as bounded (or tailed) sources: each line of a JSON-lines or delimited
 //! file is one record. A path names a file, a directory (its files in name order)
 //! or a glob in the last path component (`/data/events-*.jsonl`). Each file is a
-//! "partition" and a line's index in its file is its offset, so checkpoints and
-//! restarts work as for topics.
+//! "partition". A line's offset is the byte position just past it, minus one, so
+//! "next offset = offset + 1" (what checkpoints store, as for topics) is the byte
+//! where the next line starts, and a restarted query seeks straight there.
 
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -84,23 +86,28 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 
 pub struct FileReader {
     files: Vec<PathBuf>,
-    /// First line to deliver per file (from a checkpoint).
-    start: Vec<i64>,
+    /// Byte to start each file at (from a checkpoint).
+    start: Vec<u64>,
     current: usize,
     reader: Option<BufReader<File>>,
-    /// Index of the next line of the current file.
+    /// Byte position of the next unread byte of the current file.
+    pos: u64,
+    /// Number (0-based) of the next line of the current file.
     line: i64,
     follow: bool,
+    /// Line numbers of the last batch's records by (partition, offset), so bad
+    /// lines are reported as file:line.
+    last_lines: BTreeMap<(i32, i64), i64>,
 }
 
 impl FileReader {
     pub fn open(path: &str, start: StartFrom, follow: bool) -> Result<FileReader> {
         let files = list_files(path)?;
-        let mut first = vec![0i64; files.len()];
+        let mut first = vec![0u64; files.len()];
         if let StartFrom::Offsets(offsets) = &start {
             for (p, o) in offsets {
                 if let Some(slot) = usize::try_from(*p).ok().and_then(|p| first.get_mut(p)) {
-                    *slot = *o;
+                    *slot = u64::try_from(*o).unwrap_or(0);
                 }
             }
         }
@@ -109,8 +116,10 @@ impl FileReader {
             start: first,
             current: 0,
             reader: None,
+            pos: 0,
             line: 0,
             follow,
+            last_lines: BTreeMap::new(),
         })
     }
 
@@ -128,13 +137,23 @@ impl FileReader {
     /// Reads up to `max` lines that are already in the files.
     fn read_available(&mut self, max: usize) -> Result<Vec<LogRecord>> {
         let mut out = Vec::new();
+        self.last_lines.clear();
         let now = chrono::Utc::now().timestamp_millis();
         let mut buf = Vec::new();
         while out.len() < max && self.current < self.files.len() {
             if self.reader.is_none() {
-                let f = File::open(&self.files[self.current]).map_err(|e| self.io(e))?;
+                let start = self.start[self.current];
+                let mut f = File::open(&self.files[self.current]).map_err(|e| self.io(e))?;
+                // Line numbers are for error reports only: count the skipped
+                // lines once (a sequential scan, no parsing).
+                self.line = if start > 0 {
+                    count_lines(&mut f, start).map_err(|e| self.io(e))?
+                } else {
+                    0
+                };
+                f.seek(SeekFrom::Start(start)).map_err(|e| self.io(e))?;
                 self.reader = Some(BufReader::with_capacity(1 << 20, f));
-                self.line = 0;
+                self.pos = start;
             }
             let Some(reader) = self.reader.as_mut() else {
                 break;
@@ -165,16 +184,16 @@ impl FileReader {
                 self.reader = None;
                 continue;
             }
-            let offset = self.line;
+            self.pos += n as u64;
+            let offset = self.pos as i64 - 1;
+            let line = self.line;
             self.line += 1;
-            if offset < self.start[self.current] {
-                continue;
-            }
             let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
             let text = text.strip_suffix(b"\r").unwrap_or(text);
             if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            self.last_lines.insert((self.current as i32, offset), line);
             out.push(LogRecord {
                 partition: self.current as i32,
                 offset,
@@ -210,11 +229,33 @@ impl LogReader for FileReader {
     }
 
     fn describe_position(&self, partition: i32, offset: i64) -> String {
+        let at = match self.last_lines.get(&(partition, offset)) {
+            Some(line) => format!("{}", line + 1),
+            None => format!("byte {offset}"),
+        };
         match self.file_of(partition) {
-            Some(f) => format!("{}:{}", f.display(), offset + 1),
-            None => format!("file {partition}, line {}", offset + 1),
+            Some(f) => format!("{}:{at}", f.display()),
+            None => format!("file {partition}, line {at}"),
         }
     }
+}
+
+/// Newlines in the first `bytes` bytes of `f`.
+fn count_lines(f: &mut File, bytes: u64) -> std::io::Result<i64> {
+    use std::io::Read;
+    let mut left = bytes;
+    let mut count = 0i64;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = f.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        count += buf[..n].iter().filter(|&&b| b == b'\n').count() as i64;
+        left -= n as u64;
+    }
+    Ok(count)
 }
 
 /// Appends query results to a file as JSON lines. A stream's rows are written as
@@ -327,20 +368,30 @@ mod tests {
                 )
             })
             .collect();
+        // Offsets are the byte just past each line, minus one.
         assert_eq!(
             got,
             vec![
-                (0, 0, "{\"x\":1}".into()),
-                (0, 2, "{\"x\":2}".into()),
-                (1, 0, "{\"x\":3}".into())
+                (0, 7, "{\"x\":1}".into()),
+                (0, 15, "{\"x\":2}".into()),
+                (1, 7, "{\"x\":3}".into())
             ]
         );
+        assert_eq!(
+            r.describe_position(0, 15),
+            format!("{}:3", dir.path().join("a.jsonl").display())
+        );
         assert!(r.caught_up().await.unwrap());
+        // Resuming at the next offsets seeks past what was read.
         let mut r =
-            FileReader::open(path, StartFrom::Offsets(vec![(0, 1), (1, 1)]), false).unwrap();
+            FileReader::open(path, StartFrom::Offsets(vec![(0, 8), (1, 8)]), false).unwrap();
         let recs = r.poll(100, Duration::from_millis(1)).await.unwrap();
         assert_eq!(recs.len(), 1);
-        assert_eq!(recs[0].offset, 2);
+        assert_eq!(recs[0].offset, 15);
+        assert_eq!(
+            r.describe_position(0, 15),
+            format!("{}:3", dir.path().join("a.jsonl").display())
+        );
         let glob = format!("{path}/a*");
         assert_eq!(list_files(&glob).unwrap().len(), 1);
         assert!(list_files("/no/such/file.jsonl").is_err());

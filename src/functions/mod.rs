@@ -2,6 +2,7 @@
 //! names for aggregates DataFusion already has (registered as aliases, so they run
 //! DataFusion's own accumulators), `TOPK`, and `PROCTIME()`.
 
+pub mod percentile;
 mod proctime;
 mod topk;
 

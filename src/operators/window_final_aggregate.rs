@@ -97,7 +97,9 @@ impl WindowFinalAggregate {
         let mut accumulators = Vec::with_capacity(self.aggregates.len());
         for a in &self.aggregates {
             let f = a.function.clone();
-            accumulators.push(if f.groups_accumulator_supported() {
+            accumulators.push(if let Some(p) = buffered_percentile(&f) {
+                Box::new(p)
+            } else if f.groups_accumulator_supported() {
                 f.create_groups_accumulator()?
             } else {
                 // Functions without a vectorised form (t-digest percentiles, ...)
@@ -138,6 +140,28 @@ impl WindowFinalAggregate {
             Some(Int8Array::from(vec![Op::Upsert as i8; n])),
         ))
     }
+}
+
+/// `approx_percentile_cont(x, p)` with a constant p and no DISTINCT gets the
+/// buffered accumulator (see `functions::percentile`).
+fn buffered_percentile(
+    f: &datafusion::physical_expr::aggregate::AggregateFunctionExpr,
+) -> Option<crate::functions::percentile::BufferedPercentile> {
+    if f.fun().name() != "approx_percentile_cont" || f.is_distinct() || f.expressions().len() != 2 {
+        return None;
+    }
+    let literal = f.expressions()[1]
+        .downcast_ref::<datafusion::physical_expr::expressions::Literal>()?
+        .value()
+        .clone();
+    let p = match literal.cast_to(&DataType::Float64).ok()? {
+        datafusion::scalar::ScalarValue::Float64(Some(p)) if (0.0..=1.0).contains(&p) => p,
+        _ => return None,
+    };
+    Some(crate::functions::percentile::BufferedPercentile::new(
+        p,
+        f.field().data_type().clone(),
+    ))
 }
 
 /// Window end of every row, from the end key column.
