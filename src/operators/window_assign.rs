@@ -19,6 +19,38 @@ use crate::error::Result;
 use crate::sql::WindowKind;
 use crate::state::{QueryState, StateWriteBatch};
 
+/// Calls `f(start, end)` for every window of `kind` containing event time `t`,
+/// oldest first.
+pub fn windows_of(kind: WindowKind, t: i64, mut f: impl FnMut(i64, i64)) {
+    match kind {
+        WindowKind::Tumbling { size } => {
+            let start = t - t.rem_euclid(size);
+            f(start, start + size);
+        }
+        WindowKind::Hopping { size, advance } => {
+            let last = t - t.rem_euclid(advance);
+            let mut start = last;
+            // Oldest first, so output is in window order.
+            while start - advance + size > t {
+                start -= advance;
+            }
+            while start <= last {
+                f(start, start + size);
+                start += advance;
+            }
+        }
+        WindowKind::Cumulate { step, max } => {
+            let start = t - t.rem_euclid(max);
+            let mut end = start + (t - start) / step * step + step;
+            while end <= start + max {
+                f(start, end);
+                end += step;
+            }
+        }
+        WindowKind::Session { gap } => f(t, t.saturating_add(gap)),
+    }
+}
+
 pub struct WindowAssign {
     kind: WindowKind,
     grace: i64,
@@ -27,6 +59,9 @@ pub struct WindowAssign {
     /// The event-time watermark seen so far (never goes back).
     watermark: i64,
     watermark_dirty: bool,
+    /// False when the aggregate after it assigns windows itself: each event passes
+    /// once (if any of its windows is open), its window columns unspecified.
+    expand: bool,
 }
 
 impl WindowAssign {
@@ -37,38 +72,14 @@ impl WindowAssign {
             schema,
             watermark: i64::MIN,
             watermark_dirty: false,
+            expand: true,
         }
     }
 
-    /// Calls `f(start, end)` for every window containing event time `t`.
-    fn windows_of(&self, t: i64, mut f: impl FnMut(i64, i64)) {
-        match self.kind {
-            WindowKind::Tumbling { size } => {
-                let start = t - t.rem_euclid(size);
-                f(start, start + size);
-            }
-            WindowKind::Hopping { size, advance } => {
-                let last = t - t.rem_euclid(advance);
-                let mut start = last;
-                // Oldest first, so output is in window order.
-                while start - advance + size > t {
-                    start -= advance;
-                }
-                while start <= last {
-                    f(start, start + size);
-                    start += advance;
-                }
-            }
-            WindowKind::Cumulate { step, max } => {
-                let start = t - t.rem_euclid(max);
-                let mut end = start + (t - start) / step * step + step;
-                while end <= start + max {
-                    f(start, end);
-                    end += step;
-                }
-            }
-            WindowKind::Session { gap } => f(t, t.saturating_add(gap)),
-        }
+    /// One output row per event: the next operator assigns the windows.
+    pub fn collapsed(mut self) -> Self {
+        self.expand = false;
+        self
     }
 
     fn is_closed(&self, end: i64) -> bool {
@@ -78,7 +89,16 @@ impl WindowAssign {
 
 impl Operator for WindowAssign {
     fn describe(&self) -> String {
-        format!("WindowAssign: {:?}, grace={}ms", self.kind, self.grace)
+        format!(
+            "WindowAssign: {:?}, grace={}ms{}",
+            self.kind,
+            self.grace,
+            if self.expand {
+                ""
+            } else {
+                ", assigned by the aggregate"
+            }
+        )
     }
 
     fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
@@ -89,8 +109,9 @@ impl Operator for WindowAssign {
         let mut late: Vec<u32> = Vec::new();
         for (i, t) in chunk.rowtime.values().iter().enumerate() {
             let before = rows.len();
-            self.windows_of(*t, |start, end| {
-                if !self.is_closed(end) {
+            let expand = self.expand;
+            windows_of(self.kind, *t, |start, end| {
+                if !self.is_closed(end) && (expand || rows.len() == before) {
                     rows.push(i as u32);
                     starts.push(start);
                     ends.push(end);

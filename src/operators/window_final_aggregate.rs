@@ -1,17 +1,27 @@
 //! GROUP BY over tumbling, hopping and cumulating windows with EMIT FINAL,
-//! vectorised: each open window holds DataFusion `GroupsAccumulator`s for all its
-//! groups, so a chunk costs one `update_batch` call per window and aggregate
-//! instead of one per group. Nothing is emitted until the watermark passes a
-//! window's end + grace; then the whole window is evaluated at once (consuming
-//! the accumulators, which EMIT FINAL never needs again) and its state is dropped.
+//! vectorised.
 //!
-//! `GroupAggregate` keeps per-group `Accumulator`s for EMIT CHANGES, which must
-//! read a group's value without consuming it.
+//! - Windows are assigned here, from each event's time, instead of copying the
+//!   event once per window upstream: a hopping event that belongs to twelve windows
+//!   has its key converted and looked up once.
+//! - Keys (the non-window group columns, Arrow row format) are interned to small
+//!   ids; each open window maps key ids to its group slots.
+//! - Each window holds DataFusion `GroupsAccumulator`s for all its groups, so a
+//!   chunk costs one `update_batch` call per window and aggregate, not one per
+//!   group.
+//!
+//! Nothing is emitted until the watermark passes a window's end + grace; then the
+//! whole window is evaluated at once (consuming the accumulators, which EMIT FINAL
+//! never needs again) and its state is dropped. `GroupAggregate` keeps per-group
+//! `Accumulator`s for EMIT CHANGES, which must read a value without consuming it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, Int8Array, UInt32Array};
+use arrow::array::{
+    ArrayRef, BooleanArray, Int64Array, Int8Array, TimestampMillisecondArray, UInt32Array,
+};
 use arrow::compute::take;
 use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -21,52 +31,133 @@ use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::group_aggregate::AggregateSpec;
+use super::window_assign::windows_of;
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
+use crate::sql::WindowKind;
 use crate::state::{QueryState, StateWriteBatch};
+
+const WATERMARK_KEY: &[u8] = b"w";
+
+/// A multiplicative hash for small integer keys (key ids are dense).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap = HashMap<u32, u32, BuildHasherDefault<IdHasher>>;
 
 /// The groups of one window.
 struct WindowGroups {
-    index: HashMap<Box<[u8]>, usize>,
-    /// Group keys (all group columns, Arrow row format), by group index.
-    keys: Vec<Box<[u8]>>,
+    start: i64,
+    /// Key id → group slot.
+    slots: IdMap,
+    /// Key id of each group.
+    key_ids: Vec<u32>,
     rowtime: Vec<i64>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     /// Changed since the last checkpoint.
     dirty: bool,
 }
 
+/// Interned keys: one id per distinct key held by an open window.
+#[derive(Default)]
+struct Keys {
+    ids: HashMap<Box<[u8]>, u32>,
+    bytes: Vec<Box<[u8]>>,
+    /// Open windows holding each key; an id is freed when it drops to zero.
+    refs: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl Keys {
+    fn intern(&mut self, key: &[u8]) -> u32 {
+        if let Some(&id) = self.ids.get(key) {
+            return id;
+        }
+        let key: Box<[u8]> = key.into();
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.bytes[id as usize] = key.clone();
+                id
+            }
+            None => {
+                self.bytes.push(key.clone());
+                self.refs.push(0);
+                (self.bytes.len() - 1) as u32
+            }
+        };
+        self.ids.insert(key, id);
+        id
+    }
+
+    fn release(&mut self, id: u32) {
+        let r = &mut self.refs[id as usize];
+        *r = r.saturating_sub(1);
+        if *r == 0 {
+            let key = std::mem::take(&mut self.bytes[id as usize]);
+            self.ids.remove(&key);
+            self.free.push(id);
+        }
+    }
+}
+
+/// Where the window columns sit among the group columns.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowColumns {
+    pub start: usize,
+    pub end: usize,
+}
+
 pub struct WindowFinalAggregate {
-    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// Group expressions other than the window columns.
+    key_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    columns: WindowColumns,
     aggregates: Vec<AggregateSpec>,
-    /// Group columns then aggregates.
+    /// Group columns (in GROUP BY order, window columns included) then aggregates.
     schema: SchemaRef,
+    kind: WindowKind,
+    grace: i64,
     key_rows: RowConverter,
     state_rows: RowConverter,
     state_widths: Vec<usize>,
-    /// Position of the window end among the group expressions.
-    end_key: usize,
-    grace: i64,
+    keys: Keys,
     /// Open windows by end.
     windows: BTreeMap<i64, WindowGroups>,
+    watermark: i64,
     /// State keys of groups whose window closed since the last checkpoint.
-    deleted: Vec<Box<[u8]>>,
+    deleted: Vec<Vec<u8>>,
 }
 
 impl WindowFinalAggregate {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        key_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        columns: WindowColumns,
         aggregates: Vec<AggregateSpec>,
         schema: SchemaRef,
-        end_key: usize,
+        kind: WindowKind,
         grace: i64,
     ) -> Result<Self> {
-        let key_fields: Vec<SortField> = schema
-            .fields()
-            .iter()
-            .take(group_exprs.len())
-            .map(|f| SortField::new(f.data_type().clone()))
+        let n_groups = key_exprs.len() + 2;
+        let key_fields: Vec<SortField> = (0..n_groups)
+            .filter(|i| *i != columns.start && *i != columns.end)
+            .map(|i| SortField::new(schema.field(i).data_type().clone()))
             .collect();
         let mut state_fields: Vec<FieldRef> = Vec::new();
         let mut state_widths = Vec::new();
@@ -80,20 +171,23 @@ impl WindowFinalAggregate {
             .map(|f| SortField::new(f.data_type().clone()))
             .collect();
         Ok(WindowFinalAggregate {
-            group_exprs,
+            key_exprs,
+            columns,
             aggregates,
             schema,
+            kind,
+            grace,
             key_rows: RowConverter::new(key_fields)?,
             state_rows: RowConverter::new(state_sort)?,
             state_widths,
-            end_key,
-            grace,
+            keys: Keys::default(),
             windows: BTreeMap::new(),
+            watermark: i64::MIN,
             deleted: Vec::new(),
         })
     }
 
-    fn new_window(&self) -> Result<WindowGroups> {
+    fn new_window(&self, start: i64) -> Result<WindowGroups> {
         let mut accumulators = Vec::with_capacity(self.aggregates.len());
         for a in &self.aggregates {
             let f = a.function.clone();
@@ -102,43 +196,98 @@ impl WindowFinalAggregate {
             } else if f.groups_accumulator_supported() {
                 f.create_groups_accumulator()?
             } else {
-                // Functions without a vectorised form (t-digest percentiles, ...)
-                // get DataFusion's adapter over their per-group Accumulator.
+                // Functions without a vectorised form get DataFusion's adapter over
+                // their per-group Accumulator.
                 Box::new(GroupsAccumulatorAdapter::new(move || {
                     f.create_accumulator()
                 })) as Box<dyn GroupsAccumulator>
             });
         }
         Ok(WindowGroups {
-            index: HashMap::new(),
-            keys: Vec::new(),
+            start,
+            slots: IdMap::default(),
+            key_ids: Vec::new(),
             rowtime: Vec::new(),
             accumulators,
             dirty: true,
         })
     }
 
+    /// The state key of a group: window end and start, then the key.
+    fn state_key(&self, end: i64, start: i64, id: u32) -> Vec<u8> {
+        let mut k = Vec::with_capacity(16 + self.keys.bytes[id as usize].len());
+        k.extend_from_slice(&end.to_be_bytes());
+        k.extend_from_slice(&start.to_be_bytes());
+        k.extend_from_slice(&self.keys.bytes[id as usize]);
+        k
+    }
+
     /// Every group's row of a closed window, as upserts; consumes the window.
-    fn emit(&self, mut window: WindowGroups) -> Result<Chunk> {
+    fn emit(&mut self, end: i64, mut window: WindowGroups) -> Result<Chunk> {
+        let n = window.key_ids.len();
         let parser = self.key_rows.parser();
-        let mut columns = self
+        let mut keys = self
             .key_rows
-            .convert_rows(window.keys.iter().map(|k| parser.parse(k)))?;
+            .convert_rows(
+                window
+                    .key_ids
+                    .iter()
+                    .map(|&id| parser.parse(&self.keys.bytes[id as usize])),
+            )?
+            .into_iter();
+        let starts: ArrayRef = Arc::new(TimestampMillisecondArray::from_value(window.start, n));
+        let ends: ArrayRef = Arc::new(TimestampMillisecondArray::from_value(end, n));
+        let n_groups = self.key_exprs.len() + 2;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for i in 0..n_groups {
+            let col = if i == self.columns.start {
+                starts.clone()
+            } else if i == self.columns.end {
+                ends.clone()
+            } else {
+                keys.next()
+                    .ok_or_else(|| SluiceError::Internal("window key".into()))?
+            };
+            let field = self.schema.field(i);
+            columns.push(if col.data_type() != field.data_type() {
+                arrow::compute::cast(&col, field.data_type())?
+            } else {
+                col
+            });
+        }
         for (a, acc) in window.accumulators.iter_mut().enumerate() {
-            let field = self.schema.field(self.group_exprs.len() + a);
+            let field = self.schema.field(n_groups + a);
             let mut array = acc.evaluate(EmitTo::All)?;
             if array.data_type() != field.data_type() {
                 array = arrow::compute::cast(&array, field.data_type())?;
             }
             columns.push(array);
         }
-        let n = window.keys.len();
+        for &id in &window.key_ids {
+            self.deleted.push(self.state_key(end, window.start, id));
+        }
+        for &id in &window.key_ids {
+            self.keys.release(id);
+        }
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         Ok(Chunk::new(
             batch,
             Int64Array::from(window.rowtime),
             Some(Int8Array::from(vec![Op::Upsert as i8; n])),
         ))
+    }
+
+    /// The slot of key `id` in `window`, created if new.
+    fn slot(keys: &mut Keys, window: &mut WindowGroups, id: u32) -> usize {
+        if let Some(&g) = window.slots.get(&id) {
+            return g as usize;
+        }
+        let g = window.key_ids.len();
+        window.slots.insert(id, g as u32);
+        window.key_ids.push(id);
+        window.rowtime.push(i64::MIN);
+        keys.refs[id as usize] += 1;
+        g
     }
 }
 
@@ -164,20 +313,12 @@ fn buffered_percentile(
     ))
 }
 
-/// Window end of every row, from the end key column.
-fn ends_of(column: &ArrayRef) -> Result<Int64Array> {
-    let cast = arrow::compute::cast(column, &DataType::Int64)?;
-    cast.as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .ok_or_else(|| SluiceError::Internal("window end is not a timestamp".into()))
-}
-
 impl Operator for WindowFinalAggregate {
     fn describe(&self) -> String {
         format!(
-            "WindowFinalAggregate: groupBy=[{}], aggr=[{}], emit=final",
-            self.group_exprs
+            "WindowFinalAggregate: {:?}, groupBy=[{}], aggr=[{}], emit=final",
+            self.kind,
+            self.key_exprs
                 .iter()
                 .map(|e| e.to_string())
                 .collect::<Vec<_>>()
@@ -191,7 +332,7 @@ impl Operator for WindowFinalAggregate {
     }
 
     fn state_entries(&self) -> usize {
-        self.windows.values().map(|w| w.keys.len()).sum()
+        self.windows.values().map(|w| w.key_ids.len()).sum()
     }
 
     fn on_chunk(&mut self, chunk: Chunk, _out: &mut Vec<Message>) -> Result<()> {
@@ -201,20 +342,27 @@ impl Operator for WindowFinalAggregate {
         }
         let batch = &chunk.batch;
         let key_arrays = self
-            .group_exprs
+            .key_exprs
             .iter()
             .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let ends = ends_of(&key_arrays[self.end_key])?;
         let rows = self.key_rows.convert_columns(&key_arrays)?;
+        let ids: Vec<u32> = (0..n)
+            .map(|i| self.keys.intern(rows.row(i).as_ref()))
+            .collect();
 
-        // Rows per window (a chunk touches a handful of windows).
-        let mut buckets: Vec<(i64, Vec<u32>)> = Vec::new();
-        for (i, end) in ends.values().iter().enumerate() {
-            match buckets.iter_mut().find(|(e, _)| e == end) {
-                Some((_, rows)) => rows.push(i as u32),
-                None => buckets.push((*end, vec![i as u32])),
-            }
+        // Rows per open window (a chunk touches a handful of windows).
+        let mut buckets: Vec<(i64, i64, Vec<u32>)> = Vec::new();
+        let closed_before = self.watermark.saturating_sub(self.grace);
+        for (i, t) in chunk.rowtime.values().iter().enumerate() {
+            windows_of(self.kind, *t, |start, end| {
+                if end > closed_before {
+                    match buckets.iter_mut().find(|(e, ..)| *e == end) {
+                        Some((.., rows)) => rows.push(i as u32),
+                        None => buckets.push((end, start, vec![i as u32])),
+                    }
+                }
+            });
         }
         let args: Vec<Vec<ArrayRef>> = self
             .aggregates
@@ -242,9 +390,9 @@ impl Operator for WindowFinalAggregate {
                 })
                 .collect::<Result<_>>()?;
 
-        for (end, idx) in buckets {
+        for (end, start, idx) in buckets {
             if !self.windows.contains_key(&end) {
-                let w = self.new_window()?;
+                let w = self.new_window(start)?;
                 self.windows.insert(end, w);
             }
             let window = self
@@ -254,25 +402,15 @@ impl Operator for WindowFinalAggregate {
             window.dirty = true;
             let mut groups = Vec::with_capacity(idx.len());
             for &i in &idx {
-                let key = rows.row(i as usize);
-                let g = match window.index.get(key.as_ref()) {
-                    Some(&g) => g,
-                    None => {
-                        let g = window.keys.len();
-                        let key: Box<[u8]> = key.as_ref().into();
-                        window.index.insert(key.clone(), g);
-                        window.keys.push(key);
-                        window.rowtime.push(i64::MIN);
-                        g
-                    }
-                };
+                let g = Self::slot(&mut self.keys, window, ids[i as usize]);
                 let t = chunk.rowtime.value(i as usize);
                 if t > window.rowtime[g] {
                     window.rowtime[g] = t;
                 }
                 groups.push(g);
             }
-            let total = window.keys.len();
+            let total = window.key_ids.len();
+            // Usually every row of a chunk falls in each of its windows: no copies.
             let all_rows = idx.len() == n;
             let idx = UInt32Array::from(idx);
             for (a, acc) in window.accumulators.iter_mut().enumerate() {
@@ -299,6 +437,7 @@ impl Operator for WindowFinalAggregate {
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
         let closed: Vec<i64> = self
             .windows
             .keys()
@@ -307,8 +446,7 @@ impl Operator for WindowFinalAggregate {
             .collect();
         for end in closed {
             if let Some(window) = self.windows.remove(&end) {
-                self.deleted.extend(window.keys.iter().cloned());
-                let chunk = self.emit(window)?;
+                let chunk = self.emit(end, window)?;
                 out.push(Message::Chunk(chunk));
             }
         }
@@ -320,6 +458,10 @@ impl Operator for WindowFinalAggregate {
         for key in self.deleted.drain(..) {
             batch.delete(id, &key);
         }
+        // Group keys are at least 16 bytes, so this one-byte key cannot collide.
+        // With the watermark restored, an event replayed after a crash cannot
+        // reopen a window that had closed.
+        batch.put(id, WATERMARK_KEY, self.watermark.to_be_bytes().to_vec());
         let dirty: Vec<i64> = self
             .windows
             .iter()
@@ -327,12 +469,11 @@ impl Operator for WindowFinalAggregate {
             .map(|(e, _)| *e)
             .collect();
         for end in dirty {
-            let fresh = self.new_window()?;
-            let Some(window) = self.windows.get_mut(&end) else {
+            let Some(mut window) = self.windows.remove(&end) else {
                 continue;
             };
             window.dirty = false;
-            let n = window.keys.len();
+            let n = window.key_ids.len();
             // `state` consumes the accumulators: read it, then merge it back into
             // fresh ones so the window carries on unchanged.
             let mut columns: Vec<ArrayRef> = Vec::new();
@@ -340,7 +481,7 @@ impl Operator for WindowFinalAggregate {
                 columns.extend(acc.state(EmitTo::All)?);
             }
             let groups: Vec<usize> = (0..n).collect();
-            let mut accumulators = fresh.accumulators;
+            let mut accumulators = self.new_window(window.start)?.accumulators;
             let mut c = 0;
             for (a, &w) in self.state_widths.iter().enumerate() {
                 accumulators[a].merge_batch(&columns[c..c + w], &groups, n)?;
@@ -348,11 +489,12 @@ impl Operator for WindowFinalAggregate {
             }
             window.accumulators = accumulators;
             let rows = self.state_rows.convert_columns(&columns)?;
-            for (g, key) in window.keys.iter().enumerate() {
+            for (g, &key_id) in window.key_ids.iter().enumerate() {
                 let mut value = window.rowtime[g].to_be_bytes().to_vec();
                 value.extend_from_slice(rows.row(g).as_ref());
-                batch.put(id, key, value);
+                batch.put(id, &self.state_key(end, window.start, key_id), value);
             }
+            self.windows.insert(end, window);
         }
         Ok(())
     }
@@ -362,36 +504,44 @@ impl Operator for WindowFinalAggregate {
         if entries.is_empty() {
             return Ok(());
         }
-        let key_parser = self.key_rows.parser();
-        let keys = self
-            .key_rows
-            .convert_rows(entries.iter().map(|(k, _)| key_parser.parse(k)))?;
-        let ends = ends_of(&keys[self.end_key])?;
         let corrupt = || SluiceError::Internal("corrupt window state".into());
-        let mut rowtimes = Vec::with_capacity(entries.len());
-        for (_, v) in &entries {
-            let head: [u8; 8] = v
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
+        let i64_at = |b: &[u8], at: usize| -> Result<i64> {
+            let bytes: [u8; 8] = b
+                .get(at..at + 8)
+                .and_then(|s| s.try_into().ok())
                 .ok_or_else(corrupt)?;
-            rowtimes.push(i64::from_be_bytes(head));
+            Ok(i64::from_be_bytes(bytes))
+        };
+        let (marks, entries): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|(k, _)| k.as_slice() == WATERMARK_KEY);
+        if let Some((_, v)) = marks.first() {
+            self.watermark = i64_at(v, 0)?;
         }
         let parser = self.state_rows.parser();
-        let states = self
-            .state_rows
-            .convert_rows(entries.iter().map(|(_, v)| parser.parse(&v[8..])))?;
-        let mut by_window: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for (i, end) in ends.values().iter().enumerate() {
-            by_window.entry(*end).or_default().push(i as u32);
+        let states = self.state_rows.convert_rows(
+            entries
+                .iter()
+                .map(|(_, v)| parser.parse(v.get(8..).unwrap_or_default())),
+        )?;
+        // Entries are in key order: by window end, then start, then key.
+        let mut by_window: BTreeMap<i64, (i64, Vec<u32>)> = BTreeMap::new();
+        for (i, (k, _)) in entries.iter().enumerate() {
+            let (end, start) = (i64_at(k, 0)?, i64_at(k, 8)?);
+            by_window
+                .entry(end)
+                .or_insert((start, Vec::new()))
+                .1
+                .push(i as u32);
         }
-        for (end, idx) in by_window {
-            let mut window = self.new_window()?;
+        for (end, (start, idx)) in by_window {
+            let mut window = self.new_window(start)?;
             window.dirty = false;
             for &i in &idx {
-                let key: Box<[u8]> = entries[i as usize].0.as_slice().into();
-                window.index.insert(key.clone(), window.keys.len());
-                window.keys.push(key);
-                window.rowtime.push(rowtimes[i as usize]);
+                let (k, v) = &entries[i as usize];
+                let key_id = self.keys.intern(k.get(16..).ok_or_else(corrupt)?);
+                let g = Self::slot(&mut self.keys, &mut window, key_id);
+                window.rowtime[g] = i64_at(v, 0)?;
             }
             let n = idx.len();
             let groups: Vec<usize> = (0..n).collect();

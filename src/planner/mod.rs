@@ -26,6 +26,7 @@ use crate::catalog::Catalog;
 use crate::error::{Result, SluiceError};
 use crate::operators::group_aggregate::{AggregateSpec, WindowedGroups};
 use crate::operators::session_aggregate::SessionColumns;
+use crate::operators::window_final_aggregate::WindowColumns;
 use crate::operators::{
     Filter, GroupAggregate, LookupJoin, MaterializedTable, Operator, Project, SessionAggregate,
     WindowAssign, WindowFinalAggregate,
@@ -87,6 +88,9 @@ struct Partial {
     /// Position in `keys` of the window end, and the retention (windowed aggregates).
     window_end_key: Option<(usize, i64)>,
     lookups: Vec<String>,
+    /// Index in `operators` of the `WindowAssign` after the windowed source, and
+    /// its output schema.
+    window_assign_at: Option<(usize, SchemaRef)>,
 }
 
 /// Checks that every relation the query names exists, so the error can point at it.
@@ -270,9 +274,11 @@ fn translate(
                 windowed_aggregate: false,
                 window_end_key: None,
                 lookups: Vec::new(),
+                window_assign_at: None,
             };
             if let Some(w) = window.filter(|w| w.source == *scan.table_name.table()) {
                 // The scan's schema has the window columns; the source does not.
+                partial.window_assign_at = Some((partial.operators.len(), scan.source.schema()));
                 partial.operators.push(Box::new(WindowAssign::new(
                     w.clause.kind,
                     w.clause.grace,
@@ -417,13 +423,30 @@ fn translate(
                                 w.emit_final,
                             )?)
                         }
-                        _ if w.emit_final => Box::new(WindowFinalAggregate::new(
-                            group_exprs,
-                            aggregates,
-                            schema,
-                            end,
-                            w.clause.grace,
-                        )?),
+                        kind if w.emit_final
+                            && partial.window_assign_at.is_some()
+                            && !uses_window_columns(agg, &w.clause)? =>
+                        {
+                            // The aggregate assigns windows itself: the events pass once.
+                            if let Some((at, assign_schema)) = partial.window_assign_at.clone() {
+                                partial.operators[at] =
+                                    Box::new(WindowAssign::new(kind, w.clause.grace, assign_schema).collapsed());
+                            }
+                            let key_exprs = group_exprs
+                                .into_iter()
+                                .enumerate()
+                                .filter(|(i, _)| *i != start && *i != end)
+                                .map(|(_, e)| e)
+                                .collect();
+                            Box::new(WindowFinalAggregate::new(
+                                key_exprs,
+                                WindowColumns { start, end },
+                                aggregates,
+                                schema,
+                                kind,
+                                w.clause.grace,
+                            )?)
+                        }
                         _ => Box::new(GroupAggregate::new(group_exprs, aggregates, schema)?.with_window(
                             WindowedGroups {
                                 end_key: end,
@@ -480,6 +503,37 @@ fn translate(
             &format!("'{}'", other.display()),
             "see docs/sql-reference.md for what continuous queries support",
         )),
+    }
+}
+
+/// Whether anything between the windowed source and the aggregate, or the
+/// aggregate's arguments and other group expressions, reads the window columns
+/// (then windows must be assigned upstream, one row per window).
+fn uses_window_columns(
+    agg: &datafusion::logical_expr::Aggregate,
+    clause: &WindowClause,
+) -> Result<bool> {
+    let names = [clause.start_column(), clause.end_column()];
+    let refers = |e: &Expr| {
+        e.column_refs()
+            .iter()
+            .any(|c| names.contains(&c.name.as_str()))
+    };
+    let bare = |e: &Expr| matches!(e, Expr::Column(c) if names.contains(&c.name.as_str()));
+    if agg.aggr_expr.iter().any(refers) || agg.group_expr.iter().any(|e| !bare(e) && refers(e)) {
+        return Ok(true);
+    }
+    let mut plan = agg.input.as_ref();
+    loop {
+        match plan {
+            LogicalPlan::TableScan(_) => return Ok(false),
+            LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
+            LogicalPlan::Filter(f) if !refers(&f.predicate) => plan = f.input.as_ref(),
+            LogicalPlan::Projection(p) if p.expr.iter().all(|e| bare(e) || !refers(e)) => {
+                plan = p.input.as_ref()
+            }
+            _ => return Ok(true),
+        }
     }
 }
 
