@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, Int8Array, UInt32Array};
 use arrow::compute::{filter, take};
-use arrow::datatypes::{Field, FieldRef, SchemaRef};
+use arrow::datatypes::{Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::Accumulator;
@@ -89,23 +89,13 @@ impl GroupAggregate {
             .take(group_exprs.len())
             .map(|f| SortField::new(f.data_type().clone()))
             .collect();
-        let mut state_fields: Vec<FieldRef> = Vec::new();
-        let mut state_widths = Vec::new();
-        for a in &aggregates {
-            let fields = a.function.state_fields()?;
-            state_widths.push(fields.len());
-            state_fields.extend(fields);
-        }
-        let state_sort: Vec<SortField> = state_fields
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
+        let (state_rows, state_widths) = super::aggregate_inputs::state_layout(&aggregates)?;
         Ok(GroupAggregate {
             group_exprs,
             aggregates,
             schema,
             key_rows: RowConverter::new(key_fields)?,
-            state_rows: RowConverter::new(state_sort)?,
+            state_rows,
             state_widths,
             index: HashMap::new(),
             keys: Vec::new(),
@@ -423,21 +413,24 @@ impl Operator for GroupAggregate {
             return Ok(());
         }
         let width: usize = self.state_widths.iter().sum();
-        let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(dirty.len()); width];
+        // Ascending and unique, so the state rows line up with `dirty`.
+        dirty.sort_unstable();
+        dirty.dedup();
         for &g in &dirty {
             self.is_dirty[g as usize] = false;
-            let mut c = 0;
-            for acc in self.accumulators[g as usize].iter_mut() {
-                for v in acc.state()? {
-                    columns[c].push(v);
-                    c += 1;
-                }
-            }
         }
-        let arrays: Vec<ArrayRef> = columns
-            .into_iter()
-            .map(ScalarValue::iter_to_array)
-            .collect::<datafusion::error::Result<_>>()?;
+        let mut wanted = dirty.iter().peekable();
+        let groups = self
+            .accumulators
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(g, accs)| {
+                (wanted.peek() == Some(&&(g as u32))).then(|| {
+                    wanted.next();
+                    accs
+                })
+            });
+        let arrays = super::aggregate_inputs::accumulator_states(groups, width)?;
         let rows = self.state_rows.convert_columns(&arrays)?;
         for (i, &g) in dirty.iter().enumerate() {
             batch.put(id, &self.keys[g as usize], rows.row(i).as_ref().to_vec());

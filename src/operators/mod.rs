@@ -2,6 +2,7 @@
 //! write their changes into the checkpoint when a barrier passes and read them back
 //! on restart.
 
+pub mod aggregate_inputs;
 pub mod filter;
 pub mod group_aggregate;
 pub mod lookup_join;

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, Int8Array, TimestampMillisecondArray,
 };
-use arrow::datatypes::{DataType, FieldRef, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
+use super::aggregate_inputs;
 use super::group_aggregate::AggregateSpec;
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
@@ -81,28 +82,18 @@ impl SessionAggregate {
         emit_final: bool,
     ) -> Result<Self> {
         let n_groups = key_exprs.len() + 2;
-        let key_fields: Vec<SortField> = (0..n_groups)
-            .filter(|i| *i != columns.start && *i != columns.end)
-            .map(|i| SortField::new(schema.field(i).data_type().clone()))
-            .collect();
-        let mut state_fields: Vec<FieldRef> = Vec::new();
-        let mut state_widths = Vec::new();
-        for a in &aggregates {
-            let fields = a.function.state_fields()?;
-            state_widths.push(fields.len());
-            state_fields.extend(fields);
-        }
-        let state_sort = state_fields
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
+        let key_rows = aggregate_inputs::key_layout(
+            &schema,
+            (0..n_groups).filter(|i| *i != columns.start && *i != columns.end),
+        )?;
+        let (state_rows, state_widths) = aggregate_inputs::state_layout(&aggregates)?;
         Ok(SessionAggregate {
             key_exprs,
             columns,
             aggregates,
             schema,
-            key_rows: RowConverter::new(key_fields)?,
-            state_rows: RowConverter::new(state_sort)?,
+            key_rows,
+            state_rows,
             state_widths,
             gap,
             grace,
@@ -277,20 +268,10 @@ impl SessionAggregate {
 
     fn encode_sessions(&self, sessions: &mut [Session]) -> Result<Vec<u8>> {
         let width: usize = self.state_widths.iter().sum();
-        let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(sessions.len()); width];
-        for s in sessions.iter_mut() {
-            let mut c = 0;
-            for acc in s.accumulators.iter_mut() {
-                for v in acc.state()? {
-                    columns[c].push(v);
-                    c += 1;
-                }
-            }
-        }
-        let arrays: Vec<ArrayRef> = columns
-            .into_iter()
-            .map(ScalarValue::iter_to_array)
-            .collect::<datafusion::error::Result<_>>()?;
+        let arrays = aggregate_inputs::accumulator_states(
+            sessions.iter_mut().map(|s| &mut s.accumulators),
+            width,
+        )?;
         let rows = self.state_rows.convert_columns(&arrays)?;
         let mut out = Vec::new();
         out.extend_from_slice(&(sessions.len() as u32).to_be_bytes());
@@ -378,28 +359,8 @@ impl Operator for SessionAggregate {
             .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let rows = self.key_rows.convert_columns(&key_arrays)?;
-        let mut args = Vec::with_capacity(self.aggregates.len());
-        let mut masks = Vec::with_capacity(self.aggregates.len());
-        for spec in &self.aggregates {
-            args.push(
-                spec.function
-                    .expressions()
-                    .iter()
-                    .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-                    .collect::<datafusion::error::Result<Vec<_>>>()?,
-            );
-            masks.push(match &spec.filter {
-                Some(f) => {
-                    let m = f.evaluate(batch)?.into_array(n)?;
-                    let m = m
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| SluiceError::sql("FILTER (WHERE ...) must be a boolean"))?;
-                    Some(crate::dataflow::message::null_as_false(m))
-                }
-                None => None,
-            });
-        }
+        let args = aggregate_inputs::arguments(&self.aggregates, batch)?;
+        let masks = aggregate_inputs::filter_masks(&self.aggregates, batch)?;
         let mut retract = Vec::new();
         let mut touched: Vec<Box<[u8]>> = Vec::new();
         let mut seen: HashSet<Box<[u8]>> = HashSet::new();

@@ -23,13 +23,14 @@ use arrow::array::{
     ArrayRef, BooleanArray, Int64Array, Int8Array, TimestampMillisecondArray, UInt32Array,
 };
 use arrow::compute::take;
-use arrow::datatypes::{DataType, FieldRef, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_plan::PhysicalExpr;
 
+use super::aggregate_inputs;
 use super::group_aggregate::AggregateSpec;
 use super::window_assign::windows_of;
 use super::Operator;
@@ -155,21 +156,11 @@ impl WindowFinalAggregate {
         grace: i64,
     ) -> Result<Self> {
         let n_groups = key_exprs.len() + 2;
-        let key_fields: Vec<SortField> = (0..n_groups)
-            .filter(|i| *i != columns.start && *i != columns.end)
-            .map(|i| SortField::new(schema.field(i).data_type().clone()))
-            .collect();
-        let mut state_fields: Vec<FieldRef> = Vec::new();
-        let mut state_widths = Vec::new();
-        for a in &aggregates {
-            let fields = a.function.state_fields()?;
-            state_widths.push(fields.len());
-            state_fields.extend(fields);
-        }
-        let state_sort = state_fields
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
+        let key_rows = aggregate_inputs::key_layout(
+            &schema,
+            (0..n_groups).filter(|i| *i != columns.start && *i != columns.end),
+        )?;
+        let (state_rows, state_widths) = aggregate_inputs::state_layout(&aggregates)?;
         Ok(WindowFinalAggregate {
             key_exprs,
             columns,
@@ -177,8 +168,8 @@ impl WindowFinalAggregate {
             schema,
             kind,
             grace,
-            key_rows: RowConverter::new(key_fields)?,
-            state_rows: RowConverter::new(state_sort)?,
+            key_rows,
+            state_rows,
             state_widths,
             keys: Keys::default(),
             windows: BTreeMap::new(),
@@ -364,31 +355,8 @@ impl Operator for WindowFinalAggregate {
                 }
             });
         }
-        let args: Vec<Vec<ArrayRef>> = self
-            .aggregates
-            .iter()
-            .map(|spec| {
-                spec.function
-                    .expressions()
-                    .iter()
-                    .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-                    .collect::<datafusion::error::Result<Vec<_>>>()
-            })
-            .collect::<datafusion::error::Result<_>>()?;
-        let masks: Vec<Option<BooleanArray>> =
-            self.aggregates
-                .iter()
-                .map(|spec| match &spec.filter {
-                    Some(f) => {
-                        let m = f.evaluate(batch)?.into_array(n)?;
-                        let m = m.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
-                            SluiceError::sql("FILTER (WHERE ...) must be a boolean")
-                        })?;
-                        Ok(Some(crate::dataflow::message::null_as_false(m)))
-                    }
-                    None => Ok(None),
-                })
-                .collect::<Result<_>>()?;
+        let args = aggregate_inputs::arguments(&self.aggregates, batch)?;
+        let masks = aggregate_inputs::filter_masks(&self.aggregates, batch)?;
 
         for (end, start, idx) in buckets {
             if !self.windows.contains_key(&end) {
