@@ -79,7 +79,12 @@ impl GroupsAccumulator for BufferedPercentile {
             if values.is_null(row) || opt_filter.is_some_and(|f| !f.value(row)) {
                 continue;
             }
-            self.buffers[g].push(values.value(row));
+            let buffer = &mut self.buffers[g];
+            if buffer.capacity() == 0 {
+                // Most groups see tens of values per window: skip the small regrowths.
+                buffer.reserve(32);
+            }
+            buffer.push(values.value(row));
             if self.buffers[g].len() >= FLUSH_AT {
                 self.flush(g);
             }

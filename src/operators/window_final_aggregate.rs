@@ -110,9 +110,13 @@ impl Keys {
     fn release(&mut self, id: u32) {
         let r = &mut self.refs[id as usize];
         *r = r.saturating_sub(1);
-        if *r == 0 {
-            let key = std::mem::take(&mut self.bytes[id as usize]);
-            self.ids.remove(&key);
+        self.forget_if_unused(id);
+    }
+
+    /// Frees `id` if no open window holds it (once, however often it is called).
+    fn forget_if_unused(&mut self, id: u32) {
+        if self.refs[id as usize] == 0 && self.ids.remove(&self.bytes[id as usize]).is_some() {
+            self.bytes[id as usize] = Box::default();
             self.free.push(id);
         }
     }
@@ -400,6 +404,10 @@ impl Operator for WindowFinalAggregate {
                 };
                 acc.update_batch(&values, &groups, mask.as_ref(), total)?;
             }
+        }
+        // Keys of events whose windows had all closed are held by no window.
+        for &id in &ids {
+            self.keys.forget_if_unused(id);
         }
         Ok(())
     }
