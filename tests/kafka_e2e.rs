@@ -221,3 +221,110 @@ async fn queries_over_a_real_broker() {
         "{body}"
     );
 }
+
+/// Windows on Kafka record timestamps (no timestamp column) over two partitions:
+/// once the partitions go idle the watermark follows the newest event, windows
+/// close and EMIT FINAL rows appear, keyed by url and window in the output topic;
+/// an event for a closed window is counted and lands in the late topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_on_record_timestamps_over_a_real_broker() {
+    let broker = TestBroker::start();
+    let admin = KafkaBackend::new(&broker.addr, &[]).expect("kafka client");
+    admin.create_topic("clicks", 2).await.expect("create topic");
+    let base = 1_700_000_000_000i64; // a multiple of 10 s
+    let click = |user: &str, url: &str, at: i64| OutRecord {
+        partition: None,
+        timestamp: base + at,
+        key: Some(Bytes::from(user.to_string())),
+        value: json(serde_json::json!({ "url": url })),
+    };
+    let mut w = admin.writer("clicks").await.expect("writer");
+    let mut first = Vec::new();
+    for (i, user) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+        first.push(click(user, "/x", 1_000 + i as i64 * 1_000));
+        first.push(click(user, "/y", 12_000 + i as i64 * 1_000));
+    }
+    // Events are up to 11 s out of order per partition (the delay allows 15 s);
+    // this one moves the watermark to 25 s, past both windows above.
+    first.push(click("a", "/z", 40_000));
+    w.send(first).await.expect("produce");
+    w.flush().await.expect("flush");
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            "--kafka-brokers",
+            &broker.addr,
+            "--checkpoint-interval-ms",
+            "300",
+        ],
+    );
+    server
+        .ksql_ok(
+            "CREATE STREAM clicks (user_id VARCHAR KEY, url VARCHAR)
+               WITH (kafka_topic='clicks', value_format='json',
+                     watermark_delay='15 seconds', watermark_idle_timeout='500 ms');
+             CREATE TABLE per_10s WITH (late_topic='late_clicks') AS
+               SELECT url, COUNT(*) AS n FROM clicks
+               WINDOW TUMBLING (SIZE 10 SECONDS) GROUP BY url EMIT FINAL;",
+        )
+        .await;
+    let rows = server
+        .wait_for(
+            "SELECT url, n, CAST(windowstart AS BIGINT) AS ws FROM per_10s ORDER BY ws, url",
+            Duration::from_secs(60),
+            |r| r.len() == 2,
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            serde_json::json!(["/x", 6, base]),
+            serde_json::json!(["/y", 6, base + 10_000])
+        ]
+    );
+    // The window is in the record key of the output topic.
+    let out = read_all(&admin, "per_10s").await;
+    let key: serde_json::Value =
+        serde_json::from_slice(out[0].key.as_deref().expect("keyed")).expect("JSON key");
+    assert!(
+        key.get("url").is_some()
+            && key.get("windowstart").is_some()
+            && key.get("windowend").is_some(),
+        "{key}"
+    );
+
+    // Late: the [0 s, 10 s) window closed long ago.
+    let mut w = admin.writer("clicks").await.unwrap();
+    w.send(vec![click("b", "/x", 2_500)]).await.unwrap();
+    w.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = server.metrics().await;
+        if metric(
+            &m,
+            "sluice_query_late_records_total{query=\"CTAS_PER_10S_1\"}",
+        ) == Some(1.0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "late event not counted: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let late = read_all(&admin, "late_clicks").await;
+        if late.len() == 1 {
+            assert_eq!(late[0].key.as_deref(), Some(&b"b"[..]));
+            break;
+        }
+        assert!(Instant::now() < deadline, "late topic: {late:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows = server.pull("SELECT url, n FROM per_10s ORDER BY url").await;
+    assert_eq!(
+        rows,
+        vec![serde_json::json!(["/x", 6]), serde_json::json!(["/y", 6])]
+    );
+}

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::metrics::QueryMetrics;
 use super::watermark::{WatermarkTracker, DEFAULT_IDLE_TIMEOUT};
 use super::{Barrier, Message};
-use crate::catalog::Relation;
+use crate::catalog::{Relation, SourceConnector};
 use crate::connectors::{LogReader, LogWriter, OutRecord};
 use crate::error::{Result, SluiceError};
 use crate::formats::{BadRecord, RecordDecoder};
@@ -50,6 +50,15 @@ impl SourceTask {
                 .map(|ms| Duration::from_millis(ms.max(0) as u64))
                 .unwrap_or(DEFAULT_IDLE_TIMEOUT),
         );
+        // Topic partitions are read side by side, so each one is waited for from
+        // the start. Files are read one after another: a file not opened yet is
+        // not behind, just later.
+        if !matches!(self.relation.connector, SourceConnector::File { .. }) {
+            let now = Instant::now();
+            for p in 0..self.relation.partitions.max(1) {
+                watermarks.expect(p, now);
+            }
+        }
         loop {
             let exhausted = self.bounded
                 && self

@@ -32,6 +32,16 @@ impl WatermarkTracker {
         }
     }
 
+    /// Declares a partition that will deliver events: until it does (or stays
+    /// silent for the idle timeout) it holds the watermark back, so a partition that
+    /// is merely read later than the others cannot have its events made late.
+    pub fn expect(&mut self, partition: i32, now: Instant) {
+        self.partitions.entry(partition).or_insert(PartitionTime {
+            max_time: i64::MIN,
+            last_active: now,
+        });
+    }
+
     /// Records that `partition` delivered events up to `max_time` at `now`.
     pub fn observe(&mut self, partition: i32, max_time: i64, now: Instant) {
         let p = self.partitions.entry(partition).or_insert(PartitionTime {
@@ -44,10 +54,9 @@ impl WatermarkTracker {
 
     /// The new watermark if it moved forward since the last call.
     ///
-    /// Partitions that have not delivered anything yet are not counted: a source
-    /// must not wait for a partition that may never receive data. When every known
-    /// partition is idle, the watermark is the largest partition watermark: nothing
-    /// is waiting for the idle ones any more.
+    /// A partition idle for the timeout is not counted (it may never receive
+    /// data). When every known partition is idle, the watermark is the largest
+    /// partition watermark: nothing is waiting for the idle ones any more.
     pub fn advance(&mut self, now: Instant) -> Option<i64> {
         let per_partition = |p: &PartitionTime| p.max_time.saturating_sub(self.delay);
         let active = self
@@ -57,6 +66,9 @@ impl WatermarkTracker {
             .map(per_partition)
             .min();
         let candidate = active.or_else(|| self.partitions.values().map(per_partition).max())?;
+        if candidate == i64::MIN {
+            return None;
+        }
         (candidate > self.emitted).then(|| {
             self.emitted = candidate;
             candidate
@@ -90,6 +102,32 @@ mod tests {
         assert_eq!(w.advance(t0), Some(145));
         w.observe(0, 90, t0);
         assert_eq!(w.advance(t0), None, "never goes back");
+    }
+
+    #[test]
+    fn an_expected_partition_holds_it_back_until_it_delivers_or_idles() {
+        let t0 = Instant::now();
+        let mut w = WatermarkTracker::new(0, Duration::from_secs(1));
+        w.expect(0, t0);
+        w.expect(1, t0);
+        w.observe(0, 100, t0);
+        assert_eq!(
+            w.advance(t0),
+            None,
+            "partition 1 may still deliver older events"
+        );
+        w.observe(1, 40, t0);
+        assert_eq!(w.advance(t0), Some(40));
+        let mut w = WatermarkTracker::new(0, Duration::from_secs(1));
+        w.expect(0, t0);
+        w.expect(1, t0);
+        let later = t0 + Duration::from_millis(1500);
+        w.observe(0, 100, later);
+        assert_eq!(
+            w.advance(later),
+            Some(100),
+            "partition 1 stayed silent: idle"
+        );
     }
 
     #[test]
