@@ -346,19 +346,58 @@ impl Operator for WindowFinalAggregate {
             .map(|i| self.keys.intern(rows.row(i).as_ref()))
             .collect();
 
-        // Rows per open window (a chunk touches a handful of windows).
+        // Rows per open window. Window ends are multiples of the step past the
+        // chunk's first end, so a window's bucket is found by arithmetic.
+        let step = match self.kind {
+            WindowKind::Tumbling { size } => size,
+            WindowKind::Hopping { advance, .. } => advance,
+            WindowKind::Cumulate { step, .. } => step,
+            WindowKind::Session { gap } => gap,
+        };
+        let first_end = chunk
+            .rowtime
+            .values()
+            .iter()
+            .min()
+            .map(|&t| {
+                let mut first = i64::MAX;
+                windows_of(self.kind, t, |_, end| first = first.min(end));
+                first
+            })
+            .unwrap_or(0);
         let mut buckets: Vec<(i64, i64, Vec<u32>)> = Vec::new();
         let closed_before = self.watermark.saturating_sub(self.grace);
         for (i, t) in chunk.rowtime.values().iter().enumerate() {
             windows_of(self.kind, *t, |start, end| {
-                if end > closed_before {
-                    match buckets.iter_mut().find(|(e, ..)| *e == end) {
-                        Some((.., rows)) => rows.push(i as u32),
-                        None => buckets.push((end, start, vec![i as u32])),
-                    }
+                if end <= closed_before {
+                    return;
                 }
+                let slot = usize::try_from((end - first_end) / step)
+                    .ok()
+                    .filter(|s| *s < 1 << 16);
+                let bucket = match slot {
+                    Some(s) => {
+                        if buckets.len() <= s {
+                            buckets.resize_with(s + 1, || (i64::MIN, 0, Vec::new()));
+                        }
+                        s
+                    }
+                    // A chunk spanning a very long time: search instead.
+                    None => match buckets.iter().position(|(e, ..)| *e == end) {
+                        Some(b) => b,
+                        None => {
+                            buckets.push((i64::MIN, 0, Vec::new()));
+                            buckets.len() - 1
+                        }
+                    },
+                };
+                let (e, st, rows) = &mut buckets[bucket];
+                *e = end;
+                *st = start;
+                rows.push(i as u32);
             });
         }
+        buckets.retain(|(.., rows)| !rows.is_empty());
         let args = aggregate_inputs::arguments(&self.aggregates, batch)?;
         let masks = aggregate_inputs::filter_masks(&self.aggregates, batch)?;
 
