@@ -54,9 +54,8 @@ impl SourceTask {
         // the start. Files are read one after another: a file not opened yet is
         // not behind, just later.
         if !matches!(self.relation.connector, SourceConnector::File { .. }) {
-            let now = Instant::now();
             for p in 0..self.relation.partitions.max(1) {
-                watermarks.expect(p, now);
+                watermarks.expect(p);
             }
         }
         loop {

@@ -11,7 +11,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct PartitionTime {
     max_time: i64,
-    last_active: Instant,
+    /// `None` for an expected partition before the source delivered anything:
+    /// idle clocks start with the first delivery (connecting can take longer
+    /// than the idle timeout).
+    last_active: Option<Instant>,
 }
 
 pub struct WatermarkTracker {
@@ -35,21 +38,24 @@ impl WatermarkTracker {
     /// Declares a partition that will deliver events: until it does (or stays
     /// silent for the idle timeout) it holds the watermark back, so a partition that
     /// is merely read later than the others cannot have its events made late.
-    pub fn expect(&mut self, partition: i32, now: Instant) {
+    pub fn expect(&mut self, partition: i32) {
         self.partitions.entry(partition).or_insert(PartitionTime {
             max_time: i64::MIN,
-            last_active: now,
+            last_active: None,
         });
     }
 
     /// Records that `partition` delivered events up to `max_time` at `now`.
     pub fn observe(&mut self, partition: i32, max_time: i64, now: Instant) {
+        for p in self.partitions.values_mut() {
+            p.last_active.get_or_insert(now);
+        }
         let p = self.partitions.entry(partition).or_insert(PartitionTime {
             max_time,
-            last_active: now,
+            last_active: Some(now),
         });
         p.max_time = p.max_time.max(max_time);
-        p.last_active = now;
+        p.last_active = Some(now);
     }
 
     /// The new watermark if it moved forward since the last call.
@@ -62,7 +68,10 @@ impl WatermarkTracker {
         let active = self
             .partitions
             .values()
-            .filter(|p| now.duration_since(p.last_active) < self.idle_timeout)
+            .filter(|p| {
+                p.last_active
+                    .is_none_or(|t| now.duration_since(t) < self.idle_timeout)
+            })
             .map(per_partition)
             .min();
         let candidate = active.or_else(|| self.partitions.values().map(per_partition).max())?;
@@ -108,8 +117,8 @@ mod tests {
     fn an_expected_partition_holds_it_back_until_it_delivers_or_idles() {
         let t0 = Instant::now();
         let mut w = WatermarkTracker::new(0, Duration::from_secs(1));
-        w.expect(0, t0);
-        w.expect(1, t0);
+        w.expect(0);
+        w.expect(1);
         w.observe(0, 100, t0);
         assert_eq!(
             w.advance(t0),
@@ -118,14 +127,18 @@ mod tests {
         );
         w.observe(1, 40, t0);
         assert_eq!(w.advance(t0), Some(40));
+        // Idle clocks start with the first delivery, not when the source starts.
         let mut w = WatermarkTracker::new(0, Duration::from_secs(1));
-        w.expect(0, t0);
-        w.expect(1, t0);
+        w.expect(0);
+        w.expect(1);
         let later = t0 + Duration::from_millis(1500);
         w.observe(0, 100, later);
+        assert_eq!(w.advance(later), None, "a slow start is not idleness");
+        let much_later = later + Duration::from_millis(1500);
+        w.observe(0, 200, much_later);
         assert_eq!(
-            w.advance(later),
-            Some(100),
+            w.advance(much_later),
+            Some(200),
             "partition 1 stayed silent: idle"
         );
     }

@@ -111,7 +111,12 @@ impl Engine {
         for relation in catalog.relations.values() {
             self.register_relation(relation)?;
         }
-        for q in catalog.queries.values() {
+        // Queries that keep tables first: starting a query restores its state
+        // before it runs, so a stream-table join started after them looks up the
+        // restored rows instead of an empty table.
+        let mut queries: Vec<&crate::catalog::QueryMeta> = catalog.queries.values().collect();
+        queries.sort_by_key(|q| !catalog.relation(&q.sink).is_some_and(|r| r.is_table()));
+        for q in queries {
             if q.status != crate::catalog::QueryStatus::Running {
                 continue;
             }

@@ -459,6 +459,11 @@ impl Operator for GroupAggregate {
         for (i, (key, _)) in entries.iter().enumerate() {
             let end = ends.as_ref().map_or(i64::MAX, |e| e[i]);
             let g = self.group_for(key, end)? as usize;
+            // The latest event time is not saved; a window's last instant stands
+            // in (an EMIT FINAL row needs a real timestamp).
+            if end < i64::MAX {
+                self.rowtime[g] = end - 1;
+            }
             let mut c = 0;
             for (a, &w) in self.state_widths.iter().enumerate() {
                 let states: Vec<ArrayRef> =

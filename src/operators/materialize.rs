@@ -72,6 +72,12 @@ impl MaterializedTable {
     /// Applies a changelog chunk atomically: a concurrent snapshot sees all of it or
     /// none of it.
     pub fn apply(&self, chunk: &Chunk) -> Result<()> {
+        self.apply_noting_new(chunk).map(|_| ())
+    }
+
+    /// [`apply`](Self::apply), returning for each row whether it inserted a key
+    /// the table did not have.
+    pub fn apply_noting_new(&self, chunk: &Chunk) -> Result<Vec<bool>> {
         let keys: Vec<ArrayRef> = self
             .key_cols
             .iter()
@@ -80,19 +86,22 @@ impl MaterializedTable {
         let keys = self.key_rows.convert_columns(&keys)?;
         let rows = self.full_rows.convert_columns(chunk.batch.columns())?;
         let mut inner = self.inner.write();
+        let mut new = Vec::with_capacity(chunk.num_rows());
         for i in 0..chunk.num_rows() {
             let key: Box<[u8]> = keys.row(i).as_ref().into();
             match chunk.op(i) {
                 Op::Upsert => {
-                    inner.rows.insert(key.clone(), rows.row(i).as_ref().into());
+                    let old = inner.rows.insert(key.clone(), rows.row(i).as_ref().into());
+                    new.push(old.is_none());
                 }
                 Op::Delete => {
                     inner.rows.remove(&key);
+                    new.push(false);
                 }
             }
             inner.dirty.insert(key);
         }
-        Ok(())
+        Ok(new)
     }
 
     /// All rows, in key order.
@@ -250,7 +259,7 @@ impl Operator for Materialize {
     }
 
     fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
-        self.table.apply(&chunk)?;
+        let new = self.table.apply_noting_new(&chunk)?;
         if let Some(r) = self.retention {
             let ends = i64_values(chunk.batch.column(r.end_column))?;
             let keys: Vec<ArrayRef> = self
@@ -260,8 +269,9 @@ impl Operator for Materialize {
                 .map(|&i| chunk.batch.column(i).clone())
                 .collect();
             let keys = self.table.key_rows.convert_columns(&keys)?;
-            for i in 0..chunk.num_rows() {
-                if chunk.op(i) == Op::Upsert && ends.is_valid(i) {
+            // One expiry entry per window row, not one per update of it.
+            for (i, &is_new) in new.iter().enumerate() {
+                if is_new && ends.is_valid(i) {
                     self.expiry
                         .push(Reverse((ends.value(i), keys.row(i).as_ref().into())));
                 }

@@ -22,6 +22,12 @@ use crate::state::{QueryState, StateWriteBatch};
 /// Calls `f(start, end)` for every window of `kind` containing event time `t`,
 /// oldest first.
 pub fn windows_of(kind: WindowKind, t: i64, mut f: impl FnMut(i64, i64)) {
+    // Times within two window sizes of the i64 range have no window (the arithmetic
+    // below would overflow); such events count as late.
+    let margin = kind.max_size().saturating_mul(2);
+    if t.checked_add(margin).is_none() || t.checked_sub(margin).is_none() {
+        return;
+    }
     match kind {
         WindowKind::Tumbling { size } => {
             let start = t - t.rem_euclid(size);
@@ -171,7 +177,9 @@ impl Operator for WindowAssign {
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         if watermark > self.watermark {
             self.watermark = watermark;
-            self.watermark_dirty = true;
+            // The end-of-input watermark is not saved: input added to a file later
+            // must not be late after a restart.
+            self.watermark_dirty = watermark < i64::MAX;
         }
         out.push(Message::Watermark(watermark));
         Ok(())
@@ -317,6 +325,21 @@ mod tests {
                 (1, 30, 60)
             ]
         );
+    }
+
+    #[test]
+    fn times_at_the_ends_of_the_range_have_no_window() {
+        let (rows, late) = assign(
+            WindowKind::Hopping {
+                size: 10,
+                advance: 5,
+            },
+            0,
+            &[i64::MAX - 3, i64::MIN + 3],
+            i64::MIN,
+        );
+        assert!(rows.is_empty());
+        assert_eq!(late, 2);
     }
 
     #[test]

@@ -366,30 +366,35 @@ impl Operator for WindowFinalAggregate {
             })
             .unwrap_or(0);
         let mut buckets: Vec<(i64, i64, Vec<u32>)> = Vec::new();
+        // Windows too far from the chunk's first for a dense index (a chunk
+        // spanning a very long time): their own buckets, found by end.
+        let mut far: HashMap<i64, usize> = HashMap::new();
+        const DENSE: usize = 1 << 16;
         let closed_before = self.watermark.saturating_sub(self.grace);
         for (i, t) in chunk.rowtime.values().iter().enumerate() {
             windows_of(self.kind, *t, |start, end| {
                 if end <= closed_before {
                     return;
                 }
-                let slot = usize::try_from((end - first_end) / step)
-                    .ok()
-                    .filter(|s| *s < 1 << 16);
-                let bucket = match slot {
+                let dense = end
+                    .checked_sub(first_end)
+                    .and_then(|d| usize::try_from(d / step).ok())
+                    .filter(|s| *s < DENSE);
+                let bucket = match dense {
                     Some(s) => {
                         if buckets.len() <= s {
                             buckets.resize_with(s + 1, || (i64::MIN, 0, Vec::new()));
                         }
                         s
                     }
-                    // A chunk spanning a very long time: search instead.
-                    None => match buckets.iter().position(|(e, ..)| *e == end) {
-                        Some(b) => b,
-                        None => {
-                            buckets.push((i64::MIN, 0, Vec::new()));
-                            buckets.len() - 1
+                    None => *far.entry(end).or_insert_with(|| {
+                        // Far buckets live after every dense slot.
+                        if buckets.len() < DENSE {
+                            buckets.resize_with(DENSE, || (i64::MIN, 0, Vec::new()));
                         }
-                    },
+                        buckets.push((i64::MIN, 0, Vec::new()));
+                        buckets.len() - 1
+                    }),
                 };
                 let (e, st, rows) = &mut buckets[bucket];
                 *e = end;
@@ -476,7 +481,11 @@ impl Operator for WindowFinalAggregate {
         // Group keys are at least 16 bytes, so this one-byte key cannot collide.
         // With the watermark restored, an event replayed after a crash cannot
         // reopen a window that had closed.
-        batch.put(id, WATERMARK_KEY, self.watermark.to_be_bytes().to_vec());
+        // Not the end-of-input watermark: input added to a file later must not be
+        // late after a restart.
+        if self.watermark < i64::MAX {
+            batch.put(id, WATERMARK_KEY, self.watermark.to_be_bytes().to_vec());
+        }
         let dirty: Vec<i64> = self
             .windows
             .iter()

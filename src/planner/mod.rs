@@ -458,7 +458,7 @@ fn translate(
                     partial.operators.push(op);
                     partial.windowed_aggregate = true;
                     let retention = w.clause.retention.unwrap_or_else(|| {
-                        DEFAULT_RETENTION_MS.max(w.clause.kind.max_size() + w.clause.grace)
+                        DEFAULT_RETENTION_MS.max(w.clause.kind.max_size().saturating_add(w.clause.grace))
                     });
                     partial.window_end_key = Some((end, retention));
                 }

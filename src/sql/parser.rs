@@ -407,7 +407,10 @@ fn parse_columns(
     let mut table_key: Vec<Ident> = Vec::new();
     let mut watermark = None;
     loop {
-        if peek_word(p, "WATERMARK") {
+        // `WATERMARK FOR ...`; a column may still be called watermark.
+        if peek_word(p, "WATERMARK")
+            && matches!(&p.peek_nth_token(1).token, Token::Word(w) if w.keyword == Keyword::FOR)
+        {
             watermark = Some(parse_watermark(p)?);
         } else if p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
             // Table constraint: PRIMARY KEY (a, b)
@@ -947,6 +950,20 @@ mod tests {
         assert_eq!(c.with["kafka_topic"].value, "pageviews");
         assert_eq!(c.with["partitions"].value, "4");
         assert_eq!(c.with["timestamp"].value, "ts");
+    }
+
+    #[test]
+    fn watermark_declarations() {
+        let Statement::CreateSource(c) = one(
+            "CREATE STREAM s (ts TIMESTAMP, watermark INT, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH (kafka_topic='s')",
+        ) else {
+            panic!()
+        };
+        assert_eq!(c.columns.len(), 2, "a column may be called watermark");
+        assert_eq!(c.watermark.unwrap().delay_ms, 5_000);
+        let err =
+            parse_script("CREATE STREAM s (ts TIMESTAMP, WATERMARK FOR ts AS ts + 1)").unwrap_err();
+        assert!(err.to_string().contains("INTERVAL"), "{err}");
     }
 
     #[test]

@@ -311,6 +311,9 @@ fn parse_clause(kind: &str, tokens: &[TokenWithSpan], at: SqlPosition) -> Result
     })
 }
 
+/// Windows one event may belong to, at most (each is updated per event).
+const MAX_WINDOWS_PER_EVENT: i64 = 10_000;
+
 pub fn check_hop(size: i64, advance: i64, at: Option<SqlPosition>) -> Result<()> {
     if advance > size {
         return Err(SluiceError::sql_at(
@@ -319,10 +322,30 @@ pub fn check_hop(size: i64, advance: i64, at: Option<SqlPosition>) -> Result<()>
             Some("use a TUMBLING window when advance = size".into()),
         ));
     }
+    if size / advance > MAX_WINDOWS_PER_EVENT {
+        return Err(SluiceError::sql_at(
+            format!(
+                "each event would belong to {} windows; the limit is {MAX_WINDOWS_PER_EVENT}",
+                size / advance
+            ),
+            at,
+            Some("advance by a larger step".into()),
+        ));
+    }
     Ok(())
 }
 
 pub fn check_cumulate(step: i64, max: i64, at: Option<SqlPosition>) -> Result<()> {
+    if max / step > MAX_WINDOWS_PER_EVENT {
+        return Err(SluiceError::sql_at(
+            format!(
+                "each event would belong to up to {} windows; the limit is {MAX_WINDOWS_PER_EVENT}",
+                max / step
+            ),
+            at,
+            Some("use a larger step".into()),
+        ));
+    }
     if max % step != 0 {
         return Err(SluiceError::sql_at(
             "a cumulating window's size must be a multiple of its step",

@@ -48,6 +48,10 @@ u3 | {"name": "Cy", "region": "eu"}
 u1 | apac
 u3 | eu
 
+-- After a restart the join looks up the table's restored rows (the table's
+-- query starts first).
+--- restart
+
 --- input clicks
 {"click_id": 4, "user_id": "u1", "url": "/d"}
 {"click_id": 5, "user_id": "u2", "url": "/e"}
