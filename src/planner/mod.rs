@@ -606,7 +606,14 @@ fn translate_lookup_join(
         .collect();
     let mut by_key: Vec<Option<&Expr>> = vec![None; key_names.len()];
     for (l, r) in &join.on {
-        let pos = match r {
+        // Type coercion may have cast the table's side; the lookup casts the
+        // stream's values to the key's type itself.
+        let column = match r {
+            Expr::Cast(c) => c.expr.as_ref(),
+            Expr::TryCast(c) => c.expr.as_ref(),
+            other => other,
+        };
+        let pos = match column {
             Expr::Column(c) => key_names.iter().position(|k| *k == c.name),
             _ => None,
         };

@@ -302,6 +302,18 @@ fn parse_clause(kind: &str, tokens: &[TokenWithSpan], at: SqlPosition) -> Result
             WindowKind::Cumulate { step, max }
         }
     };
+    // Retention counts from the window's end; a window may change until end + grace.
+    if let Some(r) = retention.filter(|r| *r < grace) {
+        return Err(SluiceError::sql_at(
+            format!(
+                "RETENTION ({}) must be at least the grace period ({})",
+                format_duration(r),
+                format_duration(grace)
+            ),
+            Some(at),
+            Some("closed windows are kept for RETENTION after their end; they can change until end + grace".into()),
+        ));
+    }
     Ok(WindowClause {
         kind,
         grace,
