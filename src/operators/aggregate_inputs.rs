@@ -28,6 +28,19 @@ pub fn state_layout(aggregates: &[AggregateSpec]) -> Result<(RowConverter, Vec<u
     Ok((RowConverter::new(sort)?, widths))
 }
 
+/// The same for retractable ("sliding") accumulators, whose state DataFusion does
+/// not declare (a sliding SUM keeps its row count too): read off a fresh one.
+pub fn sliding_state_layout(aggregates: &[AggregateSpec]) -> Result<(RowConverter, Vec<usize>)> {
+    let mut sort = Vec::new();
+    let mut widths = Vec::with_capacity(aggregates.len());
+    for a in aggregates {
+        let state = a.function.create_sliding_accumulator()?.state()?;
+        widths.push(state.len());
+        sort.extend(state.iter().map(|v| SortField::new(v.data_type())));
+    }
+    Ok((RowConverter::new(sort)?, widths))
+}
+
 /// Row format of the group columns `columns` of `schema`.
 pub fn key_layout(
     schema: &SchemaRef,

@@ -75,6 +75,11 @@ pub struct GroupAggregate {
     /// False for a slot whose window closed (free for reuse).
     live: Vec<bool>,
     window: Option<WindowState>,
+    /// Aggregating a changelog: Delete rows are retractions, accumulators are
+    /// DataFusion's retractable ("sliding") ones, and `rows` counts each group's
+    /// live input rows so an emptied group becomes a delete.
+    retracting: bool,
+    rows_in: Vec<i64>,
 }
 
 impl GroupAggregate {
@@ -105,6 +110,26 @@ impl GroupAggregate {
             rowtime: Vec::new(),
             live: Vec::new(),
             window: None,
+            retracting: false,
+            rows_in: Vec::new(),
+        })
+    }
+
+    /// Aggregates a changelog of retractions (Delete) and additions (Upsert).
+    pub fn retracting(mut self) -> Result<Self> {
+        let (state_rows, state_widths) =
+            super::aggregate_inputs::sliding_state_layout(&self.aggregates)?;
+        self.state_rows = state_rows;
+        self.state_widths = state_widths;
+        self.retracting = true;
+        Ok(self)
+    }
+
+    fn new_accumulator(&self, a: &AggregateSpec) -> Result<Box<dyn Accumulator>> {
+        Ok(if self.retracting {
+            a.function.create_sliding_accumulator()?
+        } else {
+            a.function.create_accumulator()?
         })
     }
 
@@ -132,7 +157,7 @@ impl GroupAggregate {
         }
         let mut accs = Vec::with_capacity(self.aggregates.len());
         for a in &self.aggregates {
-            accs.push(a.function.create_accumulator()?);
+            accs.push(self.new_accumulator(a)?);
         }
         let key: Box<[u8]> = key.into();
         let reused = self.window.as_mut().and_then(|w| w.free.pop());
@@ -144,6 +169,7 @@ impl GroupAggregate {
                 self.is_dirty[i] = false;
                 self.rowtime[i] = i64::MIN;
                 self.live[i] = true;
+                self.rows_in[i] = 0;
                 g
             }
             None => {
@@ -152,6 +178,7 @@ impl GroupAggregate {
                 self.is_dirty.push(false);
                 self.rowtime.push(i64::MIN);
                 self.live.push(true);
+                self.rows_in.push(0);
                 (self.keys.len() - 1) as u32
             }
         };
@@ -254,11 +281,21 @@ impl GroupAggregate {
             columns.push(array);
         }
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
-        let n = batch.num_rows();
+        // A group whose every input row was retracted leaves the table.
+        let ops: Vec<i8> = groups
+            .iter()
+            .map(|&g| {
+                if self.retracting && self.rows_in[g as usize] <= 0 {
+                    Op::Delete as i8
+                } else {
+                    Op::Upsert as i8
+                }
+            })
+            .collect();
         Ok(Chunk::new(
             batch,
             Int64Array::from_iter_values(groups.iter().map(|&g| self.rowtime[g as usize])),
-            Some(Int8Array::from(vec![Op::Upsert as i8; n])),
+            Some(Int8Array::from(ops)),
         ))
     }
 }
@@ -281,9 +318,9 @@ impl Operator for GroupAggregate {
     }
 
     fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
-        if chunk.ops.is_some() {
+        if chunk.ops.is_some() && !self.retracting {
             return Err(SluiceError::Internal(
-                "GroupAggregate received a changelog; aggregating a TABLE is not supported".into(),
+                "GroupAggregate received a changelog without retraction support".into(),
             ));
         }
         let n = chunk.num_rows();
@@ -329,6 +366,25 @@ impl Operator for GroupAggregate {
             fill[s] += 1;
         }
         let order = UInt32Array::from(order);
+        // Additions (true) and retractions (false), in group order.
+        let adds: Option<BooleanArray> = match &chunk.ops {
+            Some(ops) => {
+                let ops = take(ops, &order, None)?;
+                let ops = ops
+                    .as_any()
+                    .downcast_ref::<Int8Array>()
+                    .ok_or_else(|| SluiceError::Internal("ops are not Int8".into()))?;
+                Some(ops.iter().map(|o| Some(o.unwrap_or(1) >= 0)).collect())
+            }
+            None => None,
+        };
+        if let Some(adds) = &adds {
+            for (s, &g) in touched.iter().enumerate() {
+                let slice = adds.slice(starts[s], counts[s]);
+                let added = slice.true_count() as i64;
+                self.rows_in[g as usize] += added - (counts[s] as i64 - added);
+            }
+        }
 
         for (a, spec) in self.aggregates.iter().enumerate() {
             let args: Vec<ArrayRef> = spec
@@ -364,7 +420,35 @@ impl Operator for GroupAggregate {
                         .map(|c| filter(c, &m))
                         .collect::<std::result::Result<_, _>>()?;
                 }
-                self.accumulators[g as usize][a].update_batch(&slices)?;
+                match &adds {
+                    None => self.accumulators[g as usize][a].update_batch(&slices)?,
+                    Some(adds) => {
+                        // The FILTER mask, if any, applies to additions and
+                        // retractions alike.
+                        let mut sign = adds.slice(start, len);
+                        if let Some(mask) = &mask {
+                            sign = filter(&sign, &mask.slice(start, len))?
+                                .as_any()
+                                .downcast_ref::<BooleanArray>()
+                                .cloned()
+                                .ok_or_else(|| SluiceError::Internal("mask".into()))?;
+                        }
+                        let removed = arrow::compute::not(&sign)?;
+                        let plus: Vec<ArrayRef> = slices
+                            .iter()
+                            .map(|c| filter(c, &sign))
+                            .collect::<std::result::Result<_, _>>()?;
+                        let minus: Vec<ArrayRef> = slices
+                            .iter()
+                            .map(|c| filter(c, &removed))
+                            .collect::<std::result::Result<_, _>>()?;
+                        let acc = &mut self.accumulators[g as usize][a];
+                        if minus.first().is_some_and(|c| !c.is_empty()) {
+                            acc.retract_batch(&minus)?;
+                        }
+                        acc.update_batch(&plus)?;
+                    }
+                }
             }
         }
         for &g in &touched {
@@ -433,7 +517,13 @@ impl Operator for GroupAggregate {
         let arrays = super::aggregate_inputs::accumulator_states(groups, width)?;
         let rows = self.state_rows.convert_columns(&arrays)?;
         for (i, &g) in dirty.iter().enumerate() {
-            batch.put(id, &self.keys[g as usize], rows.row(i).as_ref().to_vec());
+            let mut value = Vec::new();
+            if self.retracting {
+                // How many input rows the group holds, ahead of the state row.
+                value.extend_from_slice(&self.rows_in[g as usize].to_be_bytes());
+            }
+            value.extend_from_slice(rows.row(i).as_ref());
+            batch.put(id, &self.keys[g as usize], value);
         }
         Ok(())
     }
@@ -443,10 +533,24 @@ impl Operator for GroupAggregate {
         if entries.is_empty() {
             return Ok(());
         }
+        let prefix = if self.retracting { 8 } else { 0 };
+        let corrupt = || SluiceError::Internal("corrupt aggregate state".into());
+        let mut counts = Vec::with_capacity(entries.len());
+        for (_, v) in &entries {
+            if prefix > 0 {
+                let head: [u8; 8] = v
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(corrupt)?;
+                counts.push(i64::from_be_bytes(head));
+            }
+        }
         let parser = self.state_rows.parser();
-        let arrays = self
-            .state_rows
-            .convert_rows(entries.iter().map(|(_, v)| parser.parse(v)))?;
+        let arrays = self.state_rows.convert_rows(
+            entries
+                .iter()
+                .map(|(_, v)| parser.parse(&v[prefix.min(v.len())..])),
+        )?;
         let ends = if self.window.is_some() {
             let key_parser = self.key_rows.parser();
             let keys = self
@@ -459,6 +563,9 @@ impl Operator for GroupAggregate {
         for (i, (key, _)) in entries.iter().enumerate() {
             let end = ends.as_ref().map_or(i64::MAX, |e| e[i]);
             let g = self.group_for(key, end)? as usize;
+            if let Some(&c) = counts.get(i) {
+                self.rows_in[g] = c;
+            }
             // The latest event time is not saved; a window's last instant stands
             // in (an EMIT FINAL row needs a real timestamp).
             if end < i64::MAX {

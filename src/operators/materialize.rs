@@ -118,7 +118,7 @@ impl MaterializedTable {
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
-    fn snapshot_changes(&self, id: u16, batch: &mut StateWriteBatch) {
+    pub(crate) fn snapshot_changes(&self, id: u16, batch: &mut StateWriteBatch) {
         let mut inner = self.inner.write();
         let dirty = std::mem::take(&mut inner.dirty);
         for key in dirty {
@@ -198,7 +198,7 @@ impl MaterializedTable {
         Ok(inner.rows.keys().cloned().zip(values.iter()).collect())
     }
 
-    fn restore_rows(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+    pub(crate) fn restore_rows(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
         let mut inner = self.inner.write();
         inner.rows.clear();
         inner.dirty.clear();

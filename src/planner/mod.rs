@@ -28,8 +28,8 @@ use crate::operators::group_aggregate::{AggregateSpec, WindowedGroups};
 use crate::operators::session_aggregate::SessionColumns;
 use crate::operators::window_final_aggregate::WindowColumns;
 use crate::operators::{
-    Filter, GroupAggregate, LookupJoin, MaterializedTable, Operator, Project, SessionAggregate,
-    WindowAssign, WindowFinalAggregate,
+    ChangelogRetractions, Filter, GroupAggregate, LookupJoin, MaterializedTable, Operator, Project,
+    SessionAggregate, WindowAssign, WindowFinalAggregate,
 };
 use crate::sql::{EmitMode, WindowClause, WindowKind};
 use window::WindowContext;
@@ -351,11 +351,14 @@ fn translate(
         }
         LogicalPlan::Aggregate(agg) => {
             let mut partial = translate(state, catalog, &agg.input, allow_limit, window, tables)?;
-            if partial.changelog {
-                return Err(unsupported(
-                    "aggregating a TABLE",
-                    "aggregate a STREAM; GROUP BY over a changelog (with retractions) is planned",
-                ));
+            // Aggregating a TABLE: each change retracts the key's old row and adds
+            // the new one, so only aggregates that can take a row back work.
+            let over_changelog = partial.changelog;
+            if over_changelog && partial.keys.len() < partial.required_keys {
+                return Err(SluiceError::sql(
+                    "aggregating a TABLE needs its PRIMARY KEY columns in the query's input (to retract a row when its key changes)",
+                )
+                .with_hint("select from the table directly, or keep its key columns in the subquery"));
             }
             let input_schema = agg.input.schema();
             let physical_input = input_schema.as_arrow();
@@ -385,7 +388,23 @@ fn translate(
                         "remove the ORDER BY from the aggregate call",
                     ));
                 }
+                if over_changelog {
+                    let name = function.fun().name().to_ascii_lowercase();
+                    if function.is_distinct() || !["count", "sum", "avg", "mean"].contains(&name.as_str()) {
+                        return Err(unsupported(
+                            &format!("{}(...) over a TABLE", name.to_uppercase()),
+                            "over a changelog, aggregates must be able to take a row back: COUNT, SUM and AVG; aggregate the stream the table comes from for the others",
+                        ));
+                    }
+                }
                 aggregates.push(AggregateSpec { function, filter });
+            }
+            if over_changelog {
+                let input = Arc::new(agg.input.schema().as_arrow().clone());
+                let current = MaterializedTable::new(input, partial.keys.clone())?;
+                partial
+                    .operators
+                    .push(Box::new(ChangelogRetractions::new(current, partial.keys.clone())));
             }
             let schema = Arc::new(agg.schema.as_arrow().clone());
             let n_keys = group_exprs.len();
@@ -462,9 +481,13 @@ fn translate(
                     });
                     partial.window_end_key = Some((end, retention));
                 }
-                _ => partial
-                    .operators
-                    .push(Box::new(GroupAggregate::new(group_exprs, aggregates, schema)?)),
+                _ => {
+                    let mut op = GroupAggregate::new(group_exprs, aggregates, schema)?;
+                    if over_changelog {
+                        op = op.retracting()?;
+                    }
+                    partial.operators.push(Box::new(op));
+                }
             }
             partial.schema = agg.schema.clone();
             partial.changelog = true;
