@@ -41,6 +41,63 @@ pub(super) async fn plan(
     plan_sql(&query.sql("bench"), relation, scratch).await
 }
 
+/// The `users` table of the enrichment benchmark: one row per generated user id
+/// (`user-0000042`), region and tier derived from the number.
+pub(super) fn users_table(users: u32) -> Result<(Relation, Arc<MaterializedTable>)> {
+    use arrow::array::{Int8Array as Ops, StringArray};
+    let col = |name: &str, sql_type: &str, key: bool| crate::catalog::ColumnMeta {
+        name: name.into(),
+        sql_type: sql_type.into(),
+        key,
+        not_null: key,
+    };
+    let relation = Relation::new(
+        "users".into(),
+        crate::sql::RelationKind::Table,
+        vec![
+            col("id", "VARCHAR", true),
+            col("region", "VARCHAR", false),
+            col("tier", "VARCHAR", false),
+        ],
+        "users".into(),
+        1,
+        {
+            let mut format = pageviews_relation("users", 1)?.format;
+            format.timestamp = None;
+            format
+        },
+        String::new(),
+        None,
+        vec![],
+    )?;
+    let table = MaterializedTable::new(relation.schema(), relation.key_indices())?;
+    const REGIONS: [&str; 4] = ["eu", "us", "apac", "latam"];
+    const TIERS: [&str; 3] = ["free", "pro", "enterprise"];
+    let mut start = 0u32;
+    while start < users {
+        let end = (start + 65_536).min(users);
+        let ids = StringArray::from_iter_values((start..end).map(|i| format!("user-{i:07}")));
+        let regions = StringArray::from_iter_values((start..end).map(|i| REGIONS[i as usize % 4]));
+        let tiers = StringArray::from_iter_values((start..end).map(|i| TIERS[i as usize % 3]));
+        let n = (end - start) as usize;
+        let batch = arrow::record_batch::RecordBatch::try_new(
+            relation.schema(),
+            vec![Arc::new(ids), Arc::new(regions), Arc::new(tiers)],
+        )?;
+        table.apply(&Chunk::new(
+            batch,
+            arrow::array::Int64Array::from(vec![0; n]),
+            Some(Ops::from(vec![crate::dataflow::Op::Upsert as i8; n])),
+        ))?;
+        start = end;
+    }
+    Ok((relation, table))
+}
+
+/// Rows of the enrichment benchmark's `users` table (set from `--users`).
+pub(super) static USERS_FOR_PLANNING: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(100_000);
+
 /// Plans a `CREATE ... AS SELECT` statement over `relation` like the engine does.
 pub(super) async fn plan_sql(sql: &str, relation: &Relation, scratch: &Path) -> Result<StreamPlan> {
     let backend: SharedBackend = LocalLog::open(&scratch.join("planning-log"))
@@ -62,6 +119,20 @@ pub(super) async fn plan_sql(sql: &str, relation: &Relation, scratch: &Path) -> 
     catalog
         .relations
         .insert(relation.name.clone(), relation.clone());
+    let users = if sql.contains(" users ") {
+        let (users_rel, table) =
+            users_table(USERS_FOR_PLANNING.load(std::sync::atomic::Ordering::Relaxed))?;
+        ctx.register_table(
+            "users",
+            Arc::new(crate::planner::providers::MaterializedProvider {
+                table: table.clone(),
+            }),
+        )?;
+        catalog.relations.insert("users".into(), users_rel);
+        Some(table)
+    } else {
+        None
+    };
     let statement = parse_script(sql)?
         .into_iter()
         .next()
@@ -79,7 +150,10 @@ pub(super) async fn plan_sql(sql: &str, relation: &Relation, scratch: &Path) -> 
         create.window.as_ref(),
         create.emit,
         false,
-        &|n: &str| Err(SluiceError::sql(format!("the benchmark has no table {n}"))),
+        &|n: &str| match (&users, n) {
+            (Some(t), "users") => Ok(t.clone()),
+            _ => Err(SluiceError::sql(format!("the benchmark has no table {n}"))),
+        },
     )
     .await
 }

@@ -53,12 +53,20 @@ pub const HOPPING_SQL: &str = "CREATE TABLE bench_url_hopping WITH (kafka_topic=
      APPROX_PERCENTILE(latency_ms, 0.99) AS p99_latency_ms \
      FROM pageviews WINDOW HOPPING (SIZE 1 MINUTE, ADVANCE BY 5 SECONDS, RETENTION 1 MINUTE) GROUP BY url EMIT FINAL";
 
+/// Stream-table enrichment: every pageview looks up its user's row in a table of
+/// `--users` rows (`users`, built before the timer starts).
+pub const ENRICH_SQL: &str =
+    "CREATE STREAM bench_enriched WITH (kafka_topic='{prefix}_enriched') AS \
+     SELECT p.user_id, p.url, p.status, u.region, u.tier \
+     FROM pageviews p JOIN users u ON p.user_id = u.id";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QueryArg {
     Filter,
     Groupby,
     Tumbling,
     Hopping,
+    Enrich,
     All,
 }
 
@@ -134,6 +142,7 @@ pub enum BenchQuery {
     GroupBy,
     Tumbling,
     Hopping,
+    Enrich,
 }
 
 impl BenchQuery {
@@ -143,6 +152,7 @@ impl BenchQuery {
             BenchQuery::GroupBy => "groupby",
             BenchQuery::Tumbling => "tumbling",
             BenchQuery::Hopping => "hopping",
+            BenchQuery::Enrich => "enrich",
         }
     }
 
@@ -153,6 +163,7 @@ impl BenchQuery {
             BenchQuery::GroupBy => GROUPBY_SQL,
             BenchQuery::Tumbling => TUMBLING_SQL,
             BenchQuery::Hopping => HOPPING_SQL,
+            BenchQuery::Enrich => ENRICH_SQL,
         }
         .replace("{prefix}", prefix)
     }
@@ -164,6 +175,7 @@ impl BenchQuery {
             BenchQuery::GroupBy => "bench_url_stats",
             BenchQuery::Tumbling => "bench_url_windows",
             BenchQuery::Hopping => "bench_url_hopping",
+            BenchQuery::Enrich => "bench_enriched",
         }
     }
 }
@@ -277,11 +289,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(args.events > 0, "--events must be at least 1");
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    inprocess::USERS_FOR_PLANNING.store(args.users, std::sync::atomic::Ordering::Relaxed);
     let queries: Vec<BenchQuery> = match args.query {
         QueryArg::Filter => vec![BenchQuery::Filter],
         QueryArg::Groupby => vec![BenchQuery::GroupBy],
         QueryArg::Tumbling => vec![BenchQuery::Tumbling],
         QueryArg::Hopping => vec![BenchQuery::Hopping],
+        QueryArg::Enrich => vec![BenchQuery::Enrich],
         QueryArg::All => vec![BenchQuery::Filter, BenchQuery::GroupBy],
     };
     let modes: Vec<ModeArg> = match args.mode {
