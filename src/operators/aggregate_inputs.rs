@@ -3,10 +3,13 @@
 //! and each chunk's aggregate arguments and FILTER masks.
 
 use arrow::array::{ArrayRef, BooleanArray};
-use arrow::datatypes::{FieldRef, SchemaRef};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::Accumulator;
+use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::group_aggregate::AggregateSpec;
@@ -41,31 +44,92 @@ pub fn sliding_state_layout(aggregates: &[AggregateSpec]) -> Result<(RowConverte
     Ok((RowConverter::new(sort)?, widths))
 }
 
-/// Row format of the group columns `columns` of `schema`.
-pub fn key_layout(
-    schema: &SchemaRef,
-    columns: impl Iterator<Item = usize>,
-) -> Result<RowConverter> {
-    Ok(RowConverter::new(
-        columns
-            .map(|i| SortField::new(schema.field(i).data_type().clone()))
-            .collect(),
-    )?)
+/// Where the window start and end sit among a windowed aggregate's group columns
+/// (the others form the key the operator indexes its state by).
+#[derive(Debug, Clone, Copy)]
+pub struct WindowColumns {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl WindowColumns {
+    fn is_window(&self, i: usize) -> bool {
+        i == self.start || i == self.end
+    }
+
+    /// The group expressions other than the window columns.
+    pub fn keys_of<T>(&self, group_exprs: Vec<T>) -> Vec<T> {
+        group_exprs
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !self.is_window(*i))
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// Row format of the non-window group columns among the first `n_groups`
+    /// columns of `schema`.
+    pub fn key_layout(&self, schema: &SchemaRef, n_groups: usize) -> Result<RowConverter> {
+        Ok(RowConverter::new(
+            (0..n_groups)
+                .filter(|i| !self.is_window(*i))
+                .map(|i| SortField::new(schema.field(i).data_type().clone()))
+                .collect(),
+        )?)
+    }
+
+    /// The first `n_groups` columns of `schema` in GROUP BY order: `starts` and
+    /// `ends` in the window positions, `keys` (in order) in the others.
+    pub fn group_columns(
+        &self,
+        schema: &SchemaRef,
+        n_groups: usize,
+        starts: ArrayRef,
+        ends: ArrayRef,
+        keys: Vec<ArrayRef>,
+    ) -> Result<Vec<ArrayRef>> {
+        let mut keys = keys.into_iter();
+        (0..n_groups)
+            .map(|i| {
+                let col = if i == self.start {
+                    starts.clone()
+                } else if i == self.end {
+                    ends.clone()
+                } else {
+                    keys.next()
+                        .ok_or_else(|| SluiceError::Internal("window group key".into()))?
+                };
+                conform(col, schema.field(i).data_type())
+            })
+            .collect()
+    }
+}
+
+/// `array` cast to `data_type` if it is not of that type already (an accumulator
+/// may produce a wider type than the one the plan declares).
+pub fn conform(array: ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == data_type {
+        Ok(array)
+    } else {
+        Ok(arrow::compute::cast(&array, data_type)?)
+    }
+}
+
+/// Each expression over `batch`, as a column.
+pub fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    let n = batch.num_rows();
+    Ok(exprs
+        .iter()
+        .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
+        .collect::<datafusion::error::Result<Vec<_>>>()?)
 }
 
 /// Each aggregate's argument columns over `batch`.
 pub fn arguments(aggregates: &[AggregateSpec], batch: &RecordBatch) -> Result<Vec<Vec<ArrayRef>>> {
-    let n = batch.num_rows();
-    Ok(aggregates
+    aggregates
         .iter()
-        .map(|spec| {
-            spec.function
-                .expressions()
-                .iter()
-                .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-                .collect::<datafusion::error::Result<Vec<_>>>()
-        })
-        .collect::<datafusion::error::Result<_>>()?)
+        .map(|spec| evaluate(&spec.function.expressions(), batch))
+        .collect()
 }
 
 /// Each aggregate's FILTER (WHERE ...) over `batch` (NULL counts as false).

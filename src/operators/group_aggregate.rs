@@ -270,15 +270,12 @@ impl GroupAggregate {
                 values.push(self.accumulators[g as usize][a].evaluate()?);
             }
             let field = self.schema.field(self.group_exprs.len() + a);
-            let mut array = if values.is_empty() {
+            let array = if values.is_empty() {
                 arrow::array::new_empty_array(field.data_type())
             } else {
                 ScalarValue::iter_to_array(values)?
             };
-            if array.data_type() != field.data_type() {
-                array = arrow::compute::cast(&array, field.data_type())?;
-            }
-            columns.push(array);
+            columns.push(super::aggregate_inputs::conform(array, field.data_type())?);
         }
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         // A group whose every input row was retracted leaves the table.
@@ -328,11 +325,7 @@ impl Operator for GroupAggregate {
             return Ok(());
         }
         let batch = &chunk.batch;
-        let key_arrays = self
-            .group_exprs
-            .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let key_arrays = super::aggregate_inputs::evaluate(&self.group_exprs, batch)?;
         let rows = self.key_rows.convert_columns(&key_arrays)?;
         let ends = self.row_ends(&key_arrays)?;
 

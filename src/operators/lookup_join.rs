@@ -67,11 +67,7 @@ impl Operator for LookupJoin {
         if n == 0 {
             return Ok(());
         }
-        let keys = self
-            .key_exprs
-            .iter()
-            .map(|e| e.evaluate(&chunk.batch).and_then(|v| v.into_array(n)))
-            .collect::<datafusion::error::Result<Vec<ArrayRef>>>()?;
+        let keys = super::aggregate_inputs::evaluate(&self.key_exprs, &chunk.batch)?;
         let found = self.table.lookup(&keys)?;
         let matched: Vec<bool> = found.iter().map(Option::is_some).collect();
         let table_schema = self.table.schema();

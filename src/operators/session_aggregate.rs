@@ -20,7 +20,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
-use super::aggregate_inputs;
+use super::aggregate_inputs::{self, WindowColumns};
 use super::group_aggregate::AggregateSpec;
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
@@ -42,17 +42,10 @@ struct Session {
 /// its key's list and its rowtime (`None`: a retraction).
 type OutRow = (Box<[u8]>, i64, i64, Option<(usize, i64)>);
 
-/// Where the window columns sit among the group columns.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionColumns {
-    pub start: usize,
-    pub end: usize,
-}
-
 pub struct SessionAggregate {
     /// Group expressions other than the window columns: the session key.
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
-    columns: SessionColumns,
+    columns: WindowColumns,
     aggregates: Vec<AggregateSpec>,
     /// Group columns (key and window, in GROUP BY order) then aggregates.
     schema: SchemaRef,
@@ -74,7 +67,7 @@ impl SessionAggregate {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         key_exprs: Vec<Arc<dyn PhysicalExpr>>,
-        columns: SessionColumns,
+        columns: WindowColumns,
         aggregates: Vec<AggregateSpec>,
         schema: SchemaRef,
         gap: i64,
@@ -82,10 +75,7 @@ impl SessionAggregate {
         emit_final: bool,
     ) -> Result<Self> {
         let n_groups = key_exprs.len() + 2;
-        let key_rows = aggregate_inputs::key_layout(
-            &schema,
-            (0..n_groups).filter(|i| *i != columns.start && *i != columns.end),
-        )?;
+        let key_rows = columns.key_layout(&schema, n_groups)?;
         let (state_rows, state_widths) = aggregate_inputs::state_layout(&aggregates)?;
         Ok(SessionAggregate {
             key_exprs,
@@ -201,24 +191,9 @@ impl SessionAggregate {
             items.iter().map(|(_, _, e, _)| *e),
         ));
         let n_groups = self.key_exprs.len() + 2;
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        let mut keys = key_columns.into_iter();
-        for i in 0..n_groups {
-            let col = if i == self.columns.start {
-                starts.clone()
-            } else if i == self.columns.end {
-                ends.clone()
-            } else {
-                keys.next()
-                    .ok_or_else(|| SluiceError::Internal("session key".into()))?
-            };
-            let field = self.schema.field(i);
-            columns.push(if col.data_type() != field.data_type() {
-                arrow::compute::cast(&col, field.data_type())?
-            } else {
-                col
-            });
-        }
+        let mut columns =
+            self.columns
+                .group_columns(&self.schema, n_groups, starts, ends, key_columns)?;
         for a in 0..self.aggregates.len() {
             let field = self.schema.field(n_groups + a);
             let mut values = Vec::with_capacity(items.len());
@@ -238,15 +213,12 @@ impl SessionAggregate {
                     None => ScalarValue::new_default(field.data_type())?,
                 });
             }
-            let mut array = if values.is_empty() {
+            let array = if values.is_empty() {
                 arrow::array::new_empty_array(field.data_type())
             } else {
                 ScalarValue::iter_to_array(values)?
             };
-            if array.data_type() != field.data_type() {
-                array = arrow::compute::cast(&array, field.data_type())?;
-            }
-            columns.push(array);
+            columns.push(aggregate_inputs::conform(array, field.data_type())?);
         }
         let ops: Vec<i8> = items
             .iter()
@@ -353,11 +325,7 @@ impl Operator for SessionAggregate {
             return Ok(());
         }
         let batch = &chunk.batch;
-        let key_arrays = self
-            .key_exprs
-            .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let key_arrays = aggregate_inputs::evaluate(&self.key_exprs, batch)?;
         let rows = self.key_rows.convert_columns(&key_arrays)?;
         let args = aggregate_inputs::arguments(&self.aggregates, batch)?;
         let masks = aggregate_inputs::filter_masks(&self.aggregates, batch)?;

@@ -30,7 +30,7 @@ use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::aggregate_inputs;
+use super::aggregate_inputs::{self, WindowColumns};
 use super::group_aggregate::AggregateSpec;
 use super::window_assign::windows_of;
 use super::Operator;
@@ -122,13 +122,6 @@ impl Keys {
     }
 }
 
-/// Where the window columns sit among the group columns.
-#[derive(Debug, Clone, Copy)]
-pub struct WindowColumns {
-    pub start: usize,
-    pub end: usize,
-}
-
 pub struct WindowFinalAggregate {
     /// Group expressions other than the window columns.
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -160,10 +153,7 @@ impl WindowFinalAggregate {
         grace: i64,
     ) -> Result<Self> {
         let n_groups = key_exprs.len() + 2;
-        let key_rows = aggregate_inputs::key_layout(
-            &schema,
-            (0..n_groups).filter(|i| *i != columns.start && *i != columns.end),
-        )?;
+        let key_rows = columns.key_layout(&schema, n_groups)?;
         let (state_rows, state_widths) = aggregate_inputs::state_layout(&aggregates)?;
         Ok(WindowFinalAggregate {
             key_exprs,
@@ -221,42 +211,24 @@ impl WindowFinalAggregate {
     fn emit(&mut self, end: i64, mut window: WindowGroups) -> Result<Chunk> {
         let n = window.key_ids.len();
         let parser = self.key_rows.parser();
-        let mut keys = self
-            .key_rows
-            .convert_rows(
-                window
-                    .key_ids
-                    .iter()
-                    .map(|&id| parser.parse(&self.keys.bytes[id as usize])),
-            )?
-            .into_iter();
+        let keys = self.key_rows.convert_rows(
+            window
+                .key_ids
+                .iter()
+                .map(|&id| parser.parse(&self.keys.bytes[id as usize])),
+        )?;
         let starts: ArrayRef = Arc::new(TimestampMillisecondArray::from_value(window.start, n));
         let ends: ArrayRef = Arc::new(TimestampMillisecondArray::from_value(end, n));
         let n_groups = self.key_exprs.len() + 2;
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
-        for i in 0..n_groups {
-            let col = if i == self.columns.start {
-                starts.clone()
-            } else if i == self.columns.end {
-                ends.clone()
-            } else {
-                keys.next()
-                    .ok_or_else(|| SluiceError::Internal("window key".into()))?
-            };
-            let field = self.schema.field(i);
-            columns.push(if col.data_type() != field.data_type() {
-                arrow::compute::cast(&col, field.data_type())?
-            } else {
-                col
-            });
-        }
+        let mut columns = self
+            .columns
+            .group_columns(&self.schema, n_groups, starts, ends, keys)?;
         for (a, acc) in window.accumulators.iter_mut().enumerate() {
             let field = self.schema.field(n_groups + a);
-            let mut array = acc.evaluate(EmitTo::All)?;
-            if array.data_type() != field.data_type() {
-                array = arrow::compute::cast(&array, field.data_type())?;
-            }
-            columns.push(array);
+            columns.push(aggregate_inputs::conform(
+                acc.evaluate(EmitTo::All)?,
+                field.data_type(),
+            )?);
         }
         for &id in &window.key_ids {
             self.deleted.push(self.state_key(end, window.start, id));
@@ -336,11 +308,7 @@ impl Operator for WindowFinalAggregate {
             return Ok(());
         }
         let batch = &chunk.batch;
-        let key_arrays = self
-            .key_exprs
-            .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let key_arrays = aggregate_inputs::evaluate(&self.key_exprs, batch)?;
         let rows = self.key_rows.convert_columns(&key_arrays)?;
         let ids: Vec<u32> = (0..n)
             .map(|i| self.keys.intern(rows.row(i).as_ref()))

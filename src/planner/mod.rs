@@ -24,9 +24,8 @@ use sqlparser::ast::{self, Query};
 
 use crate::catalog::Catalog;
 use crate::error::{Result, SluiceError};
+use crate::operators::aggregate_inputs::WindowColumns;
 use crate::operators::group_aggregate::{AggregateSpec, WindowedGroups};
-use crate::operators::session_aggregate::SessionColumns;
-use crate::operators::window_final_aggregate::WindowColumns;
 use crate::operators::{
     ChangelogRetractions, Filter, GroupAggregate, LookupJoin, MaterializedTable, Operator, Project,
     SessionAggregate, WindowAssign, WindowFinalAggregate,
@@ -426,15 +425,10 @@ fn translate(
                     };
                     let op: Box<dyn Operator> = match w.clause.kind {
                         WindowKind::Session { gap } => {
-                            let key_exprs = group_exprs
-                                .into_iter()
-                                .enumerate()
-                                .filter(|(i, _)| *i != start && *i != end)
-                                .map(|(_, e)| e)
-                                .collect();
+                            let columns = WindowColumns { start, end };
                             Box::new(SessionAggregate::new(
-                                key_exprs,
-                                SessionColumns { start, end },
+                                columns.keys_of(group_exprs),
+                                columns,
                                 aggregates,
                                 schema,
                                 gap,
@@ -451,15 +445,10 @@ fn translate(
                                 partial.operators[at] =
                                     Box::new(WindowAssign::new(kind, w.clause.grace, assign_schema).collapsed());
                             }
-                            let key_exprs = group_exprs
-                                .into_iter()
-                                .enumerate()
-                                .filter(|(i, _)| *i != start && *i != end)
-                                .map(|(_, e)| e)
-                                .collect();
+                            let columns = WindowColumns { start, end };
                             Box::new(WindowFinalAggregate::new(
-                                key_exprs,
-                                WindowColumns { start, end },
+                                columns.keys_of(group_exprs),
+                                columns,
                                 aggregates,
                                 schema,
                                 kind,
