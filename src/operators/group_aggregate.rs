@@ -435,11 +435,13 @@ impl Operator for GroupAggregate {
                             .iter()
                             .map(|c| filter(c, &removed))
                             .collect::<std::result::Result<_, _>>()?;
+                        // Additions first: a row retracted in this chunk may have
+                        // been added earlier in the same chunk.
                         let acc = &mut self.accumulators[g as usize][a];
+                        acc.update_batch(&plus)?;
                         if minus.first().is_some_and(|c| !c.is_empty()) {
                             acc.retract_batch(&minus)?;
                         }
-                        acc.update_batch(&plus)?;
                     }
                 }
             }

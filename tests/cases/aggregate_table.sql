@@ -25,8 +25,10 @@ us | 2 | 71 | 35.5
 
 --- restart
 
+-- Bob changes twice in one batch: the second change retracts the first.
 --- input users
 u4 | {"name": "Di", "region": "eu", "age": 20}
+u2 | {"name": "Bob", "region": "eu", "age": 99}
 u2 | {"name": "Bob", "region": "us", "age": 41}
 
 --- expect SELECT region, users, total_age, avg_age FROM per_region ORDER BY region
