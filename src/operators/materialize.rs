@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Int64Array};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 use parking_lot::RwLock;
 
 use super::Operator;
@@ -131,7 +131,13 @@ impl MaterializedTable {
 
     /// The current row of each key (`keys`: one array per key column, cast to the
     /// key types as needed), under one read lock.
-    pub fn lookup(&self, keys: &[ArrayRef]) -> Result<Vec<Option<Box<[u8]>>>> {
+    pub fn lookup(&self, keys: &[ArrayRef]) -> Result<Vec<Option<StoredRow>>> {
+        Ok(self.lookup_keyed(keys)?.1)
+    }
+
+    /// [`lookup`](Self::lookup), also returning the keys in row format (to tell
+    /// which rows of a chunk share a key).
+    pub(crate) fn lookup_keyed(&self, keys: &[ArrayRef]) -> Result<(Rows, Vec<Option<StoredRow>>)> {
         let keys = keys
             .iter()
             .zip(&self.key_cols)
@@ -146,7 +152,7 @@ impl MaterializedTable {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let rows = self.key_rows.convert_columns(&keys)?;
         let inner = self.inner.read();
-        Ok((0..rows.num_rows())
+        let found = (0..rows.num_rows())
             .map(|i| {
                 // A NULL key matches nothing, as in SQL.
                 if keys.iter().any(|k| k.is_null(i)) {
@@ -155,7 +161,9 @@ impl MaterializedTable {
                     inner.rows.get(rows.row(i).as_ref()).cloned()
                 }
             })
-            .collect())
+            .collect();
+        drop(inner);
+        Ok((rows, found))
     }
 
     /// Full rows (as stored) back to columns.
@@ -225,6 +233,9 @@ pub struct Retention {
 }
 
 type KeyedTime = (Box<[u8]>, Option<i64>);
+
+/// A full row as the table stores it (Arrow row format).
+pub type StoredRow = Box<[u8]>;
 
 /// Keeps a [`MaterializedTable`] up to date and passes the changelog on unchanged.
 pub struct Materialize {

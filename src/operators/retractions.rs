@@ -6,6 +6,7 @@
 //! and turns each change into "retract the old row" (op Delete, the old values)
 //! and "add the new row" (op Upsert).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, Int8Array};
@@ -43,43 +44,43 @@ impl Operator for ChangelogRetractions {
         if n == 0 {
             return Ok(());
         }
-        // Rows replaced within this chunk are retracted by their earlier version in
-        // the chunk, so apply row by row in order: look up, then update the table.
+        // One lookup for the chunk. A key that occurs again later in the chunk
+        // replaces its own earlier row, which is what that occurrence retracts.
+        let keys: Vec<ArrayRef> = self
+            .key_cols
+            .iter()
+            .map(|&c| chunk.batch.column(c).clone())
+            .collect();
+        let (key_rows, found) = self.current.lookup_keyed(&keys)?;
+        let mut latest: HashMap<&[u8], usize> = HashMap::new();
         let mut picks: Vec<(usize, usize)> = Vec::with_capacity(2 * n);
         let mut ops: Vec<i8> = Vec::with_capacity(2 * n);
         let mut times: Vec<i64> = Vec::with_capacity(2 * n);
-        let mut old_rows: Vec<Box<[u8]>> = Vec::new();
-        for i in 0..n {
-            let row = chunk.batch.slice(i, 1);
-            let keys: Vec<ArrayRef> = self
-                .key_cols
-                .iter()
-                .map(|&c| row.column(c).clone())
-                .collect();
-            if let Some(Some(old)) = self.current.lookup(&keys)?.pop() {
-                picks.push((0, old_rows.len()));
-                old_rows.push(old);
+        let mut old_rows: Vec<&[u8]> = Vec::new();
+        for (i, stored) in found.iter().enumerate() {
+            let old = match latest.insert(key_rows.row(i).data(), i) {
+                Some(j) => (chunk.op(j) == Op::Upsert).then_some((1, j)),
+                None => stored.as_ref().map(|row| {
+                    old_rows.push(row);
+                    (0, old_rows.len() - 1)
+                }),
+            };
+            if let Some(pick) = old {
+                picks.push(pick);
                 ops.push(Op::Delete as i8);
                 times.push(chunk.rowtime.value(i));
             }
-            let op = chunk.op(i);
-            if op == Op::Upsert {
+            if chunk.op(i) == Op::Upsert {
                 picks.push((1, i));
                 ops.push(Op::Upsert as i8);
                 times.push(chunk.rowtime.value(i));
             }
-            let single = Chunk::new(
-                row,
-                chunk.rowtime.slice(i, 1),
-                Some(Int8Array::from(vec![op as i8])),
-            );
-            self.current.apply(&single)?;
         }
+        self.current.apply(&chunk)?;
         if picks.is_empty() {
             return Ok(());
         }
-        let refs: Vec<&[u8]> = old_rows.iter().map(|r| r.as_ref()).collect();
-        let old_columns = self.current.rows_to_columns(&refs)?;
+        let old_columns = self.current.rows_to_columns(&old_rows)?;
         let columns = old_columns
             .iter()
             .zip(chunk.batch.columns())
