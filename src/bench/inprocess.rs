@@ -18,11 +18,11 @@ use crate::connectors::{LogReader, LogRecord, SharedBackend};
 use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::pipeline::{NullSink, Pipeline};
 use crate::dataflow::query::{QueryHandle, RunStatus};
-use crate::dataflow::source::SourceTask;
+use crate::dataflow::source::{SourceInput, SourceTask};
 use crate::dataflow::{Chunk, Message};
 use crate::error::{Result, SluiceError};
 use crate::formats::RecordDecoder;
-use crate::operators::{Materialize, MaterializedTable, Operator};
+use crate::operators::{Materialize, MaterializedTable};
 use crate::planner::providers::TopicProvider;
 use crate::planner::{plan_continuous, StreamPlan};
 use crate::sql::{parse_script, Statement};
@@ -161,7 +161,7 @@ pub(super) async fn plan_sql(sql: &str, relation: &Relation, scratch: &Path) -> 
 /// The pipeline the engine runs for `plan` (a table sink also materializes its
 /// rows), writing into a discarding sink.
 pub(super) fn pipeline(plan: StreamPlan) -> Result<(Pipeline, Option<Arc<MaterializedTable>>)> {
-    let mut operators: Vec<Box<dyn Operator>> = plan.operators;
+    let mut flow = plan.flow;
     let mut table = None;
     if plan.changelog {
         let t = MaterializedTable::new(plan.schema.clone(), plan.key_columns.clone())?;
@@ -169,11 +169,11 @@ pub(super) fn pipeline(plan: StreamPlan) -> Result<(Pipeline, Option<Arc<Materia
         if let Some(r) = plan.retention {
             materialize = materialize.with_retention(r);
         }
-        operators.push(Box::new(materialize));
+        flow.push(Box::new(materialize));
         table = Some(t);
     }
     let pipeline = Pipeline {
-        operators,
+        flow,
         sink: Box::new(NullSink),
         late_sink: None,
         state: None,
@@ -252,17 +252,17 @@ pub(super) async fn run_arrow(
             // Event time only moves forward here, so the chunk's last event is the
             // watermark (windowed queries close their windows on it).
             let watermark = arrow::compute::max(&chunk.rowtime);
-            if tx.send(Message::Chunk(chunk)).await.is_err() {
+            if tx.send((0, Message::Chunk(chunk))).await.is_err() {
                 return Err(SluiceError::Internal("the pipeline stopped early".into()));
             }
             if let Some(w) = watermark.filter(|_| pool.is_empty()) {
-                if tx.send(Message::Watermark(w)).await.is_err() {
+                if tx.send((0, Message::Watermark(w))).await.is_err() {
                     return Err(SluiceError::Internal("the pipeline stopped early".into()));
                 }
             }
             left -= n as u64;
         }
-        let _ = tx.send(Message::End).await;
+        let _ = tx.send((0, Message::End)).await;
         Ok::<(), SluiceError>(())
     });
     source_task
@@ -332,17 +332,19 @@ pub(super) async fn run_json(
     let metrics = pipeline.metrics.clone();
     let (drain_tx, drain_rx) = crate::dataflow::query::drain_channel();
     let source = SourceTask {
-        reader: Box::new(GeneratedLog {
-            generator: PageviewGenerator::new(config.clone(), relation.schema()),
-            left: events,
-            next_offset: 0,
-        }),
-        relation,
-        positions: Default::default(),
+        inputs: vec![SourceInput {
+            reader: Box::new(GeneratedLog {
+                generator: PageviewGenerator::new(config.clone(), relation.schema()),
+                left: events,
+                next_offset: 0,
+            }),
+            relation,
+            positions: Default::default(),
+            bounded: true,
+        }],
         metrics: metrics.clone(),
         dead_letter: None,
         checkpoint_interval: None,
-        bounded: true,
         first_epoch: 0,
         drain: drain_rx,
     };

@@ -27,7 +27,7 @@ use crate::connectors::nexmark::{self, export, EventType, NexmarkConfig};
 use crate::connectors::StartFrom;
 use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::query::{QueryHandle, RunStatus};
-use crate::dataflow::source::SourceTask;
+use crate::dataflow::source::{SourceInput, SourceTask};
 use crate::engine::{Engine, Session};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -166,13 +166,15 @@ pub(super) async fn run_inprocess(
     let reader = nexmark::open_relation(&relation, config, &StartFrom::Earliest)?;
     let (drain_tx, drain_rx) = crate::dataflow::query::drain_channel();
     let source = SourceTask {
-        relation,
-        reader: Box::new(reader),
-        positions: Default::default(),
+        inputs: vec![SourceInput {
+            relation,
+            reader: Box::new(reader),
+            positions: Default::default(),
+            bounded: true,
+        }],
         metrics: metrics.clone(),
         dead_letter: None,
         checkpoint_interval: None,
-        bounded: true,
         first_epoch: 0,
         drain: drain_rx,
     };

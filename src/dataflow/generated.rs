@@ -45,6 +45,7 @@ pub async fn poll(
     source: &mut dyn ChunkSource,
     positions: &mut BTreeMap<i32, i64>,
     metrics: &QueryMetrics,
+    source_name: &str,
     max_rows: usize,
     max_wait: Duration,
 ) -> Result<Option<GeneratedRows>, ConnectorError> {
@@ -52,7 +53,7 @@ pub async fn poll(
         return Ok(None);
     };
     positions.insert(rows.partition, rows.next_offset);
-    metrics.set_position(rows.partition, rows.next_offset);
+    metrics.set_position(source_name, rows.partition, rows.next_offset);
     QueryMetrics::add(&metrics.records_in, rows.chunk.num_rows() as u64);
     Ok(Some(rows))
 }

@@ -96,8 +96,9 @@ pub fn null_as_false(mask: &BooleanArray) -> BooleanArray {
 #[derive(Debug, Clone)]
 pub struct Barrier {
     pub epoch: u64,
-    /// Next offset to read per partition once this checkpoint is restored.
-    pub offsets: Arc<Vec<(i32, i64)>>,
+    /// Per input: the next offset to read per partition once this checkpoint
+    /// is restored.
+    pub offsets: Arc<Vec<Vec<(i32, i64)>>>,
 }
 
 // Chunks are nearly every message; boxing them would add an allocation per chunk

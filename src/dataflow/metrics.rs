@@ -20,8 +20,9 @@ pub struct QueryMetrics {
     pub late_records: AtomicU64,
     pub batches: AtomicU64,
     pub checkpoints: AtomicU64,
-    /// Next offset to read and, when known, the partition's end, per partition.
-    pub partitions: Mutex<BTreeMap<i32, PartitionProgress>>,
+    /// Next offset to read and, when known, the partition's end, per source
+    /// relation and partition.
+    pub partitions: Mutex<BTreeMap<(String, i32), PartitionProgress>>,
 }
 
 impl Default for QueryMetrics {
@@ -56,9 +57,9 @@ impl QueryMetrics {
         counter.load(Ordering::Relaxed)
     }
 
-    pub fn set_position(&self, partition: i32, position: i64) {
+    pub fn set_position(&self, source: &str, partition: i32, position: i64) {
         let mut p = self.partitions.lock();
-        let e = p.entry(partition).or_default();
+        let e = p.entry((source.to_string(), partition)).or_default();
         e.position = position;
         if let Some(end) = e.end {
             if position > end {
@@ -67,16 +68,23 @@ impl QueryMetrics {
         }
     }
 
-    pub fn set_end(&self, partition: i32, end: i64) {
-        self.partitions.lock().entry(partition).or_default().end = Some(end);
+    pub fn set_end(&self, source: &str, partition: i32, end: i64) {
+        self.partitions
+            .lock()
+            .entry((source.to_string(), partition))
+            .or_default()
+            .end = Some(end);
     }
 
-    /// (partition, lag) for partitions whose end is known.
-    pub fn lag(&self) -> Vec<(i32, i64)> {
+    /// (source, partition, lag) for partitions whose end is known.
+    pub fn lag(&self) -> Vec<(String, i32, i64)> {
         self.partitions
             .lock()
             .iter()
-            .filter_map(|(p, prog)| prog.end.map(|e| (*p, (e - prog.position).max(0))))
+            .filter_map(|((s, p), prog)| {
+                prog.end
+                    .map(|e| (s.clone(), *p, (e - prog.position).max(0)))
+            })
             .collect()
     }
 }

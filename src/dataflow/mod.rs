@@ -3,6 +3,7 @@
 //! backpressure.
 
 pub mod generated;
+pub mod graph;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
@@ -10,4 +11,5 @@ pub mod query;
 pub mod source;
 pub mod watermark;
 
+pub use graph::Dataflow;
 pub use message::{Barrier, Chunk, Message, Op};

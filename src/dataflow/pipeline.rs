@@ -8,11 +8,10 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::metrics::QueryMetrics;
-use super::{Chunk, Message};
+use super::{Chunk, Dataflow, Message};
 use crate::connectors::LogWriter;
 use crate::error::{Result, SluiceError};
 use crate::formats::RecordEncoder;
-use crate::operators::Operator;
 use crate::state::{QueryState, StateWriteBatch};
 
 /// Where a pipeline's output goes.
@@ -94,7 +93,7 @@ impl Sink for NullSink {
 }
 
 pub struct Pipeline {
-    pub operators: Vec<Box<dyn Operator>>,
+    pub flow: Dataflow,
     pub sink: Box<dyn Sink>,
     /// Where late events go (`late_topic`); without it they are only counted.
     pub late_sink: Option<Box<dyn Sink>>,
@@ -106,24 +105,23 @@ impl Pipeline {
     /// Loads every stateful operator's state from the last checkpoint.
     pub fn restore(&mut self) -> Result<()> {
         if let Some(state) = &self.state {
-            for (i, op) in self.operators.iter_mut().enumerate() {
-                op.restore(i as u16, state)?;
-            }
+            self.flow.restore(state)?;
         }
         Ok(())
     }
 
     /// Runs until the input ends or the consumer goes away.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Message>) -> Result<()> {
-        while let Some(msg) = rx.recv().await {
+    /// Messages arrive tagged with the number of the input they come from.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<(usize, Message)>) -> Result<()> {
+        while let Some((input, msg)) = rx.recv().await {
             match msg {
                 msg @ (Message::Chunk(_) | Message::Watermark(_) | Message::Late(_)) => {
                     if matches!(msg, Message::Chunk(_)) {
                         QueryMetrics::add(&self.metrics.batches, 1);
                     }
                     // A watermark can close windows, so it produces rows too.
-                    let out = self.process(msg)?;
-                    let entries: usize = self.operators.iter().map(|o| o.state_entries()).sum();
+                    let out = self.flow.process(input, msg)?;
+                    let entries = self.flow.state_entries();
                     self.metrics
                         .state_entries
                         .store(entries as u64, std::sync::atomic::Ordering::Relaxed);
@@ -148,9 +146,7 @@ impl Pipeline {
                 }
                 Message::Barrier(barrier) => {
                     let mut batch = StateWriteBatch::default();
-                    for (i, op) in self.operators.iter_mut().enumerate() {
-                        op.snapshot(i as u16, &mut batch)?;
-                    }
+                    self.flow.snapshot(&mut batch)?;
                     // Output first, then state + offsets: after a crash the sink may
                     // repeat rows (at-least-once) but state never runs ahead of input.
                     self.sink.flush().await?;
@@ -169,22 +165,5 @@ impl Pipeline {
             }
         }
         Ok(())
-    }
-
-    /// Pushes one message through every operator in order.
-    fn process(&mut self, msg: Message) -> Result<Vec<Message>> {
-        let mut current = vec![msg];
-        for op in self.operators.iter_mut() {
-            let mut next = Vec::with_capacity(current.len());
-            for m in current {
-                match m {
-                    Message::Chunk(c) => op.on_chunk(c, &mut next)?,
-                    Message::Watermark(w) => op.on_watermark(w, &mut next)?,
-                    other => next.push(other),
-                }
-            }
-            current = next;
-        }
-        Ok(current)
     }
 }

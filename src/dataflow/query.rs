@@ -61,7 +61,7 @@ impl QueryHandle {
         pipeline: Pipeline,
         drain: tokio::sync::watch::Sender<bool>,
     ) -> QueryHandle {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (tx, rx) = mpsc::channel::<(usize, crate::dataflow::Message)>(CHANNEL_CAPACITY);
         let status = Arc::new(Mutex::new(RunStatus::Running));
         let metrics = pipeline.metrics.clone();
         let s = status.clone();

@@ -20,69 +20,84 @@ use crate::formats::{BadRecord, RecordDecoder};
 /// keep latency low.
 const MAX_BATCH: usize = 8192;
 
-pub struct SourceTask {
+/// One relation a query reads.
+pub struct SourceInput {
     pub relation: Relation,
     pub reader: Box<dyn LogReader>,
     /// Next offsets the reader starts at (restored from a checkpoint).
     pub positions: BTreeMap<i32, i64>,
+    /// Stop at the end of the input (files, bounded generators, bounded scans).
+    pub bounded: bool,
+}
+
+impl SourceInput {
+    fn offsets(&self) -> Vec<(i32, i64)> {
+        self.positions.iter().map(|(p, o)| (*p, *o)).collect()
+    }
+}
+
+/// Reads every input of a query in one task, so a barrier's offsets are a
+/// consistent cut across inputs without aligning barriers downstream.
+pub struct SourceTask {
+    pub inputs: Vec<SourceInput>,
     pub metrics: Arc<QueryMetrics>,
     pub dead_letter: Option<Box<dyn LogWriter>>,
     /// `None`: no checkpoints (push queries).
     pub checkpoint_interval: Option<Duration>,
-    /// Stop at the end of the topic (bounded scans).
-    pub bounded: bool,
     pub first_epoch: u64,
     /// Set to true to end the query gracefully: a last checkpoint, then End.
     pub drain: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Per-input reading state.
+struct Reading {
+    decoder: RecordDecoder,
+    watermarks: WatermarkTracker,
+    /// Last watermark sent (for the query's watermark gauge).
+    watermark: i64,
+    finished: bool,
+}
+
+type Tx = mpsc::Sender<(usize, Message)>;
+
 impl SourceTask {
-    pub async fn run(mut self, tx: mpsc::Sender<Message>) -> Result<()> {
-        let mut decoder = RecordDecoder::new(&self.relation)?;
+    pub async fn run(mut self, tx: Tx) -> Result<()> {
+        let mut readings = Vec::with_capacity(self.inputs.len());
+        for input in &self.inputs {
+            readings.push(Reading::new(&input.relation)?);
+        }
         let mut epoch = self.first_epoch;
         let mut next_barrier = self.checkpoint_interval.map(|i| Instant::now() + i);
-        let topic = self.relation.topic.clone();
-        let format = &self.relation.format;
-        let mut watermarks = WatermarkTracker::new(
-            format.watermark_delay_ms,
-            format
-                .idle_timeout_ms
-                .map(|ms| Duration::from_millis(ms.max(0) as u64))
-                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
-        );
-        // Topic partitions are read side by side, so each one is waited for from
-        // the start. Files are read one after another: a file not opened yet is
-        // not behind, just later.
-        if !matches!(self.relation.connector, SourceConnector::File { .. }) {
-            for p in 0..self.relation.partitions.max(1) {
-                watermarks.expect(p);
-            }
-        }
+        let several = self.inputs.len() > 1;
+        let mut busy = false;
         loop {
-            let exhausted = self.bounded
-                && self
-                    .reader
-                    .caught_up()
-                    .await
-                    .map_err(|e| SluiceError::connector(format!("reading '{topic}'"), e))?;
-            if exhausted || *self.drain.borrow() {
+            for i in 0..self.inputs.len() {
+                if readings[i].finished || !self.inputs[i].bounded {
+                    continue;
+                }
+                let input = &mut self.inputs[i];
+                let exhausted = input.reader.caught_up().await.map_err(|e| {
+                    SluiceError::connector(format!("reading '{}'", input.relation.topic), e)
+                })?;
                 if exhausted {
                     // End of input: every window closes and EMIT FINAL results come out.
-                    if let Some(w) = watermarks.finish() {
-                        send_watermark(&self.metrics, &tx, w).await;
+                    readings[i].finished = true;
+                    if let Some(w) = readings[i].watermarks.finish() {
+                        readings[i].watermark = w;
+                        if !self.send_watermark(&tx, i, &readings).await {
+                            return Ok(());
+                        }
                     }
                 }
+            }
+            if readings.iter().all(|r| r.finished) || *self.drain.borrow() {
                 // A last checkpoint, so a restart neither repeats nor loses anything.
                 if self.checkpoint_interval.is_some() {
-                    let offsets = Arc::new(self.positions.iter().map(|(p, o)| (*p, *o)).collect());
                     let _ = tx
-                        .send(Message::Barrier(Barrier {
-                            epoch: epoch + 1,
-                            offsets,
-                        }))
+                        .send((0, Message::Barrier(self.barrier(epoch + 1))))
                         .await;
                 }
-                let _ = tx.send(Message::End).await;
+                let _ = tx.send((0, Message::End)).await;
                 return Ok(());
             }
             let wait = match next_barrier {
@@ -91,71 +106,35 @@ impl SourceTask {
                     .min(Duration::from_millis(200)),
                 None => Duration::from_millis(200),
             };
-            // Generated sources (nexmark) hand over Arrow chunks and have no records.
-            if let Some(generated) = self.reader.as_chunk_source() {
-                let wait = wait.max(Duration::from_millis(1));
-                let polled = super::generated::poll(
-                    generated,
-                    &mut self.positions,
-                    &self.metrics,
-                    MAX_BATCH,
-                    wait,
-                );
-                let rows = polled
-                    .await
-                    .map_err(|e| SluiceError::connector(format!("generating '{topic}'"), e))?;
-                if let Some(rows) = rows.filter(|r| !r.chunk.is_empty()) {
-                    let (partition, max_time) = (rows.partition, rows.max_time());
-                    if tx.send(Message::Chunk(rows.chunk)).await.is_err() {
-                        return Ok(()); // the pipeline stopped
-                    }
-                    if let Some(t) = max_time {
-                        watermarks.observe(partition, t, Instant::now());
-                    }
-                }
+            // With several inputs an idle one must not hold up the others: a round
+            // that found data polls again at once, an idle round shares the wait.
+            let wait = match (several, busy) {
+                (false, _) => wait,
+                (true, true) => Duration::from_millis(1),
+                (true, false) => wait / self.inputs.len() as u32,
             }
-            let records = self
-                .reader
-                .poll(MAX_BATCH, wait.max(Duration::from_millis(1)))
-                .await
-                .map_err(|e| SluiceError::connector(format!("reading '{topic}'"), e))?;
-            if !records.is_empty() {
-                for r in &records {
-                    let next = self.positions.entry(r.partition).or_insert(0);
-                    *next = (*next).max(r.offset + 1);
+            .max(Duration::from_millis(1));
+            busy = false;
+            for i in 0..self.inputs.len() {
+                if readings[i].finished {
+                    continue;
                 }
-                for (p, o) in &self.positions {
-                    self.metrics.set_position(*p, *o);
+                match self.poll_input(i, &mut readings[i], wait, &tx).await? {
+                    None => return Ok(()), // the pipeline stopped
+                    Some(got) => busy |= got,
                 }
-                for (p, end) in self.reader.end_offsets() {
-                    self.metrics.set_end(p, end);
-                }
-                QueryMetrics::add(&self.metrics.records_in, records.len() as u64);
-                let decoded = decoder.decode(&records)?;
-                if !decoded.bad.is_empty() {
-                    self.handle_bad(decoded.bad).await?;
-                }
-                if !decoded.chunk.is_empty()
-                    && tx.send(Message::Chunk(decoded.chunk)).await.is_err()
-                {
-                    return Ok(()); // the pipeline stopped
-                }
-                let now = Instant::now();
-                for (p, t) in decoded.max_time {
-                    watermarks.observe(p, t, now);
-                }
-            }
-            if let Some(w) = watermarks.advance(Instant::now()) {
-                if !send_watermark(&self.metrics, &tx, w).await {
-                    return Ok(());
+                if let Some(w) = readings[i].watermarks.advance(Instant::now()) {
+                    readings[i].watermark = w;
+                    if !self.send_watermark(&tx, i, &readings).await {
+                        return Ok(());
+                    }
                 }
             }
             if let (Some(t), Some(interval)) = (next_barrier, self.checkpoint_interval) {
                 if Instant::now() >= t {
                     epoch += 1;
-                    let offsets = Arc::new(self.positions.iter().map(|(p, o)| (*p, *o)).collect());
                     if tx
-                        .send(Message::Barrier(Barrier { epoch, offsets }))
+                        .send((0, Message::Barrier(self.barrier(epoch))))
                         .await
                         .is_err()
                     {
@@ -167,13 +146,107 @@ impl SourceTask {
         }
     }
 
-    async fn handle_bad(&mut self, bad: Vec<BadRecord>) -> Result<()> {
+    fn barrier(&self, epoch: u64) -> Barrier {
+        Barrier {
+            epoch,
+            offsets: Arc::new(self.inputs.iter().map(SourceInput::offsets).collect()),
+        }
+    }
+
+    /// Reads one batch of input `i`. `None` when the pipeline is gone, otherwise
+    /// whether any rows were read.
+    async fn poll_input(
+        &mut self,
+        i: usize,
+        reading: &mut Reading,
+        wait: Duration,
+        tx: &Tx,
+    ) -> Result<Option<bool>> {
+        let input = &mut self.inputs[i];
+        let topic = &input.relation.topic;
+        let mut got = false;
+        // Generated sources (nexmark) hand over Arrow chunks and have no records.
+        if let Some(generated) = input.reader.as_chunk_source() {
+            let polled = super::generated::poll(
+                generated,
+                &mut input.positions,
+                &self.metrics,
+                &input.relation.name,
+                MAX_BATCH,
+                wait,
+            );
+            let rows = polled
+                .await
+                .map_err(|e| SluiceError::connector(format!("generating '{topic}'"), e))?;
+            if let Some(rows) = rows.filter(|r| !r.chunk.is_empty()) {
+                got = true;
+                let (partition, max_time) = (rows.partition, rows.max_time());
+                if tx.send((i, Message::Chunk(rows.chunk))).await.is_err() {
+                    return Ok(None);
+                }
+                if let Some(t) = max_time {
+                    reading.watermarks.observe(partition, t, Instant::now());
+                }
+            }
+        }
+        let records = input
+            .reader
+            .poll(MAX_BATCH, wait)
+            .await
+            .map_err(|e| SluiceError::connector(format!("reading '{topic}'"), e))?;
+        if records.is_empty() {
+            return Ok(Some(got));
+        }
+        for r in &records {
+            let next = input.positions.entry(r.partition).or_insert(0);
+            *next = (*next).max(r.offset + 1);
+        }
+        let name = &input.relation.name;
+        for (p, o) in &input.positions {
+            self.metrics.set_position(name, *p, *o);
+        }
+        for (p, end) in input.reader.end_offsets() {
+            self.metrics.set_end(name, p, end);
+        }
+        QueryMetrics::add(&self.metrics.records_in, records.len() as u64);
+        let decoded = reading.decoder.decode(&records)?;
+        if !decoded.bad.is_empty() {
+            self.handle_bad(i, decoded.bad).await?;
+        }
+        if !decoded.chunk.is_empty() && tx.send((i, Message::Chunk(decoded.chunk))).await.is_err() {
+            return Ok(None);
+        }
+        let now = Instant::now();
+        for (p, t) in decoded.max_time {
+            reading.watermarks.observe(p, t, now);
+        }
+        Ok(Some(true))
+    }
+
+    /// Sends input `i`'s watermark; returns false when the pipeline is gone.
+    fn send_watermark(
+        &self,
+        tx: &Tx,
+        i: usize,
+        readings: &[Reading],
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let w = readings[i].watermark;
+        let lowest = readings.iter().map(|r| r.watermark).min().unwrap_or(w);
+        self.metrics
+            .watermark
+            .store(lowest, std::sync::atomic::Ordering::Relaxed);
+        let tx = tx.clone();
+        async move { tx.send((i, Message::Watermark(w))).await.is_ok() }
+    }
+
+    async fn handle_bad(&mut self, i: usize, bad: Vec<BadRecord>) -> Result<()> {
         QueryMetrics::add(&self.metrics.decode_errors, bad.len() as u64);
+        let input = &self.inputs[i];
         for b in bad.iter().take(3) {
             tracing::warn!(
-                source = %self.relation.topic,
+                source = %input.relation.topic,
                 "skipping bad record at {}: {}",
-                self.reader.describe_position(b.partition, b.offset),
+                input.reader.describe_position(b.partition, b.offset),
                 b.reason
             );
         }
@@ -187,10 +260,10 @@ impl SourceTask {
                     key: b.key,
                     value: Some(Bytes::from(
                         serde_json::json!({
-                            "topic": self.relation.topic,
+                            "topic": input.relation.topic,
                             "partition": b.partition,
                             "offset": b.offset,
-                            "position": self.reader.describe_position(b.partition, b.offset),
+                            "position": input.reader.describe_position(b.partition, b.offset),
                             "error": b.reason,
                             "value": b.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
                         })
@@ -207,10 +280,29 @@ impl SourceTask {
     }
 }
 
-/// Returns false when the pipeline is gone.
-async fn send_watermark(metrics: &QueryMetrics, tx: &mpsc::Sender<Message>, w: i64) -> bool {
-    metrics
-        .watermark
-        .store(w, std::sync::atomic::Ordering::Relaxed);
-    tx.send(Message::Watermark(w)).await.is_ok()
+impl Reading {
+    fn new(relation: &Relation) -> Result<Reading> {
+        let format = &relation.format;
+        let mut watermarks = WatermarkTracker::new(
+            format.watermark_delay_ms,
+            format
+                .idle_timeout_ms
+                .map(|ms| Duration::from_millis(ms.max(0) as u64))
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
+        );
+        // Topic partitions are read side by side, so each one is waited for from
+        // the start. Files are read one after another: a file not opened yet is
+        // not behind, just later.
+        if !matches!(relation.connector, SourceConnector::File { .. }) {
+            for p in 0..relation.partitions.max(1) {
+                watermarks.expect(p);
+            }
+        }
+        Ok(Reading {
+            decoder: RecordDecoder::new(relation)?,
+            watermarks,
+            watermark: i64::MIN,
+            finished: false,
+        })
+    }
 }

@@ -14,10 +14,10 @@ use crate::connectors::StartFrom;
 use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::pipeline::{NullSink, Pipeline, Sink, TopicSink};
 use crate::dataflow::query::QueryHandle;
-use crate::dataflow::source::SourceTask;
+use crate::dataflow::source::{SourceInput, SourceTask};
 use crate::error::{Result, SluiceError};
 use crate::formats::RecordEncoder;
-use crate::operators::{Materialize, Operator};
+use crate::operators::Materialize;
 use crate::planner::{self, normalize_ident, StreamPlan};
 use crate::sql::{types, CreateAs, CreateSource, EmitMode, RelationKind, WithOptions};
 
@@ -598,12 +598,23 @@ impl Engine {
             }
             _ => {}
         }
+        // Defaults (partitions, formats) follow the first relation read.
         let source = self
             .catalog
             .read()
-            .relation(&plan.source)
+            .relation(plan.source_name())
             .cloned()
-            .ok_or_else(|| SluiceError::Internal(format!("source {} vanished", plan.source)))?;
+            .ok_or_else(|| {
+                SluiceError::Internal(format!("source {} vanished", plan.source_name()))
+            })?;
+        if plan.sources.len() > 1 && c.with.get("late_topic").is_some() {
+            return Err(with_error(
+                &c.with,
+                "late_topic",
+                "late_topic is not supported for a query that reads several inputs".into(),
+                "remove late_topic; late events are still counted in sluice_query_late_records_total",
+            ));
+        }
         let columns: Vec<ColumnMeta> = plan
             .schema
             .fields()
@@ -636,8 +647,10 @@ impl Engine {
             opts.format,
             text.to_string(),
             None,
-            std::iter::once(plan.source.clone())
-                .chain(plan.lookups.iter().cloned())
+            plan.sources
+                .iter()
+                .chain(plan.lookups.iter())
+                .cloned()
                 .collect(),
         )?;
         check_timestamp_column(&relation, &c.with)?;
@@ -838,8 +851,8 @@ impl Engine {
                 .relation(&meta.sink)
                 .ok_or_else(|| SluiceError::Internal(format!("table {} is missing", meta.sink)))?;
             StreamPlan {
-                source: relation.name.clone(),
-                operators: Vec::new(),
+                sources: vec![relation.name.clone()],
+                flow: crate::dataflow::Dataflow::input(),
                 schema: relation.schema(),
                 changelog: true,
                 key_columns: relation.key_indices(),
@@ -871,41 +884,54 @@ impl Engine {
         default_start: StartFrom,
     ) -> Result<()> {
         let catalog = self.catalog.read().clone();
-        let source_rel = catalog
-            .relation(&plan.source)
-            .cloned()
-            .ok_or_else(|| SluiceError::Internal(format!("source {} is missing", plan.source)))?;
         let sink_rel = catalog
             .relation(&meta.sink)
             .cloned()
             .ok_or_else(|| SluiceError::Internal(format!("sink {} is missing", meta.sink)))?;
         let state = self.state.query(&meta.id)?;
-        let start = match state.offsets()? {
-            Some(offsets) => StartFrom::Offsets(offsets),
-            None => default_start,
-        };
-        let positions = match &start {
-            StartFrom::Offsets(o) => o.iter().copied().collect(),
-            _ => BTreeMap::new(),
-        };
         let first_epoch = state.epoch()?;
-        let reader =
-            crate::planner::providers::open_reader(&self.backend, &source_rel, start, true).await?;
-        // A file source without follow (or a nexmark source with a number of
-        // events) ends; the query then finishes.
-        let bounded = source_rel.connector.is_bounded();
+        let mut inputs = Vec::with_capacity(plan.sources.len());
+        for (i, name) in plan.sources.iter().enumerate() {
+            let relation = catalog
+                .relation(name)
+                .cloned()
+                .ok_or_else(|| SluiceError::Internal(format!("source {name} is missing")))?;
+            let start = match state.offsets(i)? {
+                Some(offsets) => StartFrom::Offsets(offsets),
+                None => default_start.clone(),
+            };
+            let positions = match &start {
+                StartFrom::Offsets(o) => o.iter().copied().collect(),
+                _ => BTreeMap::new(),
+            };
+            let reader =
+                crate::planner::providers::open_reader(&self.backend, &relation, start, true)
+                    .await?;
+            inputs.push(SourceInput {
+                // A file source without follow (or a nexmark source with a number
+                // of events) ends; the query then finishes when all inputs have.
+                bounded: relation.connector.is_bounded(),
+                relation,
+                reader,
+                positions,
+            });
+        }
+        let source_rel = inputs
+            .first()
+            .map(|i| i.relation.clone())
+            .ok_or_else(|| SluiceError::Internal(format!("query {} reads nothing", meta.id)))?;
         // The catalog's column types are what readers of the topic and pull queries
         // see (e.g. BIGINT for an unsigned count); cast the pipeline's output to them.
         let mut plan = plan;
         conform_to(&mut plan, &sink_rel)?;
-        let mut operators: Vec<Box<dyn Operator>> = plan.operators;
+        let mut flow = plan.flow;
         if sink_rel.is_table() {
             let table = self.materialized_table(&sink_rel)?;
             let mut materialize = Materialize::new(table);
             if let Some(r) = plan.retention {
                 materialize = materialize.with_retention(r);
             }
-            operators.push(Box::new(materialize));
+            flow.push(Box::new(materialize));
         }
         let materialize_only = meta.id.starts_with("MATERIALIZE_");
         let sink: Box<dyn Sink> = if materialize_only {
@@ -960,7 +986,7 @@ impl Engine {
         };
         let metrics = Arc::new(QueryMetrics::default());
         let mut pipeline = Pipeline {
-            operators,
+            flow,
             sink,
             late_sink,
             state: Some(state),
@@ -969,13 +995,10 @@ impl Engine {
         pipeline.restore()?;
         let (drain_tx, drain_rx) = crate::dataflow::query::drain_channel();
         let source = SourceTask {
-            relation: source_rel,
-            reader,
-            positions,
+            inputs,
             metrics,
             dead_letter,
             checkpoint_interval: Some(self.config.checkpoint_interval),
-            bounded,
             first_epoch,
             drain: drain_rx,
         };
@@ -1364,7 +1387,7 @@ fn conform_to(plan: &mut StreamPlan, target: &Relation) -> Result<()> {
             ))
         });
     }
-    plan.operators.push(Box::new(crate::operators::Project::new(
+    plan.flow.push(Box::new(crate::operators::Project::new(
         exprs,
         target_schema.clone(),
     )));

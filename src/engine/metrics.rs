@@ -99,11 +99,12 @@ pub(super) fn render(engine: &Engine) -> String {
     );
     let _ = writeln!(out, "# TYPE sluice_query_source_offset gauge");
     for (id, h) in running.iter() {
-        for (p, prog) in h.metrics.partitions.lock().iter() {
+        for ((source, p), prog) in h.metrics.partitions.lock().iter() {
             let _ = writeln!(
                 out,
-                "sluice_query_source_offset{{query=\"{}\",partition=\"{p}\"}} {}",
+                "sluice_query_source_offset{{query=\"{}\",partition=\"{p}\",source=\"{}\"}} {}",
                 escape(id),
+                escape(source),
                 prog.position
             );
         }
@@ -114,11 +115,12 @@ pub(super) fn render(engine: &Engine) -> String {
     );
     let _ = writeln!(out, "# TYPE sluice_query_consumer_lag gauge");
     for (id, h) in running.iter() {
-        for (p, lag) in h.metrics.lag() {
+        for (source, p, lag) in h.metrics.lag() {
             let _ = writeln!(
                 out,
-                "sluice_query_consumer_lag{{query=\"{}\",partition=\"{p}\"}} {lag}",
-                escape(id)
+                "sluice_query_consumer_lag{{query=\"{}\",partition=\"{p}\",source=\"{}\"}} {lag}",
+                escape(id),
+                escape(&source)
             );
         }
     }

@@ -15,7 +15,7 @@ use crate::connectors::StartFrom;
 use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::pipeline::{ChannelSink, Pipeline};
 use crate::dataflow::query::QueryHandle;
-use crate::dataflow::source::SourceTask;
+use crate::dataflow::source::{SourceInput, SourceTask};
 use crate::error::{Result, SluiceError};
 use crate::planner::{self, df_error};
 use crate::sql::Statement;
@@ -63,23 +63,37 @@ impl Engine {
             &|n: &str| self.lookup_table(n),
         )
         .await?;
-        let source_rel = catalog
-            .relation(&plan.source)
-            .cloned()
-            .ok_or_else(|| SluiceError::Internal(format!("source {} is missing", plan.source)))?;
         let start = if session.offset_reset_earliest() {
             StartFrom::Earliest
         } else {
             StartFrom::Latest
         };
-        let reader =
-            crate::planner::providers::open_reader(&self.backend, &source_rel, start, true).await?;
+        let mut inputs = Vec::with_capacity(plan.sources.len());
+        for name in &plan.sources {
+            let relation = catalog
+                .relation(name)
+                .cloned()
+                .ok_or_else(|| SluiceError::Internal(format!("source {name} is missing")))?;
+            let reader = crate::planner::providers::open_reader(
+                &self.backend,
+                &relation,
+                start.clone(),
+                true,
+            )
+            .await?;
+            inputs.push(SourceInput {
+                relation,
+                reader,
+                positions: Default::default(),
+                bounded: false,
+            });
+        }
         let id = self.next_transient_id();
         let (tx, rx) = mpsc::channel(16);
         let metrics = Arc::new(QueryMetrics::default());
         let schema = plan.schema.clone();
         let pipeline = Pipeline {
-            operators: plan.operators,
+            flow: plan.flow,
             sink: Box::new(ChannelSink {
                 tx,
                 limit: plan.limit,
@@ -91,13 +105,10 @@ impl Engine {
         };
         let (drain_tx, drain_rx) = crate::dataflow::query::drain_channel();
         let source = SourceTask {
-            relation: source_rel,
-            reader,
-            positions: Default::default(),
+            inputs,
             metrics,
             dead_letter: None,
             checkpoint_interval: None,
-            bounded: false,
             first_epoch: 0,
             drain: drain_rx,
         };

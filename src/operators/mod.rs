@@ -27,6 +27,86 @@ pub use session_aggregate::SessionAggregate;
 pub use window_assign::WindowAssign;
 pub use window_final_aggregate::WindowFinalAggregate;
 
+/// Which input of a two-input operator a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Left,
+    Right,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+        }
+    }
+}
+
+/// An operator with two inputs (joins). Its watermark is the smaller of its
+/// inputs' (see [`SideWatermarks`]).
+pub trait JoinOperator: Send {
+    fn describe(&self) -> String;
+
+    fn on_chunk(&mut self, side: Side, chunk: Chunk, out: &mut Vec<Message>) -> Result<()>;
+
+    fn on_watermark(&mut self, side: Side, watermark: i64, out: &mut Vec<Message>) -> Result<()>;
+
+    fn state_entries(&self) -> usize {
+        0
+    }
+
+    fn snapshot(&mut self, _id: u16, _batch: &mut StateWriteBatch) -> Result<()> {
+        Ok(())
+    }
+
+    fn restore(&mut self, _id: u16, _state: &QueryState) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The watermarks of a two-input operator's inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct SideWatermarks {
+    pub left: i64,
+    pub right: i64,
+}
+
+impl Default for SideWatermarks {
+    fn default() -> Self {
+        SideWatermarks {
+            left: i64::MIN,
+            right: i64::MIN,
+        }
+    }
+}
+
+impl SideWatermarks {
+    pub fn get(&self, side: Side) -> i64 {
+        match side {
+            Side::Left => self.left,
+            Side::Right => self.right,
+        }
+    }
+
+    /// Records `side`'s watermark; returns the combined one (the minimum) when it
+    /// moved forward.
+    pub fn update(&mut self, side: Side, watermark: i64) -> Option<i64> {
+        let before = self.combined();
+        let slot = match side {
+            Side::Left => &mut self.left,
+            Side::Right => &mut self.right,
+        };
+        *slot = (*slot).max(watermark);
+        let after = self.combined();
+        (after > before).then_some(after)
+    }
+
+    pub fn combined(&self) -> i64 {
+        self.left.min(self.right)
+    }
+}
+
 pub trait Operator: Send {
     /// For EXPLAIN and logs.
     fn describe(&self) -> String;

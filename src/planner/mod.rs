@@ -23,6 +23,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use sqlparser::ast::{self, Query};
 
 use crate::catalog::Catalog;
+use crate::dataflow::Dataflow;
 use crate::error::{Result, SluiceError};
 use crate::operators::aggregate_inputs::WindowColumns;
 use crate::operators::group_aggregate::{AggregateSpec, WindowedGroups};
@@ -35,12 +36,12 @@ use window::WindowContext;
 
 pub use errors::df_error;
 
-/// A continuous query ready to run: read `source`, push chunks through
-/// `operators`, write rows of `schema`.
+/// A continuous query ready to run: read `sources`, push chunks through
+/// `flow`, write rows of `schema`.
 pub struct StreamPlan {
-    /// The relation read.
-    pub source: String,
-    pub operators: Vec<Box<dyn Operator>>,
+    /// The relations read: input `i` of `flow` reads `sources[i]`.
+    pub sources: Vec<String>,
+    pub flow: Dataflow,
     pub schema: SchemaRef,
     /// True when the output is a changelog (upserts/deletes keyed by `key_columns`).
     pub changelog: bool,
@@ -67,15 +68,18 @@ pub const DEFAULT_RETENTION_MS: i64 = 86_400_000;
 
 impl StreamPlan {
     pub fn explain(&self) -> Vec<String> {
-        let mut lines = vec![format!("Source: {}", self.source)];
-        lines.extend(self.operators.iter().map(|o| o.describe()));
-        lines
+        self.flow.explain(&self.sources)
+    }
+
+    /// The first relation read (the only one unless the query joins two inputs).
+    pub fn source_name(&self) -> &str {
+        self.sources.first().map(String::as_str).unwrap_or("")
     }
 }
 
 struct Partial {
-    source: Option<String>,
-    operators: Vec<Box<dyn Operator>>,
+    sources: Vec<String>,
+    flow: Dataflow,
     schema: DFSchemaRef,
     changelog: bool,
     keys: Vec<usize>,
@@ -87,7 +91,7 @@ struct Partial {
     /// Position in `keys` of the window end, and the retention (windowed aggregates).
     window_end_key: Option<(usize, i64)>,
     lookups: Vec<String>,
-    /// Index in `operators` of the `WindowAssign` after the windowed source, and
+    /// Node id in `flow` of the `WindowAssign` after the windowed source, and
     /// its output schema.
     window_assign_at: Option<(usize, SchemaRef)>,
 }
@@ -205,9 +209,11 @@ pub async fn plan_continuous(
         )
         .with_hint("add a WINDOW clause (or FROM TUMBLE(...)) and GROUP BY, or use EMIT CHANGES"));
     }
-    let source = partial.source.ok_or_else(|| {
-        SluiceError::sql("a continuous query must read a stream or table (FROM ...)")
-    })?;
+    if partial.sources.is_empty() {
+        return Err(SluiceError::sql(
+            "a continuous query must read a stream or table (FROM ...)",
+        ));
+    }
     if partial.changelog && partial.keys.len() < partial.required_keys {
         return Err(SluiceError::sql(
             "every GROUP BY column (or the source table's PRIMARY KEY) must appear unchanged in the SELECT list: it is the result table's key",
@@ -227,8 +233,8 @@ pub async fn plan_continuous(
     Ok(StreamPlan {
         retention,
         lookups: partial.lookups,
-        source,
-        operators: partial.operators,
+        sources: partial.sources,
+        flow: partial.flow,
         schema,
         changelog: partial.changelog,
         key_columns: partial.keys,
@@ -263,8 +269,8 @@ fn translate(
                 .ok_or_else(|| SluiceError::undefined(format!("stream or table '{name}' does not exist"), None, None))?;
             let keys = relation.key_indices();
             let mut partial = Partial {
-                source: Some(name),
-                operators: Vec::new(),
+                sources: vec![name],
+                flow: Dataflow::input(),
                 schema: scan.projected_schema.clone(),
                 changelog: relation.is_table(),
                 required_keys: if relation.is_table() { keys.len() } else { 0 },
@@ -277,12 +283,12 @@ fn translate(
             };
             if let Some(w) = window.filter(|w| w.source == *scan.table_name.table()) {
                 // The scan's schema has the window columns; the source does not.
-                partial.window_assign_at = Some((partial.operators.len(), scan.source.schema()));
-                partial.operators.push(Box::new(WindowAssign::new(
+                let at = partial.flow.push(Box::new(WindowAssign::new(
                     w.clause.kind,
                     w.clause.grace,
                     scan.source.schema(),
                 )));
+                partial.window_assign_at = Some((at, scan.source.schema()));
             }
             if let Some(projection) = &scan.projection {
                 // Scan output is the projected columns; the decoder produces all.
@@ -299,7 +305,7 @@ fn translate(
                     .iter()
                     .filter_map(|k| projection.iter().position(|p| p == k))
                     .collect();
-                partial.operators.push(Box::new(Project::new(
+                partial.flow.push(Box::new(Project::new(
                     exprs,
                     Arc::new(scan.projected_schema.as_arrow().clone()),
                 )));
@@ -329,7 +335,7 @@ fn translate(
             keys.dedup_by_key(|(k, _)| *k);
             partial.keys = keys.into_iter().map(|(_, o)| o).collect();
             partial
-                .operators
+                .flow
                 .push(Box::new(Project::new(exprs, Arc::new(p.schema.as_arrow().clone()))));
             partial.schema = p.schema.clone();
             Ok(partial)
@@ -339,7 +345,7 @@ fn translate(
             let predicate = create_physical_expr(&f.predicate, f.input.schema(), props, &Default::default())
                 .map_err(df_error)?;
             partial
-                .operators
+                .flow
                 .push(Box::new(Filter::new(predicate, partial.changelog)));
             Ok(partial)
         }
@@ -402,7 +408,7 @@ fn translate(
                 let input = Arc::new(agg.input.schema().as_arrow().clone());
                 let current = MaterializedTable::new(input, partial.keys.clone())?;
                 partial
-                    .operators
+                    .flow
                     .push(Box::new(ChangelogRetractions::new(current, partial.keys.clone())));
             }
             let schema = Arc::new(agg.schema.as_arrow().clone());
@@ -442,8 +448,10 @@ fn translate(
                         {
                             // The aggregate assigns windows itself: the events pass once.
                             if let Some((at, assign_schema)) = partial.window_assign_at.clone() {
-                                partial.operators[at] =
-                                    Box::new(WindowAssign::new(kind, w.clause.grace, assign_schema).collapsed());
+                                partial.flow.replace(
+                                    at,
+                                    Box::new(WindowAssign::new(kind, w.clause.grace, assign_schema).collapsed()),
+                                );
                             }
                             let columns = WindowColumns { start, end };
                             Box::new(WindowFinalAggregate::new(
@@ -463,7 +471,7 @@ fn translate(
                             },
                         )),
                     };
-                    partial.operators.push(op);
+                    partial.flow.push(op);
                     partial.windowed_aggregate = true;
                     let retention = w.clause.retention.unwrap_or_else(|| {
                         DEFAULT_RETENTION_MS.max(w.clause.kind.max_size().saturating_add(w.clause.grace))
@@ -475,7 +483,7 @@ fn translate(
                     if over_changelog {
                         op = op.retracting()?;
                     }
-                    partial.operators.push(Box::new(op));
+                    partial.flow.push(Box::new(op));
                 }
             }
             partial.schema = agg.schema.clone();
@@ -656,7 +664,7 @@ fn translate_lookup_join(
         );
     }
     let table = tables(&table_name)?;
-    partial.operators.push(Box::new(LookupJoin::new(
+    partial.flow.push(Box::new(LookupJoin::new(
         key_exprs,
         table,
         table_name.clone(),

@@ -24,6 +24,14 @@ fn err(context: &str, e: rocksdb::Error) -> SluiceError {
     SluiceError::State(format!("{context}: {e}"))
 }
 
+/// Input 0 keeps the key single-input queries always used.
+fn offsets_key(input: usize) -> Vec<u8> {
+    match input {
+        0 => OFFSETS_KEY.to_vec(),
+        n => format!("offsets.{n}").into_bytes(),
+    }
+}
+
 /// The process-wide state store.
 #[derive(Clone)]
 pub struct StateStore {
@@ -117,12 +125,12 @@ impl QueryState {
             .ok_or_else(|| SluiceError::State(format!("column family {} is gone", self.cf)))
     }
 
-    /// Source offsets of the last committed checkpoint.
-    pub fn offsets(&self) -> Result<Option<Vec<(i32, i64)>>> {
+    /// Offsets of input `input` in the last committed checkpoint.
+    pub fn offsets(&self, input: usize) -> Result<Option<Vec<(i32, i64)>>> {
         let cf = self.handle()?;
         let raw = self
             .db
-            .get_cf(&cf, prefixed(META_OPERATOR, OFFSETS_KEY))
+            .get_cf(&cf, prefixed(META_OPERATOR, &offsets_key(input)))
             .map_err(|e| err("reading offsets", e))?;
         match raw {
             None => Ok(None),
@@ -165,7 +173,13 @@ impl QueryState {
     }
 
     /// Commits operator changes and source offsets in one atomic, synced write.
-    pub fn commit(&self, batch: StateWriteBatch, epoch: u64, offsets: &[(i32, i64)]) -> Result<()> {
+    /// `offsets[i]` are input `i`'s next offsets per partition.
+    pub fn commit(
+        &self,
+        batch: StateWriteBatch,
+        epoch: u64,
+        offsets: &[Vec<(i32, i64)>],
+    ) -> Result<()> {
         let cf = self.handle()?;
         let mut wb = WriteBatch::default();
         for (k, v) in batch.ops {
@@ -174,9 +188,11 @@ impl QueryState {
                 None => wb.delete_cf(&cf, k),
             }
         }
-        let offsets =
-            serde_json::to_vec(offsets).map_err(|e| SluiceError::Internal(e.to_string()))?;
-        wb.put_cf(&cf, prefixed(META_OPERATOR, OFFSETS_KEY), offsets);
+        for (input, offsets) in offsets.iter().enumerate() {
+            let json =
+                serde_json::to_vec(offsets).map_err(|e| SluiceError::Internal(e.to_string()))?;
+            wb.put_cf(&cf, prefixed(META_OPERATOR, &offsets_key(input)), json);
+        }
         wb.put_cf(&cf, prefixed(META_OPERATOR, EPOCH_KEY), epoch.to_be_bytes());
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
@@ -220,19 +236,22 @@ mod tests {
         {
             let store = StateStore::open(dir.path()).unwrap();
             let q = store.query("q1").unwrap();
-            assert_eq!(q.offsets().unwrap(), None);
+            assert_eq!(q.offsets(0).unwrap(), None);
             let mut b = StateWriteBatch::default();
             b.put(1, b"a", b"1".to_vec());
             b.put(1, b"b", b"2".to_vec());
             b.put(2, b"a", b"x".to_vec());
-            q.commit(b, 1, &[(0, 10), (1, 20)]).unwrap();
+            q.commit(b, 1, &[vec![(0, 10), (1, 20)]]).unwrap();
             let mut b = StateWriteBatch::default();
             b.delete(1, b"a");
-            q.commit(b, 2, &[(0, 11), (1, 20)]).unwrap();
+            q.commit(b, 2, &[vec![(0, 11), (1, 20)], vec![(0, 3)]])
+                .unwrap();
         }
         let store = StateStore::open(dir.path()).unwrap();
         let q = store.query("q1").unwrap();
-        assert_eq!(q.offsets().unwrap(), Some(vec![(0, 11), (1, 20)]));
+        assert_eq!(q.offsets(0).unwrap(), Some(vec![(0, 11), (1, 20)]));
+        assert_eq!(q.offsets(1).unwrap(), Some(vec![(0, 3)]));
+        assert_eq!(q.offsets(2).unwrap(), None);
         assert_eq!(q.epoch().unwrap(), 2);
         assert_eq!(q.scan(1).unwrap(), vec![(b"b".to_vec(), b"2".to_vec())]);
         assert_eq!(q.scan(2).unwrap(), vec![(b"a".to_vec(), b"x".to_vec())]);

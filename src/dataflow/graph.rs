@@ -1,0 +1,241 @@
+//! The operator graph of a query: a chain of operators after each input, chains
+//! joined pairwise by two-input operators into one tree whose root feeds the sink.
+//!
+//! Node indices are the operators' state ids, so a plan must build its nodes in
+//! the same order every time it is planned (the planner walks the SQL plan
+//! deterministically: left input, right input, then the join).
+
+use crate::dataflow::Message;
+use crate::error::Result;
+use crate::operators::{JoinOperator, Operator, Side};
+use crate::state::{QueryState, StateWriteBatch};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Node(usize, Side),
+    Output,
+}
+
+enum Stage {
+    Unary(Box<dyn Operator>),
+    Join(Box<dyn JoinOperator>),
+}
+
+struct Node {
+    stage: Stage,
+    target: Target,
+}
+
+/// Operators wired from numbered inputs to one output.
+pub struct Dataflow {
+    nodes: Vec<Node>,
+    /// Where each input's messages enter.
+    inputs: Vec<Target>,
+}
+
+impl Dataflow {
+    /// One input, straight to the output.
+    pub fn input() -> Dataflow {
+        Dataflow {
+            nodes: Vec::new(),
+            inputs: vec![Target::Output],
+        }
+    }
+
+    /// A chain of operators after one input.
+    pub fn chain(operators: Vec<Box<dyn Operator>>) -> Dataflow {
+        let mut flow = Dataflow::input();
+        for op in operators {
+            flow.push(op);
+        }
+        flow
+    }
+
+    pub fn input_count(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Appends `op` at the output; returns its node id.
+    pub fn push(&mut self, op: Box<dyn Operator>) -> usize {
+        self.append(Stage::Unary(op))
+    }
+
+    /// Replaces the operator at node `id` (which must be a single-input node).
+    pub fn replace(&mut self, id: usize, op: Box<dyn Operator>) {
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.stage = Stage::Unary(op);
+        }
+    }
+
+    /// Joins two flows: `left`'s inputs keep their numbers, `right`'s follow them.
+    pub fn join(mut left: Dataflow, right: Dataflow, op: Box<dyn JoinOperator>) -> Dataflow {
+        let offset = left.nodes.len();
+        let join_at = offset + right.nodes.len();
+        let shift = |t: Target, side: Side| match t {
+            Target::Node(i, s) => Target::Node(i + offset, s),
+            Target::Output => Target::Node(join_at, side),
+        };
+        for node in &mut left.nodes {
+            node.target = shift_left(node.target, join_at);
+        }
+        for t in &mut left.inputs {
+            *t = shift_left(*t, join_at);
+        }
+        left.nodes.extend(right.nodes.into_iter().map(|n| Node {
+            stage: n.stage,
+            target: shift(n.target, Side::Right),
+        }));
+        left.inputs
+            .extend(right.inputs.into_iter().map(|t| shift(t, Side::Right)));
+        left.nodes.push(Node {
+            stage: Stage::Join(op),
+            target: Target::Output,
+        });
+        left
+    }
+
+    fn append(&mut self, stage: Stage) -> usize {
+        let id = self.nodes.len();
+        for node in &mut self.nodes {
+            if node.target == Target::Output {
+                node.target = Target::Node(id, Side::Left);
+            }
+        }
+        for t in &mut self.inputs {
+            if *t == Target::Output {
+                *t = Target::Node(id, Side::Left);
+            }
+        }
+        self.nodes.push(Node {
+            stage,
+            target: Target::Output,
+        });
+        id
+    }
+
+    /// Pushes one message from `input` through the graph; returns what reaches
+    /// the output.
+    pub fn process(&mut self, input: usize, msg: Message) -> Result<Vec<Message>> {
+        let mut target = self.inputs.get(input).copied().unwrap_or(Target::Output);
+        let mut current = vec![msg];
+        while let Target::Node(i, side) = target {
+            let node = &mut self.nodes[i];
+            let mut next = Vec::with_capacity(current.len());
+            for m in current {
+                match (&mut node.stage, m) {
+                    (Stage::Unary(op), Message::Chunk(c)) => op.on_chunk(c, &mut next)?,
+                    (Stage::Unary(op), Message::Watermark(w)) => op.on_watermark(w, &mut next)?,
+                    (Stage::Join(op), Message::Chunk(c)) => op.on_chunk(side, c, &mut next)?,
+                    (Stage::Join(op), Message::Watermark(w)) => {
+                        op.on_watermark(side, w, &mut next)?
+                    }
+                    (_, other) => next.push(other),
+                }
+            }
+            current = next;
+            target = node.target;
+        }
+        Ok(current)
+    }
+
+    pub fn state_entries(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| match &n.stage {
+                Stage::Unary(op) => op.state_entries(),
+                Stage::Join(op) => op.state_entries(),
+            })
+            .sum()
+    }
+
+    pub fn snapshot(&mut self, batch: &mut StateWriteBatch) -> Result<()> {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            match &mut node.stage {
+                Stage::Unary(op) => op.snapshot(i as u16, batch)?,
+                Stage::Join(op) => op.snapshot(i as u16, batch)?,
+            }
+        }
+        Ok(())
+    }
+
+    pub fn restore(&mut self, state: &QueryState) -> Result<()> {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            match &mut node.stage {
+                Stage::Unary(op) => op.restore(i as u16, state)?,
+                Stage::Join(op) => op.restore(i as u16, state)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// For EXPLAIN: each chain from its source up, a join followed by its two
+    /// inputs indented.
+    pub fn explain(&self, sources: &[String]) -> Vec<String> {
+        self.lines_into(Target::Output, sources)
+    }
+
+    fn feeders(&self, target: Target) -> Vec<Feeder> {
+        let mut feeders: Vec<(Side, Feeder)> = Vec::new();
+        for (i, t) in self.inputs.iter().enumerate() {
+            if let Some(side) = side_into(*t, target) {
+                feeders.push((side, Feeder::Input(i)));
+            }
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(side) = side_into(n.target, target) {
+                feeders.push((side, Feeder::Node(i)));
+            }
+        }
+        feeders.sort_by_key(|(s, _)| *s == Side::Right);
+        feeders.into_iter().map(|(_, f)| f).collect()
+    }
+
+    fn lines_into(&self, target: Target, sources: &[String]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for feeder in self.feeders(target) {
+            match feeder {
+                Feeder::Input(i) => lines.push(format!(
+                    "Source: {}",
+                    sources.get(i).map(String::as_str).unwrap_or("?")
+                )),
+                Feeder::Node(i) => match &self.nodes[i].stage {
+                    Stage::Unary(op) => {
+                        lines.extend(self.lines_into(Target::Node(i, Side::Left), sources));
+                        lines.push(op.describe());
+                    }
+                    Stage::Join(op) => {
+                        lines.push(op.describe());
+                        for side in [Side::Left, Side::Right] {
+                            lines.extend(
+                                self.lines_into(Target::Node(i, side), sources)
+                                    .into_iter()
+                                    .map(|l| format!("    {l}")),
+                            );
+                        }
+                    }
+                },
+            }
+        }
+        lines
+    }
+}
+
+enum Feeder {
+    Input(usize),
+    Node(usize),
+}
+
+fn side_into(t: Target, target: Target) -> Option<Side> {
+    match (t, target) {
+        (Target::Output, Target::Output) => Some(Side::Left),
+        (Target::Node(i, s), Target::Node(j, sj)) if i == j && s == sj => Some(s),
+        _ => None,
+    }
+}
+
+fn shift_left(t: Target, join_at: usize) -> Target {
+    match t {
+        Target::Output => Target::Node(join_at, Side::Left),
+        other => other,
+    }
+}
