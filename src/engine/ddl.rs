@@ -607,7 +607,7 @@ impl Engine {
             .ok_or_else(|| {
                 SluiceError::Internal(format!("source {} vanished", plan.source_name()))
             })?;
-        if plan.sources.len() > 1 && c.with.get("late_topic").is_some() {
+        if plan.sources.len() > 1 && c.with.contains_key("late_topic") {
             return Err(with_error(
                 &c.with,
                 "late_topic",

@@ -5,6 +5,7 @@
 pub mod percentile;
 mod proctime;
 mod topk;
+pub mod within;
 
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
@@ -35,5 +36,6 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
     }
     ctx.register_udaf(AggregateUDF::from(topk::TopK::new()));
     ctx.register_udf(ScalarUDF::from(proctime::ProcTime::new()));
+    ctx.register_udf(ScalarUDF::from(within::Within::new()));
     Ok(())
 }

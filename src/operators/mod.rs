@@ -5,6 +5,8 @@
 pub mod aggregate_inputs;
 pub mod filter;
 pub mod group_aggregate;
+pub mod interval_join;
+pub mod join_rows;
 pub mod lookup_join;
 pub mod materialize;
 pub mod project;
@@ -19,6 +21,7 @@ use crate::state::{QueryState, StateWriteBatch};
 
 pub use filter::Filter;
 pub use group_aggregate::GroupAggregate;
+pub use interval_join::IntervalJoin;
 pub use lookup_join::LookupJoin;
 pub use materialize::{Materialize, MaterializedTable};
 pub use project::Project;

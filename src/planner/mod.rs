@@ -6,6 +6,7 @@
 //! accumulators. Only what is streaming-specific lives here.
 
 pub mod errors;
+mod join;
 pub mod providers;
 pub mod window;
 
@@ -28,7 +29,7 @@ use crate::error::{Result, SluiceError};
 use crate::operators::aggregate_inputs::WindowColumns;
 use crate::operators::group_aggregate::{AggregateSpec, WindowedGroups};
 use crate::operators::{
-    ChangelogRetractions, Filter, GroupAggregate, LookupJoin, MaterializedTable, Operator, Project,
+    ChangelogRetractions, Filter, GroupAggregate, MaterializedTable, Operator, Project,
     SessionAggregate, WindowAssign, WindowFinalAggregate,
 };
 use crate::sql::{EmitMode, WindowClause, WindowKind};
@@ -508,11 +509,7 @@ fn translate(
             "ORDER BY",
             "results of a continuous query arrive in event order; use a pull query (without EMIT CHANGES) to sort",
         )),
-        LogicalPlan::Join(join) => {
-            let mut partial = translate(state, catalog, &join.left, allow_limit, window, tables)?;
-            translate_lookup_join(state, catalog, join, &mut partial, tables)?;
-            Ok(partial)
-        }
+        LogicalPlan::Join(join) => join::translate_join(state, catalog, join, allow_limit, window, tables),
         LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT", "use GROUP BY instead")),
         LogicalPlan::Window(_) => Err(unsupported("a window function (OVER ...)", "use GROUP BY")),
         LogicalPlan::Union(_) => Err(unsupported("UNION", "use INSERT INTO to merge streams")),
@@ -555,125 +552,6 @@ fn uses_window_columns(
             _ => return Ok(true),
         }
     }
-}
-
-/// The table a join's right side scans (`t` or `t AS alias`).
-fn scanned_table(plan: &LogicalPlan) -> Option<String> {
-    match plan {
-        LogicalPlan::TableScan(scan) if scan.filters.is_empty() => {
-            Some(scan.table_name.table().to_string())
-        }
-        LogicalPlan::SubqueryAlias(a) => scanned_table(&a.input),
-        _ => None,
-    }
-}
-
-/// `stream [LEFT] JOIN table ON <stream exprs> = <table key columns>`: each event
-/// looks up the table's current row.
-fn translate_lookup_join(
-    state: &SessionState,
-    catalog: &Catalog,
-    join: &datafusion::logical_expr::Join,
-    partial: &mut Partial,
-    tables: TableLookup<'_>,
-) -> Result<()> {
-    use datafusion::logical_expr::JoinType;
-    const SHAPE: &str = "FROM stream [LEFT] JOIN table ON stream.col = table.<primary key>";
-    if partial.changelog {
-        return Err(unsupported(
-            "a join with a TABLE on the left",
-            &format!("put the stream first: {SHAPE}; table-table joins are planned"),
-        ));
-    }
-    let Some(table_name) = scanned_table(&join.right) else {
-        return Err(unsupported(
-            "a join whose right side is not a table",
-            &format!(
-                "stream-table joins look up a TABLE: {SHAPE}; stream-stream joins are planned"
-            ),
-        ));
-    };
-    let relation = catalog
-        .relation(&table_name)
-        .ok_or_else(|| SluiceError::Internal(format!("relation {table_name} vanished")))?;
-    if !relation.is_table() {
-        return Err(unsupported(
-            "a stream-stream join",
-            &format!("the right side must be a TABLE: {SHAPE}; stream-stream (interval) joins are planned"),
-        ));
-    }
-    let keep_unmatched = match join.join_type {
-        JoinType::Inner => false,
-        JoinType::Left => true,
-        other => {
-            return Err(unsupported(
-                &format!("a {other} stream-table join"),
-                "use JOIN or LEFT JOIN: an event finds the table row for its key or not",
-            ))
-        }
-    };
-    if join.filter.is_some() {
-        return Err(unsupported(
-            "a join condition other than equality with the table's key",
-            &format!("join on the key ({SHAPE}) and filter with WHERE"),
-        ));
-    }
-    // One stream expression per table key column, in key order.
-    let key_names: Vec<String> = relation
-        .key_indices()
-        .iter()
-        .map(|&i| relation.columns[i].name.clone())
-        .collect();
-    let mut by_key: Vec<Option<&Expr>> = vec![None; key_names.len()];
-    for (l, r) in &join.on {
-        // Type coercion may have cast the table's side; the lookup casts the
-        // stream's values to the key's type itself.
-        let column = match r {
-            Expr::Cast(c) => c.expr.as_ref(),
-            Expr::TryCast(c) => c.expr.as_ref(),
-            other => other,
-        };
-        let pos = match column {
-            Expr::Column(c) => key_names.iter().position(|k| *k == c.name),
-            _ => None,
-        };
-        match pos {
-            Some(p) => by_key[p] = Some(l),
-            None => {
-                return Err(SluiceError::sql(format!(
-                    "a stream-table join must match the table's PRIMARY KEY ({}); '{r}' is not a key column of {table_name}",
-                    key_names.join(", ")
-                ))
-                .with_hint("re-key the table with CREATE TABLE ... AS SELECT ... GROUP BY the join column"))
-            }
-        }
-    }
-    let left_schema = join.left.schema();
-    let mut key_exprs = Vec::with_capacity(by_key.len());
-    for (i, e) in by_key.into_iter().enumerate() {
-        let e = e.ok_or_else(|| {
-            SluiceError::sql(format!(
-                "the join does not give a value for {table_name}'s key column '{}'",
-                key_names[i]
-            ))
-            .with_hint(SHAPE)
-        })?;
-        key_exprs.push(
-            create_physical_expr(e, left_schema, state.execution_props(), &Default::default())
-                .map_err(df_error)?,
-        );
-    }
-    let table = tables(&table_name)?;
-    partial.flow.push(Box::new(LookupJoin::new(
-        key_exprs,
-        table,
-        table_name.clone(),
-        keep_unmatched,
-        Arc::new(join.schema.as_arrow().clone()),
-    )));
-    partial.schema = join.schema.clone();
-    partial.lookups.push(table_name);
-    Ok(())
 }
 
 fn column_of(e: &Expr) -> Option<&datafusion::common::Column> {

@@ -11,6 +11,7 @@ pub mod duration;
 pub mod parser;
 pub mod types;
 pub mod window;
+pub mod within;
 
 pub use ast::*;
 pub use parser::{continuous_text, parse_script};

@@ -179,6 +179,7 @@ fn strip_emit(tokens: &mut Vec<TokenWithSpan>) -> Option<EmitMode> {
 fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     let emit = strip_emit(&mut tokens);
     let window = strip_window(&mut tokens)?;
+    super::within::rewrite_within(&mut tokens)?;
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let first = p.peek_token();

@@ -106,18 +106,18 @@ impl fmt::Display for WindowClause {
     }
 }
 
-fn word(t: &Token) -> Option<String> {
+pub(super) fn word(t: &Token) -> Option<String> {
     match t {
         Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
         _ => None,
     }
 }
 
-fn is_trivia(t: &Token) -> bool {
+pub(super) fn is_trivia(t: &Token) -> bool {
     matches!(t, Token::Whitespace(_))
 }
 
-fn pos(t: &TokenWithSpan) -> SqlPosition {
+pub(super) fn pos(t: &TokenWithSpan) -> SqlPosition {
     SqlPosition {
         line: t.span.start.line,
         column: t.span.start.column,
@@ -202,11 +202,22 @@ pub fn strip_window(tokens: &mut Vec<TokenWithSpan>) -> Result<Option<WindowClau
 
 /// `<number> <unit>` at `tokens[*at..]`.
 fn duration(tokens: &[TokenWithSpan], at: &mut usize, what: &str) -> Result<i64> {
+    duration_at(tokens, at, what, HINT)
+}
+
+/// `<number> <unit>` at `tokens[*at..]`; errors carry `hint`. Only a grace
+/// period may be zero.
+pub(super) fn duration_at(
+    tokens: &[TokenWithSpan],
+    at: &mut usize,
+    what: &str,
+    hint: &str,
+) -> Result<i64> {
     let err = |t: Option<&TokenWithSpan>| {
         SluiceError::sql_at(
             format!("expected a duration for {what}, like 5 SECONDS"),
             t.map(pos),
-            Some(HINT.into()),
+            Some(hint.into()),
         )
     };
     let n = match tokens.get(*at).map(|t| &t.token) {
@@ -220,7 +231,7 @@ fn duration(tokens: &[TokenWithSpan], at: &mut usize, what: &str) -> Result<i64>
         .ok_or_else(|| err(tokens.get(*at + 1)))?;
     *at += 2;
     let ms = (n * unit as f64).round();
-    if ms <= 0.0 && what != "GRACE PERIOD" {
+    if ms <= 0.0 && what != "GRACE PERIOD" && !what.starts_with("WITHIN (") {
         return Err(err(tokens.get(*at - 2)));
     }
     Ok(ms as i64)

@@ -1,0 +1,449 @@
+//! Planning joins. A stream joined with a TABLE looks the table up
+//! (`LookupJoin`); two streams join within a time bound (`IntervalJoin`); two
+//! tables join as changelogs with retractions (`ChangelogJoin`). The two inputs
+//! of a stream-stream or table-table join become two inputs of the query's
+//! dataflow.
+
+use std::sync::Arc;
+
+use datafusion::common::{Column, ScalarValue};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, ExprSchemable, Join, JoinType, LogicalPlan, Operator as BinOp,
+};
+use datafusion::physical_expr::create_physical_expr;
+
+use super::window::WindowContext;
+use super::{df_error, translate, unsupported, Partial, TableLookup};
+use crate::catalog::Catalog;
+use crate::dataflow::Dataflow;
+use crate::error::{Result, SluiceError};
+use crate::operators::interval_join::{Interval, JoinKind};
+use crate::operators::{IntervalJoin, JoinOperator, LookupJoin};
+
+const INTERVAL_HINT: &str = "bound a stream-stream join in event time: JOIN r WITHIN 1 HOUR ON l.id = r.id, \
+or ON l.id = r.id AND r.ts BETWEEN l.ts - INTERVAL '1' HOUR AND l.ts + INTERVAL '1' HOUR (ts being each stream's timestamp column)";
+
+pub(super) fn translate_join(
+    state: &SessionState,
+    catalog: &Catalog,
+    join: &Join,
+    allow_limit: bool,
+    window: Option<&WindowContext>,
+    tables: TableLookup<'_>,
+) -> Result<Partial> {
+    let mut left = translate(state, catalog, &join.left, allow_limit, window, tables)?;
+    let right_is_table = scanned_table(&join.right)
+        .and_then(|n| catalog.relation(&n))
+        .is_some_and(|r| r.is_table());
+    if !left.changelog && right_is_table {
+        translate_lookup_join(state, catalog, join, &mut left, tables)?;
+        return Ok(left);
+    }
+    let right = translate(state, catalog, &join.right, allow_limit, window, tables)?;
+    match (left.changelog, right.changelog) {
+        (false, false) => interval_join(state, catalog, join, left, right),
+        (true, true) => Err(unsupported(
+            "a table-table join",
+            "table-table joins are planned; join a stream with a table instead",
+        )),
+        (true, false) => Err(unsupported(
+            "a join with a TABLE on the left and a STREAM on the right",
+            "put the stream first: FROM stream [LEFT] JOIN table ON ...",
+        )),
+        (false, true) => Err(unsupported(
+            "a stream joined with a subquery over a TABLE",
+            "join the stream with the TABLE itself (FROM stream JOIN table ON stream.col = table.<primary key>); create the table first with CREATE TABLE ... AS SELECT",
+        )),
+    }
+}
+
+fn join_kind(join: &Join) -> Result<JoinKind> {
+    Ok(match join.join_type {
+        JoinType::Inner => JoinKind::Inner,
+        JoinType::Left => JoinKind::Left,
+        JoinType::Right => JoinKind::Right,
+        JoinType::Full => JoinKind::Full,
+        other => {
+            return Err(unsupported(
+                &format!("a {other} join"),
+                "use JOIN, LEFT JOIN, RIGHT JOIN or FULL OUTER JOIN",
+            ))
+        }
+    })
+}
+
+/// One flow from two: `left`'s inputs first, then `right`'s, into `op`.
+fn merge(left: Partial, right: Partial, op: Box<dyn JoinOperator>, join: &Join) -> Partial {
+    Partial {
+        sources: left.sources.into_iter().chain(right.sources).collect(),
+        flow: Dataflow::join(left.flow, right.flow, op),
+        schema: join.schema.clone(),
+        changelog: false,
+        keys: Vec::new(),
+        required_keys: 0,
+        limit: None,
+        windowed_aggregate: false,
+        window_end_key: None,
+        lookups: left.lookups.into_iter().chain(right.lookups).collect(),
+        window_assign_at: left.window_assign_at,
+    }
+}
+
+/// `l [LEFT|RIGHT|FULL] JOIN r WITHIN ... ON l.k = r.k` or with a BETWEEN bound
+/// on the two streams' timestamp columns.
+fn interval_join(
+    state: &SessionState,
+    catalog: &Catalog,
+    join: &Join,
+    left: Partial,
+    right: Partial,
+) -> Result<Partial> {
+    let kind = join_kind(join)?;
+    if join.on.is_empty() {
+        return Err(SluiceError::sql(
+            "a stream-stream join needs an equality between the two streams (the join key)",
+        )
+        .with_hint(INTERVAL_HINT));
+    }
+    let mut within = None;
+    let mut rest = Vec::new();
+    if let Some(filter) = &join.filter {
+        for c in split_conjunction(filter) {
+            match within_marker(c)? {
+                Some(w) => within = Some(w),
+                None => rest.push(c.clone()),
+            }
+        }
+    }
+    let interval = match within {
+        Some((before, after, grace)) => Interval {
+            lower: -before,
+            upper: after,
+            grace,
+        },
+        None => time_bounds(catalog, join, &rest)?,
+    };
+    let props = state.execution_props();
+    let filter = conjunction(rest)
+        .map(|f| {
+            create_physical_expr(&f, &join.schema, props, &Default::default()).map_err(df_error)
+        })
+        .transpose()?;
+    let (mut left_keys, mut right_keys, mut key_types) = (Vec::new(), Vec::new(), Vec::new());
+    for (l, r) in &join.on {
+        key_types.push(l.get_type(join.left.schema()).map_err(df_error)?);
+        left_keys.push(
+            create_physical_expr(l, join.left.schema(), props, &Default::default())
+                .map_err(df_error)?,
+        );
+        right_keys.push(
+            create_physical_expr(r, join.right.schema(), props, &Default::default())
+                .map_err(df_error)?,
+        );
+    }
+    let op = IntervalJoin::new(
+        kind,
+        left_keys,
+        right_keys,
+        key_types,
+        interval,
+        filter,
+        Arc::new(join.left.schema().as_arrow().clone()),
+        Arc::new(join.right.schema().as_arrow().clone()),
+        Arc::new(join.schema.as_arrow().clone()),
+    )?;
+    Ok(merge(left, right, Box::new(op), join))
+}
+
+/// `__sluice_within(before, after, grace)` (see sql/within.rs).
+fn within_marker(e: &Expr) -> Result<Option<(i64, i64, i64)>> {
+    let Expr::ScalarFunction(f) = e else {
+        return Ok(None);
+    };
+    if f.name() != crate::functions::within::NAME {
+        return Ok(None);
+    }
+    let values: Option<Vec<i64>> = f
+        .args
+        .iter()
+        .map(|a| match a {
+            Expr::Literal(ScalarValue::Int64(Some(v)), _) => Some(*v),
+            Expr::Cast(c) => match c.expr.as_ref() {
+                Expr::Literal(v, _) => v
+                    .clone()
+                    .cast_to(&arrow::datatypes::DataType::Int64)
+                    .ok()
+                    .and_then(|v| match v {
+                        ScalarValue::Int64(v) => v,
+                        _ => None,
+                    }),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    match values.as_deref() {
+        Some(&[before, after, grace]) => Ok(Some((before, after, grace))),
+        _ => Err(SluiceError::Internal(format!(
+            "malformed WITHIN marker {e}"
+        ))),
+    }
+}
+
+/// Bounds on `right time - left time` from comparisons of the two streams'
+/// timestamp columns (`r.ts BETWEEN l.ts - INTERVAL '1' HOUR AND l.ts`,
+/// `r.ts >= l.ts`, ...). The comparisons stay in the join condition, which is
+/// evaluated exactly; the bounds decide how long rows are kept.
+fn time_bounds(catalog: &Catalog, join: &Join, conjuncts: &[Expr]) -> Result<Interval> {
+    let missing = || {
+        SluiceError::sql(
+            "a stream-stream join needs a time bound on both sides of the left row's time",
+        )
+        .with_hint(INTERVAL_HINT)
+    };
+    let (Some(lt), Some(rt)) = (
+        event_time_column(catalog, &join.left),
+        event_time_column(catalog, &join.right),
+    ) else {
+        return Err(missing());
+    };
+    let side_of = |c: &Column| -> Option<bool> {
+        if c.name.eq_ignore_ascii_case(&lt) && join.left.schema().has_column(c) {
+            Some(false)
+        } else if c.name.eq_ignore_ascii_case(&rt) && join.right.schema().has_column(c) {
+            Some(true)
+        } else {
+            None
+        }
+    };
+    let (mut lower, mut upper) = (i64::MIN, i64::MAX);
+    let mut comparisons = Vec::new();
+    for c in conjuncts {
+        match c {
+            Expr::Between(b) if !b.negated => {
+                comparisons.push((b.expr.as_ref().clone(), BinOp::GtEq, b.low.as_ref().clone()));
+                comparisons.push((
+                    b.expr.as_ref().clone(),
+                    BinOp::LtEq,
+                    b.high.as_ref().clone(),
+                ));
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                comparisons.push((left.as_ref().clone(), *op, right.as_ref().clone()))
+            }
+            _ => {}
+        }
+    }
+    for (a, op, b) in comparisons {
+        let (Some((ca, oa)), Some((cb, ob))) = (time_term(&a), time_term(&b)) else {
+            continue;
+        };
+        // a + oa  op  b + ob, as a bound on d = rt - lt.
+        let (op, value) = match (side_of(&ca), side_of(&cb)) {
+            (Some(true), Some(false)) => (op, ob.saturating_sub(oa)),
+            (Some(false), Some(true)) => match op.swap() {
+                Some(swapped) => (swapped, oa.saturating_sub(ob)),
+                None => continue,
+            },
+            _ => continue,
+        };
+        match op {
+            BinOp::GtEq | BinOp::Gt => lower = lower.max(value),
+            BinOp::LtEq | BinOp::Lt => upper = upper.min(value),
+            BinOp::Eq => {
+                lower = lower.max(value);
+                upper = upper.min(value);
+            }
+            _ => {}
+        }
+    }
+    if lower == i64::MIN || upper == i64::MAX {
+        return Err(missing());
+    }
+    Ok(Interval {
+        lower,
+        upper,
+        grace: 0,
+    })
+}
+
+/// `col`, `col + interval` or `col - interval` → (col, offset in ms).
+fn time_term(e: &Expr) -> Option<(Column, i64)> {
+    match e {
+        Expr::Column(c) => Some((c.clone(), 0)),
+        Expr::Cast(c) => time_term(&c.expr),
+        Expr::TryCast(c) => time_term(&c.expr),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (c, o) = time_term(left)?;
+            let ms = interval_ms(right)?;
+            match op {
+                BinOp::Plus => Some((c, o.checked_add(ms)?)),
+                BinOp::Minus => Some((c, o.checked_sub(ms)?)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn interval_ms(e: &Expr) -> Option<i64> {
+    let Expr::Literal(v, _) = e else {
+        return None;
+    };
+    match v {
+        ScalarValue::IntervalDayTime(Some(v)) => {
+            Some(i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds))
+        }
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
+            Some(i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000)
+        }
+        ScalarValue::DurationMillisecond(Some(v)) => Some(*v),
+        ScalarValue::DurationSecond(Some(v)) => v.checked_mul(1000),
+        ScalarValue::DurationMicrosecond(Some(v)) => Some(v / 1000),
+        ScalarValue::DurationNanosecond(Some(v)) => Some(v / 1_000_000),
+        _ => None,
+    }
+}
+
+/// The event-time column of the stream a join side reads, if it reaches the
+/// join unchanged.
+fn event_time_column(catalog: &Catalog, plan: &LogicalPlan) -> Option<String> {
+    match plan {
+        LogicalPlan::TableScan(scan) => catalog
+            .relation(scan.table_name.table())?
+            .format
+            .timestamp
+            .clone(),
+        LogicalPlan::SubqueryAlias(a) => event_time_column(catalog, &a.input),
+        LogicalPlan::Filter(f) => event_time_column(catalog, &f.input),
+        LogicalPlan::Projection(p) => {
+            let name = event_time_column(catalog, &p.input)?;
+            p.expr
+                .iter()
+                .any(|e| matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case(&name)))
+                .then_some(name)
+        }
+        _ => None,
+    }
+}
+
+/// The table a join's right side scans (`t` or `t AS alias`).
+fn scanned_table(plan: &LogicalPlan) -> Option<String> {
+    match plan {
+        LogicalPlan::TableScan(scan) if scan.filters.is_empty() => {
+            Some(scan.table_name.table().to_string())
+        }
+        LogicalPlan::SubqueryAlias(a) => scanned_table(&a.input),
+        _ => None,
+    }
+}
+
+/// `stream [LEFT] JOIN table ON <stream exprs> = <table key columns>`: each event
+/// looks up the table's current row.
+fn translate_lookup_join(
+    state: &SessionState,
+    catalog: &Catalog,
+    join: &datafusion::logical_expr::Join,
+    partial: &mut Partial,
+    tables: TableLookup<'_>,
+) -> Result<()> {
+    use datafusion::logical_expr::JoinType;
+    const SHAPE: &str = "FROM stream [LEFT] JOIN table ON stream.col = table.<primary key>";
+    if partial.changelog {
+        return Err(unsupported(
+            "a join with a TABLE on the left",
+            &format!("put the stream first: {SHAPE}; table-table joins are planned"),
+        ));
+    }
+    let Some(table_name) = scanned_table(&join.right) else {
+        return Err(unsupported(
+            "a join whose right side is not a table",
+            &format!(
+                "stream-table joins look up a TABLE: {SHAPE}; stream-stream joins are planned"
+            ),
+        ));
+    };
+    let relation = catalog
+        .relation(&table_name)
+        .ok_or_else(|| SluiceError::Internal(format!("relation {table_name} vanished")))?;
+    if !relation.is_table() {
+        return Err(unsupported(
+            "a stream-stream join",
+            &format!("the right side must be a TABLE: {SHAPE}; stream-stream (interval) joins are planned"),
+        ));
+    }
+    let keep_unmatched = match join.join_type {
+        JoinType::Inner => false,
+        JoinType::Left => true,
+        other => {
+            return Err(unsupported(
+                &format!("a {other} stream-table join"),
+                "use JOIN or LEFT JOIN: an event finds the table row for its key or not",
+            ))
+        }
+    };
+    if join.filter.is_some() {
+        return Err(unsupported(
+            "a join condition other than equality with the table's key",
+            &format!("join on the key ({SHAPE}) and filter with WHERE"),
+        ));
+    }
+    // One stream expression per table key column, in key order.
+    let key_names: Vec<String> = relation
+        .key_indices()
+        .iter()
+        .map(|&i| relation.columns[i].name.clone())
+        .collect();
+    let mut by_key: Vec<Option<&Expr>> = vec![None; key_names.len()];
+    for (l, r) in &join.on {
+        // Type coercion may have cast the table's side; the lookup casts the
+        // stream's values to the key's type itself.
+        let column = match r {
+            Expr::Cast(c) => c.expr.as_ref(),
+            Expr::TryCast(c) => c.expr.as_ref(),
+            other => other,
+        };
+        let pos = match column {
+            Expr::Column(c) => key_names.iter().position(|k| *k == c.name),
+            _ => None,
+        };
+        match pos {
+            Some(p) => by_key[p] = Some(l),
+            None => {
+                return Err(SluiceError::sql(format!(
+                    "a stream-table join must match the table's PRIMARY KEY ({}); '{r}' is not a key column of {table_name}",
+                    key_names.join(", ")
+                ))
+                .with_hint("re-key the table with CREATE TABLE ... AS SELECT ... GROUP BY the join column"))
+            }
+        }
+    }
+    let left_schema = join.left.schema();
+    let mut key_exprs = Vec::with_capacity(by_key.len());
+    for (i, e) in by_key.into_iter().enumerate() {
+        let e = e.ok_or_else(|| {
+            SluiceError::sql(format!(
+                "the join does not give a value for {table_name}'s key column '{}'",
+                key_names[i]
+            ))
+            .with_hint(SHAPE)
+        })?;
+        key_exprs.push(
+            create_physical_expr(e, left_schema, state.execution_props(), &Default::default())
+                .map_err(df_error)?,
+        );
+    }
+    let table = tables(&table_name)?;
+    partial.flow.push(Box::new(LookupJoin::new(
+        key_exprs,
+        table,
+        table_name.clone(),
+        keep_unmatched,
+        Arc::new(join.schema.as_arrow().clone()),
+    )));
+    partial.schema = join.schema.clone();
+    partial.lookups.push(table_name);
+    Ok(())
+}
