@@ -3,6 +3,7 @@
 //! on restart.
 
 pub mod aggregate_inputs;
+pub mod changelog_join;
 pub mod filter;
 pub mod group_aggregate;
 pub mod interval_join;
@@ -19,6 +20,7 @@ use crate::dataflow::{Chunk, Message};
 use crate::error::Result;
 use crate::state::{QueryState, StateWriteBatch};
 
+pub use changelog_join::ChangelogJoin;
 pub use filter::Filter;
 pub use group_aggregate::GroupAggregate;
 pub use interval_join::IntervalJoin;

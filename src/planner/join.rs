@@ -19,8 +19,9 @@ use super::{df_error, translate, unsupported, Partial, TableLookup};
 use crate::catalog::Catalog;
 use crate::dataflow::Dataflow;
 use crate::error::{Result, SluiceError};
+use crate::operators::changelog_join::TableInput;
 use crate::operators::interval_join::{Interval, JoinKind};
-use crate::operators::{IntervalJoin, JoinOperator, LookupJoin};
+use crate::operators::{ChangelogJoin, IntervalJoin, JoinOperator, LookupJoin};
 
 const INTERVAL_HINT: &str = "bound a stream-stream join in event time: JOIN r WITHIN 1 HOUR ON l.id = r.id, \
 or ON l.id = r.id AND r.ts BETWEEN l.ts - INTERVAL '1' HOUR AND l.ts + INTERVAL '1' HOUR (ts being each stream's timestamp column)";
@@ -44,10 +45,7 @@ pub(super) fn translate_join(
     let right = translate(state, catalog, &join.right, allow_limit, window, tables)?;
     match (left.changelog, right.changelog) {
         (false, false) => interval_join(state, catalog, join, left, right),
-        (true, true) => Err(unsupported(
-            "a table-table join",
-            "table-table joins are planned; join a stream with a table instead",
-        )),
+        (true, true) => table_join(state, join, left, right),
         (true, false) => Err(unsupported(
             "a join with a TABLE on the left and a STREAM on the right",
             "put the stream first: FROM stream [LEFT] JOIN table ON ...",
@@ -155,6 +153,94 @@ fn interval_join(
         Arc::new(join.schema.as_arrow().clone()),
     )?;
     Ok(merge(left, right, Box::new(op), join))
+}
+
+/// `t1 [LEFT|RIGHT|FULL] JOIN t2 ON t1.a = t2.b`: both sides are changelogs; the
+/// result is a table kept up to date with retractions.
+fn table_join(state: &SessionState, join: &Join, left: Partial, right: Partial) -> Result<Partial> {
+    let kind = join_kind(join)?;
+    for (p, side) in [(&left, "left"), (&right, "right")] {
+        if p.keys.len() < p.required_keys {
+            return Err(SluiceError::sql(format!(
+                "the {side} side of a table-table join must keep its table's PRIMARY KEY columns"
+            ))
+            .with_hint("select the key columns in the subquery, or join the tables directly"));
+        }
+    }
+    if join.on.is_empty() {
+        return Err(SluiceError::sql(
+            "a table-table join needs an equality between the two tables",
+        )
+        .with_hint("JOIN t2 ON t1.col = t2.col"));
+    }
+    if join.filter.is_some() {
+        return Err(unsupported(
+            "a table-table join condition other than equalities",
+            "join on equal columns, and filter the result with WHERE or in a query over the joined table",
+        ));
+    }
+    let props = state.execution_props();
+    let (mut left_keys, mut right_keys, mut key_types) = (Vec::new(), Vec::new(), Vec::new());
+    for (l, r) in &join.on {
+        key_types.push(l.get_type(join.left.schema()).map_err(df_error)?);
+        left_keys.push(
+            create_physical_expr(l, join.left.schema(), props, &Default::default())
+                .map_err(df_error)?,
+        );
+        right_keys.push(
+            create_physical_expr(r, join.right.schema(), props, &Default::default())
+                .map_err(df_error)?,
+        );
+    }
+    // The result's key: when every left row meets at most one right row (the join
+    // covers the right table's key: a primary-key or foreign-key join) and left
+    // rows are never padded away, the left key; symmetrically the right key;
+    // otherwise both, which a FULL join pads with NULLs on one side.
+    let covers = |on: &mut dyn Iterator<Item = &Expr>, plan: &LogicalPlan, keys: &[usize]| {
+        let columns: Vec<usize> = on
+            .filter_map(|e| match e {
+                Expr::Column(c) => plan.schema().index_of_column(c).ok(),
+                _ => None,
+            })
+            .collect();
+        keys.iter().all(|k| columns.contains(k))
+    };
+    let left_width = join.left.schema().fields().len();
+    let right_key: Vec<usize> = right.keys.iter().map(|k| k + left_width).collect();
+    let keys = if covers(
+        &mut join.on.iter().map(|(_, r)| r),
+        &join.right,
+        &right.keys,
+    ) && matches!(kind, JoinKind::Inner | JoinKind::Left)
+    {
+        left.keys.clone()
+    } else if covers(&mut join.on.iter().map(|(l, _)| l), &join.left, &left.keys)
+        && matches!(kind, JoinKind::Inner | JoinKind::Right)
+    {
+        right_key
+    } else {
+        left.keys.iter().copied().chain(right_key).collect()
+    };
+    let op = ChangelogJoin::new(
+        kind,
+        key_types,
+        TableInput {
+            schema: Arc::new(join.left.schema().as_arrow().clone()),
+            primary_key: left.keys.clone(),
+            join_keys: left_keys,
+        },
+        TableInput {
+            schema: Arc::new(join.right.schema().as_arrow().clone()),
+            primary_key: right.keys.clone(),
+            join_keys: right_keys,
+        },
+        Arc::new(join.schema.as_arrow().clone()),
+    )?;
+    let mut partial = merge(left, right, Box::new(op), join);
+    partial.changelog = true;
+    partial.required_keys = keys.len();
+    partial.keys = keys;
+    Ok(partial)
 }
 
 /// `__sluice_within(before, after, grace)` (see sql/within.rs).
