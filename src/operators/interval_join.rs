@@ -581,6 +581,173 @@ fn parse_row_key(key: &[u8]) -> Option<(u8, i64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{AsArray, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    fn side_schema(prefix: &str) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new(format!("{prefix}k"), DataType::Utf8, false),
+            Field::new(format!("{prefix}v"), DataType::Int64, false),
+        ]))
+    }
+
+    /// `l LEFT JOIN r ON lk = rk`, right time - left time in [-1000, 3000].
+    fn join(kind: JoinKind) -> IntervalJoin {
+        let (l, r) = (side_schema("l"), side_schema("r"));
+        let out = Arc::new(Schema::new(vec![
+            Field::new("lk", DataType::Utf8, true),
+            Field::new("lv", DataType::Int64, true),
+            Field::new("rk", DataType::Utf8, true),
+            Field::new("rv", DataType::Int64, true),
+        ]));
+        IntervalJoin::new(
+            kind,
+            vec![Arc::new(Column::new("lk", 0))],
+            vec![Arc::new(Column::new("rk", 0))],
+            vec![DataType::Utf8],
+            Interval {
+                lower: -1000,
+                upper: 3000,
+                grace: 0,
+            },
+            None,
+            l,
+            r,
+            out,
+        )
+        .unwrap()
+    }
+
+    fn chunk(prefix: &str, rows: &[(&str, i64, i64)]) -> Chunk {
+        let batch = RecordBatch::try_new(
+            side_schema(prefix),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap();
+        Chunk::new(batch, rows.iter().map(|r| Some(r.2)).collect(), None)
+    }
+
+    /// (left value, right value) of the output rows, and late row count.
+    fn results(out: &[Message]) -> (Vec<(Option<i64>, Option<i64>)>, usize) {
+        let mut rows = Vec::new();
+        let mut late = 0;
+        for m in out {
+            match m {
+                Message::Chunk(c) => {
+                    let lv = c
+                        .batch
+                        .column(1)
+                        .as_primitive::<arrow::datatypes::Int64Type>();
+                    let rv = c
+                        .batch
+                        .column(3)
+                        .as_primitive::<arrow::datatypes::Int64Type>();
+                    for i in 0..c.num_rows() {
+                        rows.push((
+                            lv.is_valid(i).then(|| lv.value(i)),
+                            rv.is_valid(i).then(|| rv.value(i)),
+                        ));
+                    }
+                }
+                Message::Late(c) => late += c.num_rows(),
+                _ => {}
+            }
+        }
+        (rows, late)
+    }
+
+    #[test]
+    fn a_row_is_kept_until_no_row_of_the_other_side_can_match() {
+        let mut j = join(JoinKind::Left);
+        let mut out = Vec::new();
+        j.on_chunk(Side::Left, chunk("l", &[("a", 1, 10_000)]), &mut out)
+            .unwrap();
+        // The right side's watermark reaches the last time that can still match.
+        j.on_watermark(Side::Right, 13_000, &mut out).unwrap();
+        j.on_watermark(Side::Left, 20_000, &mut out).unwrap();
+        assert_eq!(
+            results(&out).0,
+            vec![],
+            "nothing is padded while a match can come"
+        );
+        j.on_chunk(
+            Side::Right,
+            chunk("r", &[("a", 7, 13_000), ("a", 8, 13_001)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(results(&out).0, vec![(Some(1), Some(7))]);
+        // Past the interval the row goes; it matched, so it is not padded.
+        out.clear();
+        j.on_watermark(Side::Right, 13_001, &mut out).unwrap();
+        assert_eq!(results(&out).0, vec![]);
+        assert_eq!(j.sides[0].expiry.len(), 0);
+    }
+
+    #[test]
+    fn an_unmatched_row_is_padded_once_when_its_interval_closes() {
+        let mut j = join(JoinKind::Left);
+        let mut out = Vec::new();
+        j.on_chunk(
+            Side::Left,
+            chunk("l", &[("a", 1, 10_000), ("b", 2, 10_500)]),
+            &mut out,
+        )
+        .unwrap();
+        j.on_chunk(Side::Right, chunk("r", &[("a", 5, 8_999)]), &mut out)
+            .unwrap();
+        assert_eq!(results(&out).0, vec![], "8,999 is before 10,000 - 1,000");
+        j.on_watermark(Side::Left, 20_000, &mut out).unwrap();
+        j.on_watermark(Side::Right, 13_001, &mut out).unwrap();
+        assert_eq!(results(&out).0, vec![(Some(1), None)]);
+        // Row b (10,500) is still to be padded: the output watermark must not
+        // pass it, or a windowed aggregate downstream would drop it as late.
+        let last_watermark = out
+            .iter()
+            .filter_map(|m| match m {
+                Message::Watermark(w) => Some(*w),
+                _ => None,
+            })
+            .last();
+        assert!(
+            last_watermark.is_some_and(|w| w <= 10_500),
+            "{last_watermark:?}"
+        );
+        j.on_watermark(Side::Right, 20_000, &mut out).unwrap();
+        assert_eq!(results(&out).0, vec![(Some(1), None), (Some(2), None)]);
+    }
+
+    #[test]
+    fn rows_behind_their_watermark_are_late_and_state_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::state::StateStore::open(dir.path()).unwrap();
+        let state = store.query("q").unwrap();
+        let mut j = join(JoinKind::Inner);
+        let mut out = Vec::new();
+        j.on_watermark(Side::Left, 5_000, &mut out).unwrap();
+        j.on_chunk(
+            Side::Left,
+            chunk("l", &[("a", 1, 4_999), ("a", 2, 6_000)]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(results(&out).1, 1);
+        let mut batch = StateWriteBatch::default();
+        j.snapshot(3, &mut batch).unwrap();
+        state.commit(batch, 1, &[]).unwrap();
+        let mut restored = join(JoinKind::Inner);
+        restored.restore(3, &state).unwrap();
+        assert_eq!(restored.watermarks.left, 5_000);
+        let mut out = Vec::new();
+        restored
+            .on_chunk(Side::Right, chunk("r", &[("a", 9, 7_000)]), &mut out)
+            .unwrap();
+        assert_eq!(results(&out).0, vec![(Some(2), Some(9))]);
+    }
 
     #[test]
     fn row_keys_round_trip_and_sort_by_time() {

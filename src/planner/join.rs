@@ -386,6 +386,9 @@ fn interval_ms(e: &Expr) -> Option<i64> {
             Some(i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000)
         }
         ScalarValue::DurationMillisecond(Some(v)) => Some(*v),
+        // A BIGINT event-time column holds epoch milliseconds.
+        ScalarValue::Int64(Some(v)) => Some(*v),
+        ScalarValue::Int32(Some(v)) => Some(i64::from(*v)),
         ScalarValue::DurationSecond(Some(v)) => v.checked_mul(1000),
         ScalarValue::DurationMicrosecond(Some(v)) => Some(v / 1000),
         ScalarValue::DurationNanosecond(Some(v)) => Some(v / 1_000_000),

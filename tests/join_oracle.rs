@@ -1,0 +1,495 @@
+//! Differential oracle for joins. Stream-stream: random events on two streams,
+//! out of order within the watermark delay, through INNER, LEFT and FULL
+//! interval joins; once both watermarks have passed every interval, each result
+//! stream must equal DataFusion batch SQL over the same events, the join state
+//! must be freed, and events later than the grace period must be dropped and
+//! counted. Table-table: random upserts and deletes on two tables through
+//! foreign-key, outer and many-to-many joins; the materialized results must
+//! equal a batch join of the tables' final contents.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use bytes::Bytes;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use sluice::config::ServerConfig;
+use sluice::connectors::OutRecord;
+use sluice::engine::{Engine, Session, StatementResult};
+
+const DELAY_MS: i64 = 5_000;
+const FLUSH_KEY: &str = "zz_flush";
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64*: deterministic per seed.
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Rows as sorted text lines (a multiset: joins may repeat a row).
+fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in batches {
+        let formatters: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for r in 0..b.num_rows() {
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn pull(engine: &Engine, session: &mut Session, sql: &str) -> Vec<String> {
+    match engine.execute(session, sql).await.pop() {
+        Some(Ok(StatementResult::Rows { batches, .. })) => rows(&batches),
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+async fn execute_all(engine: &Engine, session: &mut Session, statements: &[String]) {
+    for sql in statements {
+        for r in engine.execute(session, sql).await {
+            r.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+}
+
+/// Polls `sql` until it returns `want`.
+async fn expect_rows(
+    engine: &Engine,
+    session: &mut Session,
+    sql: &str,
+    want: &[String],
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = pull(engine, session, sql).await;
+        if got == want {
+            return;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).take(5).collect();
+            let extra: Vec<_> = got.iter().filter(|g| !want.contains(g)).take(5).collect();
+            panic!(
+                "{what}: {} rows, oracle {}; missing {missing:?}; unexpected {extra:?}",
+                got.len(),
+                want.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn engine_config(dir: &std::path::Path) -> ServerConfig {
+    ServerConfig {
+        data_dir: dir.to_path_buf(),
+        checkpoint_interval: Duration::from_millis(100),
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------- streams
+
+#[derive(Clone, Debug)]
+struct Event {
+    k: String,
+    v: i64,
+    ts: i64,
+}
+
+/// Events in arrival order: increasing event time displaced by less than the
+/// watermark delay, so none is late.
+fn events(rng: &mut Rng, n: usize) -> Vec<Event> {
+    let mut t = 1_700_000_000_000i64;
+    let mut out: Vec<(i64, Event)> = Vec::with_capacity(n);
+    for _ in 0..n {
+        t += match rng.below(10) {
+            0 => 4_000 + rng.below(4_000) as i64,
+            _ => rng.below(700) as i64,
+        };
+        let e = Event {
+            k: format!("k{}", rng.below(6)),
+            v: rng.below(1000) as i64,
+            ts: t,
+        };
+        out.push((t + rng.below((DELAY_MS - 1_000) as u64) as i64, e));
+    }
+    out.sort_by_key(|(a, _)| *a);
+    out.into_iter().map(|(_, e)| e).collect()
+}
+
+fn produce(events: &[Event]) -> Vec<OutRecord> {
+    events
+        .iter()
+        .map(|e| OutRecord {
+            partition: None,
+            timestamp: e.ts,
+            key: Some(Bytes::from(e.k.clone())),
+            value: Some(Bytes::from(format!(r#"{{"v": {}, "ts": {}}}"#, e.v, e.ts))),
+        })
+        .collect()
+}
+
+/// (name, continuous query, batch SQL giving the same rows). Columns: left key,
+/// right key, left value, right value, left time, right time.
+const STREAM_JOINS: &[(&str, &str, &str)] = &[
+    (
+        "j_inner",
+        "CREATE STREAM j_inner AS SELECT l.k AS lk, r.k AS rk, l.v AS lv, r.v AS rv, l.ts AS lts, r.ts AS rts \
+         FROM l JOIN r WITHIN (2 SECONDS, 3 SECONDS) ON l.k = r.k",
+        "SELECT l.k, r.k, l.v, r.v, l.ts, r.ts FROM l JOIN r ON l.k = r.k AND r.ts >= l.ts - 2000 AND r.ts <= l.ts + 3000",
+    ),
+    (
+        "j_left",
+        "CREATE STREAM j_left AS SELECT l.k AS lk, r.k AS rk, l.v AS lv, r.v AS rv, l.ts AS lts, r.ts AS rts \
+         FROM l LEFT JOIN r WITHIN (2 SECONDS, 3 SECONDS) ON l.k = r.k",
+        "SELECT l.k, r.k, l.v, r.v, l.ts, r.ts FROM l LEFT JOIN r ON l.k = r.k AND r.ts >= l.ts - 2000 AND r.ts <= l.ts + 3000",
+    ),
+    (
+        "j_full",
+        "CREATE STREAM j_full AS SELECT l.k AS lk, r.k AS rk, l.v AS lv, r.v AS rv, l.ts AS lts, r.ts AS rts \
+         FROM l FULL OUTER JOIN r ON l.k = r.k AND r.ts BETWEEN l.ts - 1000 AND l.ts + 1500 AND r.v > l.v - 500",
+        "SELECT l.k, r.k, l.v, r.v, l.ts, r.ts FROM l FULL OUTER JOIN r ON l.k = r.k AND r.ts >= l.ts - 1000 AND r.ts <= l.ts + 1500 AND r.v > l.v - 500",
+    ),
+];
+
+async fn stream_oracle(left: &[Event], right: &[Event]) -> Vec<Vec<String>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new("ts", DataType::Int64, false),
+    ]));
+    let ctx = SessionContext::new();
+    for (name, events) in [("l", left), ("r", right)] {
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    events.iter().map(|e| e.k.as_str()),
+                )),
+                Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.v))),
+                Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.ts))),
+            ],
+        )
+        .unwrap();
+        ctx.register_table(
+            name,
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![batch]]).unwrap()),
+        )
+        .unwrap();
+    }
+    let mut out = Vec::new();
+    for (_, _, sql) in STREAM_JOINS {
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        out.push(rows(&batches));
+    }
+    out
+}
+
+fn state_entries(text: &str, query_part: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with("sluice_query_state_entries{"))
+        .filter(|l| l.to_ascii_lowercase().contains(query_part))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+fn late_records(text: &str, query_part: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with("sluice_query_late_records_total{"))
+        .filter(|l| l.to_ascii_lowercase().contains(query_part))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+async fn check_stream_seed(seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::start(engine_config(dir.path())).await.unwrap();
+    let mut session = Session::new();
+    let mut statements: Vec<String> = ["l", "r"]
+        .iter()
+        .map(|s| format!(
+            "CREATE STREAM {s} (k VARCHAR KEY, v BIGINT, ts BIGINT) WITH (kafka_topic='{s}', value_format='json', timestamp='ts', watermark_delay='{DELAY_MS} ms', partitions=2)"
+        ))
+        .collect();
+    statements.extend(STREAM_JOINS.iter().map(|(_, q, _)| q.to_string()));
+    execute_all(&engine, &mut session, &statements).await;
+
+    let mut rng = Rng::new(seed);
+    let left = events(&mut rng, 600);
+    let right = events(&mut rng, 600);
+    let mut writers = [
+        engine.backend().writer("l").await.unwrap(),
+        engine.backend().writer("r").await.unwrap(),
+    ];
+    // Small interleaved writes with pauses, so the joins see the two sides'
+    // chunks and watermarks alternate (rows expire between the writes).
+    for (l, r) in left.chunks(20).zip(right.chunks(20)) {
+        for (w, part) in writers.iter_mut().zip([l, r]) {
+            w.send(produce(part)).await.unwrap();
+            w.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+    // Both sides move far ahead: every interval of the test data closes.
+    let last = left.iter().chain(&right).map(|e| e.ts).max().unwrap();
+    let flush = Event {
+        k: FLUSH_KEY.into(),
+        v: 0,
+        ts: last + 3_600_000,
+    };
+    for w in writers.iter_mut() {
+        w.send(produce(std::slice::from_ref(&flush))).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    let expected = stream_oracle(&left, &right).await;
+    for ((name, _, _), want) in STREAM_JOINS.iter().zip(&expected) {
+        let sql = format!(
+            "SELECT lk, rk, lv, rv, lts, rts FROM {name} WHERE COALESCE(lk, rk) <> '{FLUSH_KEY}'"
+        );
+        expect_rows(
+            &engine,
+            &mut session,
+            &sql,
+            want,
+            &format!("seed {seed}, {name}"),
+        )
+        .await;
+    }
+    // Only the flush rows are still buffered: everything else can no longer match.
+    let text = engine.metrics_text();
+    for (name, _, _) in STREAM_JOINS {
+        let n = state_entries(&text, name);
+        assert!(n <= 2, "seed {seed}, {name}: {n} rows still buffered");
+    }
+    // Late rows (far behind both watermarks) change nothing and are counted.
+    let late: Vec<Event> = (0..5)
+        .map(|i| Event {
+            k: "k1".into(),
+            v: 1,
+            ts: left[0].ts + i,
+        })
+        .collect();
+    writers[0].send(produce(&late)).await.unwrap();
+    writers[0].flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = engine.metrics_text();
+        let counted: Vec<u64> = STREAM_JOINS
+            .iter()
+            .map(|(name, _, _)| late_records(&text, name))
+            .collect();
+        if counted.iter().all(|&c| c == late.len() as u64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: late rows counted {counted:?}, expected {} each",
+            late.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for ((name, _, _), want) in STREAM_JOINS.iter().zip(&expected) {
+        let sql = format!(
+            "SELECT lk, rk, lv, rv, lts, rts FROM {name} WHERE COALESCE(lk, rk) <> '{FLUSH_KEY}'"
+        );
+        assert_eq!(
+            &pull(&engine, &mut session, &sql).await,
+            want,
+            "seed {seed}, {name} after late rows"
+        );
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_stream_joins_equal_batch_sql() {
+    for seed in [1, 2, 3] {
+        check_stream_seed(seed).await;
+    }
+}
+
+// ----------------------------------------------------------------- tables
+
+/// Random upserts and deletes; returns the records and each table's final rows.
+fn table_changes(
+    rng: &mut Rng,
+    n: usize,
+    ids: u64,
+    value: impl Fn(&mut Rng) -> String,
+) -> (Vec<OutRecord>, BTreeMap<String, String>) {
+    let mut records = Vec::with_capacity(n);
+    let mut current = BTreeMap::new();
+    for _ in 0..n {
+        let id = format!("id{}", rng.below(ids));
+        let v = if rng.below(5) == 0 {
+            current.remove(&id);
+            None
+        } else {
+            let v = value(rng);
+            current.insert(id.clone(), v.clone());
+            Some(Bytes::from(v))
+        };
+        records.push(OutRecord {
+            partition: None,
+            timestamp: 0,
+            key: Some(Bytes::from(id)),
+            value: v,
+        });
+    }
+    (records, current)
+}
+
+const TABLE_JOINS: &[(&str, &str, &str)] = &[
+    (
+        "t_fk",
+        "CREATE TABLE t_fk AS SELECT a.id AS aid, a.x, b.y FROM a JOIN b ON a.fk = b.id",
+        "SELECT a.id, a.x, b.y FROM a JOIN b ON a.fk = b.id",
+    ),
+    (
+        "t_left",
+        "CREATE TABLE t_left AS SELECT a.id AS aid, a.x, b.y FROM a LEFT JOIN b ON a.fk = b.id",
+        "SELECT a.id, a.x, b.y FROM a LEFT JOIN b ON a.fk = b.id",
+    ),
+    (
+        "t_full",
+        "CREATE TABLE t_full AS SELECT a.id AS aid, b.id AS bid, a.x, b.y FROM a FULL OUTER JOIN b ON a.fk = b.id",
+        "SELECT a.id, b.id, a.x, b.y FROM a FULL OUTER JOIN b ON a.fk = b.id",
+    ),
+    (
+        "t_many",
+        "CREATE TABLE t_many AS SELECT a1.id AS id1, a2.id AS id2, a1.x AS x1, a2.x AS x2 FROM a a1 JOIN a a2 ON a1.fk = a2.fk",
+        "SELECT a1.id, a2.id, a1.x, a2.x FROM a a1 JOIN a a2 ON a1.fk = a2.fk",
+    ),
+];
+
+async fn check_table_seed(seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::start(engine_config(dir.path())).await.unwrap();
+    let mut session = Session::new();
+    let mut statements = vec![
+        "CREATE TABLE a (id VARCHAR PRIMARY KEY, fk VARCHAR, x BIGINT) WITH (kafka_topic='a', value_format='json', partitions=3)".to_string(),
+        "CREATE TABLE b (id VARCHAR PRIMARY KEY, y BIGINT) WITH (kafka_topic='b', value_format='json')".to_string(),
+    ];
+    statements.extend(TABLE_JOINS.iter().map(|(_, q, _)| q.to_string()));
+    execute_all(&engine, &mut session, &statements).await;
+
+    let mut rng = Rng::new(seed + 100);
+    let (a_records, a_final) = table_changes(&mut rng, 400, 30, |rng| {
+        let fk = match rng.below(8) {
+            0 => "null".to_string(),
+            n => format!("\"id{}\"", n - 1),
+        };
+        format!(r#"{{"fk": {fk}, "x": {}}}"#, rng.below(100))
+    });
+    let (b_records, b_final) = table_changes(&mut rng, 150, 8, |rng| {
+        format!(r#"{{"y": {}}}"#, rng.below(100))
+    });
+    let mut wa = engine.backend().writer("a").await.unwrap();
+    let mut wb = engine.backend().writer("b").await.unwrap();
+    let mut b_iter = b_records.chunks(15);
+    for a_part in a_records.chunks(40) {
+        wa.send(a_part.to_vec()).await.unwrap();
+        wa.flush().await.unwrap();
+        if let Some(b_part) = b_iter.next() {
+            wb.send(b_part.to_vec()).await.unwrap();
+            wb.flush().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for b_part in b_iter {
+        wb.send(b_part.to_vec()).await.unwrap();
+        wb.flush().await.unwrap();
+    }
+
+    // The batch join of the final tables.
+    let ctx = SessionContext::new();
+    let a_json: String = a_final
+        .iter()
+        .map(|(id, v)| {
+            let v: serde_json::Value = serde_json::from_str(v).unwrap();
+            format!(
+                "('{id}', {}, {})\n",
+                match v["fk"].as_str() {
+                    Some(s) => format!("'{s}'"),
+                    None => "CAST(NULL AS VARCHAR)".into(),
+                },
+                v["x"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let b_json: String = b_final
+        .iter()
+        .map(|(id, v)| {
+            let v: serde_json::Value = serde_json::from_str(v).unwrap();
+            format!("('{id}', {})", v["y"])
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    ctx.sql(&format!(
+        "CREATE TABLE a (id VARCHAR, fk VARCHAR, x BIGINT) AS VALUES {a_json}"
+    ))
+    .await
+    .unwrap();
+    ctx.sql(&format!(
+        "CREATE TABLE b (id VARCHAR, y BIGINT) AS VALUES {b_json}"
+    ))
+    .await
+    .unwrap();
+    for (name, _, sql) in TABLE_JOINS {
+        let want = rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap());
+        let columns = match *name {
+            "t_full" => "aid, bid, x, y",
+            "t_many" => "id1, id2, x1, x2",
+            _ => "aid, x, y",
+        };
+        expect_rows(
+            &engine,
+            &mut session,
+            &format!("SELECT {columns} FROM {name}"),
+            &want,
+            &format!("seed {seed}, {name}"),
+        )
+        .await;
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_table_joins_equal_batch_sql_of_the_final_tables() {
+    for seed in [1, 2, 3] {
+        check_table_seed(seed).await;
+    }
+}
