@@ -632,7 +632,9 @@ mod tests {
     }
 
     /// (left value, right value) of the output rows, and late row count.
-    fn results(out: &[Message]) -> (Vec<(Option<i64>, Option<i64>)>, usize) {
+    type Pairs = Vec<(Option<i64>, Option<i64>)>;
+
+    fn results(out: &[Message]) -> (Pairs, usize) {
         let mut rows = Vec::new();
         let mut late = 0;
         for m in out {
@@ -706,13 +708,10 @@ mod tests {
         assert_eq!(results(&out).0, vec![(Some(1), None)]);
         // Row b (10,500) is still to be padded: the output watermark must not
         // pass it, or a windowed aggregate downstream would drop it as late.
-        let last_watermark = out
-            .iter()
-            .filter_map(|m| match m {
-                Message::Watermark(w) => Some(*w),
-                _ => None,
-            })
-            .last();
+        let last_watermark = out.iter().rev().find_map(|m| match m {
+            Message::Watermark(w) => Some(*w),
+            _ => None,
+        });
         assert!(
             last_watermark.is_some_and(|w| w <= 10_500),
             "{last_watermark:?}"
