@@ -328,3 +328,163 @@ async fn windows_on_record_timestamps_over_a_real_broker() {
         vec![serde_json::json!(["/x", 6]), serde_json::json!(["/y", 6])]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_over_a_real_broker() {
+    let broker = TestBroker::start();
+    let admin = KafkaBackend::new(&broker.addr, &[]).expect("kafka client");
+    // Different partition counts, joined on the record key: the query reads
+    // every partition of both topics, so matching keys always meet.
+    admin
+        .create_topic("searches", 2)
+        .await
+        .expect("create topic");
+    admin.create_topic("clicks", 3).await.expect("create topic");
+    admin
+        .create_topic("customers", 1)
+        .await
+        .expect("create topic");
+    admin.create_topic("orders", 2).await.expect("create topic");
+    let base = 1_700_000_000_000i64;
+    let event = |user: &str, value: serde_json::Value, at: i64| OutRecord {
+        partition: None,
+        timestamp: base + at,
+        key: Some(Bytes::from(user.to_string())),
+        value: json(value),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            "--kafka-brokers",
+            &broker.addr,
+            "--checkpoint-interval-ms",
+            "300",
+        ],
+    );
+    server
+        .ksql_ok(
+            "CREATE STREAM searches (user_id VARCHAR KEY, q VARCHAR)
+               WITH (kafka_topic='searches', value_format='json',
+                     watermark_delay='2 seconds', watermark_idle_timeout='500 ms');
+             CREATE STREAM clicks (user_id VARCHAR KEY, url VARCHAR)
+               WITH (kafka_topic='clicks', value_format='json',
+                     watermark_delay='2 seconds', watermark_idle_timeout='500 ms');
+             CREATE STREAM search_clicks AS
+               SELECT s.user_id, s.q, c.url
+               FROM searches s LEFT JOIN clicks c WITHIN 10 SECONDS ON s.user_id = c.user_id;
+             CREATE TABLE customers (id VARCHAR PRIMARY KEY, name VARCHAR)
+               WITH (kafka_topic='customers', value_format='json');
+             CREATE TABLE orders (order_id VARCHAR PRIMARY KEY, customer_id VARCHAR)
+               WITH (kafka_topic='orders', value_format='json');
+             CREATE TABLE order_names AS
+               SELECT o.order_id, c.name
+               FROM orders o JOIN customers c ON o.customer_id = c.id;",
+        )
+        .await;
+    let mut searches = admin.writer("searches").await.unwrap();
+    let mut clicks = admin.writer("clicks").await.unwrap();
+    searches
+        .send(vec![
+            event("u1", serde_json::json!({"q": "shoes"}), 1_000),
+            event("u2", serde_json::json!({"q": "hats"}), 2_000),
+        ])
+        .await
+        .unwrap();
+    clicks
+        .send(vec![
+            event("u1", serde_json::json!({"url": "/shoes"}), 5_000),
+            event("u3", serde_json::json!({"url": "/z"}), 6_000),
+        ])
+        .await
+        .unwrap();
+    searches.flush().await.unwrap();
+    clicks.flush().await.unwrap();
+    // Both streams move on, so u2's search interval closes unmatched.
+    searches
+        .send(vec![event("u9", serde_json::json!({"q": "later"}), 60_000)])
+        .await
+        .unwrap();
+    clicks
+        .send(vec![event(
+            "u8",
+            serde_json::json!({"url": "/later"}),
+            60_000,
+        )])
+        .await
+        .unwrap();
+    searches.flush().await.unwrap();
+    clicks.flush().await.unwrap();
+    let rows = server
+        .wait_for(
+            "SELECT user_id, q, url FROM search_clicks ORDER BY user_id",
+            Duration::from_secs(60),
+            |r| r.len() == 2,
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            serde_json::json!(["u1", "shoes", "/shoes"]),
+            serde_json::json!(["u2", "hats", null])
+        ]
+    );
+
+    // Table-table: an update and a tombstone on the customer side reach the
+    // result topic as an upsert and a tombstone for the order's key.
+    let mut customers = admin.writer("customers").await.unwrap();
+    let mut orders = admin.writer("orders").await.unwrap();
+    customers
+        .send(vec![event("c1", serde_json::json!({"name": "Ann"}), 0)])
+        .await
+        .unwrap();
+    customers.flush().await.unwrap();
+    orders
+        .send(vec![
+            event("o1", serde_json::json!({"customer_id": "c1"}), 0),
+            event("o2", serde_json::json!({"customer_id": "c1"}), 0),
+        ])
+        .await
+        .unwrap();
+    orders.flush().await.unwrap();
+    server
+        .wait_for(
+            "SELECT order_id, name FROM order_names ORDER BY order_id",
+            Duration::from_secs(60),
+            |r| r.len() == 2,
+        )
+        .await;
+    customers
+        .send(vec![OutRecord {
+            partition: None,
+            timestamp: base,
+            key: Some(Bytes::from("c1")),
+            value: None,
+        }])
+        .await
+        .unwrap();
+    customers.flush().await.unwrap();
+    server
+        .wait_for(
+            "SELECT order_id, name FROM order_names",
+            Duration::from_secs(60),
+            |r| r.is_empty(),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = read_all(&admin, "order_names").await;
+        let mut last: BTreeMap<Vec<u8>, Option<Bytes>> = BTreeMap::new();
+        for r in &out {
+            last.insert(r.key.clone().unwrap_or_default().to_vec(), r.value.clone());
+        }
+        if last.len() == 2 && last.values().all(Option::is_none) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order_names topic should end in tombstones: {out:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
