@@ -43,7 +43,11 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
 
     // `sluice run` twice: the second run must be a no-op, not an error.
     for round in 0..2 {
-        for f in ["01_pageviews.sql", "02_login_failures.sql"] {
+        for f in [
+            "01_pageviews.sql",
+            "02_login_failures.sql",
+            "03_shop_joins.sql",
+        ] {
             let out = sluice_run(&examples.join(f), &server);
             assert!(
                 out.status.success(),
@@ -121,6 +125,36 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
         failures[0],
         serde_json::json!(["10.0.0.1", 3, 2, "2024-01-01T00:00:00"])
     );
+
+    // Join examples: a search followed by a click, and one nobody clicked after.
+    server
+        .ksql_ok(
+            "INSERT INTO searches (customer_id, query, ts) VALUES
+               ('c1', 'shoes', '2024-01-01 10:00:00'),
+               ('c2', 'hats', '2024-01-01 10:00:00');
+             INSERT INTO shop_clicks (customer_id, url, ts) VALUES
+               ('c1', '/shoes/42', '2024-01-01 10:03:00'),
+               ('c8', '/moving-on', '2024-01-01 11:00:00');
+             INSERT INTO searches (customer_id, query, ts) VALUES
+               ('c9', 'later', '2024-01-01 11:00:00');",
+        )
+        .await;
+    let clicked = server
+        .wait_for(
+            "SELECT customer_id, query, url FROM search_then_click",
+            Duration::from_secs(20),
+            |r| r.len() == 1,
+        )
+        .await;
+    assert_eq!(clicked[0], serde_json::json!(["c1", "shoes", "/shoes/42"]));
+    let abandoned = server
+        .wait_for(
+            "SELECT customer_id, query FROM abandoned_searches",
+            Duration::from_secs(20),
+            |r| r.len() == 1,
+        )
+        .await;
+    assert_eq!(abandoned[0], serde_json::json!(["c2", "hats"]));
 
     // pgwire, simple protocol.
     let client = pg(&server).await;

@@ -9,6 +9,11 @@ CREATE STREAM clicks (user_id VARCHAR, url VARCHAR, ts TIMESTAMP,
 CREATE STREAM search_clicks AS
   SELECT s.search_id, s.query, c.url
   FROM searches s JOIN clicks c WITHIN 1 HOUR ON s.user_id = c.user_id;
+-- A join feeds a windowed aggregate through its result stream, whose rows carry
+-- the join's result time (the later of the two rows) as their timestamp.
+CREATE TABLE searches_per_hour AS
+  SELECT query, COUNT(*) AS n FROM search_clicks
+  WINDOW TUMBLING (SIZE 1 HOUR) GROUP BY query;
 CREATE STREAM clicked_after AS
   SELECT s.search_id, c.url
   FROM searches s JOIN clicks c
@@ -73,6 +78,11 @@ NULL | /x
 1 | shoes | /shoes
 2 | hats | /hats-early
 4 | late | /late-click
+
+--- expect SELECT query, windowstart, n FROM searches_per_hour ORDER BY query
+hats | 2024-01-01T10:00:00 | 1
+late | 2024-01-01T12:00:00 | 1
+shoes | 2024-01-01T10:00:00 | 1
 
 --- expect SELECT search_id, url FROM all_activity ORDER BY search_id, url
 1 | /shoes
