@@ -38,7 +38,7 @@ pub(super) async fn plan(
     relation: &Relation,
     scratch: &Path,
 ) -> Result<StreamPlan> {
-    plan_sql(&query.sql("bench"), relation, scratch).await
+    plan_sql(&query.sql("bench"), std::slice::from_ref(relation), scratch).await
 }
 
 /// The `users` table of the enrichment benchmark: one row per generated user id
@@ -99,7 +99,11 @@ pub(super) static USERS_FOR_PLANNING: std::sync::atomic::AtomicU32 =
     std::sync::atomic::AtomicU32::new(100_000);
 
 /// Plans a `CREATE ... AS SELECT` statement over `relation` like the engine does.
-pub(super) async fn plan_sql(sql: &str, relation: &Relation, scratch: &Path) -> Result<StreamPlan> {
+pub(super) async fn plan_sql(
+    sql: &str,
+    relations: &[Relation],
+    scratch: &Path,
+) -> Result<StreamPlan> {
     let backend: SharedBackend = LocalLog::open(&scratch.join("planning-log"))
         .map_err(|e| SluiceError::connector("opening the planning log", e))?;
     let session_config = SessionConfig::new()
@@ -108,17 +112,19 @@ pub(super) async fn plan_sql(sql: &str, relation: &Relation, scratch: &Path) -> 
         .with_default_catalog_and_schema("sluice", "public");
     let ctx = SessionContext::new_with_config(session_config);
     crate::functions::register(&ctx)?;
-    ctx.register_table(
-        relation.name.as_str(),
-        Arc::new(TopicProvider {
-            relation: relation.clone(),
-            backend,
-        }),
-    )?;
     let mut catalog = Catalog::default();
-    catalog
-        .relations
-        .insert(relation.name.clone(), relation.clone());
+    for relation in relations {
+        ctx.register_table(
+            relation.name.as_str(),
+            Arc::new(TopicProvider {
+                relation: relation.clone(),
+                backend: backend.clone(),
+            }),
+        )?;
+        catalog
+            .relations
+            .insert(relation.name.clone(), relation.clone());
+    }
     let users = if sql.contains(" users ") {
         let (users_rel, table) =
             users_table(USERS_FOR_PLANNING.load(std::sync::atomic::Ordering::Relaxed))?;
