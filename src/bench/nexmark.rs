@@ -259,14 +259,15 @@ pub(super) async fn run_inprocess(
         rows_out: Some(QueryMetrics::get(&metrics.records_out)),
         measured,
         note: format!(
-            "{events} Nexmark events = {read} rows of {}; {} generator partitions",
+            "{events} Nexmark events = {read} rows of {}; {} generator partitions; {} state entries at the end",
             query
                 .reads()
                 .iter()
                 .map(|&t| table_name(t))
                 .collect::<Vec<_>>()
                 .join(" + "),
-            config.partitions
+            config.partitions,
+            QueryMetrics::get(&metrics.state_entries)
         ),
     })
 }

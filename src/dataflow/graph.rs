@@ -158,6 +158,16 @@ impl Dataflow {
         Ok(())
     }
 
+    /// Tells two-input operators that no checkpoint will come (see
+    /// [`JoinOperator::without_checkpoints`]).
+    pub fn without_checkpoints(&mut self) {
+        for node in &mut self.nodes {
+            if let Stage::Join(op) = &mut node.stage {
+                op.without_checkpoints();
+            }
+        }
+    }
+
     pub fn restore(&mut self, state: &QueryState) -> Result<()> {
         for (i, node) in self.nodes.iter_mut().enumerate() {
             match &mut node.stage {

@@ -113,6 +113,9 @@ impl Pipeline {
     /// Runs until the input ends or the consumer goes away.
     /// Messages arrive tagged with the number of the input they come from.
     pub async fn run(mut self, mut rx: mpsc::Receiver<(usize, Message)>) -> Result<()> {
+        if self.state.is_none() {
+            self.flow.without_checkpoints();
+        }
         while let Some((input, msg)) = rx.recv().await {
             match msg {
                 msg @ (Message::Chunk(_) | Message::Watermark(_) | Message::Late(_)) => {

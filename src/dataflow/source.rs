@@ -20,6 +20,10 @@ use crate::formats::{BadRecord, RecordDecoder};
 /// keep latency low.
 const MAX_BATCH: usize = 8192;
 
+/// How far (event time, ms) one input of a query may run ahead of the slowest
+/// input that is still delivering rows before it pauses.
+const MAX_INPUT_DRIFT_MS: i64 = 1_000;
+
 /// One relation a query reads.
 pub struct SourceInput {
     pub relation: Relation,
@@ -56,6 +60,8 @@ struct Reading {
     /// Last watermark sent (for the query's watermark gauge).
     watermark: i64,
     finished: bool,
+    /// Rows came in the last poll.
+    delivered: bool,
 }
 
 type Tx = mpsc::Sender<(usize, Message)>;
@@ -115,13 +121,32 @@ impl SourceTask {
             }
             .max(Duration::from_millis(1));
             busy = false;
+            // Event-time alignment: an input ahead of the slowest input that is
+            // still delivering waits for it, so a join does not buffer the faster
+            // input's rows for longer than its interval needs.
+            let slowest = readings
+                .iter()
+                .filter(|r| !r.finished && r.delivered)
+                .map(|r| r.watermark)
+                .min();
             for i in 0..self.inputs.len() {
                 if readings[i].finished {
                     continue;
                 }
-                match self.poll_input(i, &mut readings[i], wait, &tx).await? {
-                    None => return Ok(()), // the pipeline stopped
-                    Some(got) => busy |= got,
+                let ahead = slowest.is_some_and(|w| {
+                    w != i64::MIN && readings[i].watermark > w.saturating_add(MAX_INPUT_DRIFT_MS)
+                });
+                if several && ahead {
+                    readings[i].delivered = false;
+                    busy = true;
+                } else {
+                    match self.poll_input(i, &mut readings[i], wait, &tx).await? {
+                        None => return Ok(()), // the pipeline stopped
+                        Some(got) => {
+                            readings[i].delivered = got;
+                            busy |= got;
+                        }
+                    }
                 }
                 if let Some(w) = readings[i].watermarks.advance(Instant::now()) {
                     readings[i].watermark = w;
@@ -303,6 +328,7 @@ impl Reading {
             watermarks,
             watermark: i64::MIN,
             finished: false,
+            delivered: false,
         })
     }
 }

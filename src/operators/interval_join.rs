@@ -160,6 +160,8 @@ pub struct IntervalJoin {
     next_seq: u64,
     /// Buffered rows changed since the last checkpoint: (side, time, seq).
     dirty: HashSet<(u8, i64, u64)>,
+    /// False when the query never checkpoints: `dirty` is not kept.
+    checkpointing: bool,
 }
 
 fn slot(side: Side) -> usize {
@@ -202,7 +204,14 @@ impl IntervalJoin {
             out_watermark: i64::MIN,
             next_seq: 0,
             dirty: HashSet::new(),
+            checkpointing: true,
         })
+    }
+
+    fn mark_dirty(&mut self, row: (u8, i64, u64)) {
+        if self.checkpointing {
+            self.dirty.insert(row);
+        }
     }
 
     /// Event times of `side`'s rows that a row of the other side at `t` joins.
@@ -292,7 +301,7 @@ impl IntervalJoin {
             let before = self.expiry_threshold(side);
             let (unmatched, removed) = self.sides[slot(side)].expire(before);
             for (t, seq) in removed {
-                self.dirty.insert((slot(side) as u8, t, seq));
+                self.mark_dirty((slot(side) as u8, t, seq));
             }
             if self.kind.preserves(side) {
                 self.emit_padded_stored(side, unmatched, out)?;
@@ -402,7 +411,7 @@ impl JoinOperator for IntervalJoin {
                 if let Some(stored) = self.sides[slot(side.other())].get_mut(t, seq) {
                     if !stored.matched {
                         stored.matched = true;
-                        self.dirty.insert((slot(side.other()) as u8, t, seq));
+                        self.mark_dirty((slot(side.other()) as u8, t, seq));
                     }
                 }
             }
@@ -449,7 +458,7 @@ impl JoinOperator for IntervalJoin {
                     matched: this_matched[i],
                 },
             );
-            self.dirty.insert((slot(side) as u8, t, seq));
+            self.mark_dirty((slot(side) as u8, t, seq));
         }
         if !pad_now.is_empty() {
             let idx = indices(pad_now.iter().map(|&i| Some(i)));
@@ -479,6 +488,11 @@ impl JoinOperator for IntervalJoin {
 
     fn state_entries(&self) -> usize {
         self.sides.iter().map(|s| s.expiry.len()).sum()
+    }
+
+    fn without_checkpoints(&mut self) {
+        self.checkpointing = false;
+        self.dirty.clear();
     }
 
     fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {

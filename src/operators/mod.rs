@@ -68,6 +68,10 @@ pub trait JoinOperator: Send {
     fn restore(&mut self, _id: u16, _state: &QueryState) -> Result<()> {
         Ok(())
     }
+
+    /// The query never checkpoints (push queries, benchmarks): changes need not
+    /// be tracked for `snapshot`.
+    fn without_checkpoints(&mut self) {}
 }
 
 /// The watermarks of a two-input operator's inputs.
