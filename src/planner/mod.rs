@@ -162,6 +162,27 @@ pub async fn logical_plan(state: &SessionState, query: &Query) -> Result<Logical
     optimizer.optimize(plan, state, |_, _| {}).map_err(df_error)
 }
 
+/// A join whose inputs are all streams: interval joins buffer their inputs' rows,
+/// so only the columns used above the join should be kept. (Tables keep all
+/// columns: their primary key is needed for retractions even when unused.)
+fn joins_streams_only(catalog: &Catalog, reads: &[String], plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    reads
+        .iter()
+        .all(|r| catalog.relation(r).is_some_and(|rel| !rel.is_table()))
+        && plan
+            .exists(|p| Ok(matches!(p, LogicalPlan::Join(_))))
+            .unwrap_or(false)
+}
+
+/// DataFusion's projection pushdown: scans produce only the columns the query uses.
+fn prune_columns(state: &SessionState, plan: LogicalPlan) -> Result<LogicalPlan> {
+    let optimizer = Optimizer::with_rules(vec![Arc::new(
+        datafusion::optimizer::optimize_projections::OptimizeProjections::new(),
+    )]);
+    optimizer.optimize(plan, state, |_, _| {}).map_err(df_error)
+}
+
 /// Plans a continuous query: `query` with its ksqlDB `WINDOW` clause (if any) and
 /// EMIT mode.
 pub async fn plan_continuous(
@@ -202,6 +223,11 @@ pub async fn plan_continuous(
         None => state,
     };
     let plan = logical_plan(state, &query).await?;
+    let plan = if joins_streams_only(catalog, &reads, &plan) {
+        prune_columns(state, plan)?
+    } else {
+        plan
+    };
     let logical = plan.display_indent().to_string();
     let partial = translate(state, catalog, &plan, allow_limit, window.as_ref(), tables)?;
     if emit == Some(EmitMode::Final) && !partial.windowed_aggregate {
