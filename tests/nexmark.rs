@@ -93,11 +93,16 @@ async fn wait_finished(engine: &Engine, query: &str) {
 
 /// The bids the source generates, read straight from the generator.
 fn generated_bids() -> RecordBatch {
-    let mut config = NexmarkConfig::new(EventType::Bid);
+    generated(EventType::Bid)
+}
+
+/// The rows of one event type the source generates.
+fn generated(table: EventType) -> RecordBatch {
+    let mut config = NexmarkConfig::new(table);
     config.events = Some(EVENTS);
     config.seed = SEED;
     config.partitions = PARTITIONS;
-    let schema = nexmark::batch::full_schema(EventType::Bid);
+    let schema = nexmark::batch::full_schema(table);
     let all = (0..schema.fields().len()).collect();
     let mut reader = NexmarkReader::open(&config, schema.clone(), all, &StartFrom::Earliest);
     let mut batches = Vec::new();
@@ -366,4 +371,71 @@ async fn q11_sessions_match_batch_sql() {
     expected.sort();
     assert!(expected.len() > 100, "{} sessions", expected.len());
     assert_eq!(streamed, expected);
+}
+
+/// q8 (persons who opened an auction in the 10 s window they registered in) and
+/// the interval-join benchmark query, both joins of two nexmark streams, against
+/// batch SQL over the same generated rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q8_and_the_interval_join_match_batch_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path()).await;
+    for table in ["person", "auction", "bid"] {
+        exec(
+            &engine,
+            &format!(
+                "CREATE STREAM {table} WITH (connector='nexmark', nexmark.table='{table}', events={EVENTS}, seed={SEED}, partitions={PARTITIONS})"
+            ),
+        )
+        .await;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    for q in ["q8", "interval_join"] {
+        let text = std::fs::read_to_string(format!("{root}/sql/nexmark/{q}.sql")).unwrap();
+        exec(&engine, &text).await;
+    }
+    wait_finished(&engine, "CTAS_NEXMARK_Q8").await;
+    wait_finished(&engine, "CSAS_NEXMARK_INTERVAL_JOIN").await;
+
+    let ctx = SessionContext::new();
+    for (name, table) in [
+        ("person", EventType::Person),
+        ("auction", EventType::Auction),
+        ("bid", EventType::Bid),
+    ] {
+        let rows = generated(table);
+        let mem = MemTable::try_new(rows.schema(), vec![vec![rows]]).unwrap();
+        ctx.register_table(name, Arc::new(mem)).unwrap();
+    }
+    let batch = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move { format_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap()) }
+    };
+    let q8 = rows(
+        &engine,
+        "SELECT id, name, CAST(starttime AS BIGINT), auctions FROM nexmark_q8",
+    )
+    .await;
+    let expected = batch(
+        "SELECT P.id, P.name, CAST(date_bin(INTERVAL '10' SECOND, P.date_time) AS BIGINT), COUNT(*) \
+         FROM person P JOIN auction A ON P.id = A.seller \
+          AND date_bin(INTERVAL '10' SECOND, P.date_time) = date_bin(INTERVAL '10' SECOND, A.date_time) \
+         GROUP BY P.id, P.name, date_bin(INTERVAL '10' SECOND, P.date_time)",
+    )
+    .await;
+    assert!(expected.len() > 20, "{} q8 rows", expected.len());
+    assert_eq!(q8, expected);
+    let joined = rows(
+        &engine,
+        "SELECT auction, bidder, price, seller, category FROM nexmark_interval_join",
+    )
+    .await;
+    let expected = batch(
+        "SELECT B.auction, B.bidder, B.price, A.seller, A.category FROM bid B JOIN auction A \
+         ON B.auction = A.id AND A.date_time >= B.date_time - INTERVAL '10' SECOND \
+         AND A.date_time <= B.date_time + INTERVAL '10' SECOND",
+    )
+    .await;
+    assert!(expected.len() > 1000, "{} joined bids", expected.len());
+    assert_eq!(joined, expected);
 }

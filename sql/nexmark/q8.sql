@@ -1,16 +1,13 @@
 -- Nexmark q8: new users who opened auctions in the same 10-second window in
 -- which they registered.
--- NOT RUNNABLE YET: needs TUMBLE windows and a windowed join.
-CREATE STREAM nexmark_q8 AS
-SELECT P.id, P.name, P.starttime
-FROM (
-    SELECT id, name, window_start AS starttime, window_end AS endtime
-    FROM TUMBLE(person, date_time, INTERVAL '10' SECOND)
-    GROUP BY id, name, window_start, window_end
-) AS P
-JOIN (
-    SELECT seller, window_start AS starttime, window_end AS endtime
-    FROM TUMBLE(auction, date_time, INTERVAL '10' SECOND)
-    GROUP BY seller, window_start, window_end
-) AS A
-ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime;
+-- Flink's text joins two windowed subqueries (TUMBLE ... GROUP BY on each side);
+-- Sluice writes the same result as an interval join whose key includes the
+-- window: two rows share a 10 s window only if they are less than 10 s apart, so
+-- WITHIN 10 SECONDS loses no match and lets the join free its state.
+CREATE TABLE nexmark_q8 AS
+SELECT P.id, P.name, date_bin(INTERVAL '10' SECOND, P.date_time) AS starttime, COUNT(*) AS auctions
+FROM person AS P
+JOIN auction AS A WITHIN 10 SECONDS
+  ON P.id = A.seller
+ AND date_bin(INTERVAL '10' SECOND, P.date_time) = date_bin(INTERVAL '10' SECOND, A.date_time)
+GROUP BY P.id, P.name, date_bin(INTERVAL '10' SECOND, P.date_time);

@@ -35,15 +35,17 @@ pub enum NexmarkQuery {
     Q0,
     Q1,
     Q2,
+    Q8,
     /// Bids joined with their auction within 10 s (not a standard Nexmark query).
     IntervalJoin,
 }
 
 impl NexmarkQuery {
-    pub const RUNNABLE: [NexmarkQuery; 4] = [
+    pub const RUNNABLE: [NexmarkQuery; 5] = [
         NexmarkQuery::Q0,
         NexmarkQuery::Q1,
         NexmarkQuery::Q2,
+        NexmarkQuery::Q8,
         NexmarkQuery::IntervalJoin,
     ];
 
@@ -52,6 +54,7 @@ impl NexmarkQuery {
             NexmarkQuery::Q0 => "q0",
             NexmarkQuery::Q1 => "q1",
             NexmarkQuery::Q2 => "q2",
+            NexmarkQuery::Q8 => "q8",
             NexmarkQuery::IntervalJoin => "interval_join",
         }
     }
@@ -60,6 +63,7 @@ impl NexmarkQuery {
     pub fn reads(self) -> &'static [EventType] {
         match self {
             NexmarkQuery::IntervalJoin => &[EventType::Bid, EventType::Auction],
+            NexmarkQuery::Q8 => &[EventType::Person, EventType::Auction],
             _ => &[EventType::Bid],
         }
     }
@@ -70,6 +74,7 @@ impl NexmarkQuery {
             NexmarkQuery::Q0 => include_str!("../../sql/nexmark/q0.sql"),
             NexmarkQuery::Q1 => include_str!("../../sql/nexmark/q1.sql"),
             NexmarkQuery::Q2 => include_str!("../../sql/nexmark/q2.sql"),
+            NexmarkQuery::Q8 => include_str!("../../sql/nexmark/q8.sql"),
             NexmarkQuery::IntervalJoin => include_str!("../../sql/nexmark/interval_join.sql"),
         }
     }
