@@ -169,11 +169,11 @@ mod tests {
     fn within_becomes_a_marker_in_the_on_condition() {
         assert_eq!(
             rewrite("SELECT * FROM a JOIN b WITHIN 1 HOUR ON a.id = b.id WHERE a.x > 1").unwrap(),
-            "SELECT * FROM a JOIN b ON__sluice_within(3600000,3600000,0)AND(a.id = b.id ) WHERE a.x > 1"
+            "SELECT * FROM a JOIN b ON__sluice_within(3600000,3600000,0)AND( a.id = b.id ) WHERE a.x > 1"
         );
         assert_eq!(
             rewrite("SELECT * FROM a JOIN b WITHIN (10 SECONDS, 1 MINUTE) GRACE PERIOD 5 SECONDS ON a.id = b.id OR a.y = b.y").unwrap(),
-            "SELECT * FROM a JOIN b ON__sluice_within(10000,60000,5000)AND(a.id = b.id OR a.y = b.y) "
+            "SELECT * FROM a JOIN b ON__sluice_within(10000,60000,5000)AND( a.id = b.id OR a.y = b.y) "
         );
     }
 
