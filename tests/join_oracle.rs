@@ -493,3 +493,151 @@ async fn table_table_joins_equal_batch_sql_of_the_final_tables() {
         check_table_seed(seed).await;
     }
 }
+
+// ----------------------------------------------------------- stream-table
+
+/// Stream-table joins look the table up as it is when each event is processed.
+/// In phases, random upserts and deletes change the table (and are waited for),
+/// then a batch of events is joined (and waited for); every event's result must
+/// equal a batch join with the table's contents of its phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_table_joins_equal_batch_sql_per_table_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::start(engine_config(dir.path())).await.unwrap();
+    let mut session = Session::new();
+    execute_all(
+        &engine,
+        &mut session,
+        &[
+            "CREATE TABLE users (id VARCHAR PRIMARY KEY, tier BIGINT) WITH (kafka_topic='users', value_format='json')".into(),
+            "CREATE STREAM clicks (user_id VARCHAR, n BIGINT) WITH (kafka_topic='clicks', value_format='json', partitions=2)".into(),
+            "CREATE STREAM st_inner AS SELECT c.user_id, c.n, u.tier FROM clicks c JOIN users u ON c.user_id = u.id".into(),
+            "CREATE STREAM st_left AS SELECT c.user_id, c.n, u.tier FROM clicks c LEFT JOIN users u ON u.id = c.user_id".into(),
+        ],
+    )
+    .await;
+    let mut rng = Rng::new(7);
+    let mut users_w = engine.backend().writer("users").await.unwrap();
+    let mut clicks_w = engine.backend().writer("clicks").await.unwrap();
+    let mut table: BTreeMap<String, i64> = BTreeMap::new();
+    // (phase, id, tier) and (phase, user_id, n), for the batch join.
+    let mut snapshots: Vec<(i64, String, i64)> = Vec::new();
+    let mut clicks: Vec<(i64, String, i64)> = Vec::new();
+    let mut n = 0i64;
+    for phase in 0..6i64 {
+        let mut changes = Vec::new();
+        for _ in 0..15 {
+            let id = format!("u{}", rng.below(10));
+            let value = if rng.below(4) == 0 {
+                table.remove(&id);
+                None
+            } else {
+                let tier = rng.below(5) as i64;
+                table.insert(id.clone(), tier);
+                Some(Bytes::from(format!(r#"{{"tier": {tier}}}"#)))
+            };
+            changes.push(OutRecord {
+                partition: None,
+                timestamp: 0,
+                key: Some(Bytes::from(id)),
+                value,
+            });
+        }
+        users_w.send(changes).await.unwrap();
+        users_w.flush().await.unwrap();
+        let want: Vec<String> = table.iter().map(|(k, v)| format!("{k}|{v}")).collect();
+        expect_rows(
+            &engine,
+            &mut session,
+            "SELECT id, tier FROM users",
+            &want,
+            "users",
+        )
+        .await;
+        snapshots.extend(table.iter().map(|(k, v)| (phase, k.clone(), *v)));
+        let batch: Vec<(i64, String, i64)> = (0..40)
+            .map(|_| {
+                n += 1;
+                (phase, format!("u{}", rng.below(12)), n)
+            })
+            .collect();
+        clicks_w
+            .send(
+                batch
+                    .iter()
+                    .map(|(_, u, n)| OutRecord {
+                        partition: None,
+                        timestamp: 0,
+                        key: None,
+                        value: Some(Bytes::from(format!(r#"{{"user_id": "{u}", "n": {n}}}"#))),
+                    })
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        clicks_w.flush().await.unwrap();
+        clicks.extend(batch);
+        // Both joins must have processed this phase's events before the table moves on.
+        let inner_so_far = clicks
+            .iter()
+            .filter(|(p, u, _)| snapshots.iter().any(|(sp, id, _)| sp == p && id == u))
+            .count();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = pull(&engine, &mut session, "SELECT n FROM st_left")
+                .await
+                .len();
+            let inner = pull(&engine, &mut session, "SELECT n FROM st_inner")
+                .await
+                .len();
+            if left == clicks.len() && inner == inner_so_far {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "phase {phase}: left {left}/{}, inner {inner}/{inner_so_far}",
+                clicks.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let ctx = SessionContext::new();
+    let values = |rows: &[(i64, String, i64)]| {
+        rows.iter()
+            .map(|(p, s, v)| format!("({p}, '{s}', {v})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    ctx.sql(&format!(
+        "CREATE TABLE snapshots (phase BIGINT, id VARCHAR, tier BIGINT) AS VALUES {}",
+        values(&snapshots)
+    ))
+    .await
+    .unwrap();
+    ctx.sql(&format!(
+        "CREATE TABLE clicks (phase BIGINT, user_id VARCHAR, n BIGINT) AS VALUES {}",
+        values(&clicks)
+    ))
+    .await
+    .unwrap();
+    for (name, kind) in [("st_inner", "JOIN"), ("st_left", "LEFT JOIN")] {
+        let want = rows(
+            &ctx.sql(&format!(
+                "SELECT c.user_id, c.n, s.tier FROM clicks c {kind} snapshots s ON c.phase = s.phase AND c.user_id = s.id"
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap(),
+        );
+        let got = pull(
+            &engine,
+            &mut session,
+            &format!("SELECT user_id, n, tier FROM {name}"),
+        )
+        .await;
+        assert_eq!(got, want, "{name}");
+    }
+    engine.shutdown().await;
+}
