@@ -5,12 +5,15 @@
 //! buffers raw values and merges them into its digest a thousand at a time (and
 //! before it is read), so the digest math is amortised. The state is DataFusion's
 //! own t-digest state, so partial results merge with its accumulators.
+//!
+//! [`PercentileLog`] is the same aggregate for the panes of hopping windows, whose
+//! partials are merged into every window over them.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array};
 use arrow::datatypes::{DataType, Float64Type};
-use datafusion::common::ScalarValue;
+use datafusion::common::{HashMap, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion_functions_aggregate_common::tdigest::{TDigest, DEFAULT_MAX_SIZE};
@@ -94,25 +97,11 @@ impl GroupsAccumulator for BufferedPercentile {
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let digests = self.take(emit_to);
-        let values: Float64Array = digests
-            .iter()
-            .map(|d| (d.count() > 0.0).then(|| d.estimate_quantile(self.percentile)))
-            .collect();
-        let values: ArrayRef = Arc::new(values);
-        Ok(if self.return_type == DataType::Float64 {
-            values
-        } else {
-            arrow::compute::cast(&values, &self.return_type)?
-        })
+        estimates(&digests, self.percentile, &self.return_type)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let digests = self.take(emit_to);
-        let states: Vec<Vec<ScalarValue>> = digests.iter().map(|d| d.to_scalar_state()).collect();
-        let width = states.first().map_or(6, Vec::len);
-        (0..width)
-            .map(|c| ScalarValue::iter_to_array(states.iter().map(|s| s[c].clone())))
-            .collect()
+        digest_states(&self.take(emit_to))
     }
 
     fn merge_batch(
@@ -122,12 +111,7 @@ impl GroupsAccumulator for BufferedPercentile {
         total_num_groups: usize,
     ) -> Result<()> {
         self.grow(total_num_groups);
-        for (row, &g) in group_indices.iter().enumerate() {
-            let state = values
-                .iter()
-                .map(|a| ScalarValue::try_from_array(a, row))
-                .collect::<Result<Vec<_>>>()?;
-            let other = TDigest::from_scalar_state(&state);
+        for (other, &g) in digests_of_states(values)?.into_iter().zip(group_indices) {
             self.flush(g);
             self.digests[g] = TDigest::merge_digests([&self.digests[g], &other]);
         }
@@ -140,29 +124,283 @@ impl GroupsAccumulator for BufferedPercentile {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let values = arrow::compute::cast(&values[0], &DataType::Float64)?;
-        let values = values.as_primitive::<Float64Type>();
-        let states: Vec<Vec<ScalarValue>> = (0..values.len())
-            .map(|row| {
-                let keep = values.is_valid(row) && opt_filter.is_none_or(|f| f.value(row));
-                let digest = TDigest::new(DEFAULT_MAX_SIZE);
-                let digest = if keep {
-                    digest.merge_sorted_f64(&[values.value(row)])
-                } else {
-                    digest
-                };
-                digest.to_scalar_state()
-            })
-            .collect();
-        let width = TDigest::new(DEFAULT_MAX_SIZE).to_scalar_state().len();
-        (0..width)
-            .map(|c| ScalarValue::iter_to_array(states.iter().map(|s| s[c].clone())))
-            .collect()
+        row_states(values, opt_filter)
     }
 
     fn size(&self) -> usize {
         self.digests.iter().map(|d| d.size()).sum::<usize>()
             + self.buffers.iter().map(|b| b.capacity() * 8).sum::<usize>()
+    }
+}
+
+/// The percentile of each digest (NULL for a group without values), as `return_type`.
+fn estimates(digests: &[TDigest], percentile: f64, return_type: &DataType) -> Result<ArrayRef> {
+    let values: Float64Array = digests
+        .iter()
+        .map(|d| (d.count() > 0.0).then(|| d.estimate_quantile(percentile)))
+        .collect();
+    let values: ArrayRef = Arc::new(values);
+    Ok(if *return_type == DataType::Float64 {
+        values
+    } else {
+        arrow::compute::cast(&values, return_type)?
+    })
+}
+
+/// DataFusion's intermediate state of `approx_percentile_cont` for each digest.
+fn digest_states(digests: &[TDigest]) -> Result<Vec<ArrayRef>> {
+    if digests.is_empty() {
+        // Typed empty columns (there is no ScalarValue to infer them from).
+        return Ok(digest_states(&[TDigest::new(DEFAULT_MAX_SIZE)])?
+            .into_iter()
+            .map(|c| c.slice(0, 0))
+            .collect());
+    }
+    let states: Vec<Vec<ScalarValue>> = digests.iter().map(|d| d.to_scalar_state()).collect();
+    (0..states[0].len())
+        .map(|c| ScalarValue::iter_to_array(states.iter().map(|s| s[c].clone())))
+        .collect()
+}
+
+/// The digests of DataFusion intermediate state rows.
+fn digests_of_states(values: &[ArrayRef]) -> Result<Vec<TDigest>> {
+    let rows = values.first().map_or(0, |a| a.len());
+    (0..rows)
+        .map(|row| {
+            let state = values
+                .iter()
+                .map(|a| ScalarValue::try_from_array(a, row))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(TDigest::from_scalar_state(&state))
+        })
+        .collect()
+}
+
+/// One digest state per input row.
+fn row_states(values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+    let values = arrow::compute::cast(&values[0], &DataType::Float64)?;
+    let values = values.as_primitive::<Float64Type>();
+    let digests: Vec<TDigest> = (0..values.len())
+        .map(|row| {
+            let keep = values.is_valid(row) && opt_filter.is_none_or(|f| f.value(row));
+            let digest = TDigest::new(DEFAULT_MAX_SIZE);
+            if keep {
+                digest.merge_sorted_f64(&[values.value(row)])
+            } else {
+                digest
+            }
+        })
+        .collect();
+    digest_states(&digests)
+}
+
+/// The log holds at least this many values before it may be compacted ...
+const COMPACT_MIN: usize = 1 << 16;
+/// ... and on average this many per group (as `FLUSH_AT` bounds a buffer).
+const COMPACT_PER_GROUP: usize = FLUSH_AT;
+
+/// `APPROX_PERCENTILE` for the panes of hopping windows (see
+/// `operators::window_panes`). A pane sees a few values per key, and its values
+/// are merged into every window over it, so per-group buffers would cost an
+/// allocation per group per pane and regrowths per window. Instead (value, group)
+/// pairs are logged flat in arrival order, merging a pane into a window appends
+/// its log, and reading sorts the log by group (a counting sort) and digests each
+/// group's values at once, exactly as `BufferedPercentile` digests a buffer of
+/// them. A log much larger than a window usually holds is compacted into per-group
+/// digests to bound memory.
+#[derive(Clone)]
+pub struct PercentileLog {
+    percentile: f64,
+    return_type: DataType,
+    groups: usize,
+    values: Vec<f64>,
+    group_of: Vec<u32>,
+    /// Digests of the values compacted out of the log, by group.
+    digests: HashMap<u32, TDigest>,
+}
+
+impl PercentileLog {
+    pub fn new(percentile: f64, return_type: DataType) -> Self {
+        PercentileLog {
+            percentile,
+            return_type,
+            groups: 0,
+            values: Vec::new(),
+            group_of: Vec::new(),
+            digests: HashMap::default(),
+        }
+    }
+
+    /// An empty accumulator for the same aggregate.
+    pub fn fresh(&self) -> Self {
+        PercentileLog::new(self.percentile, self.return_type.clone())
+    }
+
+    /// Groups held.
+    pub fn len(&self) -> usize {
+        self.groups
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups == 0
+    }
+
+    fn grow(&mut self, total: usize) {
+        self.groups = self.groups.max(total);
+    }
+
+    fn compact_if_large(&mut self) {
+        if self.values.len() >= COMPACT_MIN.max(COMPACT_PER_GROUP.saturating_mul(self.groups)) {
+            let groups = self.groups;
+            let digests = self.digest_all();
+            self.groups = groups;
+            self.digests = digests
+                .into_iter()
+                .enumerate()
+                .filter(|(_, d)| d.count() > 0.0)
+                .map(|(g, d)| (g as u32, d))
+                .collect();
+        }
+    }
+
+    /// Every group's digest (the log's values merged in); empties the accumulator.
+    fn digest_all(&mut self) -> Vec<TDigest> {
+        let n = self.groups;
+        // Counting sort of the log by group.
+        let mut offsets = vec![0usize; n + 1];
+        for &g in &self.group_of {
+            offsets[g as usize + 1] += 1;
+        }
+        for g in 0..n {
+            offsets[g + 1] += offsets[g];
+        }
+        let mut sorted = vec![0f64; self.values.len()];
+        let mut next = offsets.clone();
+        for (&v, &g) in self.values.iter().zip(&self.group_of) {
+            sorted[next[g as usize]] = v;
+            next[g as usize] += 1;
+        }
+        let mut digests = std::mem::take(&mut self.digests);
+        let out = (0..n)
+            .map(|g| {
+                let digest = digests
+                    .remove(&(g as u32))
+                    .unwrap_or_else(|| TDigest::new(DEFAULT_MAX_SIZE));
+                let values = &mut sorted[offsets[g]..offsets[g + 1]];
+                if values.is_empty() {
+                    return digest;
+                }
+                values.sort_unstable_by(|a, b| a.total_cmp(b));
+                digest.merge_sorted_f64(values)
+            })
+            .collect();
+        self.values.clear();
+        self.group_of.clear();
+        self.groups = 0;
+        out
+    }
+
+    /// Removes the groups `emit_to` names, as digests.
+    fn take(&mut self, emit_to: EmitTo) -> Vec<TDigest> {
+        let mut digests = self.digest_all();
+        match emit_to {
+            EmitTo::All => digests,
+            EmitTo::First(n) => {
+                let rest = digests.split_off(n.min(digests.len()));
+                self.groups = rest.len();
+                self.digests = rest
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, d)| d.count() > 0.0)
+                    .map(|(g, d)| (g as u32, d))
+                    .collect();
+                digests
+            }
+        }
+    }
+
+    /// Adds `other`'s group `i` into group `groups[i]`.
+    pub fn merge_from(&mut self, other: &PercentileLog, groups: &[usize], total: usize) {
+        self.grow(total);
+        self.values.extend_from_slice(&other.values);
+        self.group_of
+            .extend(other.group_of.iter().map(|&g| groups[g as usize] as u32));
+        for (&g, d) in &other.digests {
+            let g = groups[g as usize] as u32;
+            let merged = match self.digests.get(&g) {
+                Some(mine) => TDigest::merge_digests([mine, d]),
+                None => d.clone(),
+            };
+            self.digests.insert(g, merged);
+        }
+        self.compact_if_large();
+    }
+}
+
+impl GroupsAccumulator for PercentileLog {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.grow(total_num_groups);
+        let values = arrow::compute::cast(&values[0], &DataType::Float64)?;
+        let values = values.as_primitive::<Float64Type>();
+        self.values.reserve(group_indices.len());
+        self.group_of.reserve(group_indices.len());
+        for (row, &g) in group_indices.iter().enumerate() {
+            if values.is_null(row) || opt_filter.is_some_and(|f| !f.value(row)) {
+                continue;
+            }
+            self.values.push(values.value(row));
+            self.group_of.push(g as u32);
+        }
+        self.compact_if_large();
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let digests = self.take(emit_to);
+        estimates(&digests, self.percentile, &self.return_type)
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        digest_states(&self.take(emit_to))
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.grow(total_num_groups);
+        for (other, &g) in digests_of_states(values)?.into_iter().zip(group_indices) {
+            if other.count() == 0.0 {
+                continue;
+            }
+            let g = g as u32;
+            let merged = match self.digests.get(&g) {
+                Some(mine) => TDigest::merge_digests([mine, &other]),
+                None => other,
+            };
+            self.digests.insert(g, merged);
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        row_states(values, opt_filter)
+    }
+
+    fn size(&self) -> usize {
+        self.values.capacity() * 12 + self.digests.values().map(|d| d.size()).sum::<usize>()
     }
 }
 
@@ -192,5 +430,72 @@ mod tests {
             let p99 = out.value(g);
             assert!((p99 - 4950.0).abs() < 25.0, "group {g}: {p99}");
         }
+    }
+
+    fn p99s(array: &ArrayRef) -> Vec<Option<f64>> {
+        array.as_primitive::<Float64Type>().iter().collect()
+    }
+
+    #[test]
+    fn a_log_merged_from_parts_digests_like_one_buffer() {
+        let values: Vec<f64> = (0..3000)
+            .map(|i| ((i * 7919) % 1000) as f64 / 4.0)
+            .collect();
+        let groups: Vec<usize> = (0..values.len()).map(|i| (i * 31) % 7).collect();
+        let mut buffered = BufferedPercentile::new(0.99, DataType::Float64);
+        buffered
+            .update_batch(
+                &[Arc::new(Float64Array::from(values.clone()))],
+                &groups,
+                None,
+                8,
+            )
+            .unwrap();
+        // Three "panes" whose groups are numbered differently, merged into one.
+        let mut merged = PercentileLog::new(0.99, DataType::Float64);
+        for part in 0..3 {
+            let rows: Vec<usize> = (0..values.len()).filter(|i| i % 3 == part).collect();
+            let local: Vec<usize> = rows.iter().map(|&i| 6 - groups[i]).collect();
+            let mut pane = PercentileLog::new(0.99, DataType::Float64);
+            let part_values =
+                Float64Array::from(rows.iter().map(|&i| values[i]).collect::<Vec<_>>());
+            pane.update_batch(&[Arc::new(part_values)], &local, None, 7)
+                .unwrap();
+            let to_merged: Vec<usize> = (0..7).map(|g| 6 - g).collect();
+            merged.merge_from(&pane, &to_merged, 8);
+        }
+        let expected = p99s(&buffered.evaluate(EmitTo::All).unwrap());
+        assert_eq!(expected[7], None);
+        assert_eq!(
+            p99s(&merged.clone().evaluate(EmitTo::All).unwrap()),
+            expected
+        );
+        // First(n) keeps the rest readable.
+        let first = merged.evaluate(EmitTo::First(3)).unwrap();
+        let rest = merged.evaluate(EmitTo::All).unwrap();
+        assert_eq!([p99s(&first), p99s(&rest)].concat(), expected);
+    }
+
+    #[test]
+    fn a_compacted_log_stays_close_and_round_trips_through_state() {
+        let n = COMPACT_MIN * 3;
+        let values: Vec<f64> = (0..n).map(|i| ((i * 7919) % 10_000) as f64).collect();
+        let mut log = PercentileLog::new(0.5, DataType::Float64);
+        for chunk in values.chunks(4096) {
+            let groups = vec![0usize; chunk.len()];
+            log.update_batch(
+                &[Arc::new(Float64Array::from(chunk.to_vec()))],
+                &groups,
+                None,
+                1,
+            )
+            .unwrap();
+        }
+        assert!(log.values.len() < COMPACT_MIN, "the log was compacted");
+        let state = log.state(EmitTo::All).unwrap();
+        let mut restored = PercentileLog::new(0.5, DataType::Float64);
+        restored.merge_batch(&state, &[0], 1).unwrap();
+        let p50 = p99s(&restored.evaluate(EmitTo::All).unwrap())[0].unwrap_or_default();
+        assert!((p50 - 5000.0).abs() < 100.0, "{p50}");
     }
 }
