@@ -199,24 +199,72 @@ const COMPACT_MIN: usize = 1 << 16;
 /// ... and on average this many per group (as `FLUSH_AT` bounds a buffer).
 const COMPACT_PER_GROUP: usize = FLUSH_AT;
 
+/// `f64::total_cmp`'s order as an integer (an involution: it also maps back), so
+/// values sort with integer comparisons.
+fn order_key(v: f64) -> i64 {
+    let bits = v.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
+}
+
+fn from_order_key(k: i64) -> f64 {
+    f64::from_bits(order_key(f64::from_bits(k as u64)).cast_unsigned())
+}
+
+/// `digest` (or an empty one) with `keys` merged in; sorts `keys`.
+fn digest_with(keys: &mut [i64], digest: Option<TDigest>, scratch: &mut Vec<f64>) -> TDigest {
+    let digest = digest.unwrap_or_else(|| TDigest::new(DEFAULT_MAX_SIZE));
+    if keys.is_empty() {
+        return digest;
+    }
+    keys.sort_unstable();
+    scratch.clear();
+    scratch.extend(keys.iter().map(|&k| from_order_key(k)));
+    digest.merge_sorted_f64(scratch)
+}
+
+/// A frozen [`PercentileLog`]: each slot's values (as order keys) and digest.
+pub struct PercentileRuns {
+    /// Slot `s`'s values are `values[offsets[s]..offsets[s + 1]]`.
+    offsets: Vec<u32>,
+    values: Vec<i64>,
+    digests: HashMap<u32, TDigest>,
+}
+
+impl PercentileRuns {
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn values(&self, slot: usize) -> &[i64] {
+        &self.values[self.offsets[slot] as usize..self.offsets[slot + 1] as usize]
+    }
+}
+
 /// `APPROX_PERCENTILE` for the panes of hopping windows (see
 /// `operators::window_panes`). A pane sees a few values per key, and its values
 /// are merged into every window over it, so per-group buffers would cost an
 /// allocation per group per pane and regrowths per window. Instead (value, group)
-/// pairs are logged flat in arrival order, merging a pane into a window appends
-/// its log, and reading sorts the log by group (a counting sort) and digests each
-/// group's values at once, exactly as `BufferedPercentile` digests a buffer of
-/// them. A log much larger than a window usually holds is compacted into per-group
-/// digests to bound memory.
-#[derive(Clone)]
+/// pairs are logged flat in arrival order; freezing a pane sorts its log into
+/// per-slot runs (a counting sort), a window merging panes only records which of
+/// its groups each pane slot belongs to, and reading a window gathers each
+/// group's values from its panes and digests them at once, exactly as
+/// `BufferedPercentile` digests a buffer of them. A log much larger than a window
+/// usually holds is compacted into per-group digests to bound memory.
 pub struct PercentileLog {
     percentile: f64,
     return_type: DataType,
     groups: usize,
-    values: Vec<f64>,
+    /// Logged values as order keys, and their groups.
+    values: Vec<i64>,
     group_of: Vec<u32>,
-    /// Digests of the values compacted out of the log, by group.
+    /// Digests by group (compacted values, merged checkpoint state).
     digests: HashMap<u32, TDigest>,
+    /// Merged pane partials and the group of each of their slots.
+    parts: Vec<(Arc<PercentileRuns>, Vec<u32>)>,
 }
 
 impl PercentileLog {
@@ -228,12 +276,8 @@ impl PercentileLog {
             values: Vec::new(),
             group_of: Vec::new(),
             digests: HashMap::default(),
+            parts: Vec::new(),
         }
-    }
-
-    /// An empty accumulator for the same aggregate.
-    pub fn fresh(&self) -> Self {
-        PercentileLog::new(self.percentile, self.return_type.clone())
     }
 
     /// Groups held.
@@ -252,57 +296,113 @@ impl PercentileLog {
     fn compact_if_large(&mut self) {
         if self.values.len() >= COMPACT_MIN.max(COMPACT_PER_GROUP.saturating_mul(self.groups)) {
             let groups = self.groups;
-            let digests = self.digest_all();
+            let mut scratch = Vec::new();
+            let mut digests = HashMap::default();
+            self.drain(|g, keys, digest| {
+                let d = digest_with(keys, digest, &mut scratch);
+                if d.count() > 0.0 {
+                    digests.insert(g as u32, d);
+                }
+            });
+            self.digests = digests;
             self.groups = groups;
-            self.digests = digests
-                .into_iter()
-                .enumerate()
-                .filter(|(_, d)| d.count() > 0.0)
-                .map(|(g, d)| (g as u32, d))
-                .collect();
         }
     }
 
-    /// Every group's digest (the log's values merged in); empties the accumulator.
-    fn digest_all(&mut self) -> Vec<TDigest> {
+    /// Calls `f(group, values, digest)` for every group in order, with the
+    /// group's values (order keys, unsorted) and the merge of its digests if it
+    /// has any, and empties the accumulator.
+    fn drain(&mut self, mut f: impl FnMut(usize, &mut Vec<i64>, Option<TDigest>)) {
         let n = self.groups;
-        // Counting sort of the log by group.
-        let mut offsets = vec![0usize; n + 1];
+        // The log, counting-sorted by group.
+        let mut log_at = vec![0usize; n + 1];
         for &g in &self.group_of {
-            offsets[g as usize + 1] += 1;
+            log_at[g as usize + 1] += 1;
         }
         for g in 0..n {
-            offsets[g + 1] += offsets[g];
+            log_at[g + 1] += log_at[g];
         }
-        let mut sorted = vec![0f64; self.values.len()];
-        let mut next = offsets.clone();
+        let mut log = vec![0i64; self.values.len()];
+        let mut next = log_at.clone();
         for (&v, &g) in self.values.iter().zip(&self.group_of) {
-            sorted[next[g as usize]] = v;
+            log[next[g as usize]] = v;
             next[g as usize] += 1;
         }
+        // The merged parts' slots, by group.
+        let mut part_at = vec![0usize; n + 1];
+        for (_, groups) in &self.parts {
+            for &g in groups {
+                part_at[g as usize + 1] += 1;
+            }
+        }
+        for g in 0..n {
+            part_at[g + 1] += part_at[g];
+        }
+        let mut refs = vec![(0u32, 0u32); part_at[n]];
+        let mut next = part_at.clone();
+        for (p, (_, groups)) in self.parts.iter().enumerate() {
+            for (slot, &g) in groups.iter().enumerate() {
+                refs[next[g as usize]] = (p as u32, slot as u32);
+                next[g as usize] += 1;
+            }
+        }
         let mut digests = std::mem::take(&mut self.digests);
-        let out = (0..n)
-            .map(|g| {
-                let digest = digests
-                    .remove(&(g as u32))
-                    .unwrap_or_else(|| TDigest::new(DEFAULT_MAX_SIZE));
-                let values = &mut sorted[offsets[g]..offsets[g + 1]];
-                if values.is_empty() {
-                    return digest;
+        let mut keys = Vec::new();
+        for g in 0..n {
+            keys.clear();
+            keys.extend_from_slice(&log[log_at[g]..log_at[g + 1]]);
+            let mut digest = digests.remove(&(g as u32));
+            for &(p, slot) in &refs[part_at[g]..part_at[g + 1]] {
+                let runs = &self.parts[p as usize].0;
+                keys.extend_from_slice(runs.values(slot as usize));
+                if let Some(d) = runs.digests.get(&slot) {
+                    digest = Some(match digest {
+                        Some(mine) => TDigest::merge_digests([&mine, d]),
+                        None => d.clone(),
+                    });
                 }
-                values.sort_unstable_by(|a, b| a.total_cmp(b));
-                digest.merge_sorted_f64(values)
-            })
-            .collect();
+            }
+            f(g, &mut keys, digest);
+        }
         self.values.clear();
         self.group_of.clear();
+        self.parts.clear();
         self.groups = 0;
-        out
+    }
+
+    /// Takes everything out as per-slot runs; the accumulator is left empty.
+    pub fn freeze(&mut self) -> Arc<PercentileRuns> {
+        let mut offsets = Vec::with_capacity(self.groups + 1);
+        offsets.push(0u32);
+        let mut values = Vec::with_capacity(self.values.len());
+        let mut digests = HashMap::default();
+        self.drain(|g, keys, digest| {
+            values.extend_from_slice(keys);
+            offsets.push(values.len() as u32);
+            if let Some(d) = digest {
+                digests.insert(g as u32, d);
+            }
+        });
+        Arc::new(PercentileRuns {
+            offsets,
+            values,
+            digests,
+        })
+    }
+
+    /// Adds slot `i` of `runs` into group `groups[i]` (nothing is copied until
+    /// the groups are read).
+    pub fn merge_runs(&mut self, runs: Arc<PercentileRuns>, groups: &[usize], total: usize) {
+        self.grow(total);
+        let groups = groups.iter().take(runs.len()).map(|&g| g as u32).collect();
+        self.parts.push((runs, groups));
     }
 
     /// Removes the groups `emit_to` names, as digests.
     fn take(&mut self, emit_to: EmitTo) -> Vec<TDigest> {
-        let mut digests = self.digest_all();
+        let mut scratch = Vec::new();
+        let mut digests = Vec::with_capacity(self.groups);
+        self.drain(|_, keys, digest| digests.push(digest_with(keys, digest, &mut scratch)));
         match emit_to {
             EmitTo::All => digests,
             EmitTo::First(n) => {
@@ -317,23 +417,6 @@ impl PercentileLog {
                 digests
             }
         }
-    }
-
-    /// Adds `other`'s group `i` into group `groups[i]`.
-    pub fn merge_from(&mut self, other: &PercentileLog, groups: &[usize], total: usize) {
-        self.grow(total);
-        self.values.extend_from_slice(&other.values);
-        self.group_of
-            .extend(other.group_of.iter().map(|&g| groups[g as usize] as u32));
-        for (&g, d) in &other.digests {
-            let g = groups[g as usize] as u32;
-            let merged = match self.digests.get(&g) {
-                Some(mine) => TDigest::merge_digests([mine, d]),
-                None => d.clone(),
-            };
-            self.digests.insert(g, merged);
-        }
-        self.compact_if_large();
     }
 }
 
@@ -354,7 +437,7 @@ impl GroupsAccumulator for PercentileLog {
             if values.is_null(row) || opt_filter.is_some_and(|f| !f.value(row)) {
                 continue;
             }
-            self.values.push(values.value(row));
+            self.values.push(order_key(values.value(row)));
             self.group_of.push(g as u32);
         }
         self.compact_if_large();
@@ -362,8 +445,24 @@ impl GroupsAccumulator for PercentileLog {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let digests = self.take(emit_to);
-        estimates(&digests, self.percentile, &self.return_type)
+        if let EmitTo::First(_) = emit_to {
+            let digests = self.take(emit_to);
+            return estimates(&digests, self.percentile, &self.return_type);
+        }
+        // Straight to the estimate: no digest outlives its group.
+        let percentile = self.percentile;
+        let mut scratch = Vec::new();
+        let mut out = Vec::with_capacity(self.groups);
+        self.drain(|_, keys, digest| {
+            let d = digest_with(keys, digest, &mut scratch);
+            out.push((d.count() > 0.0).then(|| d.estimate_quantile(percentile)));
+        });
+        let values: ArrayRef = Arc::new(Float64Array::from(out));
+        Ok(if self.return_type == DataType::Float64 {
+            values
+        } else {
+            arrow::compute::cast(&values, &self.return_type)?
+        })
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
@@ -400,7 +499,13 @@ impl GroupsAccumulator for PercentileLog {
     }
 
     fn size(&self) -> usize {
-        self.values.capacity() * 12 + self.digests.values().map(|d| d.size()).sum::<usize>()
+        self.values.capacity() * 12
+            + self.digests.values().map(|d| d.size()).sum::<usize>()
+            + self
+                .parts
+                .iter()
+                .map(|(_, g)| g.capacity() * 4)
+                .sum::<usize>()
     }
 }
 
@@ -453,6 +558,7 @@ mod tests {
             .unwrap();
         // Three "panes" whose groups are numbered differently, merged into one.
         let mut merged = PercentileLog::new(0.99, DataType::Float64);
+        let mut again = PercentileLog::new(0.99, DataType::Float64);
         for part in 0..3 {
             let rows: Vec<usize> = (0..values.len()).filter(|i| i % 3 == part).collect();
             let local: Vec<usize> = rows.iter().map(|&i| 6 - groups[i]).collect();
@@ -462,18 +568,40 @@ mod tests {
             pane.update_batch(&[Arc::new(part_values)], &local, None, 7)
                 .unwrap();
             let to_merged: Vec<usize> = (0..7).map(|g| 6 - g).collect();
-            merged.merge_from(&pane, &to_merged, 8);
+            let runs = pane.freeze();
+            merged.merge_runs(runs.clone(), &to_merged, 8);
+            again.merge_runs(runs, &to_merged, 8);
         }
         let expected = p99s(&buffered.evaluate(EmitTo::All).unwrap());
         assert_eq!(expected[7], None);
-        assert_eq!(
-            p99s(&merged.clone().evaluate(EmitTo::All).unwrap()),
-            expected
-        );
+        assert_eq!(p99s(&merged.evaluate(EmitTo::All).unwrap()), expected);
         // First(n) keeps the rest readable.
-        let first = merged.evaluate(EmitTo::First(3)).unwrap();
-        let rest = merged.evaluate(EmitTo::All).unwrap();
+        let first = again.evaluate(EmitTo::First(3)).unwrap();
+        let rest = again.evaluate(EmitTo::All).unwrap();
         assert_eq!([p99s(&first), p99s(&rest)].concat(), expected);
+    }
+
+    #[test]
+    fn order_keys_sort_like_total_cmp_and_map_back() {
+        let mut values = vec![
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1.5,
+            -1.5,
+            f64::MIN_POSITIVE,
+            -f64::MAX,
+            f64::MAX,
+        ];
+        let mut keys: Vec<i64> = values.iter().map(|&v| order_key(v)).collect();
+        keys.sort_unstable();
+        values.sort_by(|a, b| a.total_cmp(b));
+        let back: Vec<u64> = keys.iter().map(|&k| from_order_key(k).to_bits()).collect();
+        let expected: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(back, expected);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use arrow::array::{Array, ArrayRef, Int64Array};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::hash_map::EntryRef;
 use datafusion::common::HashMap;
 use parking_lot::RwLock;
 
@@ -48,29 +49,34 @@ struct TableRows {
 impl TableRows {
     /// Upserts `row`; returns the key if it is new to the table.
     fn upsert(&mut self, key: &[u8], row: &[u8]) -> Option<Key> {
-        if let Some((k, entry)) = self.rows.get_key_value_mut(key) {
-            // Same length (fixed-width rows): no reallocation.
-            if entry.row.len() == row.len() {
-                entry.row.copy_from_slice(row);
-            } else {
-                entry.row = row.into();
+        match self.rows.entry_ref(key) {
+            EntryRef::Occupied(mut e) => {
+                let entry = e.get_mut();
+                // Same length (fixed-width rows): no reallocation.
+                if entry.row.len() == row.len() {
+                    entry.row.copy_from_slice(row);
+                } else {
+                    entry.row = row.into();
+                }
+                if !entry.dirty {
+                    entry.dirty = true;
+                    self.dirty.push(e.key().clone());
+                }
+                None
             }
-            if !entry.dirty {
-                entry.dirty = true;
-                self.dirty.push(k.clone());
+            EntryRef::Vacant(v) => {
+                let e = v.insert_entry_with_key(
+                    key.into(),
+                    StoredEntry {
+                        row: row.into(),
+                        dirty: true,
+                    },
+                );
+                let key = e.key().clone();
+                self.dirty.push(key.clone());
+                Some(key)
             }
-            return None;
         }
-        let key: Key = key.into();
-        self.dirty.push(key.clone());
-        self.rows.insert(
-            key.clone(),
-            StoredEntry {
-                row: row.into(),
-                dirty: true,
-            },
-        );
-        Some(key)
     }
 
     fn delete(&mut self, key: &[u8]) {

@@ -24,7 +24,7 @@ use datafusion::physical_expr::GroupsAccumulatorAdapter;
 
 use super::group_aggregate::AggregateSpec;
 use crate::error::{Result, SluiceError};
-use crate::functions::percentile::{BufferedPercentile, PercentileLog};
+use crate::functions::percentile::{BufferedPercentile, PercentileLog, PercentileRuns};
 
 /// Aggregates whose partial states merge into exactly what one accumulator fed
 /// every event in any order would give (up to floating-point rounding of sums).
@@ -97,7 +97,7 @@ pub enum PaneAccumulator {
 #[derive(Clone)]
 pub enum Partial {
     State(Vec<ArrayRef>),
-    Percentile(PercentileLog),
+    Percentile(Arc<PercentileRuns>),
 }
 
 impl Partial {
@@ -139,19 +139,13 @@ impl PaneAccumulator {
     pub fn freeze(&mut self) -> Result<Partial> {
         Ok(match self {
             PaneAccumulator::Groups(acc) => Partial::State(acc.state(EmitTo::All)?),
-            PaneAccumulator::Percentile(acc) => {
-                let fresh = acc.fresh();
-                Partial::Percentile(std::mem::replace(acc, fresh))
-            }
+            PaneAccumulator::Percentile(acc) => Partial::Percentile(acc.freeze()),
         })
     }
 
     /// Adds partial entry `i` into group `groups[i]`.
     pub fn merge(&mut self, partial: &Partial, groups: &[usize], total: usize) -> Result<()> {
         let n = partial.len();
-        if n == 0 {
-            return Ok(());
-        }
         let groups = groups.get(..n).ok_or_else(|| {
             SluiceError::Internal("pane partial has more groups than slots".into())
         })?;
@@ -159,8 +153,8 @@ impl PaneAccumulator {
             (PaneAccumulator::Groups(acc), Partial::State(columns)) => {
                 acc.merge_batch(columns, groups, total)?
             }
-            (PaneAccumulator::Percentile(acc), Partial::Percentile(p)) => {
-                acc.merge_from(p, groups, total)
+            (PaneAccumulator::Percentile(acc), Partial::Percentile(runs)) => {
+                acc.merge_runs(runs.clone(), groups, total)
             }
             _ => {
                 return Err(SluiceError::Internal(
@@ -276,22 +270,16 @@ impl Pane {
                 }
             };
             // Written as DataFusion state, so the checkpoint format does not
-            // depend on how a partial is held in memory.
+            // depend on how a partial is held in memory. A slot added after the
+            // last update of an aggregate has no entry in its partial: merging
+            // into `n` groups pads it with empty groups.
             let state = match &partial {
-                Partial::State(c) => c.clone(),
-                Partial::Percentile(p) => {
-                    let mut acc = PaneAccumulator::Percentile(p.clone());
+                Partial::State(c) if c.first().map_or(0, |c| c.len()) == n => c.clone(),
+                _ => {
+                    let mut acc = PaneAccumulator::new(spec)?;
+                    acc.merge(&partial, &identity, n)?;
                     acc.state()?
                 }
-            };
-            // A slot added after the last update of this aggregate has no entry:
-            // pad with an empty group's state so every column has one row per slot.
-            let state = if state.first().map_or(0, |c| c.len()) < n {
-                let mut acc = PaneAccumulator::new(spec)?;
-                acc.merge_state(&state, &identity[..state.first().map_or(0, |c| c.len())], n)?;
-                acc.state()?
-            } else {
-                state
             };
             columns.extend(state);
             merged.push(partial);
