@@ -265,6 +265,8 @@ pub struct PercentileLog {
     digests: HashMap<u32, TDigest>,
     /// Merged pane partials and the group of each of their slots.
     parts: Vec<(Arc<PercentileRuns>, Vec<u32>)>,
+    /// Where `drain` gathers values by group.
+    scratch: Vec<i64>,
 }
 
 impl PercentileLog {
@@ -277,6 +279,7 @@ impl PercentileLog {
             group_of: Vec::new(),
             digests: HashMap::default(),
             parts: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -312,58 +315,56 @@ impl PercentileLog {
     /// Calls `f(group, values, digest)` for every group in order, with the
     /// group's values (order keys, unsorted) and the merge of its digests if it
     /// has any, and empties the accumulator.
-    fn drain(&mut self, mut f: impl FnMut(usize, &mut Vec<i64>, Option<TDigest>)) {
+    fn drain(&mut self, mut f: impl FnMut(usize, &mut [i64], Option<TDigest>)) {
         let n = self.groups;
-        // The log, counting-sorted by group.
-        let mut log_at = vec![0usize; n + 1];
+        // Every value (the log's and the merged runs') is scattered to its
+        // group's range of one buffer. The sources are read in order; reading
+        // them group by group instead hopped between the panes' runs.
+        let mut at = vec![0usize; n + 1];
         for &g in &self.group_of {
-            log_at[g as usize + 1] += 1;
+            at[g as usize + 1] += 1;
+        }
+        for (runs, groups) in &self.parts {
+            for (slot, &g) in groups.iter().enumerate() {
+                at[g as usize + 1] += runs.values(slot).len();
+            }
         }
         for g in 0..n {
-            log_at[g + 1] += log_at[g];
+            at[g + 1] += at[g];
         }
-        let mut log = vec![0i64; self.values.len()];
-        let mut next = log_at.clone();
+        // Kept between calls: a window's values are megabytes, which a fresh
+        // allocation would page-fault in every time.
+        let mut all = std::mem::take(&mut self.scratch);
+        all.clear();
+        all.resize(at[n], 0);
+        let mut next = at.clone();
         for (&v, &g) in self.values.iter().zip(&self.group_of) {
-            log[next[g as usize]] = v;
+            all[next[g as usize]] = v;
             next[g as usize] += 1;
         }
-        // The merged parts' slots, by group.
-        let mut part_at = vec![0usize; n + 1];
-        for (_, groups) in &self.parts {
-            for &g in groups {
-                part_at[g as usize + 1] += 1;
-            }
-        }
-        for g in 0..n {
-            part_at[g + 1] += part_at[g];
-        }
-        let mut refs = vec![(0u32, 0u32); part_at[n]];
-        let mut next = part_at.clone();
-        for (p, (_, groups)) in self.parts.iter().enumerate() {
-            for (slot, &g) in groups.iter().enumerate() {
-                refs[next[g as usize]] = (p as u32, slot as u32);
-                next[g as usize] += 1;
-            }
-        }
         let mut digests = std::mem::take(&mut self.digests);
-        let mut keys = Vec::new();
-        for g in 0..n {
-            keys.clear();
-            keys.extend_from_slice(&log[log_at[g]..log_at[g + 1]]);
-            let mut digest = digests.remove(&(g as u32));
-            for &(p, slot) in &refs[part_at[g]..part_at[g + 1]] {
-                let runs = &self.parts[p as usize].0;
-                keys.extend_from_slice(runs.values(slot as usize));
-                if let Some(d) = runs.digests.get(&slot) {
-                    digest = Some(match digest {
-                        Some(mine) => TDigest::merge_digests([&mine, d]),
-                        None => d.clone(),
-                    });
-                }
+        for (runs, groups) in &self.parts {
+            for (slot, &g) in groups.iter().enumerate() {
+                let values = runs.values(slot);
+                let to = &mut next[g as usize];
+                all[*to..*to + values.len()].copy_from_slice(values);
+                *to += values.len();
             }
-            f(g, &mut keys, digest);
+            for (&slot, d) in &runs.digests {
+                let Some(&g) = groups.get(slot as usize) else {
+                    continue;
+                };
+                let merged = match digests.get(&g) {
+                    Some(mine) => TDigest::merge_digests([mine, d]),
+                    None => d.clone(),
+                };
+                digests.insert(g, merged);
+            }
         }
+        for g in 0..n {
+            f(g, &mut all[at[g]..at[g + 1]], digests.remove(&(g as u32)));
+        }
+        self.scratch = all;
         self.values.clear();
         self.group_of.clear();
         self.parts.clear();
@@ -383,6 +384,8 @@ impl PercentileLog {
                 digests.insert(g as u32, d);
             }
         });
+        // A pane freezes rarely; its buffer is not worth keeping.
+        self.scratch = Vec::new();
         Arc::new(PercentileRuns {
             offsets,
             values,

@@ -176,6 +176,8 @@ pub struct WindowFinalAggregate {
     panes: BTreeMap<i64, Pane>,
     /// Start of each open window that has events, by end (with panes).
     open: BTreeMap<i64, i64>,
+    /// Accumulators a closing window's panes are merged into, kept for the next.
+    closing: Vec<PaneAccumulator>,
     /// Group of each key id in the window being closed (`u32::MAX`: none); kept
     /// between windows so it is not reallocated.
     window_group: Vec<u32>,
@@ -231,6 +233,7 @@ impl WindowFinalAggregate {
             layout,
             panes: BTreeMap::new(),
             open: BTreeMap::new(),
+            closing: Vec::new(),
             window_group: Vec::new(),
             watermark: i64::MIN,
             deleted: Vec::new(),
@@ -531,7 +534,10 @@ impl WindowFinalAggregate {
             self.window_group[id as usize] = u32::MAX;
         }
         let n = key_ids.len();
-        let mut accumulators = PaneAccumulator::for_all(&self.aggregates)?;
+        let mut accumulators = match std::mem::take(&mut self.closing) {
+            a if a.len() == self.aggregates.len() => a,
+            _ => PaneAccumulator::for_all(&self.aggregates)?,
+        };
         for (s, groups) in starts.iter().zip(&pane_groups) {
             let Some(pane) = self.panes.get(s) else {
                 continue;
@@ -546,6 +552,11 @@ impl WindowFinalAggregate {
             .iter_mut()
             .map(PaneAccumulator::evaluate)
             .collect::<Result<Vec<_>>>()?;
+        self.closing = accumulators
+            .into_iter()
+            .zip(&self.aggregates)
+            .map(|(a, spec)| a.recycled(spec))
+            .collect::<Result<_>>()?;
         self.rows(start, end, &key_ids, rowtime, values)
     }
 

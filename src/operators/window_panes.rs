@@ -187,6 +187,15 @@ impl PaneAccumulator {
         })
     }
 
+    /// This accumulator, empty, for another window: the percentile keeps its
+    /// buffers; DataFusion's are not meant for reuse after `EmitTo::All`.
+    pub fn recycled(self, spec: &AggregateSpec) -> Result<Self> {
+        match self {
+            PaneAccumulator::Percentile(p) if p.is_empty() => Ok(PaneAccumulator::Percentile(p)),
+            _ => PaneAccumulator::new(spec),
+        }
+    }
+
     /// The result of every group (consumes the groups).
     pub fn evaluate(&mut self) -> Result<ArrayRef> {
         Ok(match self {
