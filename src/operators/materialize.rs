@@ -27,8 +27,66 @@ pub struct MaterializedTable {
     inner: RwLock<TableRows>,
 }
 
-/// A key in row format, shared by the index and the lists that name it.
-type Key = Arc<[u8]>;
+/// Keys up to this long are stored inline.
+const INLINE_KEY: usize = 38;
+
+/// A key in row format. Short keys (most) are stored inline, so a probe compares
+/// them in the hash table's own memory: behind a pointer, that comparison was a
+/// cache miss per lookup in a large table. Longer keys are shared by the index
+/// and the lists that name them.
+#[derive(Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Shared(Arc<[u8]>),
+}
+
+impl Key {
+    fn new(key: &[u8]) -> Key {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            Key::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Shared(key.into())
+        }
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..*len as usize],
+            Key::Shared(b) => b,
+        }
+    }
+}
+
+// Hash and equality are those of the bytes, as `Borrow` requires, so the index
+// is probed with a `&[u8]`.
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Key {}
 
 struct StoredEntry {
     row: StoredRow,
@@ -66,7 +124,7 @@ impl TableRows {
             }
             EntryRef::Vacant(v) => {
                 let e = v.insert_entry_with_key(
-                    key.into(),
+                    Key::new(key),
                     StoredEntry {
                         row: row.into(),
                         dirty: true,
@@ -308,7 +366,7 @@ impl MaterializedTable {
         inner.rows.reserve(entries.len());
         for (k, v) in entries {
             inner.rows.insert(
-                k.into(),
+                Key::new(&k),
                 StoredEntry {
                     row: v.into(),
                     dirty: false,
@@ -489,9 +547,12 @@ mod tests {
             table.snapshot_changes(0, &mut batch);
             state.commit(batch, epoch, &[]).unwrap();
         };
+        // Longer than an inline key.
+        let long = "z".repeat(60);
         table
             .apply(&chunk(&[
                 ("b", Some("1")),
+                (&long, Some("1")),
                 ("a", Some("1")),
                 ("c", Some("1")),
             ]))
@@ -502,12 +563,18 @@ mod tests {
             .apply(&chunk(&[("a", None), ("d", Some("1")), ("c", Some("2"))]))
             .unwrap();
         table
-            .apply(&chunk(&[("a", Some("2")), ("d", None), ("c", Some("33"))]))
+            .apply(&chunk(&[
+                ("a", Some("2")),
+                ("d", None),
+                ("c", Some("33")),
+                (&long, Some("2")),
+            ]))
             .unwrap();
         let expected = vec![
             ("a".to_string(), "2".to_string()),
             ("b".to_string(), "1".to_string()),
             ("c".to_string(), "33".to_string()),
+            (long.clone(), "2".to_string()),
         ];
         assert_eq!(rows(&table), expected, "snapshots are in key order");
         checkpoint(2);
@@ -519,10 +586,11 @@ mod tests {
                 Some("c"),
                 None,
                 Some("d"),
+                Some(long.as_str()),
                 Some("a"),
             ]))])
             .unwrap();
-        assert_eq!(matched, vec![true, false, false, true]);
-        assert_eq!(columns[1].len(), 2);
+        assert_eq!(matched, vec![true, false, false, true, true]);
+        assert_eq!(columns[1].len(), 3);
     }
 }
