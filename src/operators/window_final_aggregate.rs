@@ -501,17 +501,20 @@ impl WindowFinalAggregate {
     /// The rows of the window `[start, end)`, merged from its panes.
     fn close_window(&mut self, start: i64, end: i64) -> Result<Chunk> {
         let starts: Vec<i64> = self.panes.range(start..end).map(|(s, _)| *s).collect();
+        for s in &starts {
+            if let Some(pane) = self.panes.get_mut(s) {
+                pane.freeze(&self.aggregates)?;
+            }
+        }
+        // The window's groups: the union of its panes' keys, and the group of
+        // each pane slot.
         let mut key_ids: Vec<u32> = Vec::new();
         let mut rowtime: Vec<i64> = Vec::new();
-        let mut pane_groups: Vec<Vec<usize>> = Vec::with_capacity(starts.len());
+        let mut pane_groups: Vec<(&Pane, Vec<usize>)> = Vec::with_capacity(starts.len());
         if self.window_group.len() < self.keys.bytes.len() {
             self.window_group.resize(self.keys.bytes.len(), u32::MAX);
         }
-        for s in &starts {
-            let Some(pane) = self.panes.get_mut(s) else {
-                continue;
-            };
-            pane.freeze(&self.aggregates)?;
+        for pane in self.panes.range(start..end).map(|(_, p)| p) {
             let groups = pane
                 .key_ids
                 .iter()
@@ -528,7 +531,7 @@ impl WindowFinalAggregate {
                     *g as usize
                 })
                 .collect();
-            pane_groups.push(groups);
+            pane_groups.push((pane, groups));
         }
         for &id in &key_ids {
             self.window_group[id as usize] = u32::MAX;
@@ -538,16 +541,14 @@ impl WindowFinalAggregate {
             a if a.len() == self.aggregates.len() => a,
             _ => PaneAccumulator::for_all(&self.aggregates)?,
         };
-        for (s, groups) in starts.iter().zip(&pane_groups) {
-            let Some(pane) = self.panes.get(s) else {
-                continue;
-            };
+        for (pane, groups) in &pane_groups {
             for partials in &pane.partials {
                 for (acc, partial) in accumulators.iter_mut().zip(partials) {
                     acc.merge(partial, groups, n)?;
                 }
             }
         }
+        drop(pane_groups);
         let values = accumulators
             .iter_mut()
             .map(PaneAccumulator::evaluate)
