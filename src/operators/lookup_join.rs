@@ -68,12 +68,9 @@ impl Operator for LookupJoin {
             return Ok(());
         }
         let keys = super::aggregate_inputs::evaluate(&self.key_exprs, &chunk.batch)?;
-        let found = self.table.lookup(&keys)?;
-        let matched: Vec<bool> = found.iter().map(Option::is_some).collect();
+        let (matched, hit_columns) = self.table.lookup_columns(&keys)?;
+        let hits = matched.iter().filter(|m| **m).count();
         let table_schema = self.table.schema();
-        // The found rows as columns, plus one all-null row for the misses.
-        let hits: Vec<&[u8]> = found.iter().flatten().map(|r| r.as_ref()).collect();
-        let hit_columns = self.table.rows_to_columns(&hits)?;
         let left = if self.keep_unmatched || matched.iter().all(|m| *m) {
             chunk
         } else {
@@ -81,7 +78,7 @@ impl Operator for LookupJoin {
         };
         let out_rows = left.num_rows();
         let mut columns: Vec<ArrayRef> = left.batch.columns().to_vec();
-        if self.keep_unmatched && hits.len() < n {
+        if self.keep_unmatched && hits < n {
             // Row i takes hit k (in order) or the null row.
             let mut next = 0usize;
             let picks: Vec<(usize, usize)> = matched

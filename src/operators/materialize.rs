@@ -1,14 +1,15 @@
 //! Materialized tables: the latest row per key of a changelog, kept for pull
 //! queries and persisted at checkpoints.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int64Array};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::hash_map::EntryRef;
+use datafusion::common::HashMap;
 use parking_lot::RwLock;
 
 use super::Operator;
@@ -26,11 +27,123 @@ pub struct MaterializedTable {
     inner: RwLock<TableRows>,
 }
 
+/// Keys up to this long are stored inline.
+const INLINE_KEY: usize = 38;
+
+/// A key in row format. Short keys (most) are stored inline, so a probe compares
+/// them in the hash table's own memory: behind a pointer, that comparison was a
+/// cache miss per lookup in a large table. Longer keys are shared by the index
+/// and the lists that name them.
+#[derive(Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Shared(Arc<[u8]>),
+}
+
+impl Key {
+    fn new(key: &[u8]) -> Key {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            Key::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Shared(key.into())
+        }
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..*len as usize],
+            Key::Shared(b) => b,
+        }
+    }
+}
+
+// Hash and equality are those of the bytes, as `Borrow` requires, so the index
+// is probed with a `&[u8]`.
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Key {}
+
+struct StoredEntry {
+    row: StoredRow,
+    /// Changed since the last checkpoint (the key is in `dirty`).
+    dirty: bool,
+}
+
 #[derive(Default)]
 struct TableRows {
-    rows: BTreeMap<Box<[u8]>, Box<[u8]>>,
-    /// Keys changed since the last checkpoint.
-    dirty: BTreeSet<Box<[u8]>>,
+    // A hash index: stream-table joins and upserts are point operations, and a
+    // B-tree of long byte keys cost a dozen cache-missing `memcmp`s per probe.
+    // Only snapshots need key order; they sort.
+    rows: HashMap<Key, StoredEntry>,
+    /// Keys changed since the last checkpoint, each at least once.
+    dirty: Vec<Key>,
+}
+
+impl TableRows {
+    /// Upserts `row`; returns the key if it is new to the table.
+    fn upsert(&mut self, key: &[u8], row: &[u8]) -> Option<Key> {
+        match self.rows.entry_ref(key) {
+            EntryRef::Occupied(mut e) => {
+                let entry = e.get_mut();
+                // Same length (fixed-width rows): no reallocation.
+                if entry.row.len() == row.len() {
+                    entry.row.copy_from_slice(row);
+                } else {
+                    entry.row = row.into();
+                }
+                if !entry.dirty {
+                    entry.dirty = true;
+                    self.dirty.push(e.key().clone());
+                }
+                None
+            }
+            EntryRef::Vacant(v) => {
+                let e = v.insert_entry_with_key(
+                    Key::new(key),
+                    StoredEntry {
+                        row: row.into(),
+                        dirty: true,
+                    },
+                );
+                let key = e.key().clone();
+                self.dirty.push(key.clone());
+                Some(key)
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &[u8]) {
+        if let Some((key, entry)) = self.rows.remove_entry(key) {
+            if !entry.dirty {
+                self.dirty.push(key);
+            }
+        }
+    }
 }
 
 impl MaterializedTable {
@@ -75,9 +188,9 @@ impl MaterializedTable {
         self.apply_noting_new(chunk).map(|_| ())
     }
 
-    /// [`apply`](Self::apply), returning for each row whether it inserted a key
-    /// the table did not have.
-    pub fn apply_noting_new(&self, chunk: &Chunk) -> Result<Vec<bool>> {
+    /// [`apply`](Self::apply), returning for each row the key it inserted if the
+    /// table did not have it.
+    fn apply_noting_new(&self, chunk: &Chunk) -> Result<Vec<Option<Key>>> {
         let keys: Vec<ArrayRef> = self
             .key_cols
             .iter()
@@ -88,18 +201,14 @@ impl MaterializedTable {
         let mut inner = self.inner.write();
         let mut new = Vec::with_capacity(chunk.num_rows());
         for i in 0..chunk.num_rows() {
-            let key: Box<[u8]> = keys.row(i).as_ref().into();
+            let key = keys.row(i);
             match chunk.op(i) {
-                Op::Upsert => {
-                    let old = inner.rows.insert(key.clone(), rows.row(i).as_ref().into());
-                    new.push(old.is_none());
-                }
+                Op::Upsert => new.push(inner.upsert(key.as_ref(), rows.row(i).as_ref())),
                 Op::Delete => {
-                    inner.rows.remove(&key);
-                    new.push(false);
+                    inner.delete(key.as_ref());
+                    new.push(None);
                 }
             }
-            inner.dirty.insert(key);
         }
         Ok(new)
     }
@@ -107,10 +216,17 @@ impl MaterializedTable {
     /// All rows, in key order.
     pub fn snapshot(&self) -> Result<RecordBatch> {
         let inner = self.inner.read();
+        let mut sorted: Vec<(&[u8], &[u8])> = inner
+            .rows
+            .iter()
+            .map(|(k, e)| (k.as_ref(), e.row.as_ref()))
+            .collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let parser = self.full_rows.parser();
         let columns = self
             .full_rows
-            .convert_rows(inner.rows.values().map(|r| parser.parse(r)))?;
+            .convert_rows(sorted.iter().map(|(_, r)| parser.parse(r)))?;
+        drop(sorted);
         drop(inner);
         if self.schema.fields().is_empty() {
             return Ok(RecordBatch::new_empty(self.schema.clone()));
@@ -122,22 +238,20 @@ impl MaterializedTable {
         let mut inner = self.inner.write();
         let dirty = std::mem::take(&mut inner.dirty);
         for key in dirty {
-            match inner.rows.get(&key) {
-                Some(row) => batch.put(id, &key, row.to_vec()),
+            match inner.rows.get_mut(key.as_ref()) {
+                Some(entry) if entry.dirty => {
+                    entry.dirty = false;
+                    batch.put(id, &key, entry.row.to_vec());
+                }
+                // Listed twice (deleted and inserted again): already written.
+                Some(_) => {}
                 None => batch.delete(id, &key),
             }
         }
     }
 
-    /// The current row of each key (`keys`: one array per key column, cast to the
-    /// key types as needed), under one read lock.
-    pub fn lookup(&self, keys: &[ArrayRef]) -> Result<Vec<Option<StoredRow>>> {
-        Ok(self.lookup_keyed(keys)?.1)
-    }
-
-    /// [`lookup`](Self::lookup), also returning the keys in row format (to tell
-    /// which rows of a chunk share a key).
-    pub(crate) fn lookup_keyed(&self, keys: &[ArrayRef]) -> Result<(Rows, Vec<Option<StoredRow>>)> {
+    /// `keys` (one array per key column) cast to the key columns' types.
+    fn key_rows_of(&self, keys: &[ArrayRef]) -> Result<(Vec<ArrayRef>, Rows)> {
         let keys = keys
             .iter()
             .zip(&self.key_cols)
@@ -151,6 +265,19 @@ impl MaterializedTable {
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let rows = self.key_rows.convert_columns(&keys)?;
+        Ok((keys, rows))
+    }
+
+    /// The current row of each key (`keys`: one array per key column, cast to the
+    /// key types as needed), under one read lock.
+    pub fn lookup(&self, keys: &[ArrayRef]) -> Result<Vec<Option<StoredRow>>> {
+        Ok(self.lookup_keyed(keys)?.1)
+    }
+
+    /// [`lookup`](Self::lookup), also returning the keys in row format (to tell
+    /// which rows of a chunk share a key).
+    pub(crate) fn lookup_keyed(&self, keys: &[ArrayRef]) -> Result<(Rows, Vec<Option<StoredRow>>)> {
+        let (keys, rows) = self.key_rows_of(keys)?;
         let inner = self.inner.read();
         let found = (0..rows.num_rows())
             .map(|i| {
@@ -158,12 +285,38 @@ impl MaterializedTable {
                 if keys.iter().any(|k| k.is_null(i)) {
                     None
                 } else {
-                    inner.rows.get(rows.row(i).as_ref()).cloned()
+                    inner.rows.get(rows.row(i).as_ref()).map(|e| e.row.clone())
                 }
             })
             .collect();
         drop(inner);
         Ok((rows, found))
+    }
+
+    /// Which keys have a row, and those rows as columns (in the order of `keys`),
+    /// read under one lock without copying the stored rows.
+    pub fn lookup_columns(&self, keys: &[ArrayRef]) -> Result<(Vec<bool>, Vec<ArrayRef>)> {
+        let (keys, rows) = self.key_rows_of(keys)?;
+        let any_null = keys.iter().any(|k| k.null_count() > 0);
+        let inner = self.inner.read();
+        let mut matched = Vec::with_capacity(rows.num_rows());
+        let mut hits: Vec<&[u8]> = Vec::with_capacity(rows.num_rows());
+        for i in 0..rows.num_rows() {
+            // A NULL key matches nothing, as in SQL.
+            let found = if any_null && keys.iter().any(|k| k.is_null(i)) {
+                None
+            } else {
+                inner.rows.get(rows.row(i).as_ref())
+            };
+            matched.push(found.is_some());
+            if let Some(e) = found {
+                hits.push(&e.row);
+            }
+        }
+        let columns = self.rows_to_columns(&hits)?;
+        drop(hits);
+        drop(inner);
+        Ok((matched, columns))
     }
 
     /// Full rows (as stored) back to columns.
@@ -183,12 +336,10 @@ impl MaterializedTable {
     }
 
     /// Removes the rows of `keys` (expired windows).
-    fn remove(&self, keys: &[Box<[u8]>]) {
+    fn remove(&self, keys: &[Key]) {
         let mut inner = self.inner.write();
         for key in keys {
-            if inner.rows.remove(key).is_some() {
-                inner.dirty.insert(key.clone());
-            }
+            inner.delete(key);
         }
     }
 
@@ -198,20 +349,29 @@ impl MaterializedTable {
         if inner.rows.is_empty() {
             return Ok(Vec::new());
         }
+        let (keys, rows): (Vec<&Key>, Vec<&StoredRow>) =
+            inner.rows.iter().map(|(k, e)| (k, &e.row)).unzip();
         let parser = self.full_rows.parser();
         let columns = self
             .full_rows
-            .convert_rows(inner.rows.values().map(|r| parser.parse(r)))?;
+            .convert_rows(rows.iter().map(|r| parser.parse(r)))?;
         let values = i64_values(&columns[col])?;
-        Ok(inner.rows.keys().cloned().zip(values.iter()).collect())
+        Ok(keys.into_iter().cloned().zip(values.iter()).collect())
     }
 
     pub(crate) fn restore_rows(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
         let mut inner = self.inner.write();
         inner.rows.clear();
         inner.dirty.clear();
+        inner.rows.reserve(entries.len());
         for (k, v) in entries {
-            inner.rows.insert(k.into(), v.into());
+            inner.rows.insert(
+                Key::new(&k),
+                StoredEntry {
+                    row: v.into(),
+                    dirty: false,
+                },
+            );
         }
     }
 }
@@ -232,7 +392,7 @@ pub struct Retention {
     pub retention_ms: i64,
 }
 
-type KeyedTime = (Box<[u8]>, Option<i64>);
+type KeyedTime = (Key, Option<i64>);
 
 /// A full row as the table stores it (Arrow row format).
 pub type StoredRow = Box<[u8]>;
@@ -241,8 +401,9 @@ pub type StoredRow = Box<[u8]>;
 pub struct Materialize {
     table: Arc<MaterializedTable>,
     retention: Option<Retention>,
-    /// (window end, key) of rows, earliest first (windowed tables).
-    expiry: BinaryHeap<Reverse<(i64, Box<[u8]>)>>,
+    /// Keys of rows by window end (windowed tables). Grouped by end: a window's
+    /// thousands of rows share it, and a heap of (end, key) compared their keys.
+    expiry: BTreeMap<i64, Vec<Key>>,
 }
 
 impl Materialize {
@@ -250,7 +411,7 @@ impl Materialize {
         Materialize {
             table,
             retention: None,
-            expiry: BinaryHeap::new(),
+            expiry: BTreeMap::new(),
         }
     }
 
@@ -273,18 +434,20 @@ impl Operator for Materialize {
         let new = self.table.apply_noting_new(&chunk)?;
         if let Some(r) = self.retention {
             let ends = i64_values(chunk.batch.column(r.end_column))?;
-            let keys: Vec<ArrayRef> = self
-                .table
-                .key_cols
-                .iter()
-                .map(|&i| chunk.batch.column(i).clone())
-                .collect();
-            let keys = self.table.key_rows.convert_columns(&keys)?;
             // One expiry entry per window row, not one per update of it.
-            for (i, &is_new) in new.iter().enumerate() {
-                if is_new && ends.is_valid(i) {
-                    self.expiry
-                        .push(Reverse((ends.value(i), keys.row(i).as_ref().into())));
+            let mut last: Option<(i64, &mut Vec<Key>)> = None;
+            for (i, key) in new.into_iter().enumerate() {
+                let Some(key) = key.filter(|_| ends.is_valid(i)) else {
+                    continue;
+                };
+                let end = ends.value(i);
+                match &mut last {
+                    Some((e, keys)) if *e == end => keys.push(key),
+                    _ => {
+                        let keys = self.expiry.entry(end).or_default();
+                        keys.push(key);
+                        last = Some((end, keys));
+                    }
                 }
             }
         }
@@ -296,17 +459,11 @@ impl Operator for Materialize {
         // The end of a bounded input closes every window but is not time passing:
         // the windows stay queryable.
         if let Some(r) = self.retention.filter(|_| watermark < i64::MAX) {
-            let mut expired = Vec::new();
-            while let Some(Reverse((end, _))) = self.expiry.peek() {
-                if end.saturating_add(r.retention_ms) > watermark {
+            while let Some(entry) = self.expiry.first_entry() {
+                if entry.key().saturating_add(r.retention_ms) > watermark {
                     break;
                 }
-                if let Some(Reverse((_, key))) = self.expiry.pop() {
-                    expired.push(key);
-                }
-            }
-            if !expired.is_empty() {
-                self.table.remove(&expired);
+                self.table.remove(&entry.remove());
             }
         }
         out.push(Message::Watermark(watermark));
@@ -323,10 +480,117 @@ impl Operator for Materialize {
         if let Some(r) = self.retention {
             for (key, end) in self.table.column_of_rows(r.end_column)? {
                 if let Some(end) = end {
-                    self.expiry.push(Reverse((end, key)));
+                    self.expiry.entry(end).or_default().push(key);
                 }
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int8Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use crate::state::StateStore;
+
+    fn chunk(rows: &[(&str, Option<&str>)]) -> Chunk {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("v", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap();
+        let ops = rows
+            .iter()
+            .map(|r| if r.1.is_some() { Op::Upsert } else { Op::Delete } as i8);
+        Chunk::new(
+            batch,
+            Int64Array::from(vec![0; rows.len()]),
+            Some(Int8Array::from_iter_values(ops)),
+        )
+    }
+
+    fn rows(table: &MaterializedTable) -> Vec<(String, String)> {
+        let batch = table.snapshot().unwrap();
+        let col = |i: usize| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone()
+        };
+        let (k, v) = (col(0), col(1));
+        (0..batch.num_rows())
+            .map(|i| (k.value(i).to_string(), v.value(i).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn checkpoints_write_each_changed_key_once_in_its_final_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let state = store.query("q").unwrap();
+        let schema = chunk(&[]).batch.schema();
+        let table = MaterializedTable::new(schema.clone(), vec![0]).unwrap();
+        let checkpoint = |epoch: u64| {
+            let mut batch = StateWriteBatch::default();
+            table.snapshot_changes(0, &mut batch);
+            state.commit(batch, epoch, &[]).unwrap();
+        };
+        // Longer than an inline key.
+        let long = "z".repeat(60);
+        table
+            .apply(&chunk(&[
+                ("b", Some("1")),
+                (&long, Some("1")),
+                ("a", Some("1")),
+                ("c", Some("1")),
+            ]))
+            .unwrap();
+        checkpoint(1);
+        // Deleted then inserted again, inserted then deleted, updated twice.
+        table
+            .apply(&chunk(&[("a", None), ("d", Some("1")), ("c", Some("2"))]))
+            .unwrap();
+        table
+            .apply(&chunk(&[
+                ("a", Some("2")),
+                ("d", None),
+                ("c", Some("33")),
+                (&long, Some("2")),
+            ]))
+            .unwrap();
+        let expected = vec![
+            ("a".to_string(), "2".to_string()),
+            ("b".to_string(), "1".to_string()),
+            ("c".to_string(), "33".to_string()),
+            (long.clone(), "2".to_string()),
+        ];
+        assert_eq!(rows(&table), expected, "snapshots are in key order");
+        checkpoint(2);
+        let restored = MaterializedTable::new(schema, vec![0]).unwrap();
+        restored.restore_rows(state.scan(0).unwrap());
+        assert_eq!(rows(&restored), expected);
+        let (matched, columns) = restored
+            .lookup_columns(&[Arc::new(StringArray::from(vec![
+                Some("c"),
+                None,
+                Some("d"),
+                Some(long.as_str()),
+                Some("a"),
+            ]))])
+            .unwrap();
+        assert_eq!(matched, vec![true, false, false, true, true]);
+        assert_eq!(columns[1].len(), 3);
     }
 }

@@ -15,6 +15,7 @@ pub mod retractions;
 pub mod session_aggregate;
 pub mod window_assign;
 pub mod window_final_aggregate;
+mod window_panes;
 
 use crate::dataflow::{Chunk, Message};
 use crate::error::Result;

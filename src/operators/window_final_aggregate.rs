@@ -5,15 +5,19 @@
 //!   event once per window upstream: a hopping event that belongs to twelve windows
 //!   has its key converted and looked up once.
 //! - Keys (the non-window group columns, Arrow row format) are interned to small
-//!   ids; each open window maps key ids to its group slots.
-//! - Each window holds DataFusion `GroupsAccumulator`s for all its groups, so a
-//!   chunk costs one `update_batch` call per window and aggregate, not one per
-//!   group.
+//!   ids; each open window (or pane) maps key ids to its group slots.
+//! - Accumulators are DataFusion `GroupsAccumulator`s over all the groups of a
+//!   window (or pane), so a chunk costs one `update_batch` call per window and
+//!   aggregate, not one per group.
+//! - Hopping windows whose size is a multiple of their advance keep panes instead
+//!   of windows when every aggregate can merge partial results
+//!   (`window_panes.rs`): an event updates one pane, and a window's result is
+//!   merged from its panes when it closes.
 //!
 //! Nothing is emitted until the watermark passes a window's end + grace; then the
 //! whole window is evaluated at once (consuming the accumulators, which EMIT FINAL
-//! never needs again) and its state is dropped. `GroupAggregate` keeps per-group
-//! `Accumulator`s for EMIT CHANGES, which must read a value without consuming it.
+//! never needs again). `GroupAggregate` keeps per-group `Accumulator`s for EMIT
+//! CHANGES, which must read a value without consuming it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -23,16 +27,16 @@ use arrow::array::{
     ArrayRef, BooleanArray, Int64Array, Int8Array, TimestampMillisecondArray, UInt32Array,
 };
 use arrow::compute::take;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::RowConverter;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
-use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::aggregate_inputs::{self, WindowColumns};
 use super::group_aggregate::AggregateSpec;
 use super::window_assign::windows_of;
+use super::window_panes::{self, Pane, PaneAccumulator};
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
@@ -43,7 +47,7 @@ const WATERMARK_KEY: &[u8] = b"w";
 
 /// A multiplicative hash for small integer keys (key ids are dense).
 #[derive(Default)]
-struct IdHasher(u64);
+pub(super) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -61,7 +65,7 @@ impl Hasher for IdHasher {
     }
 }
 
-type IdMap = HashMap<u32, u32, BuildHasherDefault<IdHasher>>;
+pub(super) type IdMap = HashMap<u32, u32, BuildHasherDefault<IdHasher>>;
 
 /// The groups of one window.
 struct WindowGroups {
@@ -76,12 +80,15 @@ struct WindowGroups {
     dirty: bool,
 }
 
-/// Interned keys: one id per distinct key held by an open window.
+/// Interned keys: one id per distinct key held by an open window or pane.
 #[derive(Default)]
 struct Keys {
-    ids: HashMap<Box<[u8]>, u32>,
+    // foldhash (DataFusion's default hasher): an event's key is hashed here once
+    // per event, and SipHash showed in profiles.
+    ids: datafusion::common::HashMap<Box<[u8]>, u32>,
     bytes: Vec<Box<[u8]>>,
-    /// Open windows holding each key; an id is freed when it drops to zero.
+    /// Open windows (or live panes) holding each key; an id is freed when it
+    /// drops to zero.
     refs: Vec<u32>,
     free: Vec<u32>,
 }
@@ -122,6 +129,32 @@ impl Keys {
     }
 }
 
+/// The slot of key `id` among a window's or pane's groups, created if new.
+fn slot(
+    keys: &mut Keys,
+    slots: &mut IdMap,
+    key_ids: &mut Vec<u32>,
+    rowtime: &mut Vec<i64>,
+    id: u32,
+) -> usize {
+    if let Some(&g) = slots.get(&id) {
+        return g as usize;
+    }
+    let g = key_ids.len();
+    slots.insert(id, g as u32);
+    key_ids.push(id);
+    rowtime.push(i64::MIN);
+    keys.refs[id as usize] += 1;
+    g
+}
+
+/// Hopping windows cut into panes of `width` (the advance; `size` is a multiple).
+#[derive(Debug, Clone, Copy)]
+struct PaneLayout {
+    width: i64,
+    size: i64,
+}
+
 pub struct WindowFinalAggregate {
     /// Group expressions other than the window columns.
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -135,10 +168,21 @@ pub struct WindowFinalAggregate {
     state_rows: RowConverter,
     state_widths: Vec<usize>,
     keys: Keys,
-    /// Open windows by end.
+    /// Open windows by end (without panes).
     windows: BTreeMap<i64, WindowGroups>,
+    /// Set when the windows are kept as panes.
+    layout: Option<PaneLayout>,
+    /// Panes by start (with panes).
+    panes: BTreeMap<i64, Pane>,
+    /// Start of each open window that has events, by end (with panes).
+    open: BTreeMap<i64, i64>,
+    /// Accumulators a closing window's panes are merged into, kept for the next.
+    closing: Vec<PaneAccumulator>,
+    /// Group of each key id in the window being closed (`u32::MAX`: none); kept
+    /// between windows so it is not reallocated.
+    window_group: Vec<u32>,
     watermark: i64,
-    /// State keys of groups whose window closed since the last checkpoint.
+    /// State keys of groups whose window (or pane) closed since the last checkpoint.
     deleted: Vec<Vec<u8>>,
 }
 
@@ -155,6 +199,25 @@ impl WindowFinalAggregate {
         let n_groups = key_exprs.len() + 2;
         let key_rows = columns.key_layout(&schema, n_groups)?;
         let (state_rows, state_widths) = aggregate_inputs::state_layout(&aggregates)?;
+        // Panes pay off when windows overlap and each is a whole number of panes;
+        // otherwise (tumbling windows, advances that do not divide the size) a
+        // window would merge more panes than an event updates windows.
+        let layout = match kind {
+            WindowKind::Hopping { size, advance }
+                if advance > 0
+                    && size > advance
+                    && size % advance == 0
+                    && aggregates
+                        .iter()
+                        .all(|a| window_panes::merges_exactly(&a.function)) =>
+            {
+                Some(PaneLayout {
+                    width: advance,
+                    size,
+                })
+            }
+            _ => None,
+        };
         Ok(WindowFinalAggregate {
             key_exprs,
             columns,
@@ -167,27 +230,22 @@ impl WindowFinalAggregate {
             state_widths,
             keys: Keys::default(),
             windows: BTreeMap::new(),
+            layout,
+            panes: BTreeMap::new(),
+            open: BTreeMap::new(),
+            closing: Vec::new(),
+            window_group: Vec::new(),
             watermark: i64::MIN,
             deleted: Vec::new(),
         })
     }
 
     fn new_window(&self, start: i64) -> Result<WindowGroups> {
-        let mut accumulators = Vec::with_capacity(self.aggregates.len());
-        for a in &self.aggregates {
-            let f = a.function.clone();
-            accumulators.push(if let Some(p) = buffered_percentile(&f) {
-                Box::new(p)
-            } else if f.groups_accumulator_supported() {
-                f.create_groups_accumulator()?
-            } else {
-                // Functions without a vectorised form get DataFusion's adapter over
-                // their per-group Accumulator.
-                Box::new(GroupsAccumulatorAdapter::new(move || {
-                    f.create_accumulator()
-                })) as Box<dyn GroupsAccumulator>
-            });
-        }
+        let accumulators = self
+            .aggregates
+            .iter()
+            .map(|a| window_panes::groups_accumulator(&a.function))
+            .collect::<Result<Vec<_>>>()?;
         Ok(WindowGroups {
             start,
             slots: IdMap::default(),
@@ -198,7 +256,7 @@ impl WindowFinalAggregate {
         })
     }
 
-    /// The state key of a group: window end and start, then the key.
+    /// The state key of a group: window (or pane) end and start, then the key.
     fn state_key(&self, end: i64, start: i64, id: u32) -> Vec<u8> {
         let mut k = Vec::with_capacity(16 + self.keys.bytes[id as usize].len());
         k.extend_from_slice(&end.to_be_bytes());
@@ -207,121 +265,75 @@ impl WindowFinalAggregate {
         k
     }
 
-    /// Every group's row of a closed window, as upserts; consumes the window.
-    fn emit(&mut self, end: i64, mut window: WindowGroups) -> Result<Chunk> {
-        let n = window.key_ids.len();
+    /// The rows of a closed window, as upserts: one per key, with the
+    /// aggregates' results in `values`.
+    fn rows(
+        &self,
+        start: i64,
+        end: i64,
+        key_ids: &[u32],
+        rowtime: Vec<i64>,
+        values: Vec<ArrayRef>,
+    ) -> Result<Chunk> {
+        let n = key_ids.len();
         let parser = self.key_rows.parser();
         let keys = self.key_rows.convert_rows(
-            window
-                .key_ids
+            key_ids
                 .iter()
                 .map(|&id| parser.parse(&self.keys.bytes[id as usize])),
         )?;
-        let starts: ArrayRef = Arc::new(TimestampMillisecondArray::from_value(window.start, n));
+        let starts: ArrayRef = Arc::new(TimestampMillisecondArray::from_value(start, n));
         let ends: ArrayRef = Arc::new(TimestampMillisecondArray::from_value(end, n));
         let n_groups = self.key_exprs.len() + 2;
         let mut columns = self
             .columns
             .group_columns(&self.schema, n_groups, starts, ends, keys)?;
-        for (a, acc) in window.accumulators.iter_mut().enumerate() {
+        for (a, v) in values.into_iter().enumerate() {
             let field = self.schema.field(n_groups + a);
-            columns.push(aggregate_inputs::conform(
-                acc.evaluate(EmitTo::All)?,
-                field.data_type(),
-            )?);
+            columns.push(aggregate_inputs::conform(v, field.data_type())?);
         }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        Ok(Chunk::new(
+            batch,
+            Int64Array::from(rowtime),
+            Some(Int8Array::from(vec![Op::Upsert as i8; n])),
+        ))
+    }
+
+    /// Every group's row of a closed window; consumes the window.
+    fn emit(&mut self, end: i64, mut window: WindowGroups) -> Result<Chunk> {
+        let values = window
+            .accumulators
+            .iter_mut()
+            .map(|acc| acc.evaluate(EmitTo::All))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let chunk = self.rows(window.start, end, &window.key_ids, window.rowtime, values)?;
         for &id in &window.key_ids {
             self.deleted.push(self.state_key(end, window.start, id));
         }
         for &id in &window.key_ids {
             self.keys.release(id);
         }
-        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
-        Ok(Chunk::new(
-            batch,
-            Int64Array::from(window.rowtime),
-            Some(Int8Array::from(vec![Op::Upsert as i8; n])),
-        ))
+        Ok(chunk)
     }
 
-    /// The slot of key `id` in `window`, created if new.
-    fn slot(keys: &mut Keys, window: &mut WindowGroups, id: u32) -> usize {
-        if let Some(&g) = window.slots.get(&id) {
-            return g as usize;
-        }
-        let g = window.key_ids.len();
-        window.slots.insert(id, g as u32);
-        window.key_ids.push(id);
-        window.rowtime.push(i64::MIN);
-        keys.refs[id as usize] += 1;
-        g
-    }
-}
-
-/// `approx_percentile_cont(x, p)` with a constant p and no DISTINCT gets the
-/// buffered accumulator (see `functions::percentile`).
-fn buffered_percentile(
-    f: &datafusion::physical_expr::aggregate::AggregateFunctionExpr,
-) -> Option<crate::functions::percentile::BufferedPercentile> {
-    if f.fun().name() != "approx_percentile_cont" || f.is_distinct() || f.expressions().len() != 2 {
-        return None;
-    }
-    let literal = f.expressions()[1]
-        .downcast_ref::<datafusion::physical_expr::expressions::Literal>()?
-        .value()
-        .clone();
-    let p = match literal.cast_to(&DataType::Float64).ok()? {
-        datafusion::scalar::ScalarValue::Float64(Some(p)) if (0.0..=1.0).contains(&p) => p,
-        _ => return None,
-    };
-    Some(crate::functions::percentile::BufferedPercentile::new(
-        p,
-        f.field().data_type().clone(),
-    ))
-}
-
-impl Operator for WindowFinalAggregate {
-    fn describe(&self) -> String {
-        format!(
-            "WindowFinalAggregate: {:?}, groupBy=[{}], aggr=[{}], emit=final",
-            self.kind,
-            self.key_exprs
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.aggregates
-                .iter()
-                .map(|a| a.function.name().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    }
-
-    fn state_entries(&self) -> usize {
-        self.windows.values().map(|w| w.key_ids.len()).sum()
-    }
-
-    fn on_chunk(&mut self, chunk: Chunk, _out: &mut Vec<Message>) -> Result<()> {
-        let n = chunk.num_rows();
-        if n == 0 {
-            return Ok(());
-        }
-        let batch = &chunk.batch;
-        let key_arrays = aggregate_inputs::evaluate(&self.key_exprs, batch)?;
-        let rows = self.key_rows.convert_columns(&key_arrays)?;
-        let ids: Vec<u32> = (0..n)
-            .map(|i| self.keys.intern(rows.row(i).as_ref()))
-            .collect();
-
-        // Rows per open window. Window ends are multiples of the step past the
-        // chunk's first end, so a window's bucket is found by arithmetic.
-        let step = match self.kind {
+    /// The window's step, by which its ends are spaced.
+    fn step(&self) -> i64 {
+        match self.kind {
             WindowKind::Tumbling { size } => size,
             WindowKind::Hopping { advance, .. } => advance,
             WindowKind::Cumulate { step, .. } => step,
             WindowKind::Session { gap } => gap,
-        };
+        }
+    }
+
+    /// Adds a chunk to every open window its events belong to.
+    fn add_to_windows(&mut self, chunk: &Chunk, ids: &[u32]) -> Result<()> {
+        let n = chunk.num_rows();
+        let batch = &chunk.batch;
+        // Rows per open window. Window ends are multiples of the step past the
+        // chunk's first end, so a window's bucket is found by arithmetic.
+        let step = self.step();
         let first_end = chunk
             .rowtime
             .values()
@@ -386,7 +398,13 @@ impl Operator for WindowFinalAggregate {
             window.dirty = true;
             let mut groups = Vec::with_capacity(idx.len());
             for &i in &idx {
-                let g = Self::slot(&mut self.keys, window, ids[i as usize]);
+                let g = slot(
+                    &mut self.keys,
+                    &mut window.slots,
+                    &mut window.key_ids,
+                    &mut window.rowtime,
+                    ids[i as usize],
+                );
                 let t = chunk.rowtime.value(i as usize);
                 if t > window.rowtime[g] {
                     window.rowtime[g] = t;
@@ -394,28 +412,254 @@ impl Operator for WindowFinalAggregate {
                 groups.push(g);
             }
             let total = window.key_ids.len();
-            // Usually every row of a chunk falls in each of its windows: no copies.
-            let all_rows = idx.len() == n;
-            let idx = UInt32Array::from(idx);
+            let rows = Rows::new(idx, n);
             for (a, acc) in window.accumulators.iter_mut().enumerate() {
-                let values: Vec<ArrayRef> = if all_rows {
-                    args[a].clone()
-                } else {
-                    args[a]
-                        .iter()
-                        .map(|c| take(c, &idx, None))
-                        .collect::<std::result::Result<_, _>>()?
-                };
-                let mask = match &masks[a] {
-                    Some(m) if all_rows => Some(m.clone()),
-                    Some(m) => {
-                        let t = take(m, &idx, None)?;
-                        t.as_any().downcast_ref::<BooleanArray>().cloned()
-                    }
-                    None => None,
-                };
+                let (values, mask) = rows.select(&args[a], masks[a].as_ref())?;
                 acc.update_batch(&values, &groups, mask.as_ref(), total)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Adds a chunk to the panes its events fall in (with panes).
+    fn add_to_panes(&mut self, layout: PaneLayout, chunk: &Chunk, ids: &[u32]) -> Result<()> {
+        let n = chunk.num_rows();
+        let closed_before = self.watermark.saturating_sub(self.grace);
+        // As in `windows_of`: times within two window sizes of the i64 range
+        // have no window.
+        let margin = layout.size.saturating_mul(2);
+        // Rows per pane, by pane start; consecutive events nearly always share one.
+        let mut buckets: Vec<(i64, Vec<u32>)> = Vec::new();
+        let mut bucket_of: HashMap<i64, usize> = HashMap::new();
+        let mut last = usize::MAX;
+        for (i, &t) in chunk.rowtime.values().iter().enumerate() {
+            if t.checked_add(margin).is_none() || t.checked_sub(margin).is_none() {
+                continue;
+            }
+            let start = t - t.rem_euclid(layout.width);
+            // The last window over this pane starts with it.
+            if start + layout.size <= closed_before {
+                continue;
+            }
+            if buckets.get(last).is_none_or(|(s, _)| *s != start) {
+                last = *bucket_of.entry(start).or_insert_with(|| {
+                    buckets.push((start, Vec::new()));
+                    buckets.len() - 1
+                });
+            }
+            buckets[last].1.push(i as u32);
+        }
+        if buckets.is_empty() {
+            return Ok(());
+        }
+        let batch = &chunk.batch;
+        let args = aggregate_inputs::arguments(&self.aggregates, batch)?;
+        let masks = aggregate_inputs::filter_masks(&self.aggregates, batch)?;
+        for (start, idx) in buckets {
+            if !self.panes.contains_key(&start) {
+                self.panes.insert(start, Pane::new(&self.aggregates)?);
+                // Every event of a pane is in the same windows; those open now
+                // are the ones it can still reach.
+                let open = &mut self.open;
+                windows_of(self.kind, start, |s, e| {
+                    if e > closed_before {
+                        open.insert(e, s);
+                    }
+                });
+            }
+            let pane = self
+                .panes
+                .get_mut(&start)
+                .ok_or_else(|| SluiceError::Internal("pane vanished".into()))?;
+            pane.dirty = true;
+            pane.live_used = true;
+            let mut groups = Vec::with_capacity(idx.len());
+            for &i in &idx {
+                let g = slot(
+                    &mut self.keys,
+                    &mut pane.slots,
+                    &mut pane.key_ids,
+                    &mut pane.rowtime,
+                    ids[i as usize],
+                );
+                let t = chunk.rowtime.value(i as usize);
+                if t > pane.rowtime[g] {
+                    pane.rowtime[g] = t;
+                }
+                groups.push(g);
+            }
+            let total = pane.key_ids.len();
+            let rows = Rows::new(idx, n);
+            for (a, acc) in pane.live.iter_mut().enumerate() {
+                let (values, mask) = rows.select(&args[a], masks[a].as_ref())?;
+                acc.update_batch(&values, &groups, mask.as_ref(), total)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows of the window `[start, end)`, merged from its panes.
+    fn close_window(&mut self, start: i64, end: i64) -> Result<Chunk> {
+        let starts: Vec<i64> = self.panes.range(start..end).map(|(s, _)| *s).collect();
+        for s in &starts {
+            if let Some(pane) = self.panes.get_mut(s) {
+                pane.freeze(&self.aggregates)?;
+            }
+        }
+        // The window's groups: the union of its panes' keys, and the group of
+        // each pane slot.
+        let mut key_ids: Vec<u32> = Vec::new();
+        let mut rowtime: Vec<i64> = Vec::new();
+        let mut pane_groups: Vec<(&Pane, Vec<usize>)> = Vec::with_capacity(starts.len());
+        if self.window_group.len() < self.keys.bytes.len() {
+            self.window_group.resize(self.keys.bytes.len(), u32::MAX);
+        }
+        for pane in self.panes.range(start..end).map(|(_, p)| p) {
+            let groups = pane
+                .key_ids
+                .iter()
+                .zip(&pane.rowtime)
+                .map(|(&id, &t)| {
+                    let g = &mut self.window_group[id as usize];
+                    if *g == u32::MAX {
+                        *g = key_ids.len() as u32;
+                        key_ids.push(id);
+                        rowtime.push(t);
+                    } else if t > rowtime[*g as usize] {
+                        rowtime[*g as usize] = t;
+                    }
+                    *g as usize
+                })
+                .collect();
+            pane_groups.push((pane, groups));
+        }
+        for &id in &key_ids {
+            self.window_group[id as usize] = u32::MAX;
+        }
+        let n = key_ids.len();
+        let mut accumulators = match std::mem::take(&mut self.closing) {
+            a if a.len() == self.aggregates.len() => a,
+            _ => PaneAccumulator::for_all(&self.aggregates)?,
+        };
+        for (pane, groups) in &pane_groups {
+            for partials in &pane.partials {
+                for (acc, partial) in accumulators.iter_mut().zip(partials) {
+                    acc.merge(partial, groups, n)?;
+                }
+            }
+        }
+        drop(pane_groups);
+        let values = accumulators
+            .iter_mut()
+            .map(PaneAccumulator::evaluate)
+            .collect::<Result<Vec<_>>>()?;
+        self.closing = accumulators
+            .into_iter()
+            .zip(&self.aggregates)
+            .map(|(a, spec)| a.recycled(spec))
+            .collect::<Result<_>>()?;
+        self.rows(start, end, &key_ids, rowtime, values)
+    }
+
+    /// Drops the panes whose every window has closed.
+    fn drop_panes(&mut self, layout: PaneLayout, watermark: i64) {
+        while let Some((&start, _)) = self.panes.first_key_value() {
+            if (start + layout.size).saturating_add(self.grace) > watermark {
+                break;
+            }
+            let Some(pane) = self.panes.remove(&start) else {
+                break;
+            };
+            for &id in &pane.key_ids {
+                self.deleted
+                    .push(self.state_key(start + layout.width, start, id));
+            }
+            for &id in &pane.key_ids {
+                self.keys.release(id);
+            }
+        }
+    }
+}
+
+/// The rows of a chunk that go to one window or pane.
+struct Rows {
+    /// None: every row of the chunk, in order (the usual case), so no copies.
+    taken: Option<UInt32Array>,
+}
+
+impl Rows {
+    fn new(idx: Vec<u32>, chunk_rows: usize) -> Self {
+        let taken = (idx.len() != chunk_rows).then(|| UInt32Array::from(idx));
+        Rows { taken }
+    }
+
+    /// An aggregate's argument columns and FILTER mask for these rows.
+    fn select(
+        &self,
+        args: &[ArrayRef],
+        mask: Option<&BooleanArray>,
+    ) -> Result<(Vec<ArrayRef>, Option<BooleanArray>)> {
+        let Some(idx) = &self.taken else {
+            return Ok((args.to_vec(), mask.cloned()));
+        };
+        let values = args
+            .iter()
+            .map(|c| take(c, idx, None))
+            .collect::<std::result::Result<_, _>>()?;
+        let mask = match mask {
+            Some(m) => {
+                let t = take(m, idx, None)?;
+                t.as_any().downcast_ref::<BooleanArray>().cloned()
+            }
+            None => None,
+        };
+        Ok((values, mask))
+    }
+}
+
+impl Operator for WindowFinalAggregate {
+    fn describe(&self) -> String {
+        format!(
+            "WindowFinalAggregate: {:?}, groupBy=[{}], aggr=[{}], emit=final{}",
+            self.kind,
+            self.key_exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.aggregates
+                .iter()
+                .map(|a| a.function.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            match self.layout {
+                Some(l) => format!(", panes={}ms", l.width),
+                None => String::new(),
+            }
+        )
+    }
+
+    fn state_entries(&self) -> usize {
+        self.windows
+            .values()
+            .map(|w| w.key_ids.len())
+            .sum::<usize>()
+            + self.panes.values().map(|p| p.key_ids.len()).sum::<usize>()
+    }
+
+    fn on_chunk(&mut self, chunk: Chunk, _out: &mut Vec<Message>) -> Result<()> {
+        let n = chunk.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let key_arrays = aggregate_inputs::evaluate(&self.key_exprs, &chunk.batch)?;
+        let rows = self.key_rows.convert_columns(&key_arrays)?;
+        let ids: Vec<u32> = (0..n)
+            .map(|i| self.keys.intern(rows.row(i).as_ref()))
+            .collect();
+        match self.layout {
+            Some(layout) => self.add_to_panes(layout, &chunk, &ids)?,
+            None => self.add_to_windows(&chunk, &ids)?,
         }
         // Keys of events whose windows had all closed are held by no window.
         for &id in &ids {
@@ -426,16 +670,30 @@ impl Operator for WindowFinalAggregate {
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        let closed: Vec<i64> = self
-            .windows
-            .keys()
-            .take_while(|end| end.saturating_add(self.grace) <= watermark)
-            .copied()
-            .collect();
-        for end in closed {
-            if let Some(window) = self.windows.remove(&end) {
-                let chunk = self.emit(end, window)?;
-                out.push(Message::Chunk(chunk));
+        let closes = |end: &i64| end.saturating_add(self.grace) <= watermark;
+        match self.layout {
+            Some(layout) => {
+                let closed: Vec<(i64, i64)> = self
+                    .open
+                    .iter()
+                    .take_while(|(end, _)| closes(end))
+                    .map(|(e, s)| (*e, *s))
+                    .collect();
+                for (end, start) in closed {
+                    self.open.remove(&end);
+                    let chunk = self.close_window(start, end)?;
+                    out.push(Message::Chunk(chunk));
+                }
+                self.drop_panes(layout, watermark);
+            }
+            None => {
+                let closed: Vec<i64> = self.windows.keys().copied().take_while(closes).collect();
+                for end in closed {
+                    if let Some(window) = self.windows.remove(&end) {
+                        let chunk = self.emit(end, window)?;
+                        out.push(Message::Chunk(chunk));
+                    }
+                }
             }
         }
         out.push(Message::Watermark(watermark));
@@ -453,6 +711,35 @@ impl Operator for WindowFinalAggregate {
         // late after a restart.
         if self.watermark < i64::MAX {
             batch.put(id, WATERMARK_KEY, self.watermark.to_be_bytes().to_vec());
+        }
+        if let Some(layout) = self.layout {
+            let dirty: Vec<i64> = self
+                .panes
+                .iter()
+                .filter(|(_, p)| p.dirty)
+                .map(|(s, _)| *s)
+                .collect();
+            for start in dirty {
+                let Some(pane) = self.panes.get_mut(&start) else {
+                    continue;
+                };
+                pane.dirty = false;
+                let columns = pane.consolidate(&self.aggregates)?;
+                let rows = self.state_rows.convert_columns(&columns)?;
+                let Some(pane) = self.panes.get(&start) else {
+                    continue;
+                };
+                for (g, &key_id) in pane.key_ids.iter().enumerate() {
+                    let mut value = pane.rowtime[g].to_be_bytes().to_vec();
+                    value.extend_from_slice(rows.row(g).as_ref());
+                    batch.put(
+                        id,
+                        &self.state_key(start + layout.width, start, key_id),
+                        value,
+                    );
+                }
+            }
+            return Ok(());
         }
         let dirty: Vec<i64> = self
             .windows
@@ -516,39 +803,324 @@ impl Operator for WindowFinalAggregate {
                 .iter()
                 .map(|(_, v)| parser.parse(v.get(8..).unwrap_or_default())),
         )?;
-        // Entries are in key order: by window end, then start, then key.
-        let mut by_window: BTreeMap<i64, (i64, Vec<u32>)> = BTreeMap::new();
+        // Entries are in key order: by window (or pane) end, then start, then key.
+        let mut by_end: BTreeMap<i64, (i64, Vec<u32>)> = BTreeMap::new();
         for (i, (k, _)) in entries.iter().enumerate() {
             let (end, start) = (i64_at(k, 0)?, i64_at(k, 8)?);
-            by_window
+            by_end
                 .entry(end)
                 .or_insert((start, Vec::new()))
                 .1
                 .push(i as u32);
         }
-        for (end, (start, idx)) in by_window {
+        let closed_before = self.watermark.saturating_sub(self.grace);
+        for (end, (start, idx)) in by_end {
+            let n = idx.len();
+            let groups: Vec<usize> = (0..n).collect();
+            let taken = UInt32Array::from(idx.clone());
+            let mut columns: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.state_widths.len());
+            let mut c = 0;
+            for &w in &self.state_widths {
+                columns.push(
+                    states[c..c + w]
+                        .iter()
+                        .map(|s| take(s, &taken, None))
+                        .collect::<std::result::Result<_, _>>()?,
+                );
+                c += w;
+            }
+            if let Some(layout) = self.layout {
+                if end - start != layout.width {
+                    return Err(SluiceError::Internal(format!(
+                        "window state of [{start}, {end}) is not a pane of {} ms (written by another version?)",
+                        layout.width
+                    )));
+                }
+                let mut pane = Pane::new(&self.aggregates)?;
+                pane.dirty = false;
+                for &i in &idx {
+                    let (k, v) = &entries[i as usize];
+                    let key_id = self.keys.intern(k.get(16..).ok_or_else(corrupt)?);
+                    let g = slot(
+                        &mut self.keys,
+                        &mut pane.slots,
+                        &mut pane.key_ids,
+                        &mut pane.rowtime,
+                        key_id,
+                    );
+                    pane.rowtime[g] = i64_at(v, 0)?;
+                }
+                for (acc, cols) in pane.live.iter_mut().zip(&columns) {
+                    acc.merge_state(cols, &groups, n)?;
+                }
+                pane.live_used = true;
+                self.panes.insert(start, pane);
+                let open = &mut self.open;
+                windows_of(self.kind, start, |s, e| {
+                    if e > closed_before {
+                        open.insert(e, s);
+                    }
+                });
+                continue;
+            }
             let mut window = self.new_window(start)?;
             window.dirty = false;
             for &i in &idx {
                 let (k, v) = &entries[i as usize];
                 let key_id = self.keys.intern(k.get(16..).ok_or_else(corrupt)?);
-                let g = Self::slot(&mut self.keys, &mut window, key_id);
+                let g = slot(
+                    &mut self.keys,
+                    &mut window.slots,
+                    &mut window.key_ids,
+                    &mut window.rowtime,
+                    key_id,
+                );
                 window.rowtime[g] = i64_at(v, 0)?;
             }
-            let n = idx.len();
-            let groups: Vec<usize> = (0..n).collect();
-            let idx = UInt32Array::from(idx);
-            let mut c = 0;
-            for (a, &w) in self.state_widths.iter().enumerate() {
-                let cols: Vec<ArrayRef> = states[c..c + w]
-                    .iter()
-                    .map(|s| take(s, &idx, None))
-                    .collect::<std::result::Result<_, _>>()?;
-                window.accumulators[a].merge_batch(&cols, &groups, n)?;
-                c += w;
+            for (acc, cols) in window.accumulators.iter_mut().zip(&columns) {
+                acc.merge_batch(cols, &groups, n)?;
             }
             self.windows.insert(end, window);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    use datafusion::functions_aggregate::{
+        approx_percentile_cont::approx_percentile_cont_udaf, average::avg_udaf, count::count_udaf,
+        min_max::max_udaf, min_max::min_udaf, sum::sum_udaf,
+    };
+    use datafusion::logical_expr::AggregateUDF;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_expr::expressions::{col, lit};
+    use datafusion::scalar::ScalarValue;
+
+    use crate::state::StateStore;
+
+    const SIZE: i64 = 20_000;
+    const ADVANCE: i64 = 5_000;
+    const GRACE: i64 = 2_000;
+
+    fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            // Whole numbers: sums are exact in any order.
+            Field::new("v", DataType::Float64, true),
+        ]))
+    }
+
+    /// HOP(20 s, 5 s) GROUP BY k with `functions` over v.
+    fn operator(functions: &[(&str, Arc<AggregateUDF>)]) -> WindowFinalAggregate {
+        let input = input_schema();
+        let v = col("v", &input).unwrap();
+        let aggregates: Vec<AggregateSpec> = functions
+            .iter()
+            .map(|(name, udaf)| {
+                let mut args = vec![v.clone()];
+                if udaf.name() == "approx_percentile_cont" {
+                    args.push(lit(ScalarValue::Float64(Some(0.5))));
+                }
+                let function = AggregateExprBuilder::new(udaf.clone(), args)
+                    .schema(input.clone())
+                    .alias(*name)
+                    .build()
+                    .unwrap();
+                AggregateSpec {
+                    function: Arc::new(function),
+                    filter: None,
+                }
+            })
+            .collect();
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let mut fields = vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts, false),
+        ];
+        fields.extend(
+            aggregates
+                .iter()
+                .map(|a| a.function.field().as_ref().clone()),
+        );
+        WindowFinalAggregate::new(
+            vec![col("k", &input).unwrap()],
+            WindowColumns { start: 1, end: 2 },
+            aggregates,
+            Arc::new(Schema::new(fields)),
+            WindowKind::Hopping {
+                size: SIZE,
+                advance: ADVANCE,
+            },
+            GRACE,
+        )
+        .unwrap()
+    }
+
+    /// Chunks of events in arrival order, each followed by a watermark that trails
+    /// the latest event by less than events are delayed: some events are late
+    /// for their earliest windows but not for the later ones, some for all.
+    fn arrivals(seed: u64) -> Vec<(Chunk, i64)> {
+        let mut x = seed | 1;
+        let mut next = move |n: u64| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        };
+        let mut events: Vec<(i64, i64, String, Option<f64>)> = Vec::new();
+        let mut t = 1_000_000i64;
+        for _ in 0..3_000 {
+            t += next(300) as i64;
+            let arrival = t + next(12_000) as i64;
+            let v = (next(10) > 0).then(|| next(1_000) as f64 - 100.0);
+            events.push((arrival, t, format!("k{}", next(7)), v));
+        }
+        events.sort_by_key(|e| e.0);
+        let mut out = Vec::new();
+        let mut max_t = i64::MIN;
+        let mut rest = events.as_slice();
+        while !rest.is_empty() {
+            let n = (1 + next(40) as usize).min(rest.len());
+            let (now, later) = rest.split_at(n);
+            rest = later;
+            max_t = max_t.max(now.iter().map(|e| e.1).max().unwrap_or(i64::MIN));
+            let batch = RecordBatch::try_new(
+                input_schema(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(
+                        now.iter().map(|e| e.2.as_str()),
+                    )),
+                    Arc::new(arrow::array::Float64Array::from_iter(
+                        now.iter().map(|e| e.3),
+                    )),
+                ],
+            )
+            .unwrap();
+            let rowtime = Int64Array::from_iter_values(now.iter().map(|e| e.1));
+            out.push((Chunk::new(batch, rowtime, None), max_t - 6_000));
+        }
+        out
+    }
+
+    /// Rows as text; a t-digest percentile (`p50`) only as whether it is NULL.
+    fn format(chunk: &Chunk, out: &mut Vec<String>, exact_percentile: bool) {
+        let options = FormatOptions::default().with_null("NULL");
+        let schema = chunk.batch.schema();
+        let formatters: Vec<_> = chunk
+            .batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| {
+                if f.name() == "p50" && !exact_percentile {
+                    Arc::new(arrow::compute::is_null(c).unwrap())
+                } else {
+                    c.clone()
+                }
+            })
+            .collect::<Vec<ArrayRef>>();
+        let formatters: Vec<_> = formatters
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for r in 0..chunk.num_rows() {
+            let mut row: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
+            row.push(chunk.rowtime.value(r).to_string());
+            out.push(row.join("|"));
+        }
+    }
+
+    /// Every row `op` emits for `input`, sorted; with `restart_every`, the
+    /// operator is checkpointed and replaced by a restored one that often.
+    fn run(
+        mut make: impl FnMut() -> WindowFinalAggregate,
+        input: &[(Chunk, i64)],
+        restart_every: Option<usize>,
+        exact_percentile: bool,
+    ) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let state = store.query("q").unwrap();
+        let mut op = make();
+        let mut rows = Vec::new();
+        let mut out = Vec::new();
+        for (i, (chunk, watermark)) in input.iter().enumerate() {
+            op.on_chunk(chunk.clone(), &mut out).unwrap();
+            op.on_watermark(*watermark, &mut out).unwrap();
+            if restart_every.is_some_and(|n| i % n == n - 1) {
+                let mut batch = StateWriteBatch::default();
+                op.snapshot(0, &mut batch).unwrap();
+                state.commit(batch, i as u64, &[(0, i as i64)]).unwrap();
+                op = make();
+                op.restore(0, &state).unwrap();
+            }
+        }
+        op.on_watermark(i64::MAX, &mut out).unwrap();
+        for m in &out {
+            if let Message::Chunk(c) = m {
+                format(c, &mut rows, exact_percentile);
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    #[test]
+    fn panes_give_the_rows_of_per_window_accumulators() {
+        let functions = [
+            ("n", count_udaf()),
+            ("s", sum_udaf()),
+            ("lo", min_udaf()),
+            ("hi", max_udaf()),
+            ("mean", avg_udaf()),
+            ("p50", approx_percentile_cont_udaf()),
+        ];
+        for seed in [1, 2, 3] {
+            let input = arrivals(seed);
+            let panes = run(|| operator(&functions), &input, None, true);
+            assert!(operator(&functions).layout.is_some());
+            let windows = run(
+                || {
+                    let mut op = operator(&functions);
+                    op.layout = None;
+                    op
+                },
+                &input,
+                None,
+                true,
+            );
+            assert!(panes.len() > 500, "{}", panes.len());
+            assert_eq!(panes, windows, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn panes_survive_restarts() {
+        // A restored t-digest is no longer raw values, so the percentile is
+        // compared by whether it is NULL only.
+        let functions = [
+            ("n", count_udaf()),
+            ("s", sum_udaf()),
+            ("lo", min_udaf()),
+            ("hi", max_udaf()),
+            ("p50", approx_percentile_cont_udaf()),
+        ];
+        for seed in [4, 5] {
+            let input = arrivals(seed);
+            let straight = run(|| operator(&functions), &input, None, false);
+            for every in [1, 7, 31] {
+                let restarted = run(|| operator(&functions), &input, Some(every), false);
+                assert_eq!(
+                    straight, restarted,
+                    "seed {seed}, restart every {every} chunks"
+                );
+            }
+        }
     }
 }
