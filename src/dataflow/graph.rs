@@ -158,12 +158,13 @@ impl Dataflow {
         Ok(())
     }
 
-    /// Tells two-input operators that no checkpoint will come (see
-    /// [`JoinOperator::without_checkpoints`]).
+    /// Tells every operator that no checkpoint will come (see
+    /// [`Operator::without_checkpoints`]).
     pub fn without_checkpoints(&mut self) {
         for node in &mut self.nodes {
-            if let Stage::Join(op) = &mut node.stage {
-                op.without_checkpoints();
+            match &mut node.stage {
+                Stage::Unary(op) => op.without_checkpoints(),
+                Stage::Join(op) => op.without_checkpoints(),
             }
         }
     }

@@ -102,6 +102,8 @@ struct TableRows {
     rows: HashMap<Key, StoredEntry>,
     /// Keys changed since the last checkpoint, each at least once.
     dirty: Vec<Key>,
+    /// The table's query never checkpoints (benchmarks): changes are not noted.
+    untracked: bool,
 }
 
 impl TableRows {
@@ -116,7 +118,7 @@ impl TableRows {
                 } else {
                     entry.row = row.into();
                 }
-                if !entry.dirty {
+                if !entry.dirty && !self.untracked {
                     entry.dirty = true;
                     self.dirty.push(e.key().clone());
                 }
@@ -127,11 +129,13 @@ impl TableRows {
                     Key::new(key),
                     StoredEntry {
                         row: row.into(),
-                        dirty: true,
+                        dirty: !self.untracked,
                     },
                 );
                 let key = e.key().clone();
-                self.dirty.push(key.clone());
+                if !self.untracked {
+                    self.dirty.push(key.clone());
+                }
                 Some(key)
             }
         }
@@ -139,7 +143,7 @@ impl TableRows {
 
     fn delete(&mut self, key: &[u8]) {
         if let Some((key, entry)) = self.rows.remove_entry(key) {
-            if !entry.dirty {
+            if !entry.dirty && !self.untracked {
                 self.dirty.push(key);
             }
         }
@@ -147,6 +151,14 @@ impl TableRows {
 }
 
 impl MaterializedTable {
+    /// The query keeping the table never checkpoints: stop noting changed keys
+    /// (they would pile up with nobody to write them).
+    pub fn stop_tracking_changes(&self) {
+        let mut inner = self.inner.write();
+        inner.untracked = true;
+        inner.dirty.clear();
+    }
+
     pub fn new(schema: SchemaRef, key_cols: Vec<usize>) -> Result<Arc<Self>> {
         let key_rows = RowConverter::new(
             key_cols
@@ -423,6 +435,10 @@ impl Materialize {
 }
 
 impl Operator for Materialize {
+    fn without_checkpoints(&mut self) {
+        self.table.stop_tracking_changes();
+    }
+
     fn describe(&self) -> String {
         match &self.retention {
             Some(r) => format!("Materialize: retention={}ms", r.retention_ms),

@@ -142,4 +142,8 @@ pub trait Operator: Send {
     fn restore(&mut self, _id: u16, _state: &QueryState) -> Result<()> {
         Ok(())
     }
+
+    /// The query never checkpoints (push queries, benchmarks): changes need not
+    /// be tracked for `snapshot`.
+    fn without_checkpoints(&mut self) {}
 }

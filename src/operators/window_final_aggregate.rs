@@ -1056,7 +1056,9 @@ mod tests {
             if restart_every.is_some_and(|n| i % n == n - 1) {
                 let mut batch = StateWriteBatch::default();
                 op.snapshot(0, &mut batch).unwrap();
-                state.commit(batch, i as u64, &[vec![(0, i as i64)]]).unwrap();
+                state
+                    .commit(batch, i as u64, &[vec![(0, i as i64)]])
+                    .unwrap();
                 op = make();
                 op.restore(0, &state).unwrap();
             }
