@@ -9,17 +9,13 @@
 //! a join on the right table's primary key, else both keys), so downstream
 //! tables and topics see upserts and tombstones.
 
-use std::sync::Arc;
-
 use arrow::array::{ArrayRef, Int64Array, Int8Array, UInt32Array};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::{HashMap, HashSet};
-use datafusion::physical_plan::PhysicalExpr;
 
-use super::aggregate_inputs::{conform, evaluate};
 use super::interval_join::JoinKind;
-use super::join_rows::{assemble, null_key_rows, stored_columns, take_columns};
+use super::join_rows::{assemble, stored_columns, take_columns, JoinKeys};
 use super::{JoinOperator, Side, SideWatermarks};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
@@ -33,7 +29,6 @@ struct Table {
     rows: RowConverter,
     primary_key: Vec<usize>,
     pk_rows: RowConverter,
-    join_keys: Vec<Arc<dyn PhysicalExpr>>,
     /// Primary key → (join key, or `None` when it has a NULL; full row).
     current: HashMap<Bytes, (Option<Bytes>, Bytes)>,
     /// Join key → primary keys of the rows having it.
@@ -43,11 +38,7 @@ struct Table {
 }
 
 impl Table {
-    fn new(
-        schema: SchemaRef,
-        primary_key: Vec<usize>,
-        join_keys: Vec<Arc<dyn PhysicalExpr>>,
-    ) -> Result<Table> {
+    fn new(schema: SchemaRef, primary_key: Vec<usize>) -> Result<Table> {
         let fields = |cols: &mut dyn Iterator<Item = &DataType>| {
             cols.map(|t| SortField::new(t.clone())).collect::<Vec<_>>()
         };
@@ -58,7 +49,6 @@ impl Table {
             pk_rows: RowConverter::new(fields(&mut pk.iter().copied()))?,
             schema,
             primary_key,
-            join_keys,
             current: HashMap::default(),
             index: HashMap::default(),
             dirty: HashSet::default(),
@@ -114,8 +104,7 @@ struct Change {
 
 pub struct ChangelogJoin {
     kind: JoinKind,
-    key_types: Vec<DataType>,
-    key_rows: RowConverter,
+    keys: JoinKeys,
     sides: [Table; 2],
     schema: SchemaRef,
     watermarks: SideWatermarks,
@@ -133,31 +122,22 @@ pub struct TableInput {
     pub schema: SchemaRef,
     /// Columns of `schema` forming the table's primary key.
     pub primary_key: Vec<usize>,
-    /// Join key expressions over `schema`.
-    pub join_keys: Vec<Arc<dyn PhysicalExpr>>,
 }
 
 impl ChangelogJoin {
     pub fn new(
         kind: JoinKind,
-        key_types: Vec<DataType>,
+        keys: JoinKeys,
         left: TableInput,
         right: TableInput,
         schema: SchemaRef,
     ) -> Result<ChangelogJoin> {
-        let key_rows = RowConverter::new(
-            key_types
-                .iter()
-                .map(|t| SortField::new(t.clone()))
-                .collect(),
-        )?;
         Ok(ChangelogJoin {
             kind,
-            key_types,
-            key_rows,
+            keys,
             sides: [
-                Table::new(left.schema, left.primary_key, left.join_keys)?,
-                Table::new(right.schema, right.primary_key, right.join_keys)?,
+                Table::new(left.schema, left.primary_key)?,
+                Table::new(right.schema, right.primary_key)?,
             ],
             schema,
             watermarks: SideWatermarks::default(),
@@ -281,18 +261,10 @@ impl ChangelogJoin {
 
 impl JoinOperator for ChangelogJoin {
     fn describe(&self) -> String {
-        let keys = |t: &Table| {
-            t.join_keys
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         format!(
-            "ChangelogJoin: {} ON [{}] = [{}]",
+            "ChangelogJoin: {} ON {}",
             self.kind.name(),
-            keys(&self.sides[0]),
-            keys(&self.sides[1])
+            self.keys.describe()
         )
     }
 
@@ -302,13 +274,7 @@ impl JoinOperator for ChangelogJoin {
             return Ok(());
         }
         let table = &self.sides[slot(side)];
-        let keys: Vec<ArrayRef> = evaluate(&table.join_keys, &chunk.batch)?
-            .into_iter()
-            .zip(&self.key_types)
-            .map(|(a, t)| conform(a, t))
-            .collect::<Result<_>>()?;
-        let null_key = null_key_rows(&keys, n);
-        let key_rows = self.key_rows.convert_columns(&keys)?;
+        let (key_rows, null_key) = self.keys.of(side, &chunk.batch)?;
         let pk_columns: Vec<ArrayRef> = table
             .primary_key
             .iter()

@@ -19,15 +19,14 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
 use arrow::compute::filter;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::HashMap;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::aggregate_inputs::{conform, evaluate};
 use super::join_rows::{
-    assemble, filter_mask, indices, null_columns, null_key_rows, stored_columns, take_columns,
+    assemble, filter_mask, indices, null_columns, stored_columns, take_columns, JoinKeys,
 };
 use super::{JoinOperator, Side, SideWatermarks};
 use crate::dataflow::{Chunk, Message};
@@ -146,10 +145,7 @@ impl Buffer {
 
 pub struct IntervalJoin {
     kind: JoinKind,
-    left_keys: Vec<Arc<dyn PhysicalExpr>>,
-    right_keys: Vec<Arc<dyn PhysicalExpr>>,
-    key_types: Vec<DataType>,
-    key_rows: RowConverter,
+    keys: JoinKeys,
     interval: Interval,
     /// The rest of the ON condition, over the joined row.
     filter: Option<Arc<dyn PhysicalExpr>>,
@@ -175,27 +171,16 @@ impl IntervalJoin {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         kind: JoinKind,
-        left_keys: Vec<Arc<dyn PhysicalExpr>>,
-        right_keys: Vec<Arc<dyn PhysicalExpr>>,
-        key_types: Vec<DataType>,
+        keys: JoinKeys,
         interval: Interval,
         filter: Option<Arc<dyn PhysicalExpr>>,
         left_schema: SchemaRef,
         right_schema: SchemaRef,
         schema: SchemaRef,
     ) -> Result<IntervalJoin> {
-        let key_rows = RowConverter::new(
-            key_types
-                .iter()
-                .map(|t| SortField::new(t.clone()))
-                .collect(),
-        )?;
         Ok(IntervalJoin {
             kind,
-            left_keys,
-            right_keys,
-            key_types,
-            key_rows,
+            keys,
             interval,
             filter,
             schema,
@@ -254,18 +239,6 @@ impl IntervalJoin {
         w
     }
 
-    fn key_arrays(&self, side: Side, chunk: &Chunk) -> Result<Vec<ArrayRef>> {
-        let exprs = match side {
-            Side::Left => &self.left_keys,
-            Side::Right => &self.right_keys,
-        };
-        evaluate(exprs, &chunk.batch)?
-            .into_iter()
-            .zip(&self.key_types)
-            .map(|(a, t)| conform(a, t))
-            .collect()
-    }
-
     /// Rows of `side` paired with all-null columns for the other side.
     fn padded(&self, side: Side, this: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
         let other = null_columns(&self.sides[slot(side.other())].schema, rows);
@@ -313,17 +286,10 @@ impl IntervalJoin {
 
 impl JoinOperator for IntervalJoin {
     fn describe(&self) -> String {
-        let keys = |e: &[Arc<dyn PhysicalExpr>]| {
-            e.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         format!(
-            "IntervalJoin: {} ON [{}] = [{}], right time - left time in [{} ms, {} ms], grace {} ms{}",
+            "IntervalJoin: {} ON {}, right time - left time in [{} ms, {} ms], grace {} ms{}",
             self.kind.name(),
-            keys(&self.left_keys),
-            keys(&self.right_keys),
+            self.keys.describe(),
             self.interval.lower,
             self.interval.upper,
             self.interval.grace,
@@ -361,9 +327,7 @@ impl JoinOperator for IntervalJoin {
         if n == 0 {
             return Ok(());
         }
-        let keys = self.key_arrays(side, &chunk)?;
-        let null_key = null_key_rows(&keys, n);
-        let key_rows = self.key_rows.convert_columns(&keys)?;
+        let (key_rows, null_key) = self.keys.of(side, &chunk.batch)?;
 
         // Probe the other side.
         let other = &self.sides[slot(side.other())];
@@ -596,7 +560,7 @@ fn parse_row_key(key: &[u8]) -> Option<(u8, i64, u64)> {
 mod tests {
     use super::*;
     use arrow::array::{AsArray, StringArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{DataType, Field, Schema};
     use datafusion::physical_expr::expressions::Column;
 
     fn side_schema(prefix: &str) -> SchemaRef {
@@ -617,9 +581,12 @@ mod tests {
         ]));
         IntervalJoin::new(
             kind,
-            vec![Arc::new(Column::new("lk", 0))],
-            vec![Arc::new(Column::new("rk", 0))],
-            vec![DataType::Utf8],
+            JoinKeys::new(
+                vec![Arc::new(Column::new("lk", 0))],
+                vec![Arc::new(Column::new("rk", 0))],
+                vec![DataType::Utf8],
+            )
+            .unwrap(),
             Interval {
                 lower: -1000,
                 upper: 3000,

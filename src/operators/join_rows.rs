@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use arrow::array::{new_null_array, Array, ArrayRef, RecordBatchOptions, UInt32Array};
 use arrow::compute::take;
+use arrow::datatypes::DataType;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use arrow::row::RowConverter;
+use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_plan::PhysicalExpr;
 
+use super::aggregate_inputs::{conform, evaluate};
+use super::Side;
 use crate::dataflow::message::null_as_false;
 use crate::error::{Result, SluiceError};
 
@@ -48,9 +51,19 @@ pub fn assemble(
     right: Vec<ArrayRef>,
     rows: usize,
 ) -> Result<RecordBatch> {
-    let columns = left
+    let columns = cast_to(schema, left.into_iter().chain(right).collect())?;
+    // The join's schema may declare a column NOT NULL that an outer join pads;
+    // the planner marks those nullable, so a mismatch here is a bug worth seeing.
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options)
+        .map_err(|e| SluiceError::Internal(format!("building a joined batch: {e}")))
+}
+
+/// `columns` cast to the types of `schema`'s fields (a join's output types: type
+/// coercion may have widened a key, an outer join's side is nullable).
+pub fn cast_to(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<Vec<ArrayRef>> {
+    Ok(columns
         .into_iter()
-        .chain(right)
         .zip(schema.fields())
         .map(|(c, f)| {
             if c.data_type() == f.data_type() {
@@ -59,12 +72,7 @@ pub fn assemble(
                 arrow::compute::cast(&c, f.data_type())
             }
         })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    // The join's schema may declare a column NOT NULL that an outer join pads;
-    // the planner marks those nullable, so a mismatch here is a bug worth seeing.
-    let options = RecordBatchOptions::new().with_row_count(Some(rows));
-    RecordBatch::try_new_with_options(schema.clone(), columns, &options)
-        .map_err(|e| SluiceError::Internal(format!("building a joined batch: {e}")))
+        .collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
 /// Rows of `batch` satisfying `filter` (all of them without one).
@@ -103,4 +111,56 @@ pub fn null_key_rows(keys: &[ArrayRef], rows: usize) -> Vec<bool> {
         }
     }
     nulls
+}
+
+/// A join's key: the expressions giving it on each side, cast to common types
+/// and compared in Arrow row format.
+pub struct JoinKeys {
+    left: Vec<Arc<dyn PhysicalExpr>>,
+    right: Vec<Arc<dyn PhysicalExpr>>,
+    types: Vec<DataType>,
+    rows: RowConverter,
+}
+
+impl JoinKeys {
+    pub fn new(
+        left: Vec<Arc<dyn PhysicalExpr>>,
+        right: Vec<Arc<dyn PhysicalExpr>>,
+        types: Vec<DataType>,
+    ) -> Result<JoinKeys> {
+        let rows = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())?;
+        Ok(JoinKeys {
+            left,
+            right,
+            types,
+            rows,
+        })
+    }
+
+    /// `[left exprs] = [right exprs]`, for EXPLAIN.
+    pub fn describe(&self) -> String {
+        let list = |e: &[Arc<dyn PhysicalExpr>]| {
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!("[{}] = [{}]", list(&self.left), list(&self.right))
+    }
+
+    /// The key of each row of `batch` from `side`, and whether it has a NULL
+    /// (such a row matches nothing).
+    pub fn of(&self, side: Side, batch: &RecordBatch) -> Result<(Rows, Vec<bool>)> {
+        let exprs = match side {
+            Side::Left => &self.left,
+            Side::Right => &self.right,
+        };
+        let keys: Vec<ArrayRef> = evaluate(exprs, batch)?
+            .into_iter()
+            .zip(&self.types)
+            .map(|(a, t)| conform(a, t))
+            .collect::<Result<_>>()?;
+        let nulls = null_key_rows(&keys, batch.num_rows());
+        Ok((self.rows.convert_columns(&keys)?, nulls))
+    }
 }

@@ -100,17 +100,7 @@ impl Operator for LookupJoin {
             columns.extend(hit_columns);
         }
         // The join's output types (table columns are nullable after a LEFT JOIN).
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    arrow::compute::cast(&c, f.data_type())
-                }
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let columns = super::join_rows::cast_to(&self.schema, columns)?;
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         debug_assert_eq!(batch.num_rows(), out_rows);
         out.push(Message::Chunk(Chunk::new(batch, left.rowtime, left.ops)));

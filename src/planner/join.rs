@@ -21,6 +21,7 @@ use crate::dataflow::Dataflow;
 use crate::error::{Result, SluiceError};
 use crate::operators::changelog_join::TableInput;
 use crate::operators::interval_join::{Interval, JoinKind};
+use crate::operators::join_rows::JoinKeys;
 use crate::operators::{ChangelogJoin, IntervalJoin, JoinOperator, LookupJoin};
 
 const INTERVAL_HINT: &str = "bound a stream-stream join in event time: JOIN r WITHIN 1 HOUR ON l.id = r.id, \
@@ -129,23 +130,10 @@ fn interval_join(
             create_physical_expr(&f, &join.schema, props, &Default::default()).map_err(df_error)
         })
         .transpose()?;
-    let (mut left_keys, mut right_keys, mut key_types) = (Vec::new(), Vec::new(), Vec::new());
-    for (l, r) in &join.on {
-        key_types.push(l.get_type(join.left.schema()).map_err(df_error)?);
-        left_keys.push(
-            create_physical_expr(l, join.left.schema(), props, &Default::default())
-                .map_err(df_error)?,
-        );
-        right_keys.push(
-            create_physical_expr(r, join.right.schema(), props, &Default::default())
-                .map_err(df_error)?,
-        );
-    }
+    let keys = join_keys(state, join)?;
     let op = IntervalJoin::new(
         kind,
-        left_keys,
-        right_keys,
-        key_types,
+        keys,
         interval,
         filter,
         Arc::new(join.left.schema().as_arrow().clone()),
@@ -179,19 +167,7 @@ fn table_join(state: &SessionState, join: &Join, left: Partial, right: Partial) 
             "join on equal columns, and filter the result with WHERE or in a query over the joined table",
         ));
     }
-    let props = state.execution_props();
-    let (mut left_keys, mut right_keys, mut key_types) = (Vec::new(), Vec::new(), Vec::new());
-    for (l, r) in &join.on {
-        key_types.push(l.get_type(join.left.schema()).map_err(df_error)?);
-        left_keys.push(
-            create_physical_expr(l, join.left.schema(), props, &Default::default())
-                .map_err(df_error)?,
-        );
-        right_keys.push(
-            create_physical_expr(r, join.right.schema(), props, &Default::default())
-                .map_err(df_error)?,
-        );
-    }
+    let on_keys = join_keys(state, join)?;
     // The result's key: when every left row meets at most one right row (the join
     // covers the right table's key: a primary-key or foreign-key join) and left
     // rows are never padded away, the left key; symmetrically the right key;
@@ -223,16 +199,14 @@ fn table_join(state: &SessionState, join: &Join, left: Partial, right: Partial) 
     };
     let op = ChangelogJoin::new(
         kind,
-        key_types,
+        on_keys,
         TableInput {
             schema: Arc::new(join.left.schema().as_arrow().clone()),
             primary_key: left.keys.clone(),
-            join_keys: left_keys,
         },
         TableInput {
             schema: Arc::new(join.right.schema().as_arrow().clone()),
             primary_key: right.keys.clone(),
-            join_keys: right_keys,
         },
         Arc::new(join.schema.as_arrow().clone()),
     )?;
@@ -241,6 +215,21 @@ fn table_join(state: &SessionState, join: &Join, left: Partial, right: Partial) 
     partial.required_keys = keys.len();
     partial.keys = keys;
     Ok(partial)
+}
+
+/// The equi-join key pairs of `ON` as physical expressions over each side.
+fn join_keys(state: &SessionState, join: &Join) -> Result<JoinKeys> {
+    let props = state.execution_props();
+    let physical = |e: &Expr, plan: &LogicalPlan| {
+        create_physical_expr(e, plan.schema(), props, &Default::default()).map_err(df_error)
+    };
+    let (mut left, mut right, mut types) = (Vec::new(), Vec::new(), Vec::new());
+    for (l, r) in &join.on {
+        types.push(l.get_type(join.left.schema()).map_err(df_error)?);
+        left.push(physical(l, &join.left)?);
+        right.push(physical(r, &join.right)?);
+    }
+    JoinKeys::new(left, right, types)
 }
 
 /// `__sluice_within(before, after, grace)` (see sql/within.rs).
