@@ -373,11 +373,13 @@ async fn q11_sessions_match_batch_sql() {
     assert_eq!(streamed, expected);
 }
 
-/// q8 (persons who opened an auction in the 10 s window they registered in) and
-/// the interval-join benchmark query, both joins of two nexmark streams, against
-/// batch SQL over the same generated rows.
+/// q4 (average winning bid per category: an interval join bounded by each
+/// auction's lifetime, MAX per auction, AVG over that changelog), q8 (persons who
+/// opened an auction in the 10 s window they registered in) and the interval-join
+/// benchmark query, all joins of two nexmark streams, against batch SQL over the
+/// same generated rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn q8_and_the_interval_join_match_batch_sql() {
+async fn q4_q8_and_the_interval_join_match_batch_sql() {
     let dir = tempfile::tempdir().unwrap();
     let engine = start(dir.path()).await;
     for table in ["person", "auction", "bid"] {
@@ -390,10 +392,11 @@ async fn q8_and_the_interval_join_match_batch_sql() {
         .await;
     }
     let root = env!("CARGO_MANIFEST_DIR");
-    for q in ["q8", "interval_join"] {
+    for q in ["q4", "q8", "interval_join"] {
         let text = std::fs::read_to_string(format!("{root}/sql/nexmark/{q}.sql")).unwrap();
         exec(&engine, &text).await;
     }
+    wait_finished(&engine, "CTAS_NEXMARK_Q4").await;
     wait_finished(&engine, "CTAS_NEXMARK_Q8").await;
     wait_finished(&engine, "CSAS_NEXMARK_INTERVAL_JOIN").await;
 
@@ -425,6 +428,15 @@ async fn q8_and_the_interval_join_match_batch_sql() {
     .await;
     assert!(expected.len() > 20, "{} q8 rows", expected.len());
     assert_eq!(q8, expected);
+    let q4 = rows(&engine, "SELECT category, avg_final FROM nexmark_q4").await;
+    let expected = batch(
+        "SELECT Q.category, AVG(Q.final) FROM (SELECT MAX(B.price) AS final, A.category \
+         FROM auction A JOIN bid B ON A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires \
+         GROUP BY A.id, A.category) Q GROUP BY Q.category",
+    )
+    .await;
+    assert!(expected.len() > 3, "{} q4 rows", expected.len());
+    assert_eq!(q4, expected);
     let joined = rows(
         &engine,
         "SELECT auction, bidder, price, seller, category FROM nexmark_interval_join",

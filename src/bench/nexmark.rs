@@ -35,16 +35,18 @@ pub enum NexmarkQuery {
     Q0,
     Q1,
     Q2,
+    Q4,
     Q8,
     /// Bids joined with their auction within 10 s (not a standard Nexmark query).
     IntervalJoin,
 }
 
 impl NexmarkQuery {
-    pub const RUNNABLE: [NexmarkQuery; 5] = [
+    pub const RUNNABLE: [NexmarkQuery; 6] = [
         NexmarkQuery::Q0,
         NexmarkQuery::Q1,
         NexmarkQuery::Q2,
+        NexmarkQuery::Q4,
         NexmarkQuery::Q8,
         NexmarkQuery::IntervalJoin,
     ];
@@ -54,6 +56,7 @@ impl NexmarkQuery {
             NexmarkQuery::Q0 => "q0",
             NexmarkQuery::Q1 => "q1",
             NexmarkQuery::Q2 => "q2",
+            NexmarkQuery::Q4 => "q4",
             NexmarkQuery::Q8 => "q8",
             NexmarkQuery::IntervalJoin => "interval_join",
         }
@@ -64,6 +67,7 @@ impl NexmarkQuery {
         match self {
             NexmarkQuery::IntervalJoin => &[EventType::Bid, EventType::Auction],
             NexmarkQuery::Q8 => &[EventType::Person, EventType::Auction],
+            NexmarkQuery::Q4 => &[EventType::Auction, EventType::Bid],
             _ => &[EventType::Bid],
         }
     }
@@ -74,6 +78,7 @@ impl NexmarkQuery {
             NexmarkQuery::Q0 => include_str!("../../sql/nexmark/q0.sql"),
             NexmarkQuery::Q1 => include_str!("../../sql/nexmark/q1.sql"),
             NexmarkQuery::Q2 => include_str!("../../sql/nexmark/q2.sql"),
+            NexmarkQuery::Q4 => include_str!("../../sql/nexmark/q4.sql"),
             NexmarkQuery::Q8 => include_str!("../../sql/nexmark/q8.sql"),
             NexmarkQuery::IntervalJoin => include_str!("../../sql/nexmark/interval_join.sql"),
         }

@@ -223,13 +223,31 @@ pub async fn plan_continuous(
         None => state,
     };
     let plan = logical_plan(state, &query).await?;
-    let plan = if joins_streams_only(catalog, &reads, &plan) {
-        prune_columns(state, plan)?
+    // Pruned columns shrink join buffers, but pruning may also drop a key a later
+    // aggregate over a changelog retracts by; then the query is planned unpruned.
+    let pruned = if joins_streams_only(catalog, &reads, &plan) {
+        let pruned = prune_columns(state, plan.clone())?;
+        translate(
+            state,
+            catalog,
+            &pruned,
+            allow_limit,
+            window.as_ref(),
+            tables,
+        )
+        .ok()
+        .map(|partial| (pruned, partial))
     } else {
-        plan
+        None
+    };
+    let (plan, partial) = match pruned {
+        Some(done) => done,
+        None => {
+            let partial = translate(state, catalog, &plan, allow_limit, window.as_ref(), tables)?;
+            (plan, partial)
+        }
     };
     let logical = plan.display_indent().to_string();
-    let partial = translate(state, catalog, &plan, allow_limit, window.as_ref(), tables)?;
     if emit == Some(EmitMode::Final) && !partial.windowed_aggregate {
         return Err(SluiceError::sql(
             "EMIT FINAL needs an aggregate over windows: it emits each window's result once, when the window closes",
