@@ -68,25 +68,13 @@ impl Dataflow {
     }
 
     /// Joins two flows: `left`'s inputs keep their numbers, `right`'s follow them.
-    pub fn join(mut left: Dataflow, right: Dataflow, op: Box<dyn JoinOperator>) -> Dataflow {
+    pub fn join(mut left: Dataflow, mut right: Dataflow, op: Box<dyn JoinOperator>) -> Dataflow {
         let offset = left.nodes.len();
         let join_at = offset + right.nodes.len();
-        let shift = |t: Target, side: Side| match t {
-            Target::Node(i, s) => Target::Node(i + offset, s),
-            Target::Output => Target::Node(join_at, side),
-        };
-        for node in &mut left.nodes {
-            node.target = shift_left(node.target, join_at);
-        }
-        for t in &mut left.inputs {
-            *t = shift_left(*t, join_at);
-        }
-        left.nodes.extend(right.nodes.into_iter().map(|n| Node {
-            stage: n.stage,
-            target: shift(n.target, Side::Right),
-        }));
-        left.inputs
-            .extend(right.inputs.into_iter().map(|t| shift(t, Side::Right)));
+        left.retarget(0, Target::Node(join_at, Side::Left));
+        right.retarget(offset, Target::Node(join_at, Side::Right));
+        left.nodes.extend(right.nodes);
+        left.inputs.extend(right.inputs);
         left.nodes.push(Node {
             stage: Stage::Join(op),
             target: Target::Output,
@@ -96,21 +84,27 @@ impl Dataflow {
 
     fn append(&mut self, stage: Stage) -> usize {
         let id = self.nodes.len();
-        for node in &mut self.nodes {
-            if node.target == Target::Output {
-                node.target = Target::Node(id, Side::Left);
-            }
-        }
-        for t in &mut self.inputs {
-            if *t == Target::Output {
-                *t = Target::Node(id, Side::Left);
-            }
-        }
+        self.retarget(0, Target::Node(id, Side::Left));
         self.nodes.push(Node {
             stage,
             target: Target::Output,
         });
         id
+    }
+
+    /// Moves every node index up by `offset` (the nodes are placed after
+    /// `offset` others) and sends what went to the output to `output` instead.
+    fn retarget(&mut self, offset: usize, output: Target) {
+        let moved = |t: Target| match t {
+            Target::Node(i, s) => Target::Node(i + offset, s),
+            Target::Output => output,
+        };
+        for node in &mut self.nodes {
+            node.target = moved(node.target);
+        }
+        for t in &mut self.inputs {
+            *t = moved(*t);
+        }
     }
 
     /// Pushes one message from `input` through the graph; returns what reaches
@@ -241,12 +235,5 @@ fn side_into(t: Target, target: Target) -> Option<Side> {
         (Target::Output, Target::Output) => Some(Side::Left),
         (Target::Node(i, s), Target::Node(j, sj)) if i == j && s == sj => Some(s),
         _ => None,
-    }
-}
-
-fn shift_left(t: Target, join_at: usize) -> Target {
-    match t {
-        Target::Output => Target::Node(join_at, Side::Left),
-        other => other,
     }
 }

@@ -90,7 +90,8 @@ impl SourceTask {
                     readings[i].finished = true;
                     if let Some(w) = readings[i].watermarks.finish() {
                         readings[i].watermark = w;
-                        if !self.send_watermark(&tx, i, &readings).await {
+                        let msg = self.watermark_message(&readings, i);
+                        if tx.send(msg).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -150,7 +151,8 @@ impl SourceTask {
                 }
                 if let Some(w) = readings[i].watermarks.advance(Instant::now()) {
                     readings[i].watermark = w;
-                    if !self.send_watermark(&tx, i, &readings).await {
+                    let msg = self.watermark_message(&readings, i);
+                    if tx.send(msg).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -248,20 +250,15 @@ impl SourceTask {
         Ok(Some(true))
     }
 
-    /// Sends input `i`'s watermark; returns false when the pipeline is gone.
-    fn send_watermark(
-        &self,
-        tx: &Tx,
-        i: usize,
-        readings: &[Reading],
-    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+    /// Input `i`'s watermark as a message; the query's gauge shows the lowest
+    /// over all inputs.
+    fn watermark_message(&self, readings: &[Reading], i: usize) -> (usize, Message) {
         let w = readings[i].watermark;
         let lowest = readings.iter().map(|r| r.watermark).min().unwrap_or(w);
         self.metrics
             .watermark
             .store(lowest, std::sync::atomic::Ordering::Relaxed);
-        let tx = tx.clone();
-        async move { tx.send((i, Message::Watermark(w))).await.is_ok() }
+        (i, Message::Watermark(w))
     }
 
     async fn handle_bad(&mut self, i: usize, bad: Vec<BadRecord>) -> Result<()> {

@@ -110,13 +110,6 @@ pub struct ChangelogJoin {
     watermarks: SideWatermarks,
 }
 
-fn slot(side: Side) -> usize {
-    match side {
-        Side::Left => 0,
-        Side::Right => 1,
-    }
-}
-
 /// The inputs of one side of a table-table join.
 pub struct TableInput {
     pub schema: SchemaRef,
@@ -166,7 +159,7 @@ impl ChangelogJoin {
         time: i64,
         changes: &mut Vec<Change>,
     ) {
-        let (this, other) = (slot(side), slot(side.other()));
+        let (this, other) = (side.index(), side.other().index());
         let this_kept = self.kind.preserves(side);
         let other_kept = self.kind.preserves(side.other());
         let mut emit = |left, right, op| {
@@ -224,7 +217,7 @@ impl ChangelogJoin {
         let n = changes.len();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for side in [Side::Left, Side::Right] {
-            let table = &self.sides[slot(side)];
+            let table = &self.sides[side.index()];
             let rows: Vec<&Option<Bytes>> = changes
                 .iter()
                 .map(|c| match side {
@@ -273,7 +266,7 @@ impl JoinOperator for ChangelogJoin {
         if n == 0 {
             return Ok(());
         }
-        let table = &self.sides[slot(side)];
+        let table = &self.sides[side.index()];
         let (key_rows, null_key) = self.keys.of(side, &chunk.batch)?;
         let pk_columns: Vec<ArrayRef> = table
             .primary_key

@@ -160,13 +160,6 @@ pub struct IntervalJoin {
     checkpointing: bool,
 }
 
-fn slot(side: Side) -> usize {
-    match side {
-        Side::Left => 0,
-        Side::Right => 1,
-    }
-}
-
 impl IntervalJoin {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -241,7 +234,7 @@ impl IntervalJoin {
 
     /// Rows of `side` paired with all-null columns for the other side.
     fn padded(&self, side: Side, this: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
-        let other = null_columns(&self.sides[slot(side.other())].schema, rows);
+        let other = null_columns(&self.sides[side.other().index()].schema, rows);
         let (l, r) = match side {
             Side::Left => (this, other),
             Side::Right => (other, this),
@@ -260,7 +253,7 @@ impl IntervalJoin {
         }
         let n = rows.len();
         let columns = stored_columns(
-            &self.sides[slot(side)].rows,
+            &self.sides[side.index()].rows,
             rows.iter().map(|(r, _)| r.as_ref()),
         )?;
         let times: Int64Array = rows.iter().map(|(_, t)| Some(*t)).collect();
@@ -272,9 +265,9 @@ impl IntervalJoin {
     fn expire(&mut self, out: &mut Vec<Message>) -> Result<()> {
         for side in [Side::Left, Side::Right] {
             let before = self.expiry_threshold(side);
-            let (unmatched, removed) = self.sides[slot(side)].expire(before);
+            let (unmatched, removed) = self.sides[side.index()].expire(before);
             for (t, seq) in removed {
-                self.mark_dirty((slot(side) as u8, t, seq));
+                self.mark_dirty((side.index() as u8, t, seq));
             }
             if self.kind.preserves(side) {
                 self.emit_padded_stored(side, unmatched, out)?;
@@ -330,7 +323,7 @@ impl JoinOperator for IntervalJoin {
         let (key_rows, null_key) = self.keys.of(side, &chunk.batch)?;
 
         // Probe the other side.
-        let other = &self.sides[slot(side.other())];
+        let other = &self.sides[side.other().index()];
         let mut this_index = Vec::new();
         let mut other_at = Vec::new();
         let mut other_rows: Vec<&[u8]> = Vec::new();
@@ -372,10 +365,10 @@ impl JoinOperator for IntervalJoin {
                 }
                 this_matched[this_index[k] as usize] = true;
                 let (t, seq) = other_at[k];
-                if let Some(stored) = self.sides[slot(side.other())].get_mut(t, seq) {
+                if let Some(stored) = self.sides[side.other().index()].get_mut(t, seq) {
                     if !stored.matched {
                         stored.matched = true;
-                        self.mark_dirty((slot(side.other()) as u8, t, seq));
+                        self.mark_dirty((side.other().index() as u8, t, seq));
                     }
                 }
             }
@@ -398,7 +391,7 @@ impl JoinOperator for IntervalJoin {
         // Buffer the rows for the other side's rows still to come; rows that can
         // never match (a NULL key, or older than the other side can still reach)
         // are padded at once by an outer join.
-        let own_rows = self.sides[slot(side)]
+        let own_rows = self.sides[side.index()]
             .rows
             .convert_columns(chunk.batch.columns())?;
         let too_old = self.expiry_threshold(side);
@@ -413,7 +406,7 @@ impl JoinOperator for IntervalJoin {
             }
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.sides[slot(side)].insert(
+            self.sides[side.index()].insert(
                 key_rows.row(i).as_ref(),
                 t,
                 seq,
@@ -422,7 +415,7 @@ impl JoinOperator for IntervalJoin {
                     matched: this_matched[i],
                 },
             );
-            self.mark_dirty((slot(side) as u8, t, seq));
+            self.mark_dirty((side.index() as u8, t, seq));
         }
         if !pad_now.is_empty() {
             let idx = indices(pad_now.iter().map(|&i| Some(i)));

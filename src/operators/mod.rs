@@ -41,6 +41,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// 0 for the left input, 1 for the right (per-side arrays).
+    pub fn index(self) -> usize {
+        match self {
+            Side::Left => 0,
+            Side::Right => 1,
+        }
+    }
+
     pub fn other(self) -> Side {
         match self {
             Side::Left => Side::Right,
