@@ -148,6 +148,29 @@ fn slot(
     g
 }
 
+/// The group of each row in `idx` among a window's or pane's groups (created if
+/// new); each group's latest event time rises to its rows'.
+fn assign_groups(
+    keys: &mut Keys,
+    slots: &mut IdMap,
+    key_ids: &mut Vec<u32>,
+    rowtime: &mut Vec<i64>,
+    ids: &[u32],
+    times: &Int64Array,
+    idx: &[u32],
+) -> Vec<usize> {
+    idx.iter()
+        .map(|&i| {
+            let g = slot(keys, slots, key_ids, rowtime, ids[i as usize]);
+            let t = times.value(i as usize);
+            if t > rowtime[g] {
+                rowtime[g] = t;
+            }
+            g
+        })
+        .collect()
+}
+
 /// Hopping windows cut into panes of `width` (the advance; `size` is a multiple).
 #[derive(Debug, Clone, Copy)]
 struct PaneLayout {
@@ -396,21 +419,15 @@ impl WindowFinalAggregate {
                 .get_mut(&end)
                 .ok_or_else(|| SluiceError::Internal("window vanished".into()))?;
             window.dirty = true;
-            let mut groups = Vec::with_capacity(idx.len());
-            for &i in &idx {
-                let g = slot(
-                    &mut self.keys,
-                    &mut window.slots,
-                    &mut window.key_ids,
-                    &mut window.rowtime,
-                    ids[i as usize],
-                );
-                let t = chunk.rowtime.value(i as usize);
-                if t > window.rowtime[g] {
-                    window.rowtime[g] = t;
-                }
-                groups.push(g);
-            }
+            let groups = assign_groups(
+                &mut self.keys,
+                &mut window.slots,
+                &mut window.key_ids,
+                &mut window.rowtime,
+                ids,
+                &chunk.rowtime,
+                &idx,
+            );
             let total = window.key_ids.len();
             let rows = Rows::new(idx, n);
             for (a, acc) in window.accumulators.iter_mut().enumerate() {
@@ -473,21 +490,15 @@ impl WindowFinalAggregate {
                 .ok_or_else(|| SluiceError::Internal("pane vanished".into()))?;
             pane.dirty = true;
             pane.live_used = true;
-            let mut groups = Vec::with_capacity(idx.len());
-            for &i in &idx {
-                let g = slot(
-                    &mut self.keys,
-                    &mut pane.slots,
-                    &mut pane.key_ids,
-                    &mut pane.rowtime,
-                    ids[i as usize],
-                );
-                let t = chunk.rowtime.value(i as usize);
-                if t > pane.rowtime[g] {
-                    pane.rowtime[g] = t;
-                }
-                groups.push(g);
-            }
+            let groups = assign_groups(
+                &mut self.keys,
+                &mut pane.slots,
+                &mut pane.key_ids,
+                &mut pane.rowtime,
+                ids,
+                &chunk.rowtime,
+                &idx,
+            );
             let total = pane.key_ids.len();
             let rows = Rows::new(idx, n);
             for (a, acc) in pane.live.iter_mut().enumerate() {
