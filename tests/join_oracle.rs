@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use arrow::array::{Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -22,51 +21,16 @@ use sluice::config::ServerConfig;
 use sluice::connectors::OutRecord;
 use sluice::engine::{Engine, Session, StatementResult};
 
+#[path = "support/oracle.rs"]
+mod oracle;
+use oracle::{text_rows, Rng};
+
 const DELAY_MS: i64 = 5_000;
 const FLUSH_KEY: &str = "zz_flush";
 
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        // xorshift64*: deterministic per seed.
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Rows as sorted text lines (a multiset: joins may repeat a row).
 fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for b in batches {
-        let formatters: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-            .collect();
-        for r in 0..b.num_rows() {
-            out.push(
-                formatters
-                    .iter()
-                    .map(|f| f.value(r).to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            );
-        }
-    }
-    out.sort();
-    out
+    text_rows(batches, "|")
 }
 
 async fn pull(engine: &Engine, session: &mut Session, sql: &str) -> Vec<String> {

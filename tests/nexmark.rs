@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use sluice::config::ServerConfig;
 use sluice::connectors::nexmark::{self, EventType, NexmarkConfig, NexmarkReader};
 use sluice::connectors::StartFrom;
 use sluice::engine::{Engine, Session, StatementResult};
+
+#[path = "support/oracle.rs"]
+mod oracle;
+use oracle::text_rows;
 
 const EVENTS: u64 = 30_000;
 const SEED: u64 = 5;
@@ -29,25 +32,7 @@ async fn start(dir: &std::path::Path) -> Arc<Engine> {
 }
 
 fn format_rows(batches: &[RecordBatch]) -> Vec<String> {
-    let opts = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for b in batches {
-        let f: Vec<ArrayFormatter> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
-            .collect();
-        for r in 0..b.num_rows() {
-            out.push(
-                f.iter()
-                    .map(|f| f.value(r).to_string())
-                    .collect::<Vec<_>>()
-                    .join(" | "),
-            );
-        }
-    }
-    out.sort();
-    out
+    text_rows(batches, " | ")
 }
 
 async fn rows(engine: &Engine, sql: &str) -> Vec<String> {

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use arrow::array::{Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -20,25 +19,13 @@ use sluice::config::ServerConfig;
 use sluice::connectors::OutRecord;
 use sluice::engine::{Engine, Session, StatementResult};
 
+#[path = "support/oracle.rs"]
+mod oracle;
+use oracle::{text_rows, Rng};
+
 /// Watermark delay: events arrive at most this much out of order, so none is late.
 const DELAY_MS: i64 = 10_000;
 const FLUSH_KEY: &str = "zz_flush";
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*: deterministic per seed, good enough to shuffle test data.
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Debug)]
 struct Event {
@@ -50,7 +37,7 @@ struct Event {
 /// Events in arrival order: increasing event time, then displaced by up to
 /// `DELAY_MS` - 1 s so arrival is out of order but never beyond the watermark.
 fn events(seed: u64, n: usize) -> Vec<Event> {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(seed);
     let mut t = 1_700_000_000_000i64;
     let mut out: Vec<(i64, Event)> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -123,25 +110,7 @@ const ORACLES: &[(&str, &str)] = &[
 ];
 
 fn rows(batches: &[RecordBatch]) -> BTreeSet<String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out = BTreeSet::new();
-    for b in batches {
-        let formatters: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-            .collect();
-        for r in 0..b.num_rows() {
-            out.insert(
-                formatters
-                    .iter()
-                    .map(|f| f.value(r).to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            );
-        }
-    }
-    out
+    text_rows(batches, "|").into_iter().collect()
 }
 
 async fn pull(engine: &Engine, session: &mut Session, sql: &str) -> BTreeSet<String> {
