@@ -358,7 +358,8 @@ async fn q11_sessions_match_batch_sql() {
     assert_eq!(streamed, expected);
 }
 
-/// q4 (average winning bid per category: an interval join bounded by each
+/// q3 (sellers in some states with auctions in a category: a join without a
+/// time bound), q4 (average winning bid per category: an interval join bounded by each
 /// auction's lifetime, MAX per auction, AVG over that changelog), q8 (persons who
 /// opened an auction in the 10 s window they registered in) and the interval-join
 /// benchmark query, all joins of two nexmark streams, against batch SQL over the
@@ -377,10 +378,11 @@ async fn q4_q8_and_the_interval_join_match_batch_sql() {
         .await;
     }
     let root = env!("CARGO_MANIFEST_DIR");
-    for q in ["q4", "q8", "interval_join"] {
+    for q in ["q3", "q4", "q8", "interval_join"] {
         let text = std::fs::read_to_string(format!("{root}/sql/nexmark/{q}.sql")).unwrap();
         exec(&engine, &text).await;
     }
+    wait_finished(&engine, "CSAS_NEXMARK_Q3").await;
     wait_finished(&engine, "CTAS_NEXMARK_Q4").await;
     wait_finished(&engine, "CTAS_NEXMARK_Q8").await;
     wait_finished(&engine, "CSAS_NEXMARK_INTERVAL_JOIN").await;
@@ -413,6 +415,14 @@ async fn q4_q8_and_the_interval_join_match_batch_sql() {
     .await;
     assert!(expected.len() > 20, "{} q8 rows", expected.len());
     assert_eq!(q8, expected);
+    let q3 = rows(&engine, "SELECT name, city, state, id FROM nexmark_q3").await;
+    let expected = batch(
+        "SELECT P.name, P.city, P.state, A.id FROM auction A JOIN person P ON A.seller = P.id \
+         WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')",
+    )
+    .await;
+    assert!(expected.len() > 5, "{} q3 rows", expected.len());
+    assert_eq!(q3, expected);
     let q4 = rows(&engine, "SELECT category, avg_final FROM nexmark_q4").await;
     let expected = batch(
         "SELECT Q.category, AVG(Q.final) FROM (SELECT MAX(B.price) AS final, A.category \

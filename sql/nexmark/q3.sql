@@ -1,6 +1,7 @@
 -- Nexmark q3: local item suggestion. Sellers in OR, ID or CA with auctions in
 -- category 10.
--- NOT RUNNABLE YET: needs a stream-stream join (auction ⋈ person).
+-- A join of two streams without a time bound: as in Flink and RisingWave, every
+-- person and auction stays in the join's state (it grows with the streams).
 CREATE STREAM nexmark_q3 AS
 SELECT P.name, P.city, P.state, A.id
 FROM auction AS A

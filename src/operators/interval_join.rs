@@ -69,6 +69,19 @@ pub struct Interval {
     pub grace: i64,
 }
 
+impl Interval {
+    /// A regular (unbounded) inner join: rows of any time meet, none is freed.
+    pub const UNBOUNDED: Interval = Interval {
+        lower: i64::MIN,
+        upper: i64::MAX,
+        grace: 0,
+    };
+
+    fn is_unbounded(&self) -> bool {
+        self.lower == i64::MIN || self.upper == i64::MAX
+    }
+}
+
 /// A side's rows of one join key, by (event time, sequence number).
 type KeyRows = BTreeMap<(i64, u64), Stored>;
 /// Rows freed unmatched (row, time), and the (time, seq) of every freed row.
@@ -279,13 +292,18 @@ impl IntervalJoin {
 
 impl JoinOperator for IntervalJoin {
     fn describe(&self) -> String {
+        let bounds = if self.interval.is_unbounded() {
+            "unbounded in time (state grows with the inputs)".to_string()
+        } else {
+            format!(
+                "right time - left time in [{} ms, {} ms], grace {} ms",
+                self.interval.lower, self.interval.upper, self.interval.grace
+            )
+        };
         format!(
-            "IntervalJoin: {} ON {}, right time - left time in [{} ms, {} ms], grace {} ms{}",
+            "IntervalJoin: {} ON {}, {bounds}{}",
             self.kind.name(),
             self.keys.describe(),
-            self.interval.lower,
-            self.interval.upper,
-            self.interval.grace,
             self.filter
                 .as_ref()
                 .map(|f| format!(", filter {f}"))

@@ -122,7 +122,18 @@ fn interval_join(
             upper: after,
             grace,
         },
-        None => time_bounds(catalog, join, &rest)?,
+        None => match time_bounds(catalog, join, &rest) {
+            Ok(bounds) => bounds,
+            // Flink's and RisingWave's regular join: every row stays, so its
+            // state grows with its inputs. An outer join would have to retract
+            // its padded rows, which an append-only result cannot.
+            Err(_) if kind == JoinKind::Inner => Interval::UNBOUNDED,
+            Err(e) => {
+                return Err(e.with_hint(format!(
+                    "an outer stream-stream join pads a row once no partner can arrive, so it needs a time bound: {INTERVAL_HINT}"
+                )))
+            }
+        },
     };
     let props = state.execution_props();
     let filter = conjunction(rest)
@@ -274,7 +285,7 @@ fn within_marker(e: &Expr) -> Result<Option<(i64, i64, i64)>> {
 fn time_bounds(catalog: &Catalog, join: &Join, conjuncts: &[Expr]) -> Result<Interval> {
     let missing = || {
         SluiceError::sql(
-            "a stream-stream join needs a time bound on both sides of the left row's time",
+            "an outer stream-stream join needs a time bound on both sides of the left row's time",
         )
         .with_hint(INTERVAL_HINT)
     };

@@ -82,5 +82,5 @@ enriched, enriched_all read it
 --- error CREATE STREAM bad AS SELECT c.url FROM clicks c JOIN users u ON c.url = u.name
 PRIMARY KEY
 
---- error CREATE STREAM bad AS SELECT c.url FROM clicks c JOIN clicks d ON c.url = d.url
+--- error CREATE STREAM bad AS SELECT c.url FROM clicks c LEFT JOIN clicks d ON c.url = d.url
 stream-stream
