@@ -9,6 +9,7 @@ use arrow::array::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use sluice::config::ServerConfig;
+use sluice::connectors::nexmark::model::DEFAULT_EVENT_RATE;
 use sluice::connectors::nexmark::{self, EventType, NexmarkConfig, NexmarkReader};
 use sluice::connectors::StartFrom;
 use sluice::engine::{Engine, Session, StatementResult};
@@ -83,7 +84,13 @@ fn generated_bids() -> RecordBatch {
 
 /// The rows of one event type the source generates.
 fn generated(table: EventType) -> RecordBatch {
+    generated_at(table, DEFAULT_EVENT_RATE)
+}
+
+/// The same with event time advancing at `event_rate` events per second.
+fn generated_at(table: EventType, event_rate: u64) -> RecordBatch {
     let mut config = NexmarkConfig::new(table);
+    config.event_rate = Some(event_rate);
     config.events = Some(EVENTS);
     config.seed = SEED;
     config.partitions = PARTITIONS;
@@ -364,43 +371,69 @@ async fn q11_sessions_match_batch_sql() {
 /// opened an auction in the 10 s window they registered in) and the interval-join
 /// benchmark query, all joins of two nexmark streams, against batch SQL over the
 /// same generated rows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn q4_q8_and_the_interval_join_match_batch_sql() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = start(dir.path()).await;
+/// An engine with the three nexmark streams, running the queries of
+/// `sql/nexmark/` named in `queries` to their end.
+async fn run_queries(
+    dir: &std::path::Path,
+    event_rate: u64,
+    queries: &[(&str, &str)],
+) -> Arc<Engine> {
+    let engine = start(dir).await;
     for table in ["person", "auction", "bid"] {
         exec(
             &engine,
             &format!(
-                "CREATE STREAM {table} WITH (connector='nexmark', nexmark.table='{table}', events={EVENTS}, seed={SEED}, partitions={PARTITIONS})"
+                "CREATE STREAM {table} WITH (connector='nexmark', nexmark.table='{table}', events={EVENTS}, seed={SEED}, partitions={PARTITIONS}, event_rate={event_rate})"
             ),
         )
         .await;
     }
     let root = env!("CARGO_MANIFEST_DIR");
-    for q in ["q3", "q4", "q8", "interval_join"] {
-        let text = std::fs::read_to_string(format!("{root}/sql/nexmark/{q}.sql")).unwrap();
+    for (file, _) in queries {
+        let text = std::fs::read_to_string(format!("{root}/sql/nexmark/{file}.sql")).unwrap();
         exec(&engine, &text).await;
     }
-    wait_finished(&engine, "CSAS_NEXMARK_Q3").await;
-    wait_finished(&engine, "CTAS_NEXMARK_Q4").await;
-    wait_finished(&engine, "CTAS_NEXMARK_Q8").await;
-    wait_finished(&engine, "CSAS_NEXMARK_INTERVAL_JOIN").await;
+    for (_, query) in queries {
+        wait_finished(&engine, query).await;
+    }
+    engine
+}
 
+/// The three nexmark streams' generated rows as batch tables.
+fn batch_context(event_rate: u64) -> SessionContext {
     let ctx = SessionContext::new();
     for (name, table) in [
         ("person", EventType::Person),
         ("auction", EventType::Auction),
         ("bid", EventType::Bid),
     ] {
-        let rows = generated(table);
+        let rows = generated_at(table, event_rate);
         let mem = MemTable::try_new(rows.schema(), vec![vec![rows]]).unwrap();
         ctx.register_table(name, Arc::new(mem)).unwrap();
     }
-    let batch = |sql: &'static str| {
-        let ctx = ctx.clone();
-        async move { format_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap()) }
-    };
+    ctx
+}
+
+async fn batch(ctx: &SessionContext, sql: &str) -> Vec<String> {
+    format_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q4_q8_and_the_interval_join_match_batch_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = run_queries(
+        dir.path(),
+        DEFAULT_EVENT_RATE,
+        &[
+            ("q3", "CSAS_NEXMARK_Q3"),
+            ("q4", "CTAS_NEXMARK_Q4"),
+            ("q8", "CTAS_NEXMARK_Q8"),
+            ("interval_join", "CSAS_NEXMARK_INTERVAL_JOIN"),
+        ],
+    )
+    .await;
+    let ctx = batch_context(DEFAULT_EVENT_RATE);
+    let batch = |sql: &'static str| batch(&ctx, sql);
     let q8 = rows(
         &engine,
         "SELECT id, name, CAST(starttime AS BIGINT), auctions FROM nexmark_q8",
@@ -445,4 +478,60 @@ async fn q4_q8_and_the_interval_join_match_batch_sql() {
     .await;
     assert!(expected.len() > 1000, "{} joined bids", expected.len());
     assert_eq!(joined, expected);
+}
+
+/// q5 (the auctions with the most bids per sliding window: a join of two
+/// windowed aggregates, one of them aggregated again per window) and q7 (the
+/// highest bids per tumbling window: bids joined with their window's maximum),
+/// against batch SQL with the windows spelled out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q5_q7_match_batch_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 events per second of event time: the 30,000 events span 300 s.
+    let engine = run_queries(
+        dir.path(),
+        100,
+        &[("q5", "CSAS_NEXMARK_Q5"), ("q7", "CSAS_NEXMARK_Q7")],
+    )
+    .await;
+    let ctx = batch_context(100);
+    let q5 = rows(&engine, "SELECT auction, num FROM nexmark_q5").await;
+    // Every 10 s window sliding by 2 s that holds a bid: the five starting at
+    // most 8 s before the bid's 2 s slot.
+    let expected = batch(
+        &ctx,
+        "WITH windowed AS (SELECT auction, CAST(date_time AS BIGINT) / 2000 * 2000 - i * 2000 AS ws \
+                           FROM bid CROSS JOIN (VALUES (0), (1), (2), (3), (4)) AS k(i)), \
+              counts AS (SELECT auction, COUNT(*) AS num, ws FROM windowed GROUP BY auction, ws), \
+              maxes AS (SELECT MAX(num) AS maxn, ws FROM counts GROUP BY ws) \
+         SELECT c.auction, c.num FROM counts c JOIN maxes m ON c.ws = m.ws AND c.num >= m.maxn",
+    )
+    .await;
+    assert!(expected.len() > 50, "{} q5 rows", expected.len());
+    assert_eq!(q5, expected);
+    let q7 = rows(
+        &engine,
+        "SELECT auction, price, bidder, CAST(date_time AS BIGINT) FROM nexmark_q7",
+    )
+    .await;
+    let expected = batch(
+        &ctx,
+        "SELECT B.auction, B.price, B.bidder, CAST(B.date_time AS BIGINT) FROM bid B \
+         JOIN (SELECT MAX(price) AS maxprice, date_bin(INTERVAL '10' SECOND, date_time) + INTERVAL '10' SECOND AS date_time \
+               FROM bid GROUP BY date_bin(INTERVAL '10' SECOND, date_time)) B1 \
+           ON B.price = B1.maxprice \
+         WHERE B.date_time BETWEEN B1.date_time - INTERVAL '10' SECOND AND B1.date_time",
+    )
+    .await;
+    assert!(expected.len() > 5, "{} q7 rows", expected.len());
+    assert_eq!(q7, expected);
+    // Each query's state is freed as its windows close.
+    let metrics = engine.metrics_text();
+    for query in ["CSAS_NEXMARK_Q5", "CSAS_NEXMARK_Q7"] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("sluice_query_state_entries{{query=\"{query}")))
+            .unwrap_or_else(|| panic!("no state metric for {query}: {metrics}"));
+        assert!(line.ends_with(" 0"), "{line}");
+    }
 }

@@ -1,6 +1,8 @@
 -- Nexmark q5: hot items. The auctions with the most bids in each 10-second
 -- window sliding every 2 seconds.
--- NOT RUNNABLE YET: needs HOP windows and a join of two windowed aggregates.
+-- Each windowed subquery emits a window's counts once, when it closes; the
+-- outer GROUP BY of the window is complete then too, and the join of the two
+-- on equal windows frees each window's rows once both sides have passed it.
 CREATE STREAM nexmark_q5 AS
 SELECT AuctionBids.auction, AuctionBids.num
 FROM (

@@ -1,6 +1,7 @@
 -- Nexmark q7: highest bid in each 10-second tumbling window.
--- NOT RUNNABLE YET: needs TUMBLE windows and a join of the bids with their
--- window's maximum.
+-- The windowed maximum is a stream of one row per window, timed by the
+-- window's end; the WHERE bound makes the join an interval join, so a bid is
+-- kept only until its window's maximum has passed.
 CREATE STREAM nexmark_q7 AS
 SELECT B.auction, B.price, B.bidder, B.date_time
 FROM bid AS B

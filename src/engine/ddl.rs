@@ -39,13 +39,6 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "watermark_idle_timeout",
     "processing_time",
     "late_topic",
-    // connector='nexmark' (connectors::nexmark::config::PROPERTIES)
-    "nexmark.table",
-    "event_type",
-    "events",
-    "rate",
-    "seed",
-    "base_time",
 ];
 
 /// A duration property (`watermark_delay = '5 seconds'`) in milliseconds.
@@ -100,14 +93,16 @@ fn parse_topic_options(
     key_columns: usize,
     defaults: Option<&Relation>,
 ) -> Result<TopicOptions> {
+    let nexmark = crate::connectors::nexmark::config::PROPERTIES;
     for (k, v) in with {
-        if !SOURCE_PROPERTIES.contains(&k.as_str()) {
+        if !SOURCE_PROPERTIES.contains(&k.as_str()) && !nexmark.contains(&k.as_str()) {
             return Err(SluiceError::sql_at(
                 format!("unknown property '{k}'"),
                 Some(v.position),
                 Some(format!(
-                    "known properties: {}",
-                    SOURCE_PROPERTIES.join(", ")
+                    "known properties: {}; with connector='nexmark' also {}",
+                    SOURCE_PROPERTIES.join(", "),
+                    nexmark.join(", ")
                 )),
             ));
         }

@@ -7,13 +7,34 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::group_aggregate::AggregateSpec;
 use crate::error::{Result, SluiceError};
+
+/// Rows of some columns in a converter's row format. With no columns (an
+/// aggregate without GROUP BY keys, or with no aggregates) every row is the empty
+/// row; arrow's converter would give no rows at all.
+pub struct RowBytes(Option<Rows>);
+
+impl RowBytes {
+    pub fn convert(converter: &RowConverter, columns: &[ArrayRef]) -> Result<RowBytes> {
+        if columns.is_empty() {
+            return Ok(RowBytes(None));
+        }
+        Ok(RowBytes(Some(converter.convert_columns(columns)?)))
+    }
+
+    pub fn row(&self, i: usize) -> &[u8] {
+        match &self.0 {
+            Some(rows) => rows.row(i).data(),
+            None => &[],
+        }
+    }
+}
 
 /// Row format of the aggregates' state fields, and how many fields each has.
 pub fn state_layout(aggregates: &[AggregateSpec]) -> Result<(RowConverter, Vec<usize>)> {

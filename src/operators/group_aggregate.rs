@@ -326,7 +326,7 @@ impl Operator for GroupAggregate {
         }
         let batch = &chunk.batch;
         let key_arrays = super::aggregate_inputs::evaluate(&self.group_exprs, batch)?;
-        let rows = self.key_rows.convert_columns(&key_arrays)?;
+        let rows = super::aggregate_inputs::RowBytes::convert(&self.key_rows, &key_arrays)?;
         let ends = self.row_ends(&key_arrays)?;
 
         // Group id of every row, and the groups this chunk touches in first-seen order.
@@ -336,7 +336,7 @@ impl Operator for GroupAggregate {
         let mut counts: Vec<usize> = Vec::new();
         for i in 0..n {
             let end = ends.as_ref().map_or(i64::MAX, |e| e[i]);
-            let g = self.group_for(rows.row(i).as_ref(), end)?;
+            let g = self.group_for(rows.row(i), end)?;
             let s = *slot.entry(g).or_insert_with(|| {
                 touched.push(g);
                 counts.push(0);
@@ -510,14 +510,14 @@ impl Operator for GroupAggregate {
                 })
             });
         let arrays = super::aggregate_inputs::accumulator_states(groups, width)?;
-        let rows = self.state_rows.convert_columns(&arrays)?;
+        let rows = super::aggregate_inputs::RowBytes::convert(&self.state_rows, &arrays)?;
         for (i, &g) in dirty.iter().enumerate() {
             let mut value = Vec::new();
             if self.retracting {
                 // How many input rows the group holds, ahead of the state row.
                 value.extend_from_slice(&self.rows_in[g as usize].to_be_bytes());
             }
-            value.extend_from_slice(rows.row(i).as_ref());
+            value.extend_from_slice(rows.row(i));
             batch.put(id, &self.keys[g as usize], value);
         }
         Ok(())

@@ -16,6 +16,7 @@ pub mod session_aggregate;
 pub mod window_assign;
 pub mod window_final_aggregate;
 mod window_panes;
+pub mod window_results;
 
 use crate::dataflow::{Chunk, Message};
 use crate::error::Result;
@@ -32,6 +33,7 @@ pub use retractions::ChangelogRetractions;
 pub use session_aggregate::SessionAggregate;
 pub use window_assign::WindowAssign;
 pub use window_final_aggregate::WindowFinalAggregate;
+pub use window_results::WindowResults;
 
 /// Which input of a two-input operator a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -244,7 +244,7 @@ impl SessionAggregate {
             sessions.iter_mut().map(|s| &mut s.accumulators),
             width,
         )?;
-        let rows = self.state_rows.convert_columns(&arrays)?;
+        let rows = aggregate_inputs::RowBytes::convert(&self.state_rows, &arrays)?;
         let mut out = Vec::new();
         out.extend_from_slice(&(sessions.len() as u32).to_be_bytes());
         for (i, s) in sessions.iter().enumerate() {
@@ -252,8 +252,7 @@ impl SessionAggregate {
             for v in [s.start, s.end, s.rowtime, es, ee] {
                 out.extend_from_slice(&v.to_be_bytes());
             }
-            let row = rows.row(i);
-            let bytes = row.as_ref();
+            let bytes = rows.row(i);
             out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
             out.extend_from_slice(bytes);
         }
@@ -326,7 +325,7 @@ impl Operator for SessionAggregate {
         }
         let batch = &chunk.batch;
         let key_arrays = aggregate_inputs::evaluate(&self.key_exprs, batch)?;
-        let rows = self.key_rows.convert_columns(&key_arrays)?;
+        let rows = aggregate_inputs::RowBytes::convert(&self.key_rows, &key_arrays)?;
         let args = aggregate_inputs::arguments(&self.aggregates, batch)?;
         let masks = aggregate_inputs::filter_masks(&self.aggregates, batch)?;
         let mut retract = Vec::new();
@@ -335,9 +334,9 @@ impl Operator for SessionAggregate {
         for i in 0..n {
             let key = rows.row(i);
             let t = chunk.rowtime.value(i);
-            self.add_event(key.as_ref(), t, i, &args, &masks, &mut retract)?;
-            if !self.emit_final && seen.insert(key.as_ref().into()) {
-                touched.push(key.as_ref().into());
+            self.add_event(key, t, i, &args, &masks, &mut retract)?;
+            if !self.emit_final && seen.insert(key.into()) {
+                touched.push(key.into());
             }
         }
         if self.emit_final {

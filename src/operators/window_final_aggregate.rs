@@ -664,10 +664,8 @@ impl Operator for WindowFinalAggregate {
             return Ok(());
         }
         let key_arrays = aggregate_inputs::evaluate(&self.key_exprs, &chunk.batch)?;
-        let rows = self.key_rows.convert_columns(&key_arrays)?;
-        let ids: Vec<u32> = (0..n)
-            .map(|i| self.keys.intern(rows.row(i).as_ref()))
-            .collect();
+        let rows = aggregate_inputs::RowBytes::convert(&self.key_rows, &key_arrays)?;
+        let ids: Vec<u32> = (0..n).map(|i| self.keys.intern(rows.row(i))).collect();
         match self.layout {
             Some(layout) => self.add_to_panes(layout, &chunk, &ids)?,
             None => self.add_to_windows(&chunk, &ids)?,
@@ -736,13 +734,13 @@ impl Operator for WindowFinalAggregate {
                 };
                 pane.dirty = false;
                 let columns = pane.consolidate(&self.aggregates)?;
-                let rows = self.state_rows.convert_columns(&columns)?;
+                let rows = aggregate_inputs::RowBytes::convert(&self.state_rows, &columns)?;
                 let Some(pane) = self.panes.get(&start) else {
                     continue;
                 };
                 for (g, &key_id) in pane.key_ids.iter().enumerate() {
                     let mut value = pane.rowtime[g].to_be_bytes().to_vec();
-                    value.extend_from_slice(rows.row(g).as_ref());
+                    value.extend_from_slice(rows.row(g));
                     batch.put(
                         id,
                         &self.state_key(start + layout.width, start, key_id),
@@ -778,10 +776,10 @@ impl Operator for WindowFinalAggregate {
                 c += w;
             }
             window.accumulators = accumulators;
-            let rows = self.state_rows.convert_columns(&columns)?;
+            let rows = aggregate_inputs::RowBytes::convert(&self.state_rows, &columns)?;
             for (g, &key_id) in window.key_ids.iter().enumerate() {
                 let mut value = window.rowtime[g].to_be_bytes().to_vec();
-                value.extend_from_slice(rows.row(g).as_ref());
+                value.extend_from_slice(rows.row(g));
                 batch.put(id, &self.state_key(end, window.start, key_id), value);
             }
             self.windows.insert(end, window);

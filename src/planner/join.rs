@@ -15,47 +15,79 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::create_physical_expr;
 
 use super::window::WindowContext;
-use super::{df_error, translate, unsupported, Partial, TableLookup};
+use super::{df_error, translate, unsupported, Partial, PendingWindow, TableLookup, TimeColumn};
 use crate::catalog::Catalog;
 use crate::dataflow::Dataflow;
 use crate::error::{Result, SluiceError};
 use crate::operators::changelog_join::TableInput;
 use crate::operators::interval_join::{Interval, JoinKind};
 use crate::operators::join_rows::JoinKeys;
-use crate::operators::{ChangelogJoin, IntervalJoin, JoinOperator, LookupJoin};
+use crate::operators::{ChangelogJoin, Filter, IntervalJoin, JoinOperator, LookupJoin};
 
 const INTERVAL_HINT: &str = "bound a stream-stream join in event time: JOIN r WITHIN 1 HOUR ON l.id = r.id, \
 or ON l.id = r.id AND r.ts BETWEEN l.ts - INTERVAL '1' HOUR AND l.ts + INTERVAL '1' HOUR (ts being each stream's timestamp column)";
 
+/// Plans `join`, and `where_clause` over it (a `WHERE` directly above): an
+/// inner stream-stream join takes it into its condition, where a time bound in
+/// it counts; other joins filter their results.
 pub(super) fn translate_join(
     state: &SessionState,
     catalog: &Catalog,
     join: &Join,
     allow_limit: bool,
-    window: Option<&WindowContext>,
+    windows: &[WindowContext],
     tables: TableLookup<'_>,
+    where_clause: Option<&Expr>,
 ) -> Result<Partial> {
-    let mut left = translate(state, catalog, &join.left, allow_limit, window, tables)?;
+    let mut left = translate(state, catalog, &join.left, allow_limit, windows, tables)?;
+    left.windows_as_stream();
     let right_is_table = scanned_table(&join.right)
         .and_then(|n| catalog.relation(&n))
         .is_some_and(|r| r.is_table());
-    if !left.changelog && right_is_table {
+    let mut partial = if !left.changelog && right_is_table {
         translate_lookup_join(state, catalog, join, &mut left, tables)?;
-        return Ok(left);
+        left
+    } else {
+        let mut right = translate(state, catalog, &join.right, allow_limit, windows, tables)?;
+        right.windows_as_stream();
+        match (left.changelog, right.changelog) {
+            (false, false) => {
+                let inner = join.join_type == JoinType::Inner;
+                let extra = where_clause.filter(|_| inner);
+                let partial = interval_join(state, join, left, right, extra)?;
+                if extra.is_some() {
+                    return Ok(partial);
+                }
+                partial
+            }
+            (true, true) => table_join(state, join, left, right)?,
+            (true, false) => {
+                return Err(unsupported(
+                    "a join with a TABLE on the left and a STREAM on the right",
+                    "put the stream first: FROM stream [LEFT] JOIN table ON ...",
+                ))
+            }
+            (false, true) => {
+                return Err(unsupported(
+                    "a stream joined with a subquery over a TABLE",
+                    "join the stream with the TABLE itself (FROM stream JOIN table ON stream.col = table.<primary key>); create the table first with CREATE TABLE ... AS SELECT",
+                ))
+            }
+        }
+    };
+    if let Some(predicate) = where_clause {
+        let predicate = create_physical_expr(
+            predicate,
+            &join.schema,
+            state.execution_props(),
+            &Default::default(),
+        )
+        .map_err(df_error)?;
+        partial
+            .flow
+            .push(Box::new(Filter::new(predicate, partial.changelog)));
     }
-    let right = translate(state, catalog, &join.right, allow_limit, window, tables)?;
-    match (left.changelog, right.changelog) {
-        (false, false) => interval_join(state, catalog, join, left, right),
-        (true, true) => table_join(state, join, left, right),
-        (true, false) => Err(unsupported(
-            "a join with a TABLE on the left and a STREAM on the right",
-            "put the stream first: FROM stream [LEFT] JOIN table ON ...",
-        )),
-        (false, true) => Err(unsupported(
-            "a stream joined with a subquery over a TABLE",
-            "join the stream with the TABLE itself (FROM stream JOIN table ON stream.col = table.<primary key>); create the table first with CREATE TABLE ... AS SELECT",
-        )),
-    }
+    Ok(partial)
 }
 
 fn join_kind(join: &Join) -> Result<JoinKind> {
@@ -86,7 +118,13 @@ fn merge(left: Partial, right: Partial, op: Box<dyn JoinOperator>, join: &Join) 
         windowed_aggregate: false,
         window_end_key: None,
         lookups: left.lookups.into_iter().chain(right.lookups).collect(),
-        window_assign_at: left.window_assign_at,
+        // The right side's nodes are renumbered: its WindowAssign is not found again.
+        window: left.window.or(right.window.map(|w| PendingWindow {
+            assign_at: None,
+            ..w
+        })),
+        time: None,
+        final_windows: None,
     }
 }
 
@@ -94,10 +132,10 @@ fn merge(left: Partial, right: Partial, op: Box<dyn JoinOperator>, join: &Join) 
 /// on the two streams' timestamp columns.
 fn interval_join(
     state: &SessionState,
-    catalog: &Catalog,
     join: &Join,
     left: Partial,
     right: Partial,
+    where_clause: Option<&Expr>,
 ) -> Result<Partial> {
     let kind = join_kind(join)?;
     if join.on.is_empty() {
@@ -108,8 +146,8 @@ fn interval_join(
     }
     let mut within = None;
     let mut rest = Vec::new();
-    if let Some(filter) = &join.filter {
-        for c in split_conjunction(filter) {
+    for condition in join.filter.iter().chain(where_clause) {
+        for c in split_conjunction(condition) {
             match within_marker(c)? {
                 Some(w) => within = Some(w),
                 None => rest.push(c.clone()),
@@ -122,7 +160,7 @@ fn interval_join(
             upper: after,
             grace,
         },
-        None => match time_bounds(catalog, join, &rest) {
+        None => match time_bounds(join, left.time, right.time, &rest) {
             Ok(bounds) => bounds,
             // Flink's and RisingWave's regular join: every row stays, so its
             // state grows with its inputs. An outer join would have to retract
@@ -278,34 +316,38 @@ fn within_marker(e: &Expr) -> Result<Option<(i64, i64, i64)>> {
     }
 }
 
-/// Bounds on `right time - left time` from comparisons of the two streams'
-/// timestamp columns (`r.ts BETWEEN l.ts - INTERVAL '1' HOUR AND l.ts`,
-/// `r.ts >= l.ts`, ...). The comparisons stay in the join condition, which is
-/// evaluated exactly; the bounds decide how long rows are kept.
-fn time_bounds(catalog: &Catalog, join: &Join, conjuncts: &[Expr]) -> Result<Interval> {
+/// Bounds on `right time - left time` from comparisons of the two sides'
+/// event-time columns (`r.ts BETWEEN l.ts - INTERVAL '1' HOUR AND l.ts`,
+/// `r.ts >= l.ts`, equal window ends, ...). The comparisons stay in the join
+/// condition, which is evaluated exactly; the bounds decide how long rows are
+/// kept.
+fn time_bounds(
+    join: &Join,
+    left_time: Option<TimeColumn>,
+    right_time: Option<TimeColumn>,
+    conjuncts: &[Expr],
+) -> Result<Interval> {
     let missing = || {
         SluiceError::sql(
             "an outer stream-stream join needs a time bound on both sides of the left row's time",
         )
         .with_hint(INTERVAL_HINT)
     };
-    let (Some(lt), Some(rt)) = (
-        event_time_column(catalog, &join.left),
-        event_time_column(catalog, &join.right),
-    ) else {
-        return Err(missing());
-    };
-    let side_of = |c: &Column| -> Option<bool> {
-        if c.name.eq_ignore_ascii_case(&lt) && join.left.schema().has_column(c) {
-            Some(false)
-        } else if c.name.eq_ignore_ascii_case(&rt) && join.right.schema().has_column(c) {
-            Some(true)
-        } else {
-            None
-        }
+    // (is the right side, event time = value - offset)
+    let side_of = |c: &Column| -> Option<(bool, i64)> {
+        let at = |plan: &LogicalPlan, time: Option<TimeColumn>| {
+            time.filter(|t| plan.schema().index_of_column(c).ok() == Some(t.index))
+        };
+        at(&join.left, left_time)
+            .map(|t| (false, t.offset))
+            .or_else(|| at(&join.right, right_time).map(|t| (true, t.offset)))
     };
     let (mut lower, mut upper) = (i64::MIN, i64::MAX);
-    let mut comparisons = Vec::new();
+    let mut comparisons: Vec<(Expr, BinOp, Expr)> = join
+        .on
+        .iter()
+        .map(|(l, r)| (l.clone(), BinOp::Eq, r.clone()))
+        .collect();
     for c in conjuncts {
         match c {
             Expr::Between(b) if !b.negated => {
@@ -326,11 +368,17 @@ fn time_bounds(catalog: &Catalog, join: &Join, conjuncts: &[Expr]) -> Result<Int
         let (Some((ca, oa)), Some((cb, ob))) = (time_term(&a), time_term(&b)) else {
             continue;
         };
-        // a + oa  op  b + ob, as a bound on d = rt - lt.
+        // a + oa  op  b + ob with a = (its row's time) + da: a bound on d = rt - lt.
         let (op, value) = match (side_of(&ca), side_of(&cb)) {
-            (Some(true), Some(false)) => (op, ob.saturating_sub(oa)),
-            (Some(false), Some(true)) => match op.swap() {
-                Some(swapped) => (swapped, oa.saturating_sub(ob)),
+            (Some((true, da)), Some((false, db))) => (
+                op,
+                ob.saturating_add(db).saturating_sub(oa.saturating_add(da)),
+            ),
+            (Some((false, da)), Some((true, db))) => match op.swap() {
+                Some(swapped) => (
+                    swapped,
+                    oa.saturating_add(da).saturating_sub(ob.saturating_add(db)),
+                ),
                 None => continue,
             },
             _ => continue,
@@ -392,28 +440,6 @@ fn interval_ms(e: &Expr) -> Option<i64> {
         ScalarValue::DurationSecond(Some(v)) => v.checked_mul(1000),
         ScalarValue::DurationMicrosecond(Some(v)) => Some(v / 1000),
         ScalarValue::DurationNanosecond(Some(v)) => Some(v / 1_000_000),
-        _ => None,
-    }
-}
-
-/// The event-time column of the stream a join side reads, if it reaches the
-/// join unchanged.
-fn event_time_column(catalog: &Catalog, plan: &LogicalPlan) -> Option<String> {
-    match plan {
-        LogicalPlan::TableScan(scan) => catalog
-            .relation(scan.table_name.table())?
-            .format
-            .timestamp
-            .clone(),
-        LogicalPlan::SubqueryAlias(a) => event_time_column(catalog, &a.input),
-        LogicalPlan::Filter(f) => event_time_column(catalog, &f.input),
-        LogicalPlan::Projection(p) => {
-            let name = event_time_column(catalog, &p.input)?;
-            p.expr
-                .iter()
-                .any(|e| matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case(&name)))
-                .then_some(name)
-        }
         _ => None,
     }
 }

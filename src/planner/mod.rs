@@ -30,7 +30,7 @@ use crate::operators::aggregate_inputs::WindowColumns;
 use crate::operators::group_aggregate::{AggregateSpec, WindowedGroups};
 use crate::operators::{
     ChangelogRetractions, Filter, GroupAggregate, MaterializedTable, Operator, Project,
-    SessionAggregate, WindowAssign, WindowFinalAggregate,
+    SessionAggregate, WindowAssign, WindowFinalAggregate, WindowResults,
 };
 use crate::sql::{EmitMode, WindowClause, WindowKind};
 use window::WindowContext;
@@ -92,9 +92,63 @@ struct Partial {
     /// Position in `keys` of the window end, and the retention (windowed aggregates).
     window_end_key: Option<(usize, i64)>,
     lookups: Vec<String>,
+    /// A window assigned to the rows and not yet aggregated.
+    window: Option<PendingWindow>,
+    /// The column holding each row's event time, when one does.
+    time: Option<TimeColumn>,
+    /// Set when the output is the final results of windows (each key emitted
+    /// once, when its window closes): `WindowResults` can read them as a stream.
+    final_windows: Option<FinalWindows>,
+}
+
+struct PendingWindow {
+    context: WindowContext,
     /// Node id in `flow` of the `WindowAssign` after the windowed source, and
-    /// its output schema.
-    window_assign_at: Option<(usize, SchemaRef)>,
+    /// its output schema (unknown after a join renumbered the nodes).
+    assign_at: Option<(usize, SchemaRef)>,
+}
+
+/// A column whose value is each row's event time + `offset` ms.
+#[derive(Debug, Clone, Copy)]
+struct TimeColumn {
+    index: usize,
+    offset: i64,
+    /// The end of the row's window (the results of a windowed aggregate).
+    window_end: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FinalWindows {
+    end_column: usize,
+    grace: i64,
+}
+
+impl Partial {
+    /// The final results of windows continue as a stream: append-only rows
+    /// timed by their window (`WindowResults`). Other partials are unchanged.
+    fn windows_as_stream(&mut self) {
+        if let (true, Some(f)) = (self.changelog, self.final_windows.take()) {
+            self.flow
+                .push(Box::new(WindowResults::new(f.end_column, f.grace)));
+            self.changelog = false;
+            self.required_keys = 0;
+            self.time = Some(TimeColumn {
+                index: f.end_column,
+                offset: 1,
+                window_end: true,
+            });
+        }
+    }
+
+    /// Column `i` of the input is column `to(i)` of the output, or gone.
+    fn remap_columns(&mut self, to: impl Fn(usize) -> Option<usize>) {
+        self.time = self
+            .time
+            .and_then(|t| to(t.index).map(|index| TimeColumn { index, ..t }));
+        self.final_windows = self
+            .final_windows
+            .and_then(|f| to(f.end_column).map(|end_column| FinalWindows { end_column, ..f }));
+    }
 }
 
 /// Checks that every relation the query names exists, so the error can point at it.
@@ -104,6 +158,9 @@ pub fn check_relations(catalog: &Catalog, query: &Query) -> Result<Vec<String>> 
     let _ = ast::visit_relations(query, |name: &ast::ObjectName| {
         if let Some(ident) = name.0.last().and_then(|p| p.as_ident()) {
             let normalized = normalize_ident(ident);
+            if window::is_windowed_name(&normalized) {
+                return std::ops::ControlFlow::Continue(());
+            }
             if catalog.relation(&normalized).is_none()
                 && missing.is_none()
                 && !is_system_table(name)
@@ -195,55 +252,51 @@ pub async fn plan_continuous(
     tables: TableLookup<'_>,
 ) -> Result<StreamPlan> {
     let mut query = query.clone();
-    let tvf = window::extract_tvf(&mut query)?;
-    let clause = match (window_clause, tvf) {
-        (Some(w), Some(_)) => {
+    let tvfs = window::extract_tvfs(&mut query)?;
+    if let Some(w) = window_clause {
+        if tvfs.iter().any(|t| t.top_level) {
             return Err(SluiceError::sql_at(
                 "the query has both a WINDOW clause and a window function in FROM",
                 w.position,
                 Some("use one of them".into()),
-            ))
+            ));
         }
-        (Some(w), None) => {
-            window::add_window_columns(&mut query, w)?;
-            Some(w.clone())
+        window::add_window_columns(&mut query, w)?;
+    }
+    let mut reads = check_relations(catalog, &query)?;
+    let mut windows = Vec::new();
+    if let Some(w) = window_clause {
+        windows.push(window::clause_context(catalog, &reads, w.clone(), emit)?);
+    }
+    for tvf in tvfs {
+        let context = window::tvf_context(catalog, tvf, emit)?;
+        if !reads.contains(&context.relation) {
+            reads.push(context.relation.clone());
         }
-        (None, tvf) => tvf,
-    };
-    let reads = check_relations(catalog, &query)?;
-    let window = clause
-        .map(|c| window::window_context(catalog, &reads, c, emit))
-        .transpose()?;
+        windows.push(context);
+    }
     let owned_state;
-    let state = match &window {
-        Some(w) => {
-            owned_state = window::planning_state(state, catalog, &reads, w)?;
-            &owned_state
-        }
-        None => state,
+    let state = if windows.is_empty() {
+        state
+    } else {
+        owned_state = window::planning_state(state, catalog, &reads, &windows)?;
+        &owned_state
     };
     let plan = logical_plan(state, &query).await?;
     // Pruned columns shrink join buffers, but pruning may also drop a key a later
     // aggregate over a changelog retracts by; then the query is planned unpruned.
     let pruned = if joins_streams_only(catalog, &reads, &plan) {
         let pruned = prune_columns(state, plan.clone())?;
-        translate(
-            state,
-            catalog,
-            &pruned,
-            allow_limit,
-            window.as_ref(),
-            tables,
-        )
-        .ok()
-        .map(|partial| (pruned, partial))
+        translate(state, catalog, &pruned, allow_limit, &windows, tables)
+            .ok()
+            .map(|partial| (pruned, partial))
     } else {
         None
     };
     let (plan, partial) = match pruned {
         Some(done) => done,
         None => {
-            let partial = translate(state, catalog, &plan, allow_limit, window.as_ref(), tables)?;
+            let partial = translate(state, catalog, &plan, allow_limit, &windows, tables)?;
             (plan, partial)
         }
     };
@@ -302,13 +355,15 @@ fn translate(
     catalog: &Catalog,
     plan: &LogicalPlan,
     allow_limit: bool,
-    window: Option<&WindowContext>,
+    windows: &[WindowContext],
     tables: TableLookup<'_>,
 ) -> Result<Partial> {
     let props = state.execution_props();
     match plan {
         LogicalPlan::TableScan(scan) => {
-            let name = scan.table_name.table().to_string();
+            let scanned = scan.table_name.table();
+            let window = windows.iter().find(|w| w.source == scanned);
+            let name = window.map_or_else(|| scanned.to_string(), |w| w.relation.clone());
             let relation = catalog
                 .relation(&name)
                 .ok_or_else(|| SluiceError::undefined(format!("stream or table '{name}' does not exist"), None, None))?;
@@ -324,16 +379,27 @@ fn translate(
                 windowed_aggregate: false,
                 window_end_key: None,
                 lookups: Vec::new(),
-                window_assign_at: None,
+                window: None,
+                time: relation.format.timestamp.as_ref().and_then(|ts| {
+                    scan.source.schema().index_of(ts).ok().map(|index| TimeColumn {
+                        index,
+                        offset: 0,
+                        window_end: false,
+                    })
+                }),
+                final_windows: None,
             };
-            if let Some(w) = window.filter(|w| w.source == *scan.table_name.table()) {
+            if let Some(w) = window {
                 // The scan's schema has the window columns; the source does not.
                 let at = partial.flow.push(Box::new(WindowAssign::new(
                     w.clause.kind,
                     w.clause.grace,
                     scan.source.schema(),
                 )));
-                partial.window_assign_at = Some((at, scan.source.schema()));
+                partial.window = Some(PendingWindow {
+                    context: w.clone(),
+                    assign_at: Some((at, scan.source.schema())),
+                });
             }
             if let Some(projection) = &scan.projection {
                 // Scan output is the projected columns; the decoder produces all.
@@ -350,6 +416,7 @@ fn translate(
                     .iter()
                     .filter_map(|k| projection.iter().position(|p| p == k))
                     .collect();
+                partial.remap_columns(|i| projection.iter().position(|&p| p == i));
                 partial.flow.push(Box::new(Project::new(
                     exprs,
                     Arc::new(scan.projected_schema.as_arrow().clone()),
@@ -361,7 +428,7 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Projection(p) => {
-            let mut partial = translate(state, catalog, &p.input, allow_limit, window, tables)?;
+            let mut partial = translate(state, catalog, &p.input, allow_limit, windows, tables)?;
             let input_schema = p.input.schema();
             let mut exprs = Vec::with_capacity(p.expr.len());
             let mut keys = Vec::new();
@@ -375,6 +442,12 @@ fn translate(
                     }
                 }
             }
+            let passed: Vec<Option<usize>> = p
+                .expr
+                .iter()
+                .map(|e| column_of(e).and_then(|c| input_schema.index_of_column(c).ok()))
+                .collect();
+            partial.remap_columns(|i| passed.iter().position(|&p| p == Some(i)));
             // Keep keys in the order they had (GROUP BY order), one output column each.
             keys.sort();
             keys.dedup_by_key(|(k, _)| *k);
@@ -386,7 +459,12 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Filter(f) => {
-            let mut partial = translate(state, catalog, &f.input, allow_limit, window, tables)?;
+            if let LogicalPlan::Join(j) = f.input.as_ref() {
+                // WHERE over an inner join may hold its time bound (Flink's
+                // interval joins are often written so).
+                return join::translate_join(state, catalog, j, allow_limit, windows, tables, Some(&f.predicate));
+            }
+            let mut partial = translate(state, catalog, &f.input, allow_limit, windows, tables)?;
             let predicate = create_physical_expr(&f.predicate, f.input.schema(), props, &Default::default())
                 .map_err(df_error)?;
             partial
@@ -395,12 +473,13 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::SubqueryAlias(a) => {
-            let mut partial = translate(state, catalog, &a.input, allow_limit, window, tables)?;
+            let mut partial = translate(state, catalog, &a.input, allow_limit, windows, tables)?;
             partial.schema = a.schema.clone();
             Ok(partial)
         }
         LogicalPlan::Aggregate(agg) => {
-            let mut partial = translate(state, catalog, &agg.input, allow_limit, window, tables)?;
+            let mut partial = translate(state, catalog, &agg.input, allow_limit, windows, tables)?;
+            partial.windows_as_stream();
             // Aggregating a TABLE: each change retracts the key's old row and adds
             // the new one, so only aggregates that can take a row back work.
             let over_changelog = partial.changelog;
@@ -458,8 +537,20 @@ fn translate(
             }
             let schema = Arc::new(agg.schema.as_arrow().clone());
             let n_keys = group_exprs.len();
-            match window {
-                Some(w) if !partial.windowed_aggregate => {
+            let pending = partial.window.take();
+            // GROUP BY the window end of windows' results (MAX per window of
+            // counts per window, as in Nexmark q5).
+            let window_key = match partial.time {
+                Some(t) if t.window_end && pending.is_none() && !over_changelog => agg
+                    .group_expr
+                    .iter()
+                    .position(|e| matches!(e, Expr::Column(c) if input_schema.index_of_column(c).ok() == Some(t.index))),
+                _ => None,
+            };
+            partial.time = None;
+            partial.final_windows = None;
+            match (pending, window_key) {
+                (Some(PendingWindow { context: w, assign_at }), _) => {
                     let find = |name: &str| {
                         agg.group_expr.iter().position(|e| matches!(e, Expr::Column(c) if c.name == name))
                     };
@@ -488,11 +579,11 @@ fn translate(
                             )?)
                         }
                         kind if w.emit_final
-                            && partial.window_assign_at.is_some()
+                            && assign_at.is_some()
                             && !uses_window_columns(agg, &w.clause)? =>
                         {
                             // The aggregate assigns windows itself: the events pass once.
-                            if let Some((at, assign_schema)) = partial.window_assign_at.clone() {
+                            if let Some((at, assign_schema)) = assign_at {
                                 partial.flow.replace(
                                     at,
                                     Box::new(WindowAssign::new(kind, w.clause.grace, assign_schema).collapsed()),
@@ -522,8 +613,29 @@ fn translate(
                         DEFAULT_RETENTION_MS.max(w.clause.kind.max_size().saturating_add(w.clause.grace))
                     });
                     partial.window_end_key = Some((end, retention));
+                    if w.emit_final {
+                        partial.final_windows = Some(FinalWindows {
+                            end_column: end,
+                            grace: w.clause.grace,
+                        });
+                    }
                 }
-                _ => {
+                (None, Some(end)) => {
+                    // Rows of windows' results are timed at their window's end − 1
+                    // ms, so a group is complete once the watermark reaches the end.
+                    let windowed = WindowedGroups {
+                        end_key: end,
+                        grace: 0,
+                        emit_final: true,
+                    };
+                    partial
+                        .flow
+                        .push(Box::new(GroupAggregate::new(group_exprs, aggregates, schema)?.with_window(windowed)));
+                    partial.windowed_aggregate = true;
+                    partial.window_end_key = Some((end, DEFAULT_RETENTION_MS));
+                    partial.final_windows = Some(FinalWindows { end_column: end, grace: 0 });
+                }
+                (None, None) => {
                     let mut op = GroupAggregate::new(group_exprs, aggregates, schema)?;
                     if over_changelog {
                         op = op.retracting()?;
@@ -538,7 +650,7 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Limit(limit) if allow_limit => {
-            let mut partial = translate(state, catalog, &limit.input, false, window, tables)?;
+            let mut partial = translate(state, catalog, &limit.input, false, windows, tables)?;
             match limit.get_fetch_type().map_err(df_error)? {
                 FetchType::Literal(n) => partial.limit = n,
                 FetchType::UnsupportedExpr => return Err(SluiceError::sql("LIMIT must be a constant")),
@@ -553,7 +665,7 @@ fn translate(
             "ORDER BY",
             "results of a continuous query arrive in event order; use a pull query (without EMIT CHANGES) to sort",
         )),
-        LogicalPlan::Join(join) => join::translate_join(state, catalog, join, allow_limit, window, tables),
+        LogicalPlan::Join(join) => join::translate_join(state, catalog, join, allow_limit, windows, tables, None),
         LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT", "use GROUP BY instead")),
         LogicalPlan::Window(_) => Err(unsupported("a window function (OVER ...)", "use GROUP BY")),
         LogicalPlan::Union(_) => Err(unsupported("UNION", "use INSERT INTO to merge streams")),

@@ -16,9 +16,11 @@ use datafusion::catalog::{CatalogProviderList, SchemaProvider};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
+use std::ops::ControlFlow;
+
 use sqlparser::ast::{
     self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, Query,
-    SelectItem, SetExpr, TableFactor,
+    SelectItem, SetExpr, TableFactor, VisitMut, VisitorMut,
 };
 
 use super::normalize_ident;
@@ -28,19 +30,38 @@ use crate::sql::duration::interval_ms;
 use crate::sql::window::{check_cumulate, check_hop};
 use crate::sql::{EmitMode, WindowClause, WindowKind, WindowSyntax};
 
-/// The window of a continuous query and the relation it applies to.
+/// A window of a continuous query and the relation it applies to.
 #[derive(Debug, Clone)]
 pub struct WindowContext {
+    /// The name the query's plan scans: the stream itself for a `WINDOW` clause,
+    /// a name of its own for each table-valued function (so that a query may read
+    /// the same stream windowed and not, or windowed twice).
     pub source: String,
+    /// The stream read.
+    pub relation: String,
     pub clause: WindowClause,
+    /// Emit each window once, when it closes. Windows aggregated in a subquery
+    /// always do: their results feed another operator as a stream.
     pub emit_final: bool,
 }
 
-fn first_from(query: &mut Query) -> Option<&mut TableFactor> {
-    match query.body.as_mut() {
-        SetExpr::Select(select) => select.from.first_mut().map(|t| &mut t.relation),
-        _ => None,
-    }
+/// A table-valued window function found in a query, before it is checked.
+#[derive(Debug)]
+pub struct WindowTvf {
+    /// The name it was rewritten to.
+    pub source: String,
+    pub relation: String,
+    pub clause: WindowClause,
+    /// In the outermost SELECT's FROM (its EMIT mode applies), not in a subquery.
+    pub top_level: bool,
+}
+
+/// Prefix of the names the window functions are rewritten to.
+const WINDOWED: &str = "__sluice_window_";
+
+/// A name a window function was rewritten to (not a relation of the catalog).
+pub fn is_windowed_name(name: &str) -> bool {
+    name.starts_with(WINDOWED)
 }
 
 fn tvf_error(message: impl Into<String>, at: Option<SqlPosition>) -> SluiceError {
@@ -55,12 +76,85 @@ fn tvf_error(message: impl Into<String>, at: Option<SqlPosition>) -> SluiceError
     )
 }
 
-/// Rewrites `FROM TUMBLE(src, ts, INTERVAL ...)` (and HOP, SESSION, CUMULATE) to
-/// `FROM src` and returns the window it described.
-pub fn extract_tvf(query: &mut Query) -> Result<Option<WindowClause>> {
-    let Some(TableFactor::Table { name, args, .. }) = first_from(query) else {
-        return Ok(None);
+/// Rewrites every `TUMBLE(src, ts, INTERVAL ...)` (and HOP, SESSION, CUMULATE) in
+/// FROM, in subqueries too, to a relation of its own (`__sluice_window_N AS src`,
+/// keeping an alias if there is one) and returns the windows they describe.
+pub fn extract_tvfs(query: &mut Query) -> Result<Vec<WindowTvf>> {
+    let mut found = Vec::new();
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        for from in &mut select.from {
+            let factors = std::iter::once(&mut from.relation)
+                .chain(from.joins.iter_mut().map(|j| &mut j.relation));
+            for factor in factors {
+                rewrite_tvf(factor, true, &mut found)?;
+            }
+        }
+    }
+    let mut nested = NestedTvfs { found, error: None };
+    let _ = VisitMut::visit(query, &mut nested);
+    match nested.error {
+        Some(e) => Err(e),
+        None => Ok(nested.found),
+    }
+}
+
+struct NestedTvfs {
+    found: Vec<WindowTvf>,
+    error: Option<SluiceError>,
+}
+
+impl VisitorMut for NestedTvfs {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        match rewrite_tvf(factor, false, &mut self.found) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                self.error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    }
+}
+
+fn rewrite_tvf(
+    factor: &mut TableFactor,
+    top_level: bool,
+    found: &mut Vec<WindowTvf>,
+) -> Result<()> {
+    let TableFactor::Table {
+        name, args, alias, ..
+    } = factor
+    else {
+        return Ok(());
     };
+    let Some((source, clause)) = parse_tvf(name, args)? else {
+        return Ok(());
+    };
+    let windowed = format!("{WINDOWED}{}", found.len());
+    *name = ast::ObjectName::from(vec![Ident::new(&windowed)]);
+    if alias.is_none() {
+        *alias = Some(ast::TableAlias {
+            explicit: true,
+            name: source.clone(),
+            columns: Vec::new(),
+            at: None,
+        });
+    }
+    found.push(WindowTvf {
+        source: windowed,
+        relation: normalize_ident(&source),
+        clause,
+        top_level,
+    });
+    Ok(())
+}
+
+/// `TUMBLE(src, ts, INTERVAL ...)` → (src, its window); `None` for other names.
+fn parse_tvf(
+    name: &ast::ObjectName,
+    args: &mut Option<ast::TableFunctionArgs>,
+) -> Result<Option<(Ident, WindowClause)>> {
     let Some(fn_ident) = name.0.last().and_then(|p| p.as_ident()).cloned() else {
         return Ok(None);
     };
@@ -154,14 +248,16 @@ pub fn extract_tvf(query: &mut Query) -> Result<Option<WindowClause>> {
             WindowKind::Cumulate { step, max }
         }
     };
-    *name = ast::ObjectName::from(vec![source]);
-    Ok(Some(WindowClause {
-        kind,
-        grace: 0,
-        retention: None,
-        syntax: WindowSyntax::Tvf { time_column },
-        position: at,
-    }))
+    Ok(Some((
+        source,
+        WindowClause {
+            kind,
+            grace: 0,
+            retention: None,
+            syntax: WindowSyntax::Tvf { time_column },
+            position: at,
+        },
+    )))
 }
 
 fn is_ident(e: &Expr, name: &str) -> bool {
@@ -205,8 +301,8 @@ pub fn add_window_columns(query: &mut Query, clause: &WindowClause) -> Result<()
     Ok(())
 }
 
-/// Checks the window against the catalog and decides which relation it applies to.
-pub fn window_context(
+/// The ksqlDB `WINDOW` clause applies to the one stream the query reads.
+pub fn clause_context(
     catalog: &Catalog,
     reads: &[String],
     clause: WindowClause,
@@ -230,6 +326,39 @@ pub fn window_context(
             Some("window each input in its own query, or join first into a stream".into()),
         ));
     };
+    check_windowed(catalog, source, &clause)?;
+    Ok(WindowContext {
+        source: source.clone(),
+        relation: source.clone(),
+        clause,
+        emit_final: emit == Some(EmitMode::Final),
+    })
+}
+
+/// A window function's window, checked against the catalog.
+pub fn tvf_context(
+    catalog: &Catalog,
+    tvf: WindowTvf,
+    emit: Option<EmitMode>,
+) -> Result<WindowContext> {
+    if catalog.relation(&tvf.relation).is_none() {
+        return Err(SluiceError::undefined(
+            format!("stream '{}' does not exist", tvf.relation),
+            tvf.clause.position,
+            Some("the first argument of a window function is the stream to window".into()),
+        ));
+    }
+    check_windowed(catalog, &tvf.relation, &tvf.clause)?;
+    Ok(WindowContext {
+        source: tvf.source,
+        relation: tvf.relation,
+        clause: tvf.clause,
+        emit_final: !tvf.top_level || emit == Some(EmitMode::Final),
+    })
+}
+
+/// Windows apply to a stream, on its event time.
+fn check_windowed(catalog: &Catalog, source: &str, clause: &WindowClause) -> Result<()> {
     let relation = catalog
         .relation(source)
         .ok_or_else(|| SluiceError::Internal(format!("relation {source} vanished")))?;
@@ -258,38 +387,42 @@ pub fn window_context(
             ));
         }
     }
-    Ok(WindowContext {
-        source: source.clone(),
-        clause,
-        emit_final: emit == Some(EmitMode::Final),
-    })
+    Ok(())
 }
 
 /// A session state for planning one query: only the relations it reads, as
-/// schema-only tables, the windowed one with its two window columns. (Registering
-/// in the engine's own catalog would leak the window columns to other queries.)
+/// schema-only tables, and each window's relation with its two window columns.
+/// (Registering in the engine's own catalog would leak the window columns to
+/// other queries.)
 pub fn planning_state(
     state: &SessionState,
     catalog: &Catalog,
     reads: &[String],
-    window: &WindowContext,
+    windows: &[WindowContext],
 ) -> Result<SessionState> {
     let schema_provider = Arc::new(MemorySchemaProvider::new());
-    for name in reads {
-        let relation = catalog
+    let schema_of = |name: &str| {
+        catalog
             .relation(name)
-            .ok_or_else(|| SluiceError::Internal(format!("relation {name} vanished")))?;
-        let base = relation.schema();
-        let schema = if *name == window.source {
-            let ts = crate::operators::session_aggregate::window_column_type();
-            let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
-            fields.push(Field::new(window.clause.start_column(), ts.clone(), false));
-            fields.push(Field::new(window.clause.end_column(), ts, false));
-            Arc::new(Schema::new(fields))
-        } else {
-            base
-        };
+            .map(|r| r.schema())
+            .ok_or_else(|| SluiceError::Internal(format!("relation {name} vanished")))
+    };
+    for name in reads {
+        let schema = schema_of(name)?;
         schema_provider.register_table(name.clone(), Arc::new(EmptyTable::new(schema)))?;
+    }
+    for window in windows {
+        let base = schema_of(&window.relation)?;
+        let ts = crate::operators::session_aggregate::window_column_type();
+        let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(window.clause.start_column(), ts.clone(), false));
+        fields.push(Field::new(window.clause.end_column(), ts, false));
+        // A WINDOW clause's relation is the stream itself: this replaces it.
+        schema_provider.deregister_table(&window.source)?;
+        schema_provider.register_table(
+            window.source.clone(),
+            Arc::new(EmptyTable::new(Arc::new(Schema::new(fields)))),
+        )?;
     }
     let options = state.config_options();
     let catalog_provider = MemoryCatalogProvider::new();
@@ -318,36 +451,64 @@ mod tests {
     }
 
     #[test]
-    fn table_valued_functions_become_their_source() {
+    fn table_valued_functions_become_relations_of_their_own() {
         let mut q = query("SELECT window_start, COUNT(*) FROM HOP(bids, ts, INTERVAL '5' SECOND, INTERVAL '1' MINUTE) GROUP BY window_start, window_end");
-        let w = extract_tvf(&mut q).unwrap().unwrap();
+        let found = extract_tvfs(&mut q).unwrap();
+        let [w] = found.as_slice() else {
+            panic!("one window expected")
+        };
         assert_eq!(
-            w.kind,
+            w.clause.kind,
             WindowKind::Hopping {
                 size: 60_000,
                 advance: 5_000
             }
         );
         assert_eq!(
-            w.syntax,
+            w.clause.syntax,
             WindowSyntax::Tvf {
                 time_column: "ts".into()
             }
         );
-        assert!(q.to_string().contains("FROM bids GROUP BY"), "{q}");
+        assert_eq!((w.relation.as_str(), w.top_level), ("bids", true));
+        assert!(
+            q.to_string()
+                .contains("FROM __sluice_window_0 AS bids GROUP BY"),
+            "{q}"
+        );
         let mut q = query("SELECT 1 FROM TUMBLE(bids, DESCRIPTOR(ts), INTERVAL '10' SECOND) AS b");
         assert_eq!(
-            extract_tvf(&mut q).unwrap().unwrap().kind,
+            extract_tvfs(&mut q).unwrap()[0].clause.kind,
             WindowKind::Tumbling { size: 10_000 }
         );
-        assert!(q.to_string().contains("FROM bids AS b"), "{q}");
+        assert!(q.to_string().contains("FROM __sluice_window_0 AS b"), "{q}");
         let mut q = query("SELECT 1 FROM TUMBLE(bids, ts)");
-        assert!(extract_tvf(&mut q)
+        assert!(extract_tvfs(&mut q)
             .unwrap_err()
             .to_string()
             .contains("3 arguments"));
         let mut q = query("SELECT 1 FROM bids");
-        assert!(extract_tvf(&mut q).unwrap().is_none());
+        assert!(extract_tvfs(&mut q).unwrap().is_empty());
+        // In subqueries and joins, each one gets a name of its own.
+        let mut q = query(
+            "SELECT * FROM bids b JOIN (SELECT MAX(p) FROM TUMBLE(bids, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end) m ON true \
+             JOIN (SELECT 1 FROM (SELECT * FROM HOP(bids, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND)) x) y ON true",
+        );
+        let found = extract_tvfs(&mut q).unwrap();
+        assert_eq!(
+            found
+                .iter()
+                .map(|w| (w.source.as_str(), w.relation.as_str(), w.top_level))
+                .collect::<Vec<_>>(),
+            [
+                ("__sluice_window_0", "bids", false),
+                ("__sluice_window_1", "bids", false)
+            ]
+        );
+        assert!(
+            q.to_string().starts_with("SELECT * FROM bids b JOIN"),
+            "{q}"
+        );
     }
 
     #[test]

@@ -11,6 +11,22 @@ CREATE TABLE cumulative AS
   SELECT window_start, window_end, COUNT(*) AS n
   FROM CUMULATE(clicks, ts, INTERVAL '30' SECOND, INTERVAL '1' MINUTE)
   GROUP BY window_start, window_end;
+-- One row per minute, no other key, emitted when the minute closes.
+CREATE TABLE per_minute AS
+  SELECT window_start, window_end, COUNT(*) AS n
+  FROM TUMBLE(clicks, ts, INTERVAL '1' MINUTE)
+  GROUP BY window_start, window_end EMIT FINAL;
+-- Windowed aggregates in subqueries are streams of closed windows: the busiest
+-- url of each minute joins the counts per url with their maximum per minute.
+CREATE STREAM top_url AS
+  SELECT c.url, c.n, c.window_start
+  FROM (SELECT url, window_start, window_end, COUNT(*) AS n
+        FROM TUMBLE(clicks, ts, INTERVAL '1' MINUTE) GROUP BY url, window_start, window_end) c
+  JOIN (SELECT window_end, MAX(n) AS top
+        FROM (SELECT url, window_end, COUNT(*) AS n
+              FROM TUMBLE(clicks, ts, INTERVAL '1' MINUTE) GROUP BY url, window_start, window_end) x
+        GROUP BY window_end) m
+  ON c.window_end = m.window_end AND c.n = m.top;
 CREATE TABLE sessions AS
   SELECT user_id, window_start, window_end, COUNT(*) AS n
   FROM SESSION(clicks, ts, INTERVAL '30' SECOND)
@@ -72,3 +88,16 @@ must GROUP BY window_start and window_end
 --- error CREATE TABLE bad AS SELECT url, COUNT(*) FROM clicks WINDOW HOPPING (SIZE 1 MINUTE) GROUP BY url
 line 1, column
 ADVANCE BY
+
+-- The watermark passes 00:02: both minutes close, with the click that arrived
+-- after the restart counted.
+--- input clicks
+u3 | {"url": "/c", "ts": "2024-01-01T00:03:00"}
+
+--- expect SELECT window_start, n FROM per_minute ORDER BY window_start
+2024-01-01T00:00:00 | 4
+2024-01-01T00:01:00 | 1
+
+--- expect SELECT url, n, window_start FROM top_url ORDER BY window_start
+/a | 3 | 2024-01-01T00:00:00
+/a | 1 | 2024-01-01T00:01:00
