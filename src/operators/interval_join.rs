@@ -70,14 +70,8 @@ pub struct Interval {
 }
 
 impl Interval {
-    /// A regular (unbounded) inner join: rows of any time meet, none is freed.
-    pub const UNBOUNDED: Interval = Interval {
-        lower: i64::MIN,
-        upper: i64::MAX,
-        grace: 0,
-    };
-
-    fn is_unbounded(&self) -> bool {
+    /// Some row is kept for ever (a regular join: a bound is missing).
+    pub fn is_unbounded(&self) -> bool {
         self.lower == i64::MIN || self.upper == i64::MAX
     }
 }
@@ -292,14 +286,20 @@ impl IntervalJoin {
 
 impl JoinOperator for IntervalJoin {
     fn describe(&self) -> String {
-        let bounds = if self.interval.is_unbounded() {
-            "unbounded in time (state grows with the inputs)".to_string()
-        } else {
-            format!(
-                "right time - left time in [{} ms, {} ms], grace {} ms",
-                self.interval.lower, self.interval.upper, self.interval.grace
-            )
+        let bound = |ms: i64| match ms {
+            i64::MIN => "-∞".to_string(),
+            i64::MAX => "∞".to_string(),
+            ms => format!("{ms} ms"),
         };
+        let mut bounds = format!(
+            "right time - left time in [{}, {}], grace {} ms",
+            bound(self.interval.lower),
+            bound(self.interval.upper),
+            self.interval.grace
+        );
+        if self.interval.is_unbounded() {
+            bounds.push_str(" (unbounded: the state of a side grows with its input)");
+        }
         format!(
             "IntervalJoin: {} ON {}, {bounds}{}",
             self.kind.name(),

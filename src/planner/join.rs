@@ -41,6 +41,7 @@ pub(super) fn translate_join(
 ) -> Result<Partial> {
     let mut left = translate(state, catalog, &join.left, allow_limit, windows, tables)?;
     left.windows_as_stream();
+    left.check_ranked()?;
     let right_is_table = scanned_table(&join.right)
         .and_then(|n| catalog.relation(&n))
         .is_some_and(|r| r.is_table());
@@ -50,6 +51,7 @@ pub(super) fn translate_join(
     } else {
         let mut right = translate(state, catalog, &join.right, allow_limit, windows, tables)?;
         right.windows_as_stream();
+        right.check_ranked()?;
         match (left.changelog, right.changelog) {
             (false, false) => {
                 let inner = join.join_type == JoinType::Inner;
@@ -125,6 +127,7 @@ fn merge(left: Partial, right: Partial, op: Box<dyn JoinOperator>, join: &Join) 
         })),
         time: None,
         final_windows: None,
+        rank: None,
     }
 }
 
@@ -160,18 +163,20 @@ fn interval_join(
             upper: after,
             grace,
         },
-        None => match time_bounds(join, left.time, right.time, &rest) {
-            Ok(bounds) => bounds,
-            // Flink's and RisingWave's regular join: every row stays, so its
-            // state grows with its inputs. An outer join would have to retract
-            // its padded rows, which an append-only result cannot.
-            Err(_) if kind == JoinKind::Inner => Interval::UNBOUNDED,
-            Err(e) => {
-                return Err(e.with_hint(format!(
-                    "an outer stream-stream join pads a row once no partner can arrive, so it needs a time bound: {INTERVAL_HINT}"
-                )))
+        None => {
+            let bounds = time_bounds(join, left.time, right.time, &rest);
+            // Without both bounds an inner join is Flink's and RisingWave's
+            // regular join: rows stay until the one bound there is frees them,
+            // or forever. An outer join would have to retract its padded rows,
+            // which an append-only result cannot.
+            if kind != JoinKind::Inner && bounds.is_unbounded() {
+                return Err(SluiceError::sql(
+                    "an outer stream-stream join needs a time bound on both sides of the left row's time",
+                )
+                .with_hint(INTERVAL_HINT));
             }
-        },
+            bounds
+        }
     };
     let props = state.execution_props();
     let filter = conjunction(rest)
@@ -320,19 +325,13 @@ fn within_marker(e: &Expr) -> Result<Option<(i64, i64, i64)>> {
 /// event-time columns (`r.ts BETWEEN l.ts - INTERVAL '1' HOUR AND l.ts`,
 /// `r.ts >= l.ts`, equal window ends, ...). The comparisons stay in the join
 /// condition, which is evaluated exactly; the bounds decide how long rows are
-/// kept.
+/// kept. A bound not found is infinite.
 fn time_bounds(
     join: &Join,
     left_time: Option<TimeColumn>,
     right_time: Option<TimeColumn>,
     conjuncts: &[Expr],
-) -> Result<Interval> {
-    let missing = || {
-        SluiceError::sql(
-            "an outer stream-stream join needs a time bound on both sides of the left row's time",
-        )
-        .with_hint(INTERVAL_HINT)
-    };
+) -> Interval {
     // (is the right side, event time = value - offset)
     let side_of = |c: &Column| -> Option<(bool, i64)> {
         let at = |plan: &LogicalPlan, time: Option<TimeColumn>| {
@@ -393,14 +392,11 @@ fn time_bounds(
             _ => {}
         }
     }
-    if lower == i64::MIN || upper == i64::MAX {
-        return Err(missing());
-    }
-    Ok(Interval {
+    Interval {
         lower,
         upper,
         grace: 0,
-    })
+    }
 }
 
 /// `col`, `col + interval` or `col - interval` → (col, offset in ms).

@@ -8,6 +8,7 @@
 pub mod errors;
 mod join;
 pub mod providers;
+mod top_n;
 pub mod window;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::dataflow::Dataflow;
 use crate::error::{Result, SluiceError};
 use crate::operators::aggregate_inputs::WindowColumns;
 use crate::operators::group_aggregate::{AggregateSpec, WindowedGroups};
+use crate::operators::top_n::Ranking;
 use crate::operators::{
     ChangelogRetractions, Filter, GroupAggregate, MaterializedTable, Operator, Project,
     SessionAggregate, WindowAssign, WindowFinalAggregate, WindowResults,
@@ -99,6 +101,16 @@ struct Partial {
     /// Set when the output is the final results of windows (each key emitted
     /// once, when its window closes): `WindowResults` can read them as a stream.
     final_windows: Option<FinalWindows>,
+    /// A ROW_NUMBER() waiting for the filter that limits it.
+    rank: Option<PendingRank>,
+}
+
+struct PendingRank {
+    ranking: Ranking,
+    /// Node id of its `TopN` in `flow`, replaced once the limit is known.
+    node: usize,
+    /// The row number column (gone if a projection dropped it).
+    column: Option<usize>,
 }
 
 struct PendingWindow {
@@ -148,6 +160,20 @@ impl Partial {
         self.final_windows = self
             .final_windows
             .and_then(|f| to(f.end_column).map(|end_column| FinalWindows { end_column, ..f }));
+        if let Some(rank) = self.rank.as_mut() {
+            rank.column = rank.column.and_then(&to);
+        }
+    }
+
+    /// A row number must be limited (Top-N) before the rows go on.
+    fn check_ranked(&self) -> Result<()> {
+        match self.rank {
+            Some(_) => Err(unsupported(
+                "ROW_NUMBER() without a limit on it",
+                "rank in a subquery and filter it: SELECT ... FROM (SELECT ..., ROW_NUMBER() OVER (PARTITION BY k ORDER BY x DESC) AS rn FROM s) WHERE rn <= 3",
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -300,6 +326,7 @@ pub async fn plan_continuous(
             (plan, partial)
         }
     };
+    partial.check_ranked()?;
     let logical = plan.display_indent().to_string();
     if emit == Some(EmitMode::Final) && !partial.windowed_aggregate {
         return Err(SluiceError::sql(
@@ -388,6 +415,7 @@ fn translate(
                     })
                 }),
                 final_windows: None,
+                rank: None,
             };
             if let Some(w) = window {
                 // The scan's schema has the window columns; the source does not.
@@ -465,7 +493,14 @@ fn translate(
                 return join::translate_join(state, catalog, j, allow_limit, windows, tables, Some(&f.predicate));
             }
             let mut partial = translate(state, catalog, &f.input, allow_limit, windows, tables)?;
-            let predicate = create_physical_expr(&f.predicate, f.input.schema(), props, &Default::default())
+            let predicate = match partial.rank.take() {
+                Some(rank) => match top_n::limit_rank(&mut partial, rank, &f.predicate, f.input.schema())? {
+                    Some(rest) => rest,
+                    None => return Ok(partial),
+                },
+                None => f.predicate.clone(),
+            };
+            let predicate = create_physical_expr(&predicate, f.input.schema(), props, &Default::default())
                 .map_err(df_error)?;
             partial
                 .flow
@@ -480,6 +515,7 @@ fn translate(
         LogicalPlan::Aggregate(agg) => {
             let mut partial = translate(state, catalog, &agg.input, allow_limit, windows, tables)?;
             partial.windows_as_stream();
+            partial.check_ranked()?;
             // Aggregating a TABLE: each change retracts the key's old row and adds
             // the new one, so only aggregates that can take a row back work.
             let over_changelog = partial.changelog;
@@ -667,7 +703,13 @@ fn translate(
         )),
         LogicalPlan::Join(join) => join::translate_join(state, catalog, join, allow_limit, windows, tables, None),
         LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT", "use GROUP BY instead")),
-        LogicalPlan::Window(_) => Err(unsupported("a window function (OVER ...)", "use GROUP BY")),
+        LogicalPlan::Window(w) => {
+            let mut partial = translate(state, catalog, &w.input, allow_limit, windows, tables)?;
+            partial.windows_as_stream();
+            partial.check_ranked()?;
+            top_n::rank(state, w, &mut partial)?;
+            Ok(partial)
+        }
         LogicalPlan::Union(_) => Err(unsupported("UNION", "use INSERT INTO to merge streams")),
         LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(SluiceError::sql(
             "a continuous query must read a stream or table (FROM ...)",
