@@ -35,19 +35,27 @@ pub enum NexmarkQuery {
     Q0,
     Q1,
     Q2,
+    Q3,
     Q4,
+    Q5,
+    Q7,
     Q8,
+    Q9,
     /// Bids joined with their auction within 10 s (not a standard Nexmark query).
     IntervalJoin,
 }
 
 impl NexmarkQuery {
-    pub const RUNNABLE: [NexmarkQuery; 6] = [
+    pub const RUNNABLE: [NexmarkQuery; 10] = [
         NexmarkQuery::Q0,
         NexmarkQuery::Q1,
         NexmarkQuery::Q2,
+        NexmarkQuery::Q3,
         NexmarkQuery::Q4,
+        NexmarkQuery::Q5,
+        NexmarkQuery::Q7,
         NexmarkQuery::Q8,
+        NexmarkQuery::Q9,
         NexmarkQuery::IntervalJoin,
     ];
 
@@ -56,20 +64,42 @@ impl NexmarkQuery {
             NexmarkQuery::Q0 => "q0",
             NexmarkQuery::Q1 => "q1",
             NexmarkQuery::Q2 => "q2",
+            NexmarkQuery::Q3 => "q3",
             NexmarkQuery::Q4 => "q4",
+            NexmarkQuery::Q5 => "q5",
+            NexmarkQuery::Q7 => "q7",
             NexmarkQuery::Q8 => "q8",
+            NexmarkQuery::Q9 => "q9",
             NexmarkQuery::IntervalJoin => "interval_join",
         }
     }
 
-    /// The Nexmark streams the query reads.
+    /// The Nexmark streams the query reads, once per input (q5 and q7 read the
+    /// bids twice: windowed, and again to join with).
     pub fn reads(self) -> &'static [EventType] {
         match self {
             NexmarkQuery::IntervalJoin => &[EventType::Bid, EventType::Auction],
             NexmarkQuery::Q8 => &[EventType::Person, EventType::Auction],
-            NexmarkQuery::Q4 => &[EventType::Auction, EventType::Bid],
+            NexmarkQuery::Q3 => &[EventType::Auction, EventType::Person],
+            NexmarkQuery::Q4 | NexmarkQuery::Q9 => &[EventType::Auction, EventType::Bid],
+            NexmarkQuery::Q5 | NexmarkQuery::Q7 => &[EventType::Bid, EventType::Bid],
             _ => &[EventType::Bid],
         }
+    }
+
+    /// Rows read by the query out of `events` Nexmark events.
+    fn rows_read(self, events: u64) -> u64 {
+        self.reads().iter().map(|&t| rows_in(t, events)).sum()
+    }
+
+    /// `DROP STREAM` or `DROP TABLE` of what the statement creates.
+    fn drop_statement(self) -> String {
+        let kind = if self.sql().contains("CREATE TABLE") {
+            "TABLE"
+        } else {
+            "STREAM"
+        };
+        format!("DROP {kind} {}", self.sink())
     }
 
     /// The statement in `sql/nexmark/<q>.sql`.
@@ -78,8 +108,12 @@ impl NexmarkQuery {
             NexmarkQuery::Q0 => include_str!("../../sql/nexmark/q0.sql"),
             NexmarkQuery::Q1 => include_str!("../../sql/nexmark/q1.sql"),
             NexmarkQuery::Q2 => include_str!("../../sql/nexmark/q2.sql"),
+            NexmarkQuery::Q3 => include_str!("../../sql/nexmark/q3.sql"),
             NexmarkQuery::Q4 => include_str!("../../sql/nexmark/q4.sql"),
+            NexmarkQuery::Q5 => include_str!("../../sql/nexmark/q5.sql"),
+            NexmarkQuery::Q7 => include_str!("../../sql/nexmark/q7.sql"),
             NexmarkQuery::Q8 => include_str!("../../sql/nexmark/q8.sql"),
+            NexmarkQuery::Q9 => include_str!("../../sql/nexmark/q9.sql"),
             NexmarkQuery::IntervalJoin => include_str!("../../sql/nexmark/interval_join.sql"),
         }
     }
@@ -198,8 +232,11 @@ pub(super) async fn run_inprocess(
     scratch: &Path,
 ) -> anyhow::Result<RunResult> {
     let events = config.events.unwrap_or(0);
-    let mut relations = Vec::new();
+    let mut relations: Vec<crate::catalog::Relation> = Vec::new();
     for &table in query.reads() {
+        if relations.iter().any(|r| r.name == table_name(table)) {
+            continue;
+        }
         let name = table_name(table);
         let mut relation = export::relation(
             table,
@@ -255,7 +292,7 @@ pub(super) async fn run_inprocess(
         bail!("nexmark {} failed: {e}", query.name());
     }
     let read = QueryMetrics::get(&metrics.records_in);
-    let expected: u64 = query.reads().iter().map(|&t| rows_in(t, events)).sum();
+    let expected = query.rows_read(events);
     if read != expected {
         bail!(
             "nexmark {} read {read} rows, expected {expected}",
@@ -269,7 +306,7 @@ pub(super) async fn run_inprocess(
         rows_out: Some(QueryMetrics::get(&metrics.records_out)),
         measured,
         note: format!(
-            "{events} Nexmark events = {read} rows of {}; {} generator partitions; {} state entries at the end",
+            "{events} Nexmark events = {read} rows read of {}; {} generator partitions; {} state entries at the end",
             query
                 .reads()
                 .iter()
@@ -282,7 +319,7 @@ pub(super) async fn run_inprocess(
     })
 }
 
-/// The bids as JSON in a Kafka topic, then each query through the engine.
+/// The streams as JSON in Kafka topics, then each query through the engine.
 async fn run_kafka(
     queries: &[NexmarkQuery],
     config: &NexmarkConfig,
@@ -303,11 +340,18 @@ async fn run_kafka(
     let prefix = format!("sluice_nexmark_{}_", std::process::id());
     let backend =
         KafkaBackend::new(&addr, &properties).map_err(|e| anyhow!("connecting to {addr}: {e}"))?;
+    let events = config.events.unwrap_or(0);
 
+    let mut tables: Vec<EventType> = Vec::new();
+    for t in queries.iter().flat_map(|q| q.reads()) {
+        if !tables.contains(t) {
+            tables.push(*t);
+        }
+    }
     let meter = Meter::start(broker_pid);
     let exported = export::export(
         config,
-        &[EventType::Bid],
+        &tables,
         &export::Target::Topics {
             backend: backend.as_ref(),
             prefix: prefix.clone(),
@@ -315,12 +359,17 @@ async fn run_kafka(
     )
     .await?;
     let produced = meter.stop();
-    let bids = exported.first().map_or(0, |e| e.rows);
-    let topic = format!("{prefix}bid");
     print_row(&RunResult {
-        query: "nexmark bid".into(),
+        query: format!(
+            "nexmark {}",
+            tables
+                .iter()
+                .map(|&t| table_name(t))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        ),
         mode: "kafka produce (input)".into(),
-        events: bids,
+        events: exported.iter().map(|e| e.rows).sum(),
         rows_out: None,
         measured: produced,
         note: format!(
@@ -339,33 +388,29 @@ async fn run_kafka(
     .await
     .context("starting the engine")?;
     let mut session = Session::new();
-    execute(
-        &engine,
-        &mut session,
-        &export::create_statement(EventType::Bid, &topic),
-    )
-    .await?;
+    for e in &exported {
+        execute(
+            &engine,
+            &mut session,
+            &export::create_statement(e.table, &e.destination),
+        )
+        .await?;
+    }
     for &q in queries {
-        if q.reads() != [EventType::Bid] {
-            eprintln!(
-                "nexmark {}: the Kafka run exports bids only; skipped",
-                q.name()
-            );
-            continue;
-        }
+        let expected = q.rows_read(events);
         let meter = Meter::start(broker_pid);
         execute(&engine, &mut session, q.sql()).await?;
         let (mut last_in, mut last_progress) = (0u64, Instant::now());
         loop {
             let read = counter(&engine.metrics_text(), "sluice_query_records_in_total");
-            if read >= bids {
+            if read >= expected {
                 break;
             }
             if read > last_in {
                 (last_in, last_progress) = (read, Instant::now());
             } else if last_progress.elapsed() > STALL_TIMEOUT {
                 bail!(
-                    "nexmark {} stalled after reading {read} of {bids} bids",
+                    "nexmark {} stalled after reading {read} of {expected} rows",
                     q.name()
                 );
             }
@@ -387,16 +432,16 @@ async fn run_kafka(
         print_row(&RunResult {
             query: format!("nexmark {}", q.name()),
             mode: "kafka end to end".into(),
-            events: bids,
+            events: expected,
             rows_out: Some(out),
             measured,
             note: format!(
-                "JSON in Kafka ({topic}) → Sluice → JSON in Kafka ({}); checkpoint every {} ms",
+                "JSON in Kafka ({prefix}*) → Sluice → JSON in Kafka ({}); checkpoint every {} ms",
                 q.sink(),
                 args.checkpoint_interval_ms
             ),
         });
-        execute(&engine, &mut session, &format!("DROP STREAM {}", q.sink())).await?;
+        execute(&engine, &mut session, &q.drop_statement()).await?;
     }
     engine.shutdown().await;
     Ok(())
