@@ -29,8 +29,9 @@ struct Node {
 /// Operators wired from numbered inputs to one output.
 pub struct Dataflow {
     nodes: Vec<Node>,
-    /// Where each input's messages enter.
-    inputs: Vec<Target>,
+    /// Where each input's messages enter (several places when the query reads
+    /// the input more than once).
+    inputs: Vec<Vec<Target>>,
 }
 
 impl Dataflow {
@@ -38,7 +39,7 @@ impl Dataflow {
     pub fn input() -> Dataflow {
         Dataflow {
             nodes: Vec::new(),
-            inputs: vec![Target::Output],
+            inputs: vec![vec![Target::Output]],
         }
     }
 
@@ -102,15 +103,45 @@ impl Dataflow {
         for node in &mut self.nodes {
             node.target = moved(node.target);
         }
-        for t in &mut self.inputs {
+        for t in self.inputs.iter_mut().flatten() {
             *t = moved(*t);
         }
+    }
+
+    /// Input `from` reads the same as input `into`: `into` feeds both places
+    /// and the inputs after `from` move down one number.
+    pub fn share_input(&mut self, from: usize, into: usize) {
+        if from == into || from >= self.inputs.len() || into >= self.inputs.len() {
+            return;
+        }
+        let targets = self.inputs.remove(from);
+        let into = if into > from { into - 1 } else { into };
+        self.inputs[into].extend(targets);
     }
 
     /// Pushes one message from `input` through the graph; returns what reaches
     /// the output.
     pub fn process(&mut self, input: usize, msg: Message) -> Result<Vec<Message>> {
-        let mut target = self.inputs.get(input).copied().unwrap_or(Target::Output);
+        let targets = self
+            .inputs
+            .get(input)
+            .cloned()
+            .unwrap_or_else(|| vec![Target::Output]);
+        let Some((last, others)) = targets.split_last() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for &target in others {
+            // Chunks share their Arrow buffers: a copy per reader is cheap.
+            if matches!(msg, Message::Chunk(_) | Message::Watermark(_)) {
+                out.extend(self.process_from(target, msg.clone())?);
+            }
+        }
+        out.extend(self.process_from(*last, msg)?);
+        Ok(out)
+    }
+
+    fn process_from(&mut self, mut target: Target, msg: Message) -> Result<Vec<Message>> {
         let mut current = vec![msg];
         while let Target::Node(i, side) = target {
             let node = &mut self.nodes[i];
@@ -181,9 +212,11 @@ impl Dataflow {
 
     fn feeders(&self, target: Target) -> Vec<Feeder> {
         let mut feeders: Vec<(Side, Feeder)> = Vec::new();
-        for (i, t) in self.inputs.iter().enumerate() {
-            if let Some(side) = side_into(*t, target) {
-                feeders.push((side, Feeder::Input(i)));
+        for (i, targets) in self.inputs.iter().enumerate() {
+            for t in targets {
+                if let Some(side) = side_into(*t, target) {
+                    feeders.push((side, Feeder::Input(i)));
+                }
             }
         }
         for (i, n) in self.nodes.iter().enumerate() {
@@ -235,5 +268,54 @@ fn side_into(t: Target, target: Target) -> Option<Side> {
         (Target::Output, Target::Output) => Some(Side::Left),
         (Target::Node(i, s), Target::Node(j, sj)) if i == j && s == sj => Some(s),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::dataflow::Chunk;
+
+    /// Records which side each chunk reached.
+    struct Sides(Arc<Mutex<Vec<(Side, usize)>>>);
+
+    impl JoinOperator for Sides {
+        fn describe(&self) -> String {
+            "Sides".into()
+        }
+
+        fn on_chunk(&mut self, side: Side, chunk: Chunk, _: &mut Vec<Message>) -> Result<()> {
+            self.0.lock().unwrap().push((side, chunk.num_rows()));
+            Ok(())
+        }
+
+        fn on_watermark(&mut self, _: Side, _: i64, _: &mut Vec<Message>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_shared_input_feeds_every_place_that_reads_it() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut flow = Dataflow::join(
+            Dataflow::input(),
+            Dataflow::input(),
+            Box::new(Sides(seen.clone())),
+        );
+        flow.share_input(1, 0);
+        assert_eq!(flow.input_count(), 1);
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
+        let chunk = Chunk::new(batch, Int64Array::from(vec![0, 0, 0]), None);
+        flow.process(0, Message::Chunk(chunk)).unwrap();
+        assert_eq!(*seen.lock().unwrap(), [(Side::Left, 3), (Side::Right, 3)]);
+        let plan = flow.explain(&["s".into()]);
+        assert_eq!(plan, ["Sides", "    Source: s", "    Source: s"]);
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::DFSchemaRef;
 use datafusion::execution::context::SessionState;
-use datafusion::logical_expr::{Expr, FetchType, LogicalPlan};
+use datafusion::logical_expr::{Expr, FetchType, LogicalPlan, Projection};
 use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
 use datafusion::optimizer::Optimizer;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
@@ -327,6 +327,8 @@ pub async fn plan_continuous(
         }
     };
     partial.check_ranked()?;
+    let mut partial = partial;
+    share_inputs(&mut partial);
     let logical = plan.display_indent().to_string();
     if emit == Some(EmitMode::Final) && !partial.windowed_aggregate {
         return Err(SluiceError::sql(
@@ -366,6 +368,24 @@ pub async fn plan_continuous(
         limit: partial.limit,
         logical_plan: logical,
     })
+}
+
+/// A relation the query reads twice (windowed and plain, or with two windows)
+/// is read and decoded once, and its rows feed both places.
+fn share_inputs(partial: &mut Partial) {
+    let mut i = 1;
+    while i < partial.sources.len() {
+        match partial.sources[..i]
+            .iter()
+            .position(|s| *s == partial.sources[i])
+        {
+            Some(first) => {
+                partial.flow.share_input(i, first);
+                partial.sources.remove(i);
+            }
+            None => i += 1,
+        }
+    }
 }
 
 fn unsupported(what: &str, hint: &str) -> SluiceError {
@@ -456,41 +476,25 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Projection(p) => {
-            let mut partial = translate(state, catalog, &p.input, allow_limit, windows, tables)?;
-            let input_schema = p.input.schema();
-            let mut exprs = Vec::with_capacity(p.expr.len());
-            let mut keys = Vec::new();
-            for (out_idx, e) in p.expr.iter().enumerate() {
-                exprs.push(create_physical_expr(e, input_schema, props, &Default::default()).map_err(df_error)?);
-                if let Some(col) = column_of(e) {
-                    if let Ok(in_idx) = input_schema.index_of_column(col) {
-                        if partial.keys.contains(&in_idx) {
-                            keys.push((partial.keys.iter().position(|k| *k == in_idx).unwrap_or(0), out_idx));
-                        }
-                    }
-                }
-            }
-            let passed: Vec<Option<usize>> = p
-                .expr
-                .iter()
-                .map(|e| column_of(e).and_then(|c| input_schema.index_of_column(c).ok()))
-                .collect();
-            partial.remap_columns(|i| passed.iter().position(|&p| p == Some(i)));
-            // Keep keys in the order they had (GROUP BY order), one output column each.
-            keys.sort();
-            keys.dedup_by_key(|(k, _)| *k);
-            partial.keys = keys.into_iter().map(|(_, o)| o).collect();
-            partial
-                .flow
-                .push(Box::new(Project::new(exprs, Arc::new(p.schema.as_arrow().clone()))));
-            partial.schema = p.schema.clone();
-            Ok(partial)
+            let partial = translate(state, catalog, &p.input, allow_limit, windows, tables)?;
+            project(state, partial, p)
         }
         LogicalPlan::Filter(f) => {
-            if let LogicalPlan::Join(j) = f.input.as_ref() {
-                // WHERE over an inner join may hold its time bound (Flink's
-                // interval joins are often written so).
-                return join::translate_join(state, catalog, j, allow_limit, windows, tables, Some(&f.predicate));
+            // WHERE over an inner join may hold its time bound (Flink's interval
+            // joins are often written so); column pruning may have put a
+            // projection between the two.
+            match f.input.as_ref() {
+                LogicalPlan::Join(j) => {
+                    return join::translate_join(state, catalog, j, allow_limit, windows, tables, Some(&f.predicate));
+                }
+                LogicalPlan::Projection(p) => {
+                    if let (LogicalPlan::Join(j), Some(predicate)) = (p.input.as_ref(), below_projection(&f.predicate, p)) {
+                        let partial =
+                            join::translate_join(state, catalog, j, allow_limit, windows, tables, Some(&predicate))?;
+                        return project(state, partial, p);
+                    }
+                }
+                _ => {}
             }
             let mut partial = translate(state, catalog, &f.input, allow_limit, windows, tables)?;
             let predicate = match partial.rank.take() {
@@ -750,6 +754,66 @@ fn uses_window_columns(
             _ => return Ok(true),
         }
     }
+}
+
+/// `p` over `partial`'s rows.
+fn project(state: &SessionState, mut partial: Partial, p: &Projection) -> Result<Partial> {
+    let props = state.execution_props();
+    let input_schema = p.input.schema();
+    let mut exprs = Vec::with_capacity(p.expr.len());
+    let mut keys = Vec::new();
+    for (out_idx, e) in p.expr.iter().enumerate() {
+        exprs.push(
+            create_physical_expr(e, input_schema, props, &Default::default()).map_err(df_error)?,
+        );
+        if let Some(col) = column_of(e) {
+            if let Ok(in_idx) = input_schema.index_of_column(col) {
+                if partial.keys.contains(&in_idx) {
+                    keys.push((
+                        partial.keys.iter().position(|k| *k == in_idx).unwrap_or(0),
+                        out_idx,
+                    ));
+                }
+            }
+        }
+    }
+    let passed: Vec<Option<usize>> = p
+        .expr
+        .iter()
+        .map(|e| column_of(e).and_then(|c| input_schema.index_of_column(c).ok()))
+        .collect();
+    partial.remap_columns(|i| passed.iter().position(|&p| p == Some(i)));
+    // Keep keys in the order they had (GROUP BY order), one output column each.
+    keys.sort();
+    keys.dedup_by_key(|(k, _)| *k);
+    partial.keys = keys.into_iter().map(|(_, o)| o).collect();
+    partial.flow.push(Box::new(Project::new(
+        exprs,
+        Arc::new(p.schema.as_arrow().clone()),
+    )));
+    partial.schema = p.schema.clone();
+    Ok(partial)
+}
+
+/// `predicate` over `p`'s output rewritten over its input, when `p` only
+/// selects columns.
+fn below_projection(predicate: &Expr, p: &Projection) -> Option<Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let mut inputs = Vec::with_capacity(p.expr.len());
+    for e in &p.expr {
+        inputs.push(Expr::Column(column_of(e)?.clone()));
+    }
+    predicate
+        .clone()
+        .transform(|e| match &e {
+            Expr::Column(c) => match p.schema.index_of_column(c) {
+                Ok(i) => Ok(Transformed::yes(inputs[i].clone())),
+                Err(e) => Err(e),
+            },
+            _ => Ok(Transformed::no(e)),
+        })
+        .ok()
+        .map(|t| t.data)
 }
 
 fn column_of(e: &Expr) -> Option<&datafusion::common::Column> {
