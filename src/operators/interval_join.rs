@@ -14,7 +14,7 @@
 //! its own. The output watermark is held back by the bounds and the grace period
 //! so that padded rows, emitted late by design, are never behind it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
@@ -76,8 +76,6 @@ impl Interval {
     }
 }
 
-/// A side's rows of one join key, by (event time, sequence number).
-type KeyRows = BTreeMap<(i64, u64), Stored>;
 /// Rows freed unmatched (row, time), and the (time, seq) of every freed row.
 type Expired = (Vec<(Box<[u8]>, i64)>, Vec<(i64, u64)>);
 
@@ -87,13 +85,33 @@ struct Stored {
     matched: bool,
 }
 
+/// One join key's rows by (event time, sequence number), oldest first. Rows
+/// mostly arrive and expire in time order, so both ends are cheap.
+struct KeyRows {
+    key: Box<[u8]>,
+    rows: VecDeque<((i64, u64), Stored)>,
+}
+
+impl KeyRows {
+    fn position(&self, at: (i64, u64)) -> Option<usize> {
+        match self.rows.front() {
+            Some((first, _)) if *first == at => Some(0),
+            _ => self.rows.binary_search_by_key(&at, |(k, _)| *k).ok(),
+        }
+    }
+}
+
 /// One side's buffered rows.
 struct Buffer {
     schema: SchemaRef,
     rows: RowConverter,
-    by_key: HashMap<Box<[u8]>, KeyRows>,
-    /// (time, seq) → key, oldest first, to free rows as watermarks pass.
-    expiry: BTreeMap<(i64, u64), Box<[u8]>>,
+    /// Join key → its slot in `keys`.
+    ids: HashMap<Box<[u8]>, u32>,
+    keys: Vec<KeyRows>,
+    /// Slots of `keys` whose key has no rows left, for reuse.
+    free: Vec<u32>,
+    /// (time, seq) → key slot, oldest first, to free rows as watermarks pass.
+    expiry: BTreeMap<(i64, u64), u32>,
 }
 
 impl Buffer {
@@ -106,17 +124,66 @@ impl Buffer {
         Ok(Buffer {
             schema,
             rows: RowConverter::new(fields)?,
-            by_key: HashMap::default(),
+            ids: HashMap::default(),
+            keys: Vec::new(),
+            free: Vec::new(),
             expiry: BTreeMap::new(),
         })
     }
 
+    fn len(&self) -> usize {
+        self.expiry.len()
+    }
+
     fn insert(&mut self, key: &[u8], time: i64, seq: u64, stored: Stored) {
-        self.by_key
-            .entry(key.into())
-            .or_default()
-            .insert((time, seq), stored);
-        self.expiry.insert((time, seq), key.into());
+        let id = match self.ids.get(key) {
+            Some(&id) => id,
+            None => {
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.keys[id as usize].key = key.into();
+                        id
+                    }
+                    None => {
+                        self.keys.push(KeyRows {
+                            key: key.into(),
+                            rows: VecDeque::new(),
+                        });
+                        (self.keys.len() - 1) as u32
+                    }
+                };
+                self.ids.insert(key.into(), id);
+                id
+            }
+        };
+        let at = (time, seq);
+        let rows = &mut self.keys[id as usize].rows;
+        match rows.back() {
+            Some((last, _)) if *last > at => {
+                let i = rows.partition_point(|(k, _)| *k < at);
+                rows.insert(i, (at, stored));
+            }
+            _ => rows.push_back((at, stored)),
+        }
+        self.expiry.insert(at, id);
+    }
+
+    /// The rows of `key` with times in `lo..=hi`.
+    fn candidates(
+        &self,
+        key: &[u8],
+        lo: i64,
+        hi: i64,
+    ) -> impl Iterator<Item = &((i64, u64), Stored)> {
+        let rows = self.ids.get(key).map(|&id| &self.keys[id as usize].rows);
+        let (from, to) = rows.map_or((0, 0), |rows| {
+            (
+                rows.partition_point(|((t, _), _)| *t < lo),
+                rows.partition_point(|((t, _), _)| *t <= hi),
+            )
+        });
+        rows.into_iter()
+            .flat_map(move |r| r.range(from..to.max(from)))
     }
 
     /// Removes the rows older than `before`; returns the unmatched ones' rows
@@ -128,25 +195,36 @@ impl Buffer {
             if entry.key().0 >= before {
                 break;
             }
-            let ((time, seq), key) = entry.remove_entry();
-            removed.push((time, seq));
-            if let Some(rows) = self.by_key.get_mut(&key) {
-                if let Some(stored) = rows.remove(&(time, seq)) {
+            let (at, id) = entry.remove_entry();
+            removed.push(at);
+            let slot = &mut self.keys[id as usize];
+            if let Some(i) = slot.position(at) {
+                if let Some((_, stored)) = slot.rows.remove(i) {
                     if !stored.matched {
-                        unmatched.push((stored.row, time));
+                        unmatched.push((stored.row, at.0));
                     }
                 }
-                if rows.is_empty() {
-                    self.by_key.remove(&key);
-                }
+            }
+            if slot.rows.is_empty() {
+                self.ids.remove(&slot.key);
+                slot.key = Box::default();
+                self.free.push(id);
             }
         }
         (unmatched, removed)
     }
 
+    /// The key and row buffered at (time, seq).
+    fn get(&self, time: i64, seq: u64) -> Option<(&[u8], &Stored)> {
+        let slot = &self.keys[*self.expiry.get(&(time, seq))? as usize];
+        let i = slot.position((time, seq))?;
+        Some((&slot.key, &slot.rows[i].1))
+    }
+
     fn get_mut(&mut self, time: i64, seq: u64) -> Option<&mut Stored> {
-        let key = self.expiry.get(&(time, seq))?;
-        self.by_key.get_mut(key)?.get_mut(&(time, seq))
+        let slot = &mut self.keys[*self.expiry.get(&(time, seq))? as usize];
+        let i = slot.position((time, seq))?;
+        Some(&mut slot.rows[i].1)
     }
 }
 
@@ -346,16 +424,13 @@ impl JoinOperator for IntervalJoin {
         let mut other_at = Vec::new();
         let mut other_rows: Vec<&[u8]> = Vec::new();
         for (i, _) in null_key.iter().enumerate().filter(|(_, null)| !**null) {
-            let Some(candidates) = other.by_key.get(key_rows.row(i).as_ref()) else {
-                continue;
-            };
             let (lo, hi) = self.range_for(side.other(), chunk.rowtime.value(i));
             if lo > hi {
                 continue;
             }
-            for (&(t, seq), stored) in candidates.range((lo, 0)..=(hi, u64::MAX)) {
+            for ((t, seq), stored) in other.candidates(key_rows.row(i).as_ref(), lo, hi) {
                 this_index.push(i as u32);
-                other_at.push((t, seq));
+                other_at.push((*t, *seq));
                 other_rows.push(&stored.row);
             }
         }
@@ -462,7 +537,7 @@ impl JoinOperator for IntervalJoin {
     }
 
     fn state_entries(&self) -> usize {
-        self.sides.iter().map(|s| s.expiry.len()).sum()
+        self.sides.iter().map(Buffer::len).sum()
     }
 
     fn without_checkpoints(&mut self) {
@@ -474,11 +549,7 @@ impl JoinOperator for IntervalJoin {
         for (side, t, seq) in self.dirty.drain() {
             let key = row_key(side, t, seq);
             let buffer = &self.sides[side as usize];
-            let found = buffer
-                .expiry
-                .get(&(t, seq))
-                .and_then(|k| Some((k, buffer.by_key.get(k)?.get(&(t, seq))?)));
-            match found {
+            match buffer.get(t, seq) {
                 Some((k, stored)) => {
                     let mut value = Vec::with_capacity(5 + k.len() + stored.row.len());
                     value.extend_from_slice(&(k.len() as u32).to_be_bytes());
@@ -679,7 +750,7 @@ mod tests {
         out.clear();
         j.on_watermark(Side::Right, 13_001, &mut out).unwrap();
         assert_eq!(results(&out).0, vec![]);
-        assert_eq!(j.sides[0].expiry.len(), 0);
+        assert_eq!(j.sides[0].len(), 0);
     }
 
     #[test]
