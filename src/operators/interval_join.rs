@@ -28,6 +28,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use super::join_rows::{
     assemble, filter_mask, indices, null_columns, stored_columns, take_columns, JoinKeys,
 };
+use super::row_key::Key;
 use super::{JoinOperator, Side, SideWatermarks};
 use crate::dataflow::{Chunk, Message};
 use crate::error::{Result, SluiceError};
@@ -88,7 +89,7 @@ struct Stored {
 /// One join key's rows by (event time, sequence number), oldest first. Rows
 /// mostly arrive and expire in time order, so both ends are cheap.
 struct KeyRows {
-    key: Box<[u8]>,
+    key: Key,
     rows: VecDeque<((i64, u64), Stored)>,
 }
 
@@ -106,9 +107,10 @@ struct Buffer {
     schema: SchemaRef,
     rows: RowConverter,
     /// Join key → its slot in `keys`.
-    ids: HashMap<Box<[u8]>, u32>,
+    ids: HashMap<Key, u32>,
     keys: Vec<KeyRows>,
-    /// Slots of `keys` whose key has no rows left, for reuse.
+    /// Slots of `keys` whose key has no rows left, for reuse (with the capacity
+    /// of their row lists).
     free: Vec<u32>,
     /// (time, seq) → key slot, oldest first, to free rows as watermarks pass.
     expiry: BTreeMap<(i64, u64), u32>,
@@ -141,18 +143,18 @@ impl Buffer {
             None => {
                 let id = match self.free.pop() {
                     Some(id) => {
-                        self.keys[id as usize].key = key.into();
+                        self.keys[id as usize].key = Key::new(key);
                         id
                     }
                     None => {
                         self.keys.push(KeyRows {
-                            key: key.into(),
+                            key: Key::new(key),
                             rows: VecDeque::new(),
                         });
                         (self.keys.len() - 1) as u32
                     }
                 };
-                self.ids.insert(key.into(), id);
+                self.ids.insert(Key::new(key), id);
                 id
             }
         };
@@ -206,8 +208,7 @@ impl Buffer {
                 }
             }
             if slot.rows.is_empty() {
-                self.ids.remove(&slot.key);
-                slot.key = Box::default();
+                self.ids.remove::<[u8]>(&slot.key);
                 self.free.push(id);
             }
         }
