@@ -25,7 +25,7 @@ use super::group_aggregate::AggregateSpec;
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
-use crate::state::{QueryState, StateWriteBatch};
+use crate::state::{QueryState, StateReader, StateWriteBatch};
 
 struct Session {
     start: i64,
@@ -259,26 +259,17 @@ impl SessionAggregate {
         Ok(out)
     }
 
-    fn decode_sessions(&self, mut value: &[u8]) -> Result<Vec<Session>> {
-        let corrupt = || SluiceError::Internal("corrupt session state".into());
-        let mut take = |n: usize| -> Result<&[u8]> {
-            if value.len() < n {
-                return Err(corrupt());
-            }
-            let (head, rest) = value.split_at(n);
-            value = rest;
-            Ok(head)
-        };
-        let count = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
+    fn decode_sessions(&self, value: &[u8]) -> Result<Vec<Session>> {
+        let mut value = StateReader::new(value, "session");
+        let count = value.u32()? as usize;
         let mut sessions = Vec::with_capacity(count);
         let parser = self.state_rows.parser();
         for _ in 0..count {
             let mut v = [0i64; 5];
             for x in v.iter_mut() {
-                *x = i64::from_be_bytes(take(8)?.try_into().map_err(|_| corrupt())?);
+                *x = value.i64()?;
             }
-            let len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
-            let row = take(len)?;
+            let row = value.prefixed()?;
             let arrays = self.state_rows.convert_rows([parser.parse(row)])?;
             let mut accumulators = self.new_accumulators()?;
             let mut c = 0;

@@ -24,7 +24,7 @@ use super::join_rows::{cast_to, stored_columns};
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
-use crate::state::{QueryState, StateWriteBatch};
+use crate::state::{QueryState, StateReader, StateWriteBatch};
 
 /// What to rank and by what; the planner builds it from the window function.
 #[derive(Clone)]
@@ -220,25 +220,13 @@ impl Operator for TopN {
     }
 
     fn restore(&mut self, id: u16, state: &QueryState) -> Result<()> {
-        let corrupt = || SluiceError::Internal("corrupt Top-N state".into());
         for (key, value) in state.scan(id)? {
             let mut list = Vec::new();
-            let mut rest = value.as_slice();
-            let mut take = |len: usize| -> Result<&[u8]> {
-                if rest.len() < len {
-                    return Err(corrupt());
-                }
-                let (head, tail) = rest.split_at(len);
-                rest = tail;
-                Ok(head)
-            };
-            loop {
-                let Ok(len) = take(4) else { break };
-                let len = u32::from_be_bytes(len.try_into().map_err(|_| corrupt())?) as usize;
-                let order: Box<[u8]> = take(len)?.into();
-                let len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
-                let row: Box<[u8]> = take(len)?.into();
-                let time = i64::from_be_bytes(take(8)?.try_into().map_err(|_| corrupt())?);
+            let mut value = StateReader::new(&value, "Top-N");
+            while !value.is_empty() {
+                let order = value.prefixed()?.into();
+                let row = value.prefixed()?.into();
+                let time = value.i64()?;
                 list.push(Ranked { order, row, time });
             }
             self.partitions.insert(key.into(), list);

@@ -226,6 +226,54 @@ impl StateWriteBatch {
     }
 }
 
+/// Reads back, field by field, a value an operator wrote into its state
+/// (big-endian numbers, byte strings after their u32 length).
+pub struct StateReader<'a> {
+    rest: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> StateReader<'a> {
+    /// `what` names the state in the error a truncated value gives.
+    pub fn new(value: &'a [u8], what: &'static str) -> StateReader<'a> {
+        StateReader { rest: value, what }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.rest.len() < n {
+            return Err(SluiceError::State(format!("corrupt {} state", self.what)));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let bytes = self.take(N)?;
+        let mut out = [0; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+
+    pub fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    pub fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    /// A byte string written after its u32 length.
+    pub fn prefixed(&mut self) -> Result<&'a [u8]> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
