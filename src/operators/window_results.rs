@@ -64,7 +64,12 @@ impl Operator for WindowResults {
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
-        out.push(Message::Watermark(watermark.saturating_sub(self.grace)));
+        // The end of a bounded input stays the end.
+        let w = match watermark {
+            i64::MAX => i64::MAX,
+            w => w.saturating_sub(self.grace),
+        };
+        out.push(Message::Watermark(w));
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::create_physical_expr;
 
-use super::window::WindowContext;
+use super::window::Windows;
 use super::{df_error, translate, unsupported, Partial, PendingWindow, TableLookup, TimeColumn};
 use crate::catalog::Catalog;
 use crate::dataflow::Dataflow;
@@ -35,7 +35,7 @@ pub(super) fn translate_join(
     catalog: &Catalog,
     join: &Join,
     allow_limit: bool,
-    windows: &[WindowContext],
+    windows: &Windows,
     tables: TableLookup<'_>,
     where_clause: Option<&Expr>,
 ) -> Result<Partial> {
@@ -403,8 +403,10 @@ fn time_bounds(
 fn time_term(e: &Expr) -> Option<(Column, i64)> {
     match e {
         Expr::Column(c) => Some((c.clone(), 0)),
-        Expr::Cast(c) => time_term(&c.expr),
-        Expr::TryCast(c) => time_term(&c.expr),
+        // Coercion to a common timestamp type keeps every millisecond; a cast
+        // to DATE or seconds would make equal values of different times.
+        Expr::Cast(c) if keeps_milliseconds(c.field.data_type()) => time_term(&c.expr),
+        Expr::TryCast(c) if keeps_milliseconds(c.field.data_type()) => time_term(&c.expr),
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             let (c, o) = time_term(left)?;
             let ms = interval_ms(right)?;
@@ -416,6 +418,17 @@ fn time_term(e: &Expr) -> Option<(Column, i64)> {
         }
         _ => None,
     }
+}
+
+fn keeps_milliseconds(t: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::{DataType, TimeUnit};
+    matches!(
+        t,
+        DataType::Timestamp(
+            TimeUnit::Millisecond | TimeUnit::Microsecond | TimeUnit::Nanosecond,
+            _
+        )
+    )
 }
 
 fn interval_ms(e: &Expr) -> Option<i64> {

@@ -35,7 +35,7 @@ use crate::operators::{
     SessionAggregate, WindowAssign, WindowFinalAggregate, WindowResults,
 };
 use crate::sql::{EmitMode, WindowClause, WindowKind};
-use window::WindowContext;
+use window::{WindowContext, Windows};
 
 pub use errors::df_error;
 
@@ -142,6 +142,9 @@ impl Partial {
         if let (true, Some(f)) = (self.changelog, self.final_windows.take()) {
             self.flow
                 .push(Box::new(WindowResults::new(f.end_column, f.grace)));
+            // The windows are consumed here: what comes next is not windowed.
+            self.windowed_aggregate = false;
+            self.window_end_key = None;
             self.changelog = false;
             self.required_keys = 0;
             self.time = Some(TimeColumn {
@@ -301,11 +304,12 @@ pub async fn plan_continuous(
         }
         windows.push(context);
     }
+    let windows = Windows::new(windows);
     let owned_state;
-    let state = if windows.is_empty() {
+    let state = if windows.contexts.is_empty() {
         state
     } else {
-        owned_state = window::planning_state(state, catalog, &reads, &windows)?;
+        owned_state = window::planning_state(state, catalog, &reads, &windows.contexts)?;
         &owned_state
     };
     let plan = logical_plan(state, &query).await?;
@@ -313,16 +317,30 @@ pub async fn plan_continuous(
     // aggregate over a changelog retracts by; then the query is planned unpruned.
     let pruned = if joins_streams_only(catalog, &reads, &plan) {
         let pruned = prune_columns(state, plan.clone())?;
-        translate(state, catalog, &pruned, allow_limit, &windows, tables)
-            .ok()
-            .map(|partial| (pruned, partial))
+        translate(
+            state,
+            catalog,
+            &pruned,
+            allow_limit,
+            &windows.for_plan(&pruned),
+            tables,
+        )
+        .ok()
+        .map(|partial| (pruned, partial))
     } else {
         None
     };
     let (plan, partial) = match pruned {
         Some(done) => done,
         None => {
-            let partial = translate(state, catalog, &plan, allow_limit, &windows, tables)?;
+            let partial = translate(
+                state,
+                catalog,
+                &plan,
+                allow_limit,
+                &windows.for_plan(&plan),
+                tables,
+            )?;
             (plan, partial)
         }
     };
@@ -402,14 +420,14 @@ fn translate(
     catalog: &Catalog,
     plan: &LogicalPlan,
     allow_limit: bool,
-    windows: &[WindowContext],
+    windows: &Windows,
     tables: TableLookup<'_>,
 ) -> Result<Partial> {
     let props = state.execution_props();
     match plan {
         LogicalPlan::TableScan(scan) => {
             let scanned = scan.table_name.table();
-            let window = windows.iter().find(|w| w.source == scanned);
+            let window = windows.contexts.iter().find(|w| w.source == scanned);
             let name = window.map_or_else(|| scanned.to_string(), |w| w.relation.clone());
             let relation = catalog
                 .relation(&name)
@@ -591,6 +609,7 @@ fn translate(
             partial.final_windows = None;
             match (pending, window_key) {
                 (Some(PendingWindow { context: w, assign_at }), _) => {
+                    let emit_final = windows.emit_final(&w, agg);
                     let find = |name: &str| {
                         agg.group_expr.iter().position(|e| matches!(e, Expr::Column(c) if c.name == name))
                     };
@@ -615,10 +634,10 @@ fn translate(
                                 schema,
                                 gap,
                                 w.clause.grace,
-                                w.emit_final,
+                                emit_final,
                             )?)
                         }
-                        kind if w.emit_final
+                        kind if emit_final
                             && assign_at.is_some()
                             && !uses_window_columns(agg, &w.clause)? =>
                         {
@@ -643,7 +662,7 @@ fn translate(
                             WindowedGroups {
                                 end_key: end,
                                 grace: w.clause.grace,
-                                emit_final: w.emit_final,
+                                emit_final,
                             },
                         )),
                     };
@@ -653,7 +672,7 @@ fn translate(
                         DEFAULT_RETENTION_MS.max(w.clause.kind.max_size().saturating_add(w.clause.grace))
                     });
                     partial.window_end_key = Some((end, retention));
-                    if w.emit_final {
+                    if emit_final {
                         partial.final_windows = Some(FinalWindows {
                             end_column: end,
                             grace: w.clause.grace,
@@ -676,6 +695,8 @@ fn translate(
                     partial.final_windows = Some(FinalWindows { end_column: end, grace: 0 });
                 }
                 (None, None) => {
+                    partial.windowed_aggregate = false;
+                    partial.window_end_key = None;
                     let mut op = GroupAggregate::new(group_exprs, aggregates, schema)?;
                     if over_changelog {
                         op = op.retracting()?;

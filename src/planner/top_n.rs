@@ -99,6 +99,8 @@ pub(super) fn rank(state: &SessionState, window: &Window, partial: &mut Partial)
         .flow
         .push(Box::new(TopN::new(ranking.clone(), usize::MAX)?));
     partial.schema = window.schema.clone();
+    partial.windowed_aggregate = false;
+    partial.window_end_key = None;
     partial.changelog = true;
     partial.required_keys = keys.len();
     partial.keys = keys;
@@ -187,6 +189,10 @@ fn integer(e: &Expr) -> Option<i64> {
     let Expr::Literal(v, _) = e else {
         return None;
     };
+    // `rn < 2.5` is not a whole number of rows: no limit is read from it.
+    if !v.data_type().is_integer() {
+        return None;
+    }
     match v.cast_to(&arrow::datatypes::DataType::Int64).ok()? {
         ScalarValue::Int64(v) => v,
         _ => None,

@@ -13,9 +13,11 @@ use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
 };
 use datafusion::catalog::{CatalogProviderList, SchemaProvider};
+use datafusion::common::DFSchemaRef;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{Aggregate, LogicalPlan};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
@@ -40,9 +42,58 @@ pub struct WindowContext {
     /// The stream read.
     pub relation: String,
     pub clause: WindowClause,
-    /// Emit each window once, when it closes. Windows aggregated in a subquery
-    /// always do: their results feed another operator as a stream.
+    /// The query says EMIT FINAL. (Windows aggregated below the outermost
+    /// aggregate emit final whatever it says: see [`Windows::emit_final`].)
     pub emit_final: bool,
+}
+
+/// The windows of a query, and which aggregate is the outermost one: the only
+/// one whose emission the query's EMIT chooses.
+pub struct Windows {
+    pub contexts: Vec<WindowContext>,
+    outer_aggregate: Option<DFSchemaRef>,
+}
+
+impl Windows {
+    pub fn new(contexts: Vec<WindowContext>) -> Windows {
+        Windows {
+            contexts,
+            outer_aggregate: None,
+        }
+    }
+
+    /// The same windows for planning `plan`.
+    pub fn for_plan(&self, plan: &LogicalPlan) -> Windows {
+        Windows {
+            contexts: self.contexts.clone(),
+            outer_aggregate: outer_aggregate(plan),
+        }
+    }
+
+    /// Whether the aggregate of `window` emits each window once, when it closes:
+    /// with EMIT FINAL, or when its results go on into a join, an aggregate or a
+    /// ranking (they are a stream of closed windows there).
+    pub fn emit_final(&self, window: &WindowContext, aggregate: &Aggregate) -> bool {
+        window.emit_final
+            || !self
+                .outer_aggregate
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, &aggregate.schema))
+    }
+}
+
+/// The aggregate whose rows are the query's output (under projections, filters
+/// and limits only).
+fn outer_aggregate(plan: &LogicalPlan) -> Option<DFSchemaRef> {
+    match plan {
+        LogicalPlan::Aggregate(a) => Some(a.schema.clone()),
+        LogicalPlan::Projection(p) => outer_aggregate(&p.input),
+        LogicalPlan::Filter(f) => outer_aggregate(&f.input),
+        LogicalPlan::SubqueryAlias(a) => outer_aggregate(&a.input),
+        LogicalPlan::Limit(l) => outer_aggregate(&l.input),
+        LogicalPlan::Sort(s) => outer_aggregate(&s.input),
+        _ => None,
+    }
 }
 
 /// A table-valued window function found in a query, before it is checked.
@@ -52,7 +103,7 @@ pub struct WindowTvf {
     pub source: String,
     pub relation: String,
     pub clause: WindowClause,
-    /// In the outermost SELECT's FROM (its EMIT mode applies), not in a subquery.
+    /// In the outermost SELECT's FROM, where a WINDOW clause would be too.
     pub top_level: bool,
 }
 
@@ -353,7 +404,7 @@ pub fn tvf_context(
         source: tvf.source,
         relation: tvf.relation,
         clause: tvf.clause,
-        emit_final: !tvf.top_level || emit == Some(EmitMode::Final),
+        emit_final: emit == Some(EmitMode::Final),
     })
 }
 

@@ -26,6 +26,11 @@ CREATE STREAM search_outcomes AS
 CREATE STREAM same_user AS
   SELECT s.search_id, c.url
   FROM searches s JOIN clicks c ON s.user_id = c.user_id;
+-- Equal days are no time bound (rows of one day have many times): a regular join.
+CREATE STREAM same_day AS
+  SELECT s.search_id, c.url
+  FROM searches s JOIN clicks c
+    ON s.user_id = c.user_id AND CAST(s.ts AS DATE) = CAST(c.ts AS DATE);
 CREATE STREAM all_activity AS
   SELECT s.search_id, c.url
   FROM searches s FULL OUTER JOIN clicks c WITHIN 5 MINUTES ON s.user_id = c.user_id;
@@ -87,6 +92,11 @@ NULL | /x
 -- The regular join kept search 4 across the restart; the 09:00 click is behind
 -- the clicks' watermark, so it is late and dropped there too.
 --- expect SELECT search_id, url FROM same_user ORDER BY search_id
+1 | /shoes
+2 | /hats-early
+4 | /late-click
+
+--- expect SELECT search_id, url FROM same_day ORDER BY search_id
 1 | /shoes
 2 | /hats-early
 4 | /late-click

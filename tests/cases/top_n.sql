@@ -55,5 +55,8 @@ ROW_NUMBER()
 --- error SELECT customer, ROW_NUMBER() OVER (PARTITION BY customer ORDER BY amount) AS rn FROM orders EMIT CHANGES
 without a limit
 
+--- error SELECT customer FROM (SELECT customer, ROW_NUMBER() OVER (PARTITION BY customer ORDER BY amount) AS rn FROM orders) o WHERE rn < 2.5 EMIT CHANGES
+without a limit
+
 --- error CREATE TABLE bad AS SELECT customer, order_id FROM (SELECT customer, order_id, ROW_NUMBER() OVER (PARTITION BY customer ORDER BY amount) AS rn FROM orders) o WHERE rn <= 2
 must appear unchanged in the SELECT list

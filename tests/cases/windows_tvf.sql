@@ -27,6 +27,21 @@ CREATE STREAM top_url AS
               FROM TUMBLE(clicks, ts, INTERVAL '1' MINUTE) GROUP BY url, window_start, window_end) x
         GROUP BY window_end) m
   ON c.window_end = m.window_end AND c.n = m.top;
+-- The two best urls of each minute: a ranking of windows' results, keyed by
+-- the window and the rank.
+CREATE TABLE top2_urls AS
+  SELECT window_start, window_end, rn, url, n FROM (
+    SELECT window_start, window_end, url, n,
+           ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY n DESC) AS rn
+    FROM (SELECT url, window_start, window_end, COUNT(*) AS n
+          FROM TUMBLE(clicks, ts, INTERVAL '1' MINUTE) GROUP BY url, window_start, window_end) c) r
+  WHERE rn <= 2;
+-- Windows assigned in a subquery but aggregated by the outer query follow its
+-- EMIT mode (here the default, EMIT CHANGES): counts appear before windows close.
+CREATE TABLE a_per_minute AS
+  SELECT window_start, window_end, COUNT(*) AS n
+  FROM (SELECT * FROM TUMBLE(clicks, ts, INTERVAL '1' MINUTE) WHERE url = '/a') w
+  GROUP BY window_start, window_end;
 CREATE TABLE sessions AS
   SELECT user_id, window_start, window_end, COUNT(*) AS n
   FROM SESSION(clicks, ts, INTERVAL '30' SECOND)
@@ -37,6 +52,10 @@ u1 | {"url": "/a", "ts": "2024-01-01T00:00:00"}
 u1 | {"url": "/a", "ts": "2024-01-01T00:00:20"}
 u2 | {"url": "/b", "ts": "2024-01-01T00:00:40"}
 u1 | {"url": "/a", "ts": "2024-01-01T00:01:10"}
+
+--- expect SELECT window_start, n FROM a_per_minute ORDER BY window_start
+2024-01-01T00:00:00 | 2
+2024-01-01T00:01:00 | 1
 
 --- expect SELECT url, window_start, window_end, n FROM hopping ORDER BY url, window_start
 /a | 2023-12-31T23:59:30 | 2024-01-01T00:00:30 | 2
@@ -101,3 +120,8 @@ u3 | {"url": "/c", "ts": "2024-01-01T00:03:00"}
 --- expect SELECT url, n, window_start FROM top_url ORDER BY window_start
 /a | 3 | 2024-01-01T00:00:00
 /a | 1 | 2024-01-01T00:01:00
+
+--- expect SELECT window_start, rn, url, n FROM top2_urls ORDER BY window_start, rn
+2024-01-01T00:00:00 | 1 | /a | 3
+2024-01-01T00:00:00 | 2 | /b | 1
+2024-01-01T00:01:00 | 1 | /a | 1
