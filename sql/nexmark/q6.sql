@@ -1,7 +1,8 @@
 -- Nexmark q6: average selling price per seller over their last 10 closed
 -- auctions.
--- NOT RUNNABLE YET: needs an interval join, top-1 per auction and a ROWS window
--- function over the result.
+-- NOT RUNNABLE YET: the join and the MAX per auction run (as in q4), but an
+-- aggregate OVER a ROWS frame (the last 10 per seller) is refused, and its input
+-- would be a changelog (each auction's MAX changes as bids arrive).
 CREATE TABLE nexmark_q6 AS
 SELECT Q.seller,
        AVG(Q.final) OVER (PARTITION BY Q.seller ORDER BY Q.date_time
