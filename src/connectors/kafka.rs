@@ -320,9 +320,9 @@ impl LogBackend for KafkaBackend {
             .partition_count(topic)
             .await?
             .ok_or_else(|| ConnectorError::UnknownTopic(topic.to_string()))?;
-        let consumer: StreamConsumer =
+        let consumer: StreamConsumer<ReaderContext> =
             consumer_config(&self.brokers, &self.extra, &unique_group_id("reader"))
-                .create()
+                .create_with_context(ReaderContext)
                 .map_err(|e| kafka_err(format!("creating a consumer for '{topic}'"), e))?;
 
         let mut starts = vec![PartitionStart::Earliest; partitions as usize];
@@ -536,10 +536,28 @@ struct PartitionProgress {
     done: bool,
 }
 
+/// A reader's librdkafka callbacks. Reaching the end of a partition is how a
+/// reader knows it has caught up (`enable.partition.eof`); librdkafka also
+/// reports it as a global error, which the default context logs at ERROR level.
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::PartitionEOF) => {
+                tracing::trace!("librdkafka: {error}: {reason}")
+            }
+            _ => tracing::error!("librdkafka: {error}: {reason}"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
 struct KafkaReader {
     topic: String,
     topic_c: CString,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<ReaderContext>>,
     partitions: Vec<PartitionProgress>,
     /// Whether `caught_up` has been called (and `done` is being tracked).
     targets_set: bool,
