@@ -122,22 +122,25 @@ impl Dataflow {
     /// Pushes one message from `input` through the graph; returns what reaches
     /// the output.
     pub fn process(&mut self, input: usize, msg: Message) -> Result<Vec<Message>> {
-        let targets = self
-            .inputs
-            .get(input)
-            .cloned()
-            .unwrap_or_else(|| vec![Target::Output]);
-        let Some((last, others)) = targets.split_last() else {
+        let Some(targets) = self.inputs.get(input) else {
+            return self.process_from(Target::Output, msg);
+        };
+        let Some(&last) = targets.last() else {
             return Ok(Vec::new());
         };
+        let others = targets.len() - 1;
+        if others == 0 {
+            return self.process_from(last, msg);
+        }
         let mut out = Vec::new();
-        for &target in others {
-            // Chunks share their Arrow buffers: a copy per reader is cheap.
-            if matches!(msg, Message::Chunk(_) | Message::Watermark(_)) {
+        // Chunks share their Arrow buffers: a copy per reader is cheap.
+        if matches!(msg, Message::Chunk(_) | Message::Watermark(_)) {
+            for k in 0..others {
+                let target = self.inputs[input][k];
                 out.extend(self.process_from(target, msg.clone())?);
             }
         }
-        out.extend(self.process_from(*last, msg)?);
+        out.extend(self.process_from(last, msg)?);
         Ok(out)
     }
 
