@@ -36,6 +36,22 @@ impl RowBytes {
     }
 }
 
+/// `groupBy=[...], aggr=[...]`, for an aggregating operator's EXPLAIN line.
+pub fn describe_groups(keys: &[Arc<dyn PhysicalExpr>], aggregates: &[AggregateSpec]) -> String {
+    format!(
+        "groupBy=[{}], aggr=[{}]",
+        keys.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        aggregates
+            .iter()
+            .map(|a| a.function.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// Row format of the aggregates' state fields, and how many fields each has.
 pub fn state_layout(aggregates: &[AggregateSpec]) -> Result<(RowConverter, Vec<usize>)> {
     let mut fields: Vec<FieldRef> = Vec::new();

@@ -300,17 +300,8 @@ impl GroupAggregate {
 impl Operator for GroupAggregate {
     fn describe(&self) -> String {
         format!(
-            "GroupAggregate: groupBy=[{}], aggr=[{}]",
-            self.group_exprs
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.aggregates
-                .iter()
-                .map(|a| a.function.name().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "GroupAggregate: {}",
+            super::aggregate_inputs::describe_groups(&self.group_exprs, &self.aggregates)
         )
     }
 

@@ -293,18 +293,9 @@ impl SessionAggregate {
 impl Operator for SessionAggregate {
     fn describe(&self) -> String {
         format!(
-            "SessionAggregate: gap={}ms, groupBy=[{}], aggr=[{}]{}",
+            "SessionAggregate: gap={}ms, {}{}",
             self.gap,
-            self.key_exprs
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.aggregates
-                .iter()
-                .map(|a| a.function.name().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            aggregate_inputs::describe_groups(&self.key_exprs, &self.aggregates),
             if self.emit_final { ", emit=final" } else { "" }
         )
     }

@@ -631,18 +631,9 @@ impl Rows {
 impl Operator for WindowFinalAggregate {
     fn describe(&self) -> String {
         format!(
-            "WindowFinalAggregate: {:?}, groupBy=[{}], aggr=[{}], emit=final{}",
+            "WindowFinalAggregate: {:?}, {}, emit=final{}",
             self.kind,
-            self.key_exprs
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.aggregates
-                .iter()
-                .map(|a| a.function.name().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            aggregate_inputs::describe_groups(&self.key_exprs, &self.aggregates),
             match self.layout {
                 Some(l) => format!(", panes={}ms", l.width),
                 None => String::new(),
