@@ -8,22 +8,17 @@
 //! equal a batch join of the tables' final contents.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Int64Array, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use sluice::config::ServerConfig;
 use sluice::connectors::OutRecord;
 use sluice::engine::{Engine, Session, StatementResult};
 
 #[path = "support/oracle.rs"]
 mod oracle;
-use oracle::{text_rows, Rng};
+use oracle::{engine_config, events_table, produce, text_rows, Event, Rng};
 
 const DELAY_MS: i64 = 5_000;
 const FLUSH_KEY: &str = "zz_flush";
@@ -75,22 +70,7 @@ async fn expect_rows(
     }
 }
 
-fn engine_config(dir: &std::path::Path) -> ServerConfig {
-    ServerConfig {
-        data_dir: dir.to_path_buf(),
-        checkpoint_interval: Duration::from_millis(100),
-        ..Default::default()
-    }
-}
-
 // ---------------------------------------------------------------- streams
-
-#[derive(Clone, Debug)]
-struct Event {
-    k: String,
-    v: i64,
-    ts: i64,
-}
 
 /// Events in arrival order: increasing event time displaced by less than the
 /// watermark delay, so none is late.
@@ -111,18 +91,6 @@ fn events(rng: &mut Rng, n: usize) -> Vec<Event> {
     }
     out.sort_by_key(|(a, _)| *a);
     out.into_iter().map(|(_, e)| e).collect()
-}
-
-fn produce(events: &[Event]) -> Vec<OutRecord> {
-    events
-        .iter()
-        .map(|e| OutRecord {
-            partition: None,
-            timestamp: e.ts,
-            key: Some(Bytes::from(e.k.clone())),
-            value: Some(Bytes::from(format!(r#"{{"v": {}, "ts": {}}}"#, e.v, e.ts))),
-        })
-        .collect()
 }
 
 /// (name, continuous query, batch SQL giving the same rows). Columns: left key,
@@ -149,29 +117,9 @@ const STREAM_JOINS: &[(&str, &str, &str)] = &[
 ];
 
 async fn stream_oracle(left: &[Event], right: &[Event]) -> Vec<Vec<String>> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Utf8, false),
-        Field::new("v", DataType::Int64, false),
-        Field::new("ts", DataType::Int64, false),
-    ]));
     let ctx = SessionContext::new();
     for (name, events) in [("l", left), ("r", right)] {
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(StringArray::from_iter_values(
-                    events.iter().map(|e| e.k.as_str()),
-                )),
-                Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.v))),
-                Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.ts))),
-            ],
-        )
-        .unwrap();
-        ctx.register_table(
-            name,
-            Arc::new(MemTable::try_new(schema.clone(), vec![vec![batch]]).unwrap()),
-        )
-        .unwrap();
+        ctx.register_table(name, events_table(events)).unwrap();
     }
     let mut out = Vec::new();
     for (_, _, sql) in STREAM_JOINS {

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use sluice::config::ServerConfig;
 use sluice::connectors::nexmark::model::DEFAULT_EVENT_RATE;
 use sluice::connectors::nexmark::{self, EventType, NexmarkConfig, NexmarkReader};
 use sluice::connectors::StartFrom;
@@ -16,20 +15,14 @@ use sluice::engine::{Engine, Session, StatementResult};
 
 #[path = "support/oracle.rs"]
 mod oracle;
-use oracle::text_rows;
+use oracle::{engine_config, text_rows};
 
 const EVENTS: u64 = 30_000;
 const SEED: u64 = 5;
 const PARTITIONS: u32 = 3;
 
 async fn start(dir: &std::path::Path) -> Arc<Engine> {
-    Engine::start(ServerConfig {
-        data_dir: dir.to_path_buf(),
-        checkpoint_interval: Duration::from_millis(100),
-        ..Default::default()
-    })
-    .await
-    .expect("engine")
+    Engine::start(engine_config(dir)).await.expect("engine")
 }
 
 fn format_rows(batches: &[RecordBatch]) -> Vec<String> {

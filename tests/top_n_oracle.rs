@@ -7,19 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Int64Array, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::record_batch::RecordBatch;
-use bytes::Bytes;
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use sluice::config::ServerConfig;
-use sluice::connectors::OutRecord;
 use sluice::engine::{Engine, Session, StatementResult};
 
 #[path = "support/oracle.rs"]
 mod oracle;
-use oracle::{text_rows, Rng};
+use oracle::{engine_config, events_table, produce, text_rows, Event, Rng};
 
 /// (table, continuous query, batch SQL giving the same rows).
 const RANKINGS: &[(&str, &str, &str)] = &[
@@ -52,12 +45,6 @@ const RANKINGS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-struct Event {
-    k: String,
-    v: i64,
-    ts: i64,
-}
-
 /// Distinct times, shuffled a little.
 fn events(rng: &mut Rng, n: usize) -> Vec<Event> {
     let mut out: Vec<(u64, Event)> = (0..n)
@@ -74,18 +61,6 @@ fn events(rng: &mut Rng, n: usize) -> Vec<Event> {
     out.into_iter().map(|(_, e)| e).collect()
 }
 
-fn produce(events: &[Event]) -> Vec<OutRecord> {
-    events
-        .iter()
-        .map(|e| OutRecord {
-            partition: None,
-            timestamp: e.ts,
-            key: Some(Bytes::from(e.k.clone())),
-            value: Some(Bytes::from(format!(r#"{{"v": {}, "ts": {}}}"#, e.v, e.ts))),
-        })
-        .collect()
-}
-
 async fn pull(engine: &Engine, session: &mut Session, sql: &str) -> Vec<String> {
     match engine.execute(session, sql).await.pop() {
         Some(Ok(StatementResult::Rows { batches, .. })) => text_rows(&batches, "|"),
@@ -94,38 +69,12 @@ async fn pull(engine: &Engine, session: &mut Session, sql: &str) -> Vec<String> 
 }
 
 async fn start(dir: &std::path::Path) -> Arc<Engine> {
-    Engine::start(ServerConfig {
-        data_dir: dir.to_path_buf(),
-        checkpoint_interval: Duration::from_millis(100),
-        ..Default::default()
-    })
-    .await
-    .expect("engine")
+    Engine::start(engine_config(dir)).await.expect("engine")
 }
 
 async fn batch_result(events: &[Event], sql: &str) -> Vec<String> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Utf8, false),
-        Field::new("v", DataType::Int64, false),
-        Field::new("ts", DataType::Int64, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                events.iter().map(|e| e.k.as_str()),
-            )),
-            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.v))),
-            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.ts))),
-        ],
-    )
-    .unwrap();
     let ctx = SessionContext::new();
-    ctx.register_table(
-        "ev",
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
-    )
-    .unwrap();
+    ctx.register_table("ev", events_table(events)).unwrap();
     text_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap(), "|")
 }
 

@@ -6,33 +6,19 @@
 //! counted in /metrics, and land in the late topic.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Int64Array, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use bytes::Bytes;
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use sluice::config::ServerConfig;
-use sluice::connectors::OutRecord;
 use sluice::engine::{Engine, Session, StatementResult};
 
 #[path = "support/oracle.rs"]
 mod oracle;
-use oracle::{text_rows, Rng};
+use oracle::{engine_config, events_table, produce, text_rows, Event, Rng};
 
 /// Watermark delay: events arrive at most this much out of order, so none is late.
 const DELAY_MS: i64 = 10_000;
 const FLUSH_KEY: &str = "zz_flush";
-
-#[derive(Clone, Debug)]
-struct Event {
-    k: String,
-    v: i64,
-    ts: i64,
-}
 
 /// Events in arrival order: increasing event time, then displaced by up to
 /// `DELAY_MS` - 1 s so arrival is out of order but never beyond the watermark.
@@ -121,46 +107,14 @@ async fn pull(engine: &Engine, session: &mut Session, sql: &str) -> BTreeSet<Str
 }
 
 async fn oracle(events: &[Event]) -> Vec<(String, BTreeSet<String>)> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Utf8, false),
-        Field::new("v", DataType::Int64, false),
-        Field::new("ts", DataType::Int64, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                events.iter().map(|e| e.k.as_str()),
-            )),
-            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.v))),
-            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.ts))),
-        ],
-    )
-    .unwrap();
     let ctx = SessionContext::new();
-    ctx.register_table(
-        "ev",
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
-    )
-    .unwrap();
+    ctx.register_table("ev", events_table(events)).unwrap();
     let mut out = Vec::new();
     for (name, sql) in ORACLES {
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         out.push((name.to_string(), rows(&batches)));
     }
     out
-}
-
-fn produce(lines: &[Event]) -> Vec<OutRecord> {
-    lines
-        .iter()
-        .map(|e| OutRecord {
-            partition: None,
-            timestamp: e.ts,
-            key: Some(Bytes::from(e.k.clone())),
-            value: Some(Bytes::from(format!(r#"{{"v": {}, "ts": {}}}"#, e.v, e.ts))),
-        })
-        .collect()
 }
 
 fn metric(text: &str, name: &str, query: &str) -> u64 {
@@ -173,13 +127,7 @@ fn metric(text: &str, name: &str, query: &str) -> u64 {
 
 async fn check_seed(seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::start(ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        checkpoint_interval: Duration::from_millis(100),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let engine = Engine::start(engine_config(dir.path())).await.unwrap();
     let mut session = Session::new();
     let ddl = format!(
         "CREATE STREAM ev (k VARCHAR KEY, v BIGINT, ts BIGINT) WITH (kafka_topic='ev', value_format='json', timestamp='ts', watermark_delay='{DELAY_MS} ms')"

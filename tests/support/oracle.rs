@@ -1,12 +1,74 @@
 //! Helpers of the differential tests (results compared with batch SQL): a
-//! seeded random generator and query results as text lines. Included with
-//! `#[path]` by the tests that need only these.
+//! seeded random generator, query results as text lines, the `(k, v, ts)` test
+//! events as records and as a batch table, and an engine configuration that
+//! checkpoints often. Included with `#[path]` by the tests that need only these.
 
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
-use arrow::array::RecordBatch;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use bytes::Bytes;
+use datafusion::datasource::MemTable;
+use sluice::config::ServerConfig;
+use sluice::connectors::OutRecord;
+
+/// An engine in `dir` that checkpoints often, so restarts in tests resume from
+/// recent state.
+pub fn engine_config(dir: &Path) -> ServerConfig {
+    ServerConfig {
+        data_dir: dir.to_path_buf(),
+        checkpoint_interval: Duration::from_millis(100),
+        ..Default::default()
+    }
+}
+
+/// A test event of a stream `(k VARCHAR KEY, v BIGINT, ts BIGINT)` timed by `ts`.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub k: String,
+    pub v: i64,
+    pub ts: i64,
+}
+
+/// The events as records: key `k`, JSON value `{"v", "ts"}`.
+pub fn produce(events: &[Event]) -> Vec<OutRecord> {
+    events
+        .iter()
+        .map(|e| OutRecord {
+            partition: None,
+            timestamp: e.ts,
+            key: Some(Bytes::from(e.k.clone())),
+            value: Some(Bytes::from(format!(r#"{{"v": {}, "ts": {}}}"#, e.v, e.ts))),
+        })
+        .collect()
+}
+
+/// The events as a batch table `(k, v, ts)` for DataFusion.
+pub fn events_table(events: &[Event]) -> Arc<MemTable> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new("ts", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| e.k.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.v))),
+            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.ts))),
+        ],
+    )
+    .expect("events batch");
+    Arc::new(MemTable::try_new(schema, vec![vec![batch]]).expect("events table"))
+}
 
 /// xorshift64*: deterministic per seed, good enough to generate test data.
 pub struct Rng(u64);
