@@ -18,7 +18,20 @@ pub struct ServerConfig {
     /// Topic that receives records that cannot be decoded; `None` drops them (they
     /// are still counted).
     pub dead_letter_topic: Option<String>,
+    /// What a bad record or a failing expression does to a query that does not
+    /// say (`WITH (on_error=...)`).
+    pub on_error: crate::catalog::OnError,
+    /// Memory a pull query may use (DataFusion's memory pool, shared by the pull
+    /// queries running at once, and the size of one query's result).
+    pub max_query_memory: usize,
+    /// Open connections per listener (pgwire and HTTP each).
+    pub max_connections: usize,
+    /// Push queries (EMIT CHANGES) streaming at once, over both protocols.
+    pub max_push_queries: usize,
 }
+
+/// Default for `--max-query-memory`: 1 GiB.
+pub const DEFAULT_MAX_QUERY_MEMORY: usize = 1 << 30;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -30,6 +43,10 @@ impl Default for ServerConfig {
             kafka_properties: Vec::new(),
             checkpoint_interval: Duration::from_secs(1),
             dead_letter_topic: None,
+            on_error: crate::catalog::OnError::Continue,
+            max_query_memory: DEFAULT_MAX_QUERY_MEMORY,
+            max_connections: 256,
+            max_push_queries: 64,
         }
     }
 }

@@ -140,12 +140,37 @@ impl SluiceError {
                 | datafusion::error::DataFusionError::SchemaError(..)
                 | datafusion::error::DataFusionError::SQL(..) => "42000",
                 datafusion::error::DataFusionError::NotImplemented(_) => "0A000",
+                datafusion::error::DataFusionError::ArrowError(e, _) => arrow_sqlstate(e),
+                // Evaluating the user's expressions (constant folding included):
+                // bad values, not a server fault.
+                datafusion::error::DataFusionError::Execution(_) => "22000",
+                datafusion::error::DataFusionError::ResourcesExhausted(_) => "53200",
                 _ => "XX000",
             },
+            SluiceError::Arrow(e) => arrow_sqlstate(e),
             SluiceError::Connector { .. } => "08006",
             SluiceError::Io { .. } => "58030",
             _ => "XX000",
         }
+    }
+
+    /// A statement refused because it is too large or too deeply nested.
+    pub fn too_complex(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        SluiceError::Sql {
+            message: message.into(),
+            position: None,
+            hint: Some(hint.into()),
+            sqlstate: "54001",
+        }
+    }
+
+    /// An error that may go away by itself (a topic or broker that is away, a
+    /// file not there yet): the query is retried instead of left stopped.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SluiceError::Connector { .. } | SluiceError::Io { .. } | SluiceError::State(_)
+        )
     }
 
     /// The message without position and hint (those are separate fields in pgwire).
@@ -172,3 +197,15 @@ impl SluiceError {
 }
 
 pub type Result<T> = std::result::Result<T, SluiceError>;
+
+/// The SQLSTATE of an Arrow compute error: data exceptions are the user's values.
+fn arrow_sqlstate(e: &arrow::error::ArrowError) -> &'static str {
+    use arrow::error::ArrowError;
+    match e {
+        ArrowError::DivideByZero => "22012",
+        ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02",
+        ArrowError::ArithmeticOverflow(_) => "22003",
+        ArrowError::ComputeError(_) | ArrowError::InvalidArgumentError(_) => "22000",
+        _ => "XX000",
+    }
+}

@@ -90,16 +90,45 @@ struct ServeArgs {
     /// Milliseconds between checkpoints of query state and source offsets.
     #[arg(long, env = "SLUICE_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
     checkpoint_interval_ms: u64,
-    /// Topic that receives records that cannot be decoded.
+    /// Topic that receives records that cannot be decoded, rows whose
+    /// expressions failed and output records too large for their topic.
     #[arg(long, env = "SLUICE_DEAD_LETTER_TOPIC")]
     dead_letter_topic: Option<String>,
+    /// What a bad record or a failing expression does to a query that does not
+    /// say (WITH (on_error=...)): `continue` (skip or NULL, count, dead-letter)
+    /// or `fail` (stop the query).
+    #[arg(long, env = "SLUICE_ON_ERROR", default_value = "continue", value_parser = parse_on_error)]
+    on_error: sluice::catalog::OnError,
+    /// Memory pull queries may use, in MiB (shared by the pull queries running
+    /// at once; also the largest result one may hold).
+    #[arg(long, env = "SLUICE_MAX_QUERY_MEMORY_MB", default_value_t = 1024)]
+    max_query_memory: u64,
+    /// Open connections per listener (pgwire and HTTP each); more are refused
+    /// with "too many clients" (SQLSTATE 53300) or HTTP 503.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 256)]
+    max_connections: usize,
+    /// Push queries (EMIT CHANGES) streaming at once; more are refused.
+    #[arg(long, env = "SLUICE_MAX_PUSH_QUERIES", default_value_t = 64)]
+    max_push_queries: usize,
     /// Directory of .sql files to run at start-up, in name order.
     #[arg(long)]
     init: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Stack of every runtime thread. Planning a deeply nested statement recurses
+/// (sqlparser, DataFusion's planner and optimizer, our planner); DataFusion grows
+/// its own recursion on the heap, and this leaves room for the rest.
+const THREAD_STACK_BYTES: usize = 16 << 20;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
@@ -114,6 +143,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => sluice::bench::run(args).await,
         Command::NexmarkGen(args) => nexmark_gen(args).await,
     }
+}
+
+fn parse_on_error(text: &str) -> Result<sluice::catalog::OnError, String> {
+    sluice::catalog::OnError::parse(text)
+        .ok_or_else(|| format!("'{text}' is neither 'continue' nor 'fail'"))
 }
 
 fn parse_properties(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
@@ -186,6 +220,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         kafka_properties,
         checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
         dead_letter_topic: args.dead_letter_topic,
+        on_error: args.on_error,
+        max_query_memory: (args.max_query_memory.max(1) as usize) << 20,
+        max_connections: args.max_connections.max(1),
+        max_push_queries: args.max_push_queries,
     };
     let pg = tokio::net::TcpListener::bind(&config.pg_addr)
         .await

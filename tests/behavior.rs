@@ -14,9 +14,23 @@ use sluice::engine::{Engine, Session, StatementResult};
 
 enum Step {
     Sql(String),
-    Input { topic: String, lines: Vec<String> },
-    Expect { query: String, rows: Vec<String> },
-    ExpectError { sql: String, fragments: Vec<String> },
+    Input {
+        topic: String,
+        lines: Vec<String>,
+    },
+    Expect {
+        query: String,
+        rows: Vec<String>,
+    },
+    ExpectError {
+        sql: String,
+        fragments: Vec<String>,
+    },
+    /// A Prometheus sample (`name{labels}`) that must reach the value given.
+    Metric {
+        sample: String,
+        value: String,
+    },
     Restart,
 }
 
@@ -35,6 +49,10 @@ fn parse_case(text: &str) -> Vec<Step> {
                 "error" => steps.push(Step::ExpectError {
                     sql: arg,
                     fragments: lines,
+                }),
+                "metric" => steps.push(Step::Metric {
+                    sample: arg,
+                    value: lines.concat(),
                 }),
                 other => panic!("unknown block '{other}'"),
             }
@@ -178,6 +196,28 @@ async fn run_case(path: &Path) {
                         "{}: expected an error from {sql}, got {other:?}",
                         path.display()
                     ),
+                }
+            }
+            Step::Metric { sample, value } => {
+                let deadline = Instant::now() + Duration::from_secs(15);
+                loop {
+                    let text = engine.metrics_text();
+                    let got = text
+                        .lines()
+                        .find(|l| {
+                            l.starts_with(sample.as_str()) && l[sample.len()..].starts_with(' ')
+                        })
+                        .map(|l| l[sample.len() + 1..].to_string());
+                    if got.as_deref() == Some(value.as_str()) {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        panic!(
+                            "{}: metric {sample}: expected {value}, got {got:?}",
+                            path.display()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
             Step::Restart => {

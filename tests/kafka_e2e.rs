@@ -488,3 +488,109 @@ async fn joins_over_a_real_broker() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Records too large for the broker never stop a query: an undecodable 30 KB
+/// value is dead-lettered cut to fit (with its original length), a valid record
+/// whose output would be larger than `message.max.bytes` goes to the dead-letter
+/// topic instead of failing the sink, and the records around them go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_records_are_dead_lettered_over_a_real_broker() {
+    let broker = TestBroker::start();
+    let admin = KafkaBackend::new(&broker.addr, &[]).expect("kafka client");
+    admin.create_topic("events", 1).await.expect("create topic");
+    let big_key = "k".repeat(25_000);
+    let record = |key: &str, value: String| OutRecord {
+        partition: Some(0),
+        timestamp: 1_700_000_000_000,
+        key: Some(Bytes::from(key.to_string())),
+        value: Some(Bytes::from(value)),
+    };
+    let mut w = admin.writer("events").await.expect("writer");
+    w.send(vec![
+        record("a", r#"{"v": 1}"#.into()),
+        record("b", "x".repeat(30_000)),
+        record(&big_key, r#"{"v": 2}"#.into()),
+        record("c", r#"{"v": 3}"#.into()),
+    ])
+    .await
+    .expect("produce");
+    w.flush().await.expect("flush");
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            "--kafka-brokers",
+            &broker.addr,
+            "--dead-letter-topic",
+            "dlq",
+            "--kafka-property",
+            "message.max.bytes=20000",
+            "--checkpoint-interval-ms",
+            "300",
+        ],
+    );
+    server
+        .ksql_ok(
+            "CREATE STREAM events (k VARCHAR KEY, v INT) WITH (kafka_topic='events', value_format='json');
+             CREATE STREAM copied WITH (kafka_topic='copied', partitions=1) AS SELECT k, v FROM events;",
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (out, letters) = loop {
+        let out = read_all(&admin, "copied").await;
+        let letters: Vec<serde_json::Value> = read_all(&admin, "dlq")
+            .await
+            .iter()
+            .map(|r| serde_json::from_slice(r.value.as_deref().unwrap()).unwrap())
+            .collect();
+        if (out.len() >= 2 && letters.len() >= 2) || Instant::now() > deadline {
+            break (out, letters);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let keys: Vec<String> = out
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.key.as_deref().unwrap()).into_owned())
+        .collect();
+    assert_eq!(keys, vec!["a", "c"], "the good records around the big ones");
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    let bad = letters
+        .iter()
+        .find(|l| l["kind"] == "bad_record")
+        .expect("bad record");
+    assert_eq!(bad["truncated"], true);
+    assert_eq!(bad["value_bytes"], 30_000);
+    assert_eq!(bad["offset"], 1);
+    let oversize = letters
+        .iter()
+        .find(|l| l["kind"] == "oversize_output")
+        .expect("oversize output");
+    assert_eq!(oversize["topic"], "copied");
+    assert_eq!(oversize["truncated"], true);
+    assert!(
+        oversize["error"]
+            .as_str()
+            .unwrap()
+            .contains("takes at most"),
+        "{oversize}"
+    );
+    let m = server.metrics().await;
+    let q = "CSAS_COPIED_1";
+    assert_eq!(
+        metric(
+            &m,
+            &format!("sluice_query_oversize_records_total{{query=\"{q}\"}}")
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            &format!("sluice_query_status{{query=\"{q}\",status=\"RUNNING\"}}")
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}

@@ -18,6 +18,7 @@ use crate::connectors::{LogReader, LogRecord, SharedBackend};
 use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::pipeline::{NullSink, Pipeline};
 use crate::dataflow::query::{QueryHandle, RunStatus};
+use crate::dataflow::row_errors::RowErrorPolicy;
 use crate::dataflow::source::{SourceInput, SourceTask};
 use crate::dataflow::{Chunk, Message};
 use crate::error::{Result, SluiceError};
@@ -178,12 +179,14 @@ pub(super) fn pipeline(plan: StreamPlan) -> Result<(Pipeline, Option<Arc<Materia
         flow.push(Box::new(materialize));
         table = Some(t);
     }
+    let metrics = Arc::new(QueryMetrics::default());
     let pipeline = Pipeline {
         flow,
         sink: Box::new(NullSink),
         late_sink: None,
         state: None,
-        metrics: Arc::new(QueryMetrics::default()),
+        errors: RowErrorPolicy::counting("bench", metrics.clone()),
+        metrics,
     };
     Ok((pipeline, table))
 }
@@ -349,7 +352,7 @@ pub(super) async fn run_json(
             bounded: true,
         }],
         metrics: metrics.clone(),
-        dead_letter: None,
+        errors: RowErrorPolicy::counting("bench", metrics.clone()),
         checkpoint_interval: None,
         first_epoch: 0,
         drain: drain_rx,

@@ -27,6 +27,7 @@ use crate::connectors::nexmark::{self, export, EventType, NexmarkConfig};
 use crate::connectors::StartFrom;
 use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::query::{QueryHandle, RunStatus};
+use crate::dataflow::row_errors::RowErrorPolicy;
 use crate::dataflow::source::{SourceInput, SourceTask};
 use crate::engine::{Engine, Session};
 
@@ -273,7 +274,7 @@ pub(super) async fn run_inprocess(
     let source = SourceTask {
         inputs,
         metrics: metrics.clone(),
-        dead_letter: None,
+        errors: RowErrorPolicy::counting("bench", metrics.clone()),
         checkpoint_interval: None,
         first_epoch: 0,
         drain: drain_rx,

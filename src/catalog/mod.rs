@@ -38,6 +38,33 @@ pub struct QueryMeta {
     /// Topic that receives events too late for their windows (`late_topic`).
     #[serde(default)]
     pub late_topic: Option<String>,
+    /// What a bad record or a failing expression does to this query
+    /// (`WITH (on_error=...)`); `None` follows the server's `--on-error`.
+    #[serde(default)]
+    pub on_error: Option<OnError>,
+}
+
+/// What a row-level problem (an undecodable record, an expression that fails, an
+/// output record too large for its topic) does to a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Skip the record (or make the failing value NULL), count it, log a sample
+    /// and dead-letter it; the query goes on.
+    #[default]
+    Continue,
+    /// Stop the query with the error (its state stays at the last checkpoint).
+    Fail,
+}
+
+impl OnError {
+    pub fn parse(text: &str) -> Option<OnError> {
+        match text.to_ascii_lowercase().as_str() {
+            "continue" | "log" | "skip" => Some(OnError::Continue),
+            "fail" | "stop" => Some(OnError::Fail),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

@@ -399,10 +399,19 @@ impl LogBackend for KafkaBackend {
             },
         )
         .map_err(|e| kafka_err(format!("creating a producer for '{topic}'"), e))?;
+        // librdkafka refuses a message larger than message.max.bytes (1,000,000 by
+        // default); the record batch header and record framing take some of it.
+        let limit = self
+            .extra
+            .iter()
+            .find(|(k, _)| k == "message.max.bytes")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(1_000_000);
         Ok(Box::new(KafkaWriter {
             topic: topic.to_string(),
             producer: Arc::new(producer),
             deliveries,
+            max_record_bytes: limit.saturating_sub(RECORD_OVERHEAD_BYTES),
         }))
     }
 }
@@ -439,10 +448,14 @@ impl ProducerContext for WriterContext {
     }
 }
 
+/// Room left in `message.max.bytes` for the record batch and record headers.
+const RECORD_OVERHEAD_BYTES: usize = 512;
+
 struct KafkaWriter {
     topic: String,
     producer: Arc<ThreadedProducer<WriterContext>>,
     deliveries: Arc<Deliveries>,
+    max_record_bytes: usize,
 }
 
 impl KafkaWriter {
@@ -500,6 +513,10 @@ impl LogWriter for KafkaWriter {
             }
         }
         Ok(())
+    }
+
+    fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
     }
 
     async fn flush(&mut self) -> Result<()> {

@@ -1030,7 +1030,22 @@ impl LocalReader {
         if let StartFrom::Offsets(offsets) = &start {
             for &(p, offset) in offsets {
                 match wanted.get_mut(p as usize) {
-                    Some(w) if p >= 0 => *w = offset.max(0),
+                    Some(w) if p >= 0 => {
+                        let end = topic.partitions[p as usize]
+                            .end_offset
+                            .load(Ordering::Acquire);
+                        // Past the end: the topic was deleted and created again.
+                        // Like Kafka's auto.offset.reset=earliest, start over.
+                        *w = if offset > end {
+                            tracing::warn!(
+                                topic = %topic.name, partition = p,
+                                "start offset {offset} is past the partition's end {end} (was the topic recreated?); reading from the beginning"
+                            );
+                            0
+                        } else {
+                            offset.max(0)
+                        };
+                    }
                     _ => tracing::warn!(
                         topic = %topic.name, partition = p, partitions = n,
                         "ignoring a start offset for a partition the topic does not have"
@@ -1557,9 +1572,16 @@ mod tests {
             assert_eq!(got[0].offset, start);
             assert_eq!(got[0].timestamp, start * 2);
         }
-        // Past the end: starts at the end.
+        // Past the end (the topic was recreated): from the beginning, as Kafka
+        // readers do with auto.offset.reset=earliest; at the end: the next record.
         let mut r = log
             .reader("t", StartFrom::Offsets(vec![(0, 50_000), (1, 10_000)]))
+            .await
+            .unwrap();
+        let got = r.poll(3, Duration::from_secs(5)).await.unwrap();
+        assert_eq!((got[0].partition, got[0].offset), (0, 0));
+        let mut r = log
+            .reader("t", StartFrom::Offsets(vec![(0, 10_000), (1, 10_000)]))
             .await
             .unwrap();
         assert!(r

@@ -127,6 +127,17 @@ pub trait LogWriter: Send {
     async fn send(&mut self, records: Vec<OutRecord>) -> Result<()>;
     /// Returns once everything sent so far is durable in the log.
     async fn flush(&mut self) -> Result<()>;
+
+    /// The largest record (key + value bytes) the log accepts; larger ones must
+    /// not be sent (they would fail the whole send).
+    fn max_record_bytes(&self) -> usize {
+        local_log::MAX_RECORD_BYTES
+    }
+}
+
+/// Bytes a record takes against [`LogWriter::max_record_bytes`].
+pub fn record_size(r: &OutRecord) -> usize {
+    r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())
 }
 
 pub type SharedBackend = Arc<dyn LogBackend>;

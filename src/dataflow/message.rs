@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, Int8Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, Int8Array};
 use arrow::compute::{filter, filter_record_batch};
-use arrow::datatypes::{Int64Type, Int8Type};
+use arrow::datatypes::{Int32Type, Int64Type, Int8Type};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
@@ -29,6 +29,25 @@ pub struct Chunk {
     pub rowtime: Int64Array,
     /// `None`: every row is an insert (append-only). Otherwise one [`Op`] per row.
     pub ops: Option<Int8Array>,
+    /// Where each row was read (set by the source; kept by the stateless operators
+    /// right after it), so a row that fails to evaluate can be reported by position.
+    pub origin: Option<Origin>,
+}
+
+/// The source record of each row of a chunk.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The relation the rows were read from.
+    pub source: Arc<str>,
+    pub partition: Int32Array,
+    pub offset: Int64Array,
+}
+
+impl Origin {
+    /// `source`'s partition and offset of row `row`, as users see positions.
+    pub fn describe(&self, row: usize) -> (i32, i64) {
+        (self.partition.value(row), self.offset.value(row))
+    }
 }
 
 impl Chunk {
@@ -38,7 +57,20 @@ impl Chunk {
             batch,
             rowtime,
             ops,
+            origin: None,
         }
+    }
+
+    /// The same rows with their source positions.
+    pub fn with_origin(mut self, origin: Option<Origin>) -> Self {
+        self.origin = origin.filter(|o| o.offset.len() == self.batch.num_rows());
+        self
+    }
+
+    /// `batch` (the same rows, other columns) with this chunk's times, ops and origin.
+    pub fn with_batch(self, batch: RecordBatch) -> Chunk {
+        debug_assert_eq!(batch.num_rows(), self.rowtime.len());
+        Chunk { batch, ..self }
     }
 
     pub fn num_rows(&self) -> usize {
@@ -74,10 +106,19 @@ impl Chunk {
             Some(ops) => Some(kernel(ops)?.as_primitive::<Int8Type>().clone()),
             None => None,
         };
+        let origin = match &self.origin {
+            Some(o) => Some(Origin {
+                source: o.source.clone(),
+                partition: kernel(&o.partition)?.as_primitive::<Int32Type>().clone(),
+                offset: kernel(&o.offset)?.as_primitive::<Int64Type>().clone(),
+            }),
+            None => None,
+        };
         Ok(Chunk {
             batch,
             rowtime,
             ops,
+            origin,
         })
     }
 }
@@ -115,4 +156,26 @@ pub enum Message {
     Late(Chunk),
     /// A bounded input is exhausted (SELECT over a stream without EMIT CHANGES).
     End,
+    /// Rows whose expressions failed to evaluate: the failing values became NULL
+    /// and the rows went on; the pipeline counts, logs and dead-letters these (or
+    /// fails the query under `on_error = 'fail'`).
+    RowErrors(RowErrors),
+}
+
+/// Rows one operator could not fully evaluate.
+#[derive(Debug, Clone)]
+pub struct RowErrors {
+    /// The operator, as EXPLAIN shows it.
+    pub operator: String,
+    pub errors: Vec<RowError>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RowError {
+    pub error: String,
+    /// The input row, as a JSON object.
+    pub row: String,
+    pub rowtime: Option<i64>,
+    /// (relation, partition, offset) of the source record, when known.
+    pub origin: Option<(Arc<str>, i32, i64)>,
 }

@@ -12,6 +12,10 @@ pub struct QueryMetrics {
     pub records_out: AtomicU64,
     /// Records that could not be decoded (skipped).
     pub decode_errors: AtomicU64,
+    /// Values that failed to evaluate and became NULL.
+    pub expression_errors: AtomicU64,
+    /// Output records too large for their topic (dead-lettered instead).
+    pub oversize_records: AtomicU64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: AtomicU64,
     /// Keyed state entries the operators hold (groups, open windows, sessions).
@@ -33,6 +37,8 @@ impl Default for QueryMetrics {
             records_out: Default::default(),
             decode_errors: Default::default(),
             dead_lettered: Default::default(),
+            expression_errors: Default::default(),
+            oversize_records: Default::default(),
             late_records: Default::default(),
             state_entries: Default::default(),
             batches: Default::default(),

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::metrics::QueryMetrics;
+use super::row_errors::RowErrorPolicy;
 use super::{Chunk, Dataflow, Message};
-use crate::connectors::LogWriter;
+use crate::connectors::{record_size, LogWriter};
 use crate::error::{Result, SluiceError};
 use crate::formats::RecordEncoder;
 use crate::state::{QueryState, StateWriteBatch};
@@ -25,15 +26,42 @@ pub trait Sink: Send {
 
 /// Writes rows to a topic (persistent queries).
 pub struct TopicSink {
-    pub encoder: RecordEncoder,
-    pub writer: Box<dyn LogWriter>,
-    pub topic: String,
+    encoder: RecordEncoder,
+    writer: Box<dyn LogWriter>,
+    topic: String,
+    /// Where records too large for the topic go; without it they fail the query.
+    errors: Option<RowErrorPolicy>,
+}
+
+impl TopicSink {
+    pub fn new(encoder: RecordEncoder, writer: Box<dyn LogWriter>, topic: String) -> Self {
+        TopicSink {
+            encoder,
+            writer,
+            topic,
+            errors: None,
+        }
+    }
+
+    pub fn with_errors(mut self, errors: RowErrorPolicy) -> Self {
+        self.errors = Some(errors);
+        self
+    }
 }
 
 #[async_trait]
 impl Sink for TopicSink {
     async fn write(&mut self, chunk: Chunk) -> Result<bool> {
-        let records = self.encoder.encode(&chunk)?;
+        let mut records = self.encoder.encode(&chunk)?;
+        let limit = self.writer.max_record_bytes();
+        if let Some(errors) = &self.errors {
+            if records.iter().any(|r| record_size(r) > limit) {
+                let (fit, oversize): (Vec<_>, Vec<_>) =
+                    records.into_iter().partition(|r| record_size(r) <= limit);
+                records = fit;
+                errors.oversize(&self.topic, limit, oversize).await?;
+            }
+        }
         self.writer
             .send(records)
             .await
@@ -99,6 +127,8 @@ pub struct Pipeline {
     pub late_sink: Option<Box<dyn Sink>>,
     pub state: Option<QueryState>,
     pub metrics: Arc<QueryMetrics>,
+    /// What row errors (failed expressions) do: count, log, dead-letter, or fail.
+    pub errors: RowErrorPolicy,
 }
 
 impl Pipeline {
@@ -123,7 +153,20 @@ impl Pipeline {
                         QueryMetrics::add(&self.metrics.batches, 1);
                     }
                     // A watermark can close windows, so it produces rows too.
-                    let out = self.flow.process(input, msg)?;
+                    let mut out = self.flow.process(input, msg)?;
+                    // Row errors first: under on_error='fail' nothing of this
+                    // message may reach the sink.
+                    if out.iter().any(|m| matches!(m, Message::RowErrors(_))) {
+                        let (errors, rest): (Vec<_>, Vec<_>) = out
+                            .into_iter()
+                            .partition(|m| matches!(m, Message::RowErrors(_)));
+                        for e in errors {
+                            if let Message::RowErrors(e) = e {
+                                self.errors.expression_errors(e).await?;
+                            }
+                        }
+                        out = rest;
+                    }
                     let entries = self.flow.state_entries();
                     self.metrics
                         .state_entries
@@ -165,6 +208,7 @@ impl Pipeline {
                     self.sink.flush().await?;
                     return Ok(());
                 }
+                Message::RowErrors(errors) => self.errors.expression_errors(errors).await?,
             }
         }
         Ok(())

@@ -48,6 +48,8 @@ pub struct QueryHandle {
     drain: tokio::sync::watch::Sender<bool>,
     pub metrics: Arc<QueryMetrics>,
     pub status: Arc<Mutex<RunStatus>>,
+    /// The query failed with an error that may pass (see `SluiceError::is_transient`).
+    transient: Arc<std::sync::atomic::AtomicBool>,
     source: JoinHandle<()>,
     pipeline: JoinHandle<()>,
 }
@@ -64,7 +66,9 @@ impl QueryHandle {
         let (tx, rx) = mpsc::channel::<(usize, crate::dataflow::Message)>(CHANNEL_CAPACITY);
         let status = Arc::new(Mutex::new(RunStatus::Running));
         let metrics = pipeline.metrics.clone();
+        let transient = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s = status.clone();
+        let t = transient.clone();
         let qid = id.clone();
         let source = tokio::spawn(async move {
             let result = AssertUnwindSafe(source.run(tx))
@@ -73,10 +77,12 @@ impl QueryHandle {
                 .unwrap_or_else(|p| Err(panic_error(p)));
             if let Err(e) = result {
                 tracing::error!(query = %qid, "source failed: {e}");
+                t.store(e.is_transient(), std::sync::atomic::Ordering::Release);
                 *s.lock() = RunStatus::Failed(e.to_string());
             }
         });
         let s = status.clone();
+        let t = transient.clone();
         let qid = id.clone();
         let pipeline = tokio::spawn(async move {
             let result = AssertUnwindSafe(pipeline.run(rx))
@@ -87,6 +93,7 @@ impl QueryHandle {
             match result {
                 Err(e) => {
                     tracing::error!(query = %qid, "query failed: {e}");
+                    t.store(e.is_transient(), std::sync::atomic::Ordering::Release);
                     *status = RunStatus::Failed(e.to_string());
                 }
                 Ok(()) if *status == RunStatus::Running => *status = RunStatus::Finished,
@@ -98,6 +105,7 @@ impl QueryHandle {
             drain,
             metrics,
             status,
+            transient,
             source,
             pipeline,
         }
@@ -105,6 +113,12 @@ impl QueryHandle {
 
     pub fn status(&self) -> RunStatus {
         self.status.lock().clone()
+    }
+
+    /// Failed, with an error that may pass: worth starting again.
+    pub fn failed_transiently(&self) -> bool {
+        matches!(self.status(), RunStatus::Failed(_))
+            && self.transient.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stops both tasks; the query's state stays as of its last checkpoint.

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::metrics::QueryMetrics;
+use super::row_errors::RowErrorPolicy;
 use super::watermark::{WatermarkTracker, DEFAULT_IDLE_TIMEOUT};
 use super::{Barrier, Message};
 use crate::catalog::{Relation, SourceConnector};
-use crate::connectors::{LogReader, LogWriter, OutRecord};
+use crate::connectors::LogReader;
 use crate::error::{Result, SluiceError};
 use crate::formats::{BadRecord, RecordDecoder};
 
@@ -45,7 +45,8 @@ impl SourceInput {
 pub struct SourceTask {
     pub inputs: Vec<SourceInput>,
     pub metrics: Arc<QueryMetrics>,
-    pub dead_letter: Option<Box<dyn LogWriter>>,
+    /// What bad records do: skipped, counted and dead-lettered, or fail the query.
+    pub errors: RowErrorPolicy,
     /// `None`: no checkpoints (push queries).
     pub checkpoint_interval: Option<Duration>,
     pub first_epoch: u64,
@@ -262,43 +263,21 @@ impl SourceTask {
     }
 
     async fn handle_bad(&mut self, i: usize, bad: Vec<BadRecord>) -> Result<()> {
-        QueryMetrics::add(&self.metrics.decode_errors, bad.len() as u64);
         let input = &self.inputs[i];
-        for b in bad.iter().take(3) {
-            tracing::warn!(
-                source = %input.relation.topic,
-                "skipping bad record at {}: {}",
-                input.reader.describe_position(b.partition, b.offset),
-                b.reason
-            );
-        }
-        if let Some(dlq) = self.dead_letter.as_mut() {
-            let n = bad.len() as u64;
-            let records = bad
-                .into_iter()
-                .map(|b| OutRecord {
-                    partition: None,
-                    timestamp: b.timestamp,
-                    key: b.key,
-                    value: Some(Bytes::from(
-                        serde_json::json!({
-                            "topic": input.relation.topic,
-                            "partition": b.partition,
-                            "offset": b.offset,
-                            "position": input.reader.describe_position(b.partition, b.offset),
-                            "error": b.reason,
-                            "value": b.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
-                        })
-                        .to_string(),
-                    )),
-                })
-                .collect();
-            dlq.send(records)
-                .await
-                .map_err(|e| SluiceError::connector("writing to the dead-letter topic", e))?;
-            QueryMetrics::add(&self.metrics.dead_lettered, n);
-        }
-        Ok(())
+        // Positions are described now: the reader cannot go along into the await.
+        let positions: std::collections::HashMap<(i32, i64), String> = bad
+            .iter()
+            .map(|b| {
+                let at = (b.partition, b.offset);
+                (at, input.reader.describe_position(at.0, at.1))
+            })
+            .collect();
+        let (name, topic) = (input.relation.name.clone(), input.relation.topic.clone());
+        self.errors
+            .bad_records(&name, &topic, &bad, move |p, o| {
+                positions.get(&(p, o)).cloned().unwrap_or_default()
+            })
+            .await
     }
 }
 

@@ -7,13 +7,15 @@ use sqlparser::ast::{Ident, Query};
 
 use super::{done, Engine, Session, StatementResult};
 use crate::catalog::{
-    ColumnMeta, FormatMeta, KeyFormat, QueryMeta, QueryStatus, Relation, SourceConnector,
+    ColumnMeta, FormatMeta, KeyFormat, OnError, QueryMeta, QueryStatus, Relation, SourceConnector,
     ValueFormat,
 };
 use crate::connectors::StartFrom;
+use crate::dataflow::dead_letter::DeadLetters;
 use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::pipeline::{NullSink, Pipeline, Sink, TopicSink};
 use crate::dataflow::query::QueryHandle;
+use crate::dataflow::row_errors::RowErrorPolicy;
 use crate::dataflow::source::{SourceInput, SourceTask};
 use crate::error::{Result, SluiceError};
 use crate::formats::RecordEncoder;
@@ -39,6 +41,7 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "watermark_idle_timeout",
     "processing_time",
     "late_topic",
+    "on_error",
 ];
 
 /// A duration property (`watermark_delay = '5 seconds'`) in milliseconds.
@@ -404,6 +407,14 @@ impl Engine {
         let connector = source_connector(&c.with)?;
         declared_or_generated_columns(&c, &connector, &mut columns)?;
         let key_count = columns.iter().filter(|c| c.key).count();
+        if c.with.contains_key("on_error") {
+            return Err(with_error(
+                &c.with,
+                "on_error",
+                "on_error belongs to a CREATE ... AS SELECT".into(),
+                "CREATE STREAM s WITH (on_error='fail') AS SELECT ...",
+            ));
+        }
         if c.with.contains_key("late_topic") {
             return Err(with_error(
                 &c.with,
@@ -495,6 +506,7 @@ impl Engine {
                 status: QueryStatus::Running,
                 error: None,
                 late_topic: None,
+                on_error: None,
             })
         } else {
             None
@@ -602,6 +614,17 @@ impl Engine {
             .ok_or_else(|| {
                 SluiceError::Internal(format!("source {} vanished", plan.source_name()))
             })?;
+        let on_error = match c.with.get("on_error") {
+            None => None,
+            Some(v) => Some(OnError::parse(&v.value).ok_or_else(|| {
+                with_error(
+                    &c.with,
+                    "on_error",
+                    format!("on_error '{}' is neither 'continue' nor 'fail'", v.value),
+                    "on_error='fail' stops the query at the first bad record or failing expression",
+                )
+            })?),
+        };
         if plan.sources.len() > 1 && c.with.contains_key("late_topic") {
             return Err(with_error(
                 &c.with,
@@ -717,6 +740,7 @@ impl Engine {
                 status: QueryStatus::Running,
                 error: None,
                 late_topic: c.with.get("late_topic").map(|v| v.value.clone()),
+                on_error,
             }
         };
         self.materialized.write().remove(&name);
@@ -801,6 +825,7 @@ impl Engine {
                 status: QueryStatus::Running,
                 error: None,
                 late_topic: None,
+                on_error: None,
             }
         };
         self.catalog
@@ -929,6 +954,10 @@ impl Engine {
             flow.push(Box::new(materialize));
         }
         let materialize_only = meta.id.starts_with("MATERIALIZE_");
+        let dead_letter = self.dead_letters().await?;
+        let on_error = meta.on_error.unwrap_or(self.config.on_error);
+        let metrics = Arc::new(QueryMetrics::default());
+        let errors = RowErrorPolicy::new(meta.id.clone(), on_error, dead_letter, metrics.clone());
         let sink: Box<dyn Sink> = if materialize_only {
             Box::new(NullSink)
         } else {
@@ -949,20 +978,14 @@ impl Engine {
                     })?
                 }
             };
-            Box::new(TopicSink {
-                encoder: RecordEncoder::new(&sink_rel),
-                writer,
-                topic: sink_rel.topic.clone(),
-            })
-        };
-        let dead_letter = match &self.config.dead_letter_topic {
-            Some(t) => {
-                self.ensure_topic(t, None, 1, &WithOptions::new()).await?;
-                Some(self.backend.writer(t).await.map_err(|e| {
-                    SluiceError::connector(format!("writing dead-letter topic '{t}'"), e)
-                })?)
-            }
-            None => None,
+            Box::new(
+                TopicSink::new(
+                    RecordEncoder::new(&sink_rel),
+                    writer,
+                    sink_rel.topic.clone(),
+                )
+                .with_errors(errors.clone()),
+            )
         };
         let late_sink: Option<Box<dyn Sink>> = match &meta.late_topic {
             Some(t) => {
@@ -971,28 +994,27 @@ impl Engine {
                 let writer = self.backend.writer(t).await.map_err(|e| {
                     SluiceError::connector(format!("writing late-events topic '{t}'"), e)
                 })?;
-                Some(Box::new(TopicSink {
-                    encoder: RecordEncoder::new(&source_rel),
-                    writer,
-                    topic: t.clone(),
-                }))
+                Some(Box::new(
+                    TopicSink::new(RecordEncoder::new(&source_rel), writer, t.clone())
+                        .with_errors(errors.clone()),
+                ))
             }
             None => None,
         };
-        let metrics = Arc::new(QueryMetrics::default());
         let mut pipeline = Pipeline {
             flow,
             sink,
             late_sink,
             state: Some(state),
             metrics: metrics.clone(),
+            errors: errors.clone(),
         };
         pipeline.restore()?;
         let (drain_tx, drain_rx) = crate::dataflow::query::drain_channel();
         let source = SourceTask {
             inputs,
             metrics,
-            dead_letter,
+            errors,
             checkpoint_interval: Some(self.config.checkpoint_interval),
             first_epoch,
             drain: drain_rx,
@@ -1000,6 +1022,29 @@ impl Engine {
         let handle = QueryHandle::spawn(meta.id.clone(), source, pipeline, drain_tx);
         self.running.lock().insert(meta.id.clone(), handle);
         Ok(())
+    }
+
+    /// The server's dead-letter topic (created on first use), if it has one.
+    pub(super) async fn dead_letters(&self) -> Result<Option<Arc<DeadLetters>>> {
+        let Some(topic) = &self.config.dead_letter_topic else {
+            return Ok(None);
+        };
+        let dl = self
+            .dead_letters
+            .get_or_try_init(|| async {
+                self.ensure_topic(topic, None, 1, &WithOptions::new())
+                    .await?;
+                let writer = self.backend.writer(topic).await.map_err(|e| {
+                    SluiceError::connector(format!("writing dead-letter topic '{topic}'"), e)
+                })?;
+                Ok::<_, SluiceError>(Arc::new(DeadLetters::new(
+                    topic.clone(),
+                    writer,
+                    Some(self.config.data_dir.join("dead_letter_marks.json")),
+                )))
+            })
+            .await?;
+        Ok(Some(dl.clone()))
     }
 
     /// Stops and forgets the queries that write `name` (before replacing or dropping it).
@@ -1015,6 +1060,7 @@ impl Engine {
             if let Some(h) = self.running.lock().remove(id) {
                 h.stop();
             }
+            self.forget_retries(id);
             self.catalog.write().queries.remove(id);
             self.state.drop_query(id)?;
         }
@@ -1141,6 +1187,7 @@ impl Engine {
             if let Some(h) = self.running.lock().remove(id) {
                 h.stop();
             }
+            self.forget_retries(id);
             let mut catalog = self.catalog.write();
             catalog.queries.remove(id);
             for r in catalog.relations.values_mut() {

@@ -35,8 +35,20 @@ pub(super) fn render(engine: &Engine) -> String {
     counter(
         &mut out,
         "sluice_query_errors_total",
-        "Records skipped because they could not be decoded.",
+        "Source records skipped because they could not become a valid row (undecodable, missing NOT NULL value, key or event time, lossy number).",
         &|m| QueryMetrics::get(&m.decode_errors),
+    );
+    counter(
+        &mut out,
+        "sluice_query_expression_errors_total",
+        "Values that failed to evaluate (division by zero, failed cast, overflow, bad argument) and became NULL.",
+        &|m| QueryMetrics::get(&m.expression_errors),
+    );
+    counter(
+        &mut out,
+        "sluice_query_oversize_records_total",
+        "Output records larger than their topic takes, sent to the dead-letter topic instead.",
+        &|m| QueryMetrics::get(&m.oversize_records),
     );
     counter(
         &mut out,
@@ -50,6 +62,42 @@ pub(super) fn render(engine: &Engine) -> String {
         "Events dropped because every window they belong to had closed (watermark past window end + grace).",
         &|m| QueryMetrics::get(&m.late_records),
     );
+    let _ = writeln!(
+        out,
+        "# HELP sluice_query_status 1 for the query's current status (RUNNING, FINISHED or ERROR)."
+    );
+    let _ = writeln!(out, "# TYPE sluice_query_status gauge");
+    for (id, h) in running.iter() {
+        let status = match h.status() {
+            crate::dataflow::query::RunStatus::Running => "RUNNING",
+            crate::dataflow::query::RunStatus::Finished => "FINISHED",
+            crate::dataflow::query::RunStatus::Failed(_) => "ERROR",
+        };
+        let _ = writeln!(
+            out,
+            "sluice_query_status{{query=\"{}\",status=\"{status}\"}} 1",
+            escape(id)
+        );
+    }
+    for id in engine.retrying.lock().keys() {
+        let _ = writeln!(
+            out,
+            "sluice_query_status{{query=\"{}\",status=\"RETRYING\"}} 1",
+            escape(id)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_query_restarts_total Times the query was started again after a transient failure (a lost topic, an unreachable broker)."
+    );
+    let _ = writeln!(out, "# TYPE sluice_query_restarts_total counter");
+    for (id, n) in engine.restarts.lock().iter() {
+        let _ = writeln!(
+            out,
+            "sluice_query_restarts_total{{query=\"{}\"}} {n}",
+            escape(id)
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP sluice_query_state_entries Keyed state entries held by the query's operators (groups, open windows, sessions)."

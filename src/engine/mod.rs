@@ -11,6 +11,7 @@ mod query;
 pub mod result;
 pub mod session;
 mod show;
+mod supervise;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +54,15 @@ pub struct Engine {
     /// Push queries currently streaming to a client.
     push_active: Arc<std::sync::atomic::AtomicI64>,
     started: Instant,
+    /// The dead-letter topic's writer, shared by every query (opened on first use).
+    dead_letters: tokio::sync::OnceCell<Arc<crate::dataflow::dead_letter::DeadLetters>>,
+    /// Persistent queries waiting to be started again (see `supervise`).
+    retrying: Mutex<BTreeMap<String, supervise::Retry>>,
+    /// When each query was last restarted by the supervisor, and after how many
+    /// failed attempts.
+    started_at: Mutex<BTreeMap<String, (Instant, u32)>>,
+    /// Restarts by the supervisor, per query.
+    restarts: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Engine {
@@ -84,7 +94,13 @@ impl Engine {
             .with_information_schema(true)
             .set_bool("datafusion.sql_parser.collect_spans", true)
             .with_default_catalog_and_schema("sluice", "public");
-        let ctx = SessionContext::new_with_config(session_config);
+        // Pull queries share a bounded pool: a query needing more fails with
+        // ResourcesExhausted instead of growing the server without limit.
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(config.max_query_memory, 1.0)
+            .build_arc()
+            .map_err(SluiceError::from)?;
+        let ctx = SessionContext::new_with_config_rt(session_config, runtime);
         crate::functions::register(&ctx)?;
         let engine = Arc::new(Engine {
             config,
@@ -99,9 +115,14 @@ impl Engine {
             transient_seq: AtomicU64::new(0),
             push_active: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             started: Instant::now(),
+            dead_letters: tokio::sync::OnceCell::new(),
+            retrying: Mutex::new(BTreeMap::new()),
+            started_at: Mutex::new(BTreeMap::new()),
+            restarts: Mutex::new(BTreeMap::new()),
         });
         engine.register_pg_catalog()?;
         engine.recover().await?;
+        engine.spawn_supervisor();
         Ok(engine)
     }
 
@@ -121,6 +142,11 @@ impl Engine {
                 continue;
             }
             if let Err(e) = self.start_persistent_query(q).await {
+                if e.is_transient() {
+                    // A topic or broker that is not there yet: try again later.
+                    self.schedule_retry(&q.id, e.to_string());
+                    continue;
+                }
                 tracing::error!(query = %q.id, "could not restart: {e}");
                 let mut c = self.catalog.write();
                 if let Some(meta) = c.queries.get_mut(&q.id) {
@@ -313,9 +339,7 @@ impl Engine {
                 "RUN SCRIPT nested more than 8 deep (does a script run itself?)",
             ));
         }
-        let text = tokio::fs::read_to_string(path)
-            .await
-            .map_err(|e| SluiceError::io(format!("reading script '{path}'"), e))?;
+        let text = read_script(path).await?;
         let statements = parse_script(&text).map_err(|e| match e {
             SluiceError::Sql {
                 message,
@@ -432,4 +456,48 @@ pub(crate) fn done(tag: &str, message: String) -> StatementResult {
         message,
         rows_affected: None,
     }
+}
+
+/// Largest script RUN SCRIPT reads.
+pub const MAX_SCRIPT_BYTES: u64 = 16 << 20;
+
+/// A script's text: only a regular file of at most [`MAX_SCRIPT_BYTES`] (a
+/// device or FIFO would never end, a huge file would fill memory).
+async fn read_script(path: &str) -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| SluiceError::io(format!("reading script '{path}'"), e))?;
+    if !meta.is_file() {
+        return Err(
+            SluiceError::sql(format!("RUN SCRIPT '{path}': not a regular file"))
+                .with_hint("give the path of a .sql file"),
+        );
+    }
+    if meta.len() > MAX_SCRIPT_BYTES {
+        return Err(SluiceError::too_complex(
+            format!(
+                "RUN SCRIPT '{path}': the file has {} bytes, more than the {MAX_SCRIPT_BYTES} a script may have",
+                meta.len()
+            ),
+            "split the script into several files",
+        ));
+    }
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| SluiceError::io(format!("reading script '{path}'"), e))?;
+    // The file may have grown since it was measured: read no more than the limit.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_SCRIPT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| SluiceError::io(format!("reading script '{path}'"), e))?;
+    if bytes.len() as u64 > MAX_SCRIPT_BYTES {
+        return Err(SluiceError::too_complex(
+            format!("RUN SCRIPT '{path}': the file grew past {MAX_SCRIPT_BYTES} bytes"),
+            "split the script into several files",
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| SluiceError::sql(format!("RUN SCRIPT '{path}': the file is not UTF-8 text")))
 }

@@ -15,6 +15,7 @@ use crate::connectors::StartFrom;
 use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::pipeline::{ChannelSink, Pipeline};
 use crate::dataflow::query::QueryHandle;
+use crate::dataflow::row_errors::RowErrorPolicy;
 use crate::dataflow::source::{SourceInput, SourceTask};
 use crate::error::{Result, SluiceError};
 use crate::planner::{self, df_error};
@@ -27,7 +28,10 @@ impl Engine {
         // psql / driver catalog syntax (pg_catalog.rs); other queries run as written.
         let rewritten = self.rewrite_pg_catalog_query(query);
         let query = rewritten.as_ref().unwrap_or(query);
-        planner::check_relations(&self.catalog.read(), query)?;
+        let names = planner::check_relations(&self.catalog.read(), query)?;
+        for name in &names {
+            self.check_table_available(name)?;
+        }
         let state = self.session_state();
         let statement = datafusion::sql::parser::Statement::Statement(Box::new(
             sqlparser::ast::Statement::Query(Box::new(query.clone())),
@@ -39,8 +43,59 @@ impl Engine {
             .await
             .map_err(df_error)?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(df_error)?;
+        // The result is held until it is sent, so it counts against the same
+        // bound as the query's working memory.
+        let limit = self.config.max_query_memory;
+        let mut stream = df.execute_stream().await.map_err(df_error)?;
+        let mut batches = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df_error)?;
+            bytes += batch.get_array_memory_size();
+            if bytes > limit {
+                return Err(SluiceError::Sql {
+                    message: format!(
+                        "the result of this pull query is larger than --max-query-memory ({limit} bytes)"
+                    ),
+                    position: None,
+                    hint: Some("add a LIMIT or a WHERE, or aggregate".into()),
+                    sqlstate: "53200",
+                });
+            }
+            batches.push(batch);
+        }
         Ok(StatementResult::Rows { schema, batches })
+    }
+
+    /// A table answers pull queries only if the query that keeps it started:
+    /// otherwise its rows would be missing without an error.
+    fn check_table_available(&self, name: &str) -> Result<()> {
+        let catalog = self.catalog.read();
+        if !catalog.relation(name).is_some_and(|r| r.is_table()) {
+            return Ok(());
+        }
+        let running = self.running.lock();
+        for q in catalog.queries_writing(name) {
+            // A query that ran and then failed keeps the rows it had (SHOW
+            // QUERIES says ERROR); one that never started has none to show.
+            if running.contains_key(&q.id) {
+                continue;
+            }
+            let problem = q
+                .error
+                .clone()
+                .unwrap_or_else(|| "it is not running".into());
+            return Err(SluiceError::Sql {
+                message: format!(
+                    "table '{name}' cannot answer: query {} that keeps it failed: {problem}",
+                    q.id
+                ),
+                position: None,
+                hint: Some("SHOW QUERIES shows its status; fix the cause and restart the server, or re-create the table".into()),
+                sqlstate: "55000",
+            });
+        }
+        Ok(())
     }
 
     /// A SELECT ... EMIT CHANGES: a transient continuous query whose rows stream to
@@ -102,12 +157,13 @@ impl Engine {
             late_sink: None,
             state: None,
             metrics: metrics.clone(),
+            errors: RowErrorPolicy::counting(id.clone(), metrics.clone()),
         };
         let (drain_tx, drain_rx) = crate::dataflow::query::drain_channel();
         let source = SourceTask {
             inputs,
+            errors: RowErrorPolicy::counting(id.clone(), metrics.clone()),
             metrics,
-            dead_letter: None,
             checkpoint_interval: None,
             first_epoch: 0,
             drain: drain_rx,
@@ -119,8 +175,17 @@ impl Engine {
                 stream: futures::stream::empty().boxed(),
             });
         }
-        let handle = QueryHandle::spawn(id.clone(), source, pipeline, drain_tx);
         let active = PushGuard::new(self.push_active.clone());
+        let max = self.config.max_push_queries;
+        if active.count() > max as i64 {
+            return Err(SluiceError::Sql {
+                message: format!("too many push queries: {max} are running (--max-push-queries)"),
+                position: None,
+                hint: Some("close a push query first, or use a pull query".into()),
+                sqlstate: "53300",
+            });
+        }
+        let handle = QueryHandle::spawn(id.clone(), source, pipeline, drain_tx);
         // The stream owns the query: when the client goes away and the stream is
         // dropped, the handle is dropped and both tasks stop.
         let stream = ReceiverStream::new(rx).map(move |item| {
@@ -337,6 +402,11 @@ impl PushGuard {
     fn new(counter: Arc<std::sync::atomic::AtomicI64>) -> Self {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         PushGuard(counter)
+    }
+
+    /// Push queries active, this one included.
+    fn count(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -71,6 +71,7 @@ impl Engine {
             ShowWhat::Queries => {
                 let catalog = self.catalog.read();
                 let running = self.running.lock();
+                let retrying = self.retrying.lock();
                 let rows = catalog
                     .queries
                     .values()
@@ -79,6 +80,9 @@ impl Engine {
                             Some(RunStatus::Running) => ("RUNNING".to_string(), String::new()),
                             Some(RunStatus::Finished) => ("FINISHED".to_string(), String::new()),
                             Some(RunStatus::Failed(e)) => ("ERROR".to_string(), e),
+                            None if retrying.contains_key(&q.id) => {
+                                ("RETRYING".to_string(), retrying[&q.id].describe())
+                            }
                             None => (
                                 "ERROR".to_string(),
                                 q.error.clone().unwrap_or_else(|| "not running".into()),

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, Int64Array, Int8Array};
+use arrow::array::{
+    new_null_array, Array, ArrayRef, BooleanArray, Int32Array, Int64Array, Int8Array,
+};
 use arrow::compute::kernels::zip::zip;
 use arrow::compute::{concat_batches, interleave_record_batch, is_not_null};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -14,9 +16,10 @@ use super::delimited::DelimitedValueDecoder;
 use super::json::JsonValueDecoder;
 use super::key::KeyDecoder;
 use super::rowtime;
+use super::strict_int;
 use crate::catalog::{Relation, ValueFormat};
 use crate::connectors::LogRecord;
-use crate::dataflow::{Chunk, Op};
+use crate::dataflow::{Chunk, Op, Origin};
 use crate::error::Result;
 
 /// A record that could not be decoded; it is skipped, counted and optionally sent
@@ -64,10 +67,21 @@ impl ValueDecoder {
 
 /// Decodes the records of one relation's topic.
 pub struct RecordDecoder {
+    /// The relation's name, for the origin of each row.
+    source: Arc<str>,
     schema: SchemaRef,
+    /// `schema` with every column nullable: rows are checked against NOT NULL
+    /// before the batch takes the real schema.
+    nullable_schema: SchemaRef,
     is_table: bool,
     value: ValueDecoder,
+    /// The value columns as decoded (integers as text for JSON, see `int_columns`).
+    decoded_schema: SchemaRef,
+    /// The value columns with their real types.
     value_schema: SchemaRef,
+    /// JSON value columns of integer type, decoded as text and converted here so
+    /// that a fraction or an out-of-range number is a bad record, not truncated.
+    int_columns: Vec<usize>,
     /// For each relation column, its position in the decoded value batch.
     value_pos: Vec<Option<usize>>,
     key: KeyDecoder,
@@ -100,13 +114,45 @@ impl RecordDecoder {
         for (pos, &i) in value_cols.iter().enumerate() {
             value_pos[i] = Some(pos);
         }
+        let json = relation.format.value_format == ValueFormat::Json;
+        let int_columns: Vec<usize> = if json {
+            (0..value_schema.fields().len())
+                .filter(|&i| strict_int::is_signed_int(value_schema.field(i).data_type()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let decoded_schema: SchemaRef = Arc::new(Schema::new(
+            value_schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    if int_columns.contains(&i) {
+                        f.as_ref().clone().with_data_type(DataType::Utf8)
+                    } else {
+                        f.as_ref().clone()
+                    }
+                })
+                .collect::<Vec<Field>>(),
+        ));
         let value = match relation.format.value_format {
-            ValueFormat::Json => ValueDecoder::Json(JsonValueDecoder::new(value_schema.clone())?),
+            ValueFormat::Json => ValueDecoder::Json(JsonValueDecoder::with_coercion(
+                decoded_schema.clone(),
+                !int_columns.is_empty(),
+            )?),
             ValueFormat::Delimited => ValueDecoder::Delimited(DelimitedValueDecoder::new(
                 value_schema.clone(),
                 relation.format.delimiter as u8,
             )),
         };
+        let nullable_schema: SchemaRef = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<Field>>(),
+        ));
         let key_fields = key_cols
             .iter()
             .map(|&i| schema.field(i).as_ref().clone())
@@ -123,7 +169,11 @@ impl RecordDecoder {
             .map(|(i, _)| i)
             .collect();
         Ok(RecordDecoder {
+            source: Arc::from(relation.name.as_str()),
             schema: schema.clone(),
+            nullable_schema,
+            decoded_schema,
+            int_columns,
             is_table: relation.is_table(),
             value,
             value_schema,
@@ -169,9 +219,10 @@ impl RecordDecoder {
                         Err(e) => bad.push(bad_record(&records[i], e.to_string())),
                     }
                 }
-                (concat_batches(&self.value_schema, &batches)?, good)
+                (concat_batches(&self.decoded_schema, &batches)?, good)
             }
         };
+        let (value_batch, good) = self.convert_ints(value_batch, good, records, &mut bad)?;
 
         // 2. Rows in record order: decoded values, and for tables, tombstones as deletes.
         let null_row = RecordBatch::try_new(
@@ -207,8 +258,8 @@ impl RecordDecoder {
 
         // 3. Columns in the relation's order; key columns from the record key when present.
         let keys: Vec<Option<&Bytes>> = src.iter().map(|&i| records[i].key.as_ref()).collect();
-        let key_arrays = if self.key.is_empty() {
-            Vec::new()
+        let (key_arrays, key_errors) = if self.key.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
             self.key.decode(&keys)
         };
@@ -231,7 +282,7 @@ impl RecordDecoder {
             };
             columns.push(col);
         }
-        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let batch = RecordBatch::try_new(self.nullable_schema.clone(), columns)?;
 
         // 4. Event time.
         let rowtime = match self.timestamp_col {
@@ -246,9 +297,16 @@ impl RecordDecoder {
         // 5. Rows missing a required value (NOT NULL, table key, event time) are bad.
         let mut keep: Vec<bool> = vec![true; batch.num_rows()];
         let mut max_time: Vec<(i32, i64)> = Vec::new();
+        let mut key_errors = key_errors.into_iter().peekable();
         for (row, keep_row) in keep.iter_mut().enumerate() {
             let deleting = ops.get(row) == Some(&(Op::Delete as i8));
-            let reason = if rowtime.is_null(row) && !deleting {
+            let key_error = match key_errors.peek() {
+                Some((r, _)) if *r == row => key_errors.next().map(|(_, e)| e),
+                _ => None,
+            };
+            let reason = if key_error.is_some() {
+                key_error
+            } else if rowtime.is_null(row) && !deleting {
                 Some(match &self.timestamp_col {
                     Some(c) => format!(
                         "timestamp column '{}' is missing or unparseable",
@@ -282,15 +340,69 @@ impl RecordDecoder {
             }
         }
         let ops = self.is_table.then(|| Int8Array::from(ops));
-        let mut chunk = Chunk::new(batch, rowtime, ops);
+        let origin = Origin {
+            source: self.source.clone(),
+            partition: Int32Array::from_iter_values(src.iter().map(|&i| records[i].partition)),
+            offset: Int64Array::from_iter_values(src.iter().map(|&i| records[i].offset)),
+        };
+        let mut chunk = Chunk::new(batch, rowtime, ops).with_origin(Some(origin));
         if keep.iter().any(|k| !k) {
             chunk = chunk.filter(&BooleanArray::from(keep))?;
         }
+        // Every NOT NULL column is checked above, so the real schema holds.
+        let batch = RecordBatch::try_new(self.schema.clone(), chunk.batch.columns().to_vec())?;
+        let chunk = chunk.with_batch(batch);
         Ok(Decoded {
             chunk,
             bad,
             max_time,
         })
+    }
+}
+
+impl RecordDecoder {
+    /// Converts the integer columns decoded as text; a value with a fraction or
+    /// out of the column's range makes its record bad.
+    fn convert_ints(
+        &self,
+        batch: RecordBatch,
+        good: Vec<usize>,
+        records: &[LogRecord],
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<(RecordBatch, Vec<usize>)> {
+        if self.int_columns.is_empty() {
+            return Ok((batch, good));
+        }
+        let mut columns = batch.columns().to_vec();
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        for &c in &self.int_columns {
+            let field = self.value_schema.field(c);
+            let (converted, errors) = strict_int::convert(&columns[c], field.data_type())?;
+            columns[c] = converted;
+            failed.extend(
+                errors
+                    .into_iter()
+                    .map(|(row, e)| (row, format!("column '{}': {e}", field.name()))),
+            );
+        }
+        let batch = RecordBatch::try_new(self.value_schema.clone(), columns)?;
+        if failed.is_empty() {
+            return Ok((batch, good));
+        }
+        failed.sort_by_key(|(row, _)| *row);
+        failed.dedup_by_key(|(row, _)| *row);
+        let mut keep = vec![true; batch.num_rows()];
+        for (row, reason) in failed {
+            keep[row] = false;
+            bad.push(bad_record(&records[good[row]], reason));
+        }
+        let batch = arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep.clone()))?;
+        let good = good
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(i, k)| k.then_some(i))
+            .collect();
+        Ok((batch, good))
     }
 }
 
@@ -444,6 +556,77 @@ mod tests {
         assert_eq!(out.chunk.op(1), Op::Delete);
         assert_eq!(out.bad.len(), 1, "a table row without a key is bad");
         assert_eq!(out.chunk.rowtime.values(), &[1000, 1001]);
+    }
+
+    #[test]
+    fn keys_that_cannot_be_read_make_the_record_bad() {
+        let mut rel = relation(RelationKind::Stream, ValueFormat::Json, None);
+        rel.columns[0].sql_type = "INT".into();
+        let rel = Relation::new(
+            rel.name.clone(),
+            rel.kind,
+            rel.columns.clone(),
+            rel.topic.clone(),
+            1,
+            rel.format.clone(),
+            String::new(),
+            None,
+            vec![],
+        )
+        .unwrap();
+        let mut d = RecordDecoder::new(&rel).unwrap();
+        let mut not_utf8 = rec(1, None, Some(r#"{"status": 2}"#));
+        not_utf8.key = Some(Bytes::from_static(&[0xff, 0xfe]));
+        let out = d
+            .decode(&[
+                rec(0, Some("7"), Some(r#"{"status": 1}"#)),
+                not_utf8,
+                rec(2, Some("seven"), Some(r#"{"status": 3}"#)),
+                rec(3, None, Some(r#"{"status": 4}"#)),
+            ])
+            .unwrap();
+        let bad: Vec<(i64, String)> = out
+            .bad
+            .iter()
+            .map(|b| (b.offset, b.reason.clone()))
+            .collect();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].1.contains("not valid UTF-8"), "{bad:?}");
+        assert!(bad[1].1.contains("'seven' is not a valid INT"), "{bad:?}");
+        assert_eq!(out.chunk.num_rows(), 2, "a missing key is NULL, not bad");
+        let origin = out.chunk.origin.as_ref().expect("rows know their offsets");
+        assert_eq!(origin.offset.values(), &[0, 3]);
+    }
+
+    #[test]
+    fn a_missing_not_null_value_loses_only_its_record() {
+        let mut rel = relation(RelationKind::Stream, ValueFormat::Json, None);
+        rel.columns[1].not_null = true;
+        let rel = Relation::new(
+            rel.name.clone(),
+            rel.kind,
+            rel.columns.clone(),
+            rel.topic.clone(),
+            1,
+            rel.format.clone(),
+            String::new(),
+            None,
+            vec![],
+        )
+        .unwrap();
+        let mut d = RecordDecoder::new(&rel).unwrap();
+        let out = d
+            .decode(&[
+                rec(0, Some("a"), Some(r#"{"status": 1}"#)),
+                rec(1, Some("b"), Some(r#"{"ts": 5}"#)),
+                rec(2, Some("c"), Some(r#"{"status": 3.5}"#)),
+                rec(3, Some("d"), Some(r#"{"status": 4}"#)),
+            ])
+            .unwrap();
+        assert_eq!(out.chunk.num_rows(), 2);
+        assert!(!out.chunk.batch.schema().field(1).is_nullable());
+        let offsets: Vec<i64> = out.bad.iter().map(|b| b.offset).collect();
+        assert_eq!(offsets, vec![2, 1], "lossy number first, then NOT NULL");
     }
 
     #[test]

@@ -12,19 +12,31 @@ const MAX_ROWS: usize = 1 << 20;
 pub struct JsonValueDecoder {
     schema: SchemaRef,
     decoder: Decoder,
+    coerce: bool,
 }
 
 impl JsonValueDecoder {
     pub fn new(schema: SchemaRef) -> Result<Self, ArrowError> {
-        let decoder = Self::build(&schema)?;
-        Ok(JsonValueDecoder { schema, decoder })
+        Self::with_coercion(schema, false)
     }
 
-    fn build(schema: &SchemaRef) -> Result<Decoder, ArrowError> {
+    /// `coerce`: numbers and booleans decode into text columns as their JSON
+    /// text (so integers can be checked for lossless conversion afterwards).
+    pub fn with_coercion(schema: SchemaRef, coerce: bool) -> Result<Self, ArrowError> {
+        let decoder = Self::build(&schema, coerce)?;
+        Ok(JsonValueDecoder {
+            schema,
+            decoder,
+            coerce,
+        })
+    }
+
+    fn build(schema: &SchemaRef, coerce: bool) -> Result<Decoder, ArrowError> {
         // Unknown fields are ignored (producers add fields over time); a value of the
         // wrong type is an error that marks the record bad.
         ReaderBuilder::new(schema.clone())
             .with_strict_mode(false)
+            .with_coerce_primitive(coerce)
             .with_batch_size(MAX_ROWS)
             .build_decoder()
     }
@@ -86,7 +98,7 @@ impl JsonValueDecoder {
     }
 
     fn reset(&mut self) {
-        if let Ok(d) = Self::build(&self.schema) {
+        if let Ok(d) = Self::build(&self.schema, self.coerce) {
             self.decoder = d;
         }
     }

@@ -44,9 +44,11 @@ impl KeyDecoder {
         self.fields.is_empty()
     }
 
-    pub fn decode(&mut self, keys: &[Option<&Bytes>]) -> Vec<ArrayRef> {
+    /// The key columns of each record, and the records whose key is present but
+    /// cannot be read (such a record is bad: its key would silently be NULL).
+    pub fn decode(&mut self, keys: &[Option<&Bytes>]) -> (Vec<ArrayRef>, KeyErrors) {
         match self.format {
-            KeyFormat::None => self.nulls(keys.len()),
+            KeyFormat::None => (self.nulls(keys.len()), Vec::new()),
             KeyFormat::Kafka => self.decode_text(keys),
             KeyFormat::Json => self.decode_json(keys),
         }
@@ -60,35 +62,57 @@ impl KeyDecoder {
     }
 
     /// KAFKA format: the UTF-8 text of a single key column, cast to its type.
-    fn decode_text(&mut self, keys: &[Option<&Bytes>]) -> Vec<ArrayRef> {
+    fn decode_text(&mut self, keys: &[Option<&Bytes>]) -> (Vec<ArrayRef>, KeyErrors) {
+        let mut errors = Vec::new();
         if self.fields.len() != 1 {
-            return self.nulls(keys.len());
+            return (self.nulls(keys.len()), errors);
         }
         let mut b = StringBuilder::with_capacity(keys.len(), keys.len() * 16);
-        for k in keys {
-            match k.and_then(|k| std::str::from_utf8(k).ok()) {
-                Some(s) => b.append_value(s),
+        for (row, k) in keys.iter().enumerate() {
+            match k.map(|k| std::str::from_utf8(k)) {
+                Some(Ok(s)) => b.append_value(s),
+                Some(Err(_)) => {
+                    errors.push((row, "the record key is not valid UTF-8".to_string()));
+                    b.append_null();
+                }
                 None => b.append_null(),
             }
         }
         let text: ArrayRef = Arc::new(b.finish());
         let target = self.fields[0].data_type();
         if target == &DataType::Utf8 {
-            return vec![text];
+            return (vec![text], errors);
         }
-        // Unparseable keys become null (the caller then falls back to the value).
         let opts = CastOptions {
             safe: true,
             ..Default::default()
         };
-        vec![cast_with_options(&text, target, &opts)
-            .unwrap_or_else(|_| arrow::array::new_null_array(target, keys.len()))]
+        let cast = cast_with_options(&text, target, &opts)
+            .unwrap_or_else(|_| arrow::array::new_null_array(target, keys.len()));
+        // A key that is there but does not parse as the column's type.
+        for row in 0..keys.len() {
+            if cast.is_null(row) && !text.is_null(row) {
+                let value = text
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .map(|t| t.value(row).chars().take(64).collect::<String>())
+                    .unwrap_or_default();
+                errors.push((
+                    row,
+                    format!(
+                        "the record key '{value}' is not a valid {}",
+                        crate::sql::types::sql_type_name(target)
+                    ),
+                ));
+            }
+        }
+        (vec![cast], errors)
     }
 
-    fn decode_json(&mut self, keys: &[Option<&Bytes>]) -> Vec<ArrayRef> {
+    fn decode_json(&mut self, keys: &[Option<&Bytes>]) -> (Vec<ArrayRef>, KeyErrors) {
         let n = keys.len();
         let Some(json) = self.json.as_mut() else {
-            return self.nulls(n);
+            return (self.nulls(n), Vec::new());
         };
         // One key column: the key is a bare JSON scalar; wrap it as an object so
         // arrow-json can decode it. Several: the key is already an object.
@@ -107,7 +131,6 @@ impl KeyDecoder {
                 k.to_vec()
             }
         };
-        let mut rows: Vec<RecordBatch> = Vec::with_capacity(n);
         let empty = b"{}".to_vec();
         let mut all = Vec::with_capacity(n);
         for k in keys {
@@ -117,13 +140,26 @@ impl KeyDecoder {
             });
         }
         if let Ok(batch) = json.decode_all(all.iter().map(|v| v.as_slice())) {
-            return batch.columns().to_vec();
+            return (batch.columns().to_vec(), Vec::new());
         }
-        for v in &all {
-            let row = json.decode_one(v).or_else(|_| json.decode_one(&empty));
-            match row {
+        let mut errors = Vec::new();
+        let mut rows: Vec<RecordBatch> = Vec::with_capacity(n);
+        for (row, v) in all.iter().enumerate() {
+            let decoded = match json.decode_one(v) {
+                Ok(r) => Ok(r),
+                Err(e) => {
+                    errors.push((row, format!("the record key is not valid JSON: {e}")));
+                    json.decode_one(&empty)
+                }
+            };
+            match decoded {
                 Ok(r) => rows.push(r),
-                Err(_) => return self.nulls(n),
+                Err(_) => {
+                    return (
+                        self.nulls(n),
+                        (0..n).map(|r| (r, "undecodable key".into())).collect(),
+                    )
+                }
             }
         }
         match arrow::compute::concat_batches(
@@ -133,11 +169,17 @@ impl KeyDecoder {
                 .unwrap_or_else(|| Arc::new(Schema::empty())),
             &rows,
         ) {
-            Ok(b) if b.num_rows() == n => b.columns().to_vec(),
-            _ => self.nulls(n),
+            Ok(b) if b.num_rows() == n => (b.columns().to_vec(), errors),
+            _ => (
+                self.nulls(n),
+                (0..n).map(|r| (r, "undecodable key".into())).collect(),
+            ),
         }
     }
 }
+
+/// Records (by index) whose key could not be read, with the reason.
+pub type KeyErrors = Vec<(usize, String)>;
 
 /// Key columns → record key bytes.
 pub fn encode_keys(

@@ -8,7 +8,9 @@ mod encode;
 mod json;
 mod key;
 mod rowtime;
+mod strict_int;
 
 pub use decode::{BadRecord, Decoded, RecordDecoder};
+pub(crate) use encode::json_lines;
 pub use encode::RecordEncoder;
 pub use rowtime::from_column as rowtime_of;

@@ -12,6 +12,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
+use super::evaluate::{evaluate_all, predicate_mask, Failures};
 use super::group_aggregate::AggregateSpec;
 use crate::error::{Result, SluiceError};
 
@@ -152,40 +153,29 @@ pub fn conform(array: ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
     }
 }
 
-/// Each expression over `batch`, as a column.
-pub fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-    let n = batch.num_rows();
-    Ok(exprs
-        .iter()
-        .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-        .collect::<datafusion::error::Result<Vec<_>>>()?)
-}
-
-/// Each aggregate's argument columns over `batch`.
-pub fn arguments(aggregates: &[AggregateSpec], batch: &RecordBatch) -> Result<Vec<Vec<ArrayRef>>> {
+/// Each aggregate's argument columns over `batch` (failing values NULL).
+pub fn arguments(
+    aggregates: &[AggregateSpec],
+    batch: &RecordBatch,
+    failures: &mut Failures,
+) -> Result<Vec<Vec<ArrayRef>>> {
     aggregates
         .iter()
-        .map(|spec| evaluate(&spec.function.expressions(), batch))
+        .map(|spec| evaluate_all(&spec.function.expressions(), batch, failures))
         .collect()
 }
 
-/// Each aggregate's FILTER (WHERE ...) over `batch` (NULL counts as false).
+/// Each aggregate's FILTER (WHERE ...) over `batch` (NULL and failures count as
+/// false).
 pub fn filter_masks(
     aggregates: &[AggregateSpec],
     batch: &RecordBatch,
+    failures: &mut Failures,
 ) -> Result<Vec<Option<BooleanArray>>> {
-    let n = batch.num_rows();
     aggregates
         .iter()
         .map(|spec| match &spec.filter {
-            Some(f) => {
-                let m = f.evaluate(batch)?.into_array(n)?;
-                let m = m
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| SluiceError::sql("FILTER (WHERE ...) must be a boolean"))?;
-                Ok(Some(crate::dataflow::message::null_as_false(m)))
-            }
+            Some(f) => predicate_mask(f, batch, failures).map(Some),
             None => Ok(None),
         })
         .collect()

@@ -14,6 +14,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::{HashMap, HashSet};
 
+use super::evaluate::row_errors;
 use super::interval_join::JoinKind;
 use super::join_rows::{assemble, stored_columns, take_columns, JoinKeys};
 use super::{JoinOperator, Side, SideWatermarks};
@@ -267,7 +268,9 @@ impl JoinOperator for ChangelogJoin {
             return Ok(());
         }
         let table = &self.sides[side.index()];
-        let (key_rows, null_key) = self.keys.of(side, &chunk.batch)?;
+        let mut failures = Vec::new();
+        let (key_rows, null_key) = self.keys.of(side, &chunk.batch, &mut failures)?;
+        out.extend(row_errors(|| self.describe(), &chunk, failures));
         let pk_columns: Vec<ArrayRef> = table
             .primary_key
             .iter()

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use arrow::array::{Array, BooleanArray, Int8Array};
 use datafusion::physical_plan::PhysicalExpr;
 
+use super::evaluate::{evaluate, row_errors};
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
@@ -31,10 +32,12 @@ impl Operator for Filter {
     }
 
     fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
-        let value = self
-            .predicate
-            .evaluate(&chunk.batch)?
-            .into_array(chunk.num_rows())?;
+        let mut failures = Vec::new();
+        let value = evaluate(&self.predicate, &chunk.batch, &mut failures)?;
+        // A row whose predicate fails is NULL there, so it does not pass.
+        if let Some(errors) = row_errors(|| self.describe(), &chunk, failures) {
+            out.push(errors);
+        }
         let mask = value
             .as_any()
             .downcast_ref::<BooleanArray>()

@@ -21,6 +21,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
+use super::evaluate::{evaluate, evaluate_all, predicate_mask, row_errors};
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
@@ -316,7 +317,8 @@ impl Operator for GroupAggregate {
             return Ok(());
         }
         let batch = &chunk.batch;
-        let key_arrays = super::aggregate_inputs::evaluate(&self.group_exprs, batch)?;
+        let mut failures = Vec::new();
+        let key_arrays = evaluate_all(&self.group_exprs, batch, &mut failures)?;
         let rows = super::aggregate_inputs::RowBytes::convert(&self.key_rows, &key_arrays)?;
         let ends = self.row_ends(&key_arrays)?;
 
@@ -376,21 +378,15 @@ impl Operator for GroupAggregate {
                 .expressions()
                 .iter()
                 .map(|e| {
-                    e.evaluate(batch)
-                        .and_then(|v| v.into_array(n))
-                        .map_err(SluiceError::from)
+                    evaluate(e, batch, &mut failures)
                         .and_then(|arr| take(&arr, &order, None).map_err(SluiceError::from))
                 })
                 .collect::<Result<_>>()?;
             let mask: Option<BooleanArray> = match &spec.filter {
                 Some(f) => {
-                    let m = f.evaluate(batch)?.into_array(n)?;
+                    let m = predicate_mask(f, batch, &mut failures)?;
                     let m = take(&m, &order, None)?;
-                    let m = m
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| SluiceError::sql("FILTER (WHERE ...) must be a boolean"))?;
-                    Some(crate::dataflow::message::null_as_false(m))
+                    m.as_any().downcast_ref::<BooleanArray>().cloned()
                 }
                 None => None,
             };
@@ -456,6 +452,7 @@ impl Operator for GroupAggregate {
             let emitted = self.emit(&touched)?;
             out.push(Message::Chunk(emitted));
         }
+        out.extend(row_errors(|| self.describe(), &chunk, failures));
         Ok(())
     }
 

@@ -25,6 +25,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::common::HashMap;
 use datafusion::physical_plan::PhysicalExpr;
 
+use super::evaluate::{batch_errors, row_errors};
 use super::join_rows::{
     assemble, filter_mask, indices, null_columns, stored_columns, take_columns, JoinKeys,
 };
@@ -417,7 +418,9 @@ impl JoinOperator for IntervalJoin {
         if n == 0 {
             return Ok(());
         }
-        let (key_rows, null_key) = self.keys.of(side, &chunk.batch)?;
+        let mut failures = Vec::new();
+        let (key_rows, null_key) = self.keys.of(side, &chunk.batch, &mut failures)?;
+        out.extend(row_errors(|| self.describe(), &chunk, failures));
 
         // Probe the other side.
         let other = &self.sides[side.other().index()];
@@ -451,7 +454,9 @@ impl JoinOperator for IntervalJoin {
                 .zip(&other_at)
                 .map(|(&i, &(t, _))| Some(chunk.rowtime.value(i as usize).max(t)))
                 .collect();
-            let mask = filter_mask(self.filter.as_ref(), &joined)?;
+            let mut failures = Vec::new();
+            let mask = filter_mask(self.filter.as_ref(), &joined, &mut failures)?;
+            out.extend(batch_errors(|| self.describe(), &joined, failures));
             let keep = |k: usize| mask.as_ref().is_none_or(|m| m.value(k));
             for k in 0..pairs {
                 if !keep(k) {

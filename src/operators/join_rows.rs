@@ -12,9 +12,9 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::aggregate_inputs::{conform, evaluate};
+use super::aggregate_inputs::conform;
+use super::evaluate::{evaluate_all, predicate_mask, Failures};
 use super::Side;
-use crate::dataflow::message::null_as_false;
 use crate::error::{Result, SluiceError};
 
 /// The columns of `batch` at `indices` (a null index gives a null row).
@@ -79,20 +79,12 @@ pub fn cast_to(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<Vec<ArrayRe
 pub fn filter_mask(
     filter: Option<&Arc<dyn PhysicalExpr>>,
     batch: &RecordBatch,
+    failures: &mut Failures,
 ) -> Result<Option<arrow::array::BooleanArray>> {
     let Some(filter) = filter else {
         return Ok(None);
     };
-    let value = filter
-        .evaluate(batch)
-        .map_err(crate::planner::df_error)?
-        .into_array(batch.num_rows())
-        .map_err(crate::planner::df_error)?;
-    let mask = value
-        .as_any()
-        .downcast_ref::<arrow::array::BooleanArray>()
-        .ok_or_else(|| SluiceError::Internal("a join condition is not boolean".into()))?;
-    Ok(Some(null_as_false(mask)))
+    predicate_mask(filter, batch, failures).map(Some)
 }
 
 /// Indices as an Arrow array, `None` for a null row.
@@ -150,12 +142,17 @@ impl JoinKeys {
 
     /// The key of each row of `batch` from `side`, and whether it has a NULL
     /// (such a row matches nothing).
-    pub fn of(&self, side: Side, batch: &RecordBatch) -> Result<(Rows, Vec<bool>)> {
+    pub fn of(
+        &self,
+        side: Side,
+        batch: &RecordBatch,
+        failures: &mut Failures,
+    ) -> Result<(Rows, Vec<bool>)> {
         let exprs = match side {
             Side::Left => &self.left,
             Side::Right => &self.right,
         };
-        let keys: Vec<ArrayRef> = evaluate(exprs, batch)?
+        let keys: Vec<ArrayRef> = evaluate_all(exprs, batch, failures)?
             .into_iter()
             .zip(&self.types)
             .map(|(a, t)| conform(a, t))

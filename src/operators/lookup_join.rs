@@ -14,6 +14,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::PhysicalExpr;
 
+use super::evaluate::{evaluate_all, row_errors};
 use super::materialize::MaterializedTable;
 use super::Operator;
 use crate::dataflow::{Chunk, Message};
@@ -67,7 +68,9 @@ impl Operator for LookupJoin {
         if n == 0 {
             return Ok(());
         }
-        let keys = super::aggregate_inputs::evaluate(&self.key_exprs, &chunk.batch)?;
+        let mut failures = Vec::new();
+        let keys = evaluate_all(&self.key_exprs, &chunk.batch, &mut failures)?;
+        out.extend(row_errors(|| self.describe(), &chunk, failures));
         let (matched, hit_columns) = self.table.lookup_columns(&keys)?;
         let hits = matched.iter().filter(|m| **m).count();
         let table_schema = self.table.schema();

@@ -148,16 +148,18 @@ impl MaterializedTable {
             .iter()
             .map(|&i| chunk.batch.column(i).clone())
             .collect();
-        let keys = self.key_rows.convert_columns(&keys)?;
+        // A table without key columns (a global aggregate) has one row, whose
+        // key is empty.
+        let keys = super::aggregate_inputs::RowBytes::convert(&self.key_rows, &keys)?;
         let rows = self.full_rows.convert_columns(chunk.batch.columns())?;
         let mut inner = self.inner.write();
         let mut new = Vec::with_capacity(chunk.num_rows());
         for i in 0..chunk.num_rows() {
             let key = keys.row(i);
             match chunk.op(i) {
-                Op::Upsert => new.push(inner.upsert(key.as_ref(), rows.row(i).as_ref())),
+                Op::Upsert => new.push(inner.upsert(key, rows.row(i).as_ref())),
                 Op::Delete => {
-                    inner.delete(key.as_ref());
+                    inner.delete(key);
                     new.push(None);
                 }
             }

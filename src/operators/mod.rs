@@ -4,6 +4,7 @@
 
 pub mod aggregate_inputs;
 pub mod changelog_join;
+pub mod evaluate;
 pub mod filter;
 pub mod group_aggregate;
 pub mod interval_join;

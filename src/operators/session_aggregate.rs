@@ -21,6 +21,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::aggregate_inputs::{self, WindowColumns};
+use super::evaluate::{evaluate_all, row_errors};
 use super::group_aggregate::AggregateSpec;
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
@@ -306,10 +307,12 @@ impl Operator for SessionAggregate {
             return Ok(());
         }
         let batch = &chunk.batch;
-        let key_arrays = aggregate_inputs::evaluate(&self.key_exprs, batch)?;
+        let mut failures = Vec::new();
+        let key_arrays = evaluate_all(&self.key_exprs, batch, &mut failures)?;
         let rows = aggregate_inputs::RowBytes::convert(&self.key_rows, &key_arrays)?;
-        let args = aggregate_inputs::arguments(&self.aggregates, batch)?;
-        let masks = aggregate_inputs::filter_masks(&self.aggregates, batch)?;
+        let args = aggregate_inputs::arguments(&self.aggregates, batch, &mut failures)?;
+        let masks = aggregate_inputs::filter_masks(&self.aggregates, batch, &mut failures)?;
+        out.extend(row_errors(|| self.describe(), &chunk, failures));
         let mut retract = Vec::new();
         let mut touched: Vec<Box<[u8]>> = Vec::new();
         let mut seen: HashSet<Box<[u8]>> = HashSet::new();

@@ -19,7 +19,8 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalSortExpr;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::aggregate_inputs::{evaluate, RowBytes};
+use super::aggregate_inputs::RowBytes;
+use super::evaluate::{evaluate_all, row_errors};
 use super::join_rows::{cast_to, stored_columns};
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
@@ -146,14 +147,16 @@ impl Operator for TopN {
             return Ok(());
         }
         let batch = &chunk.batch;
+        let mut failures = Vec::new();
         let keys = RowBytes::convert(
             &self.partition_rows,
-            &evaluate(&self.ranking.partition, batch)?,
+            &evaluate_all(&self.ranking.partition, batch, &mut failures)?,
         )?;
         let order_exprs: Vec<_> = self.ranking.order.iter().map(|s| s.expr.clone()).collect();
-        let order = self
-            .order_rows
-            .convert_columns(&evaluate(&order_exprs, batch)?)?;
+        let order =
+            self.order_rows
+                .convert_columns(&evaluate_all(&order_exprs, batch, &mut failures)?)?;
+        out.extend(row_errors(|| self.describe(), &chunk, failures));
         let rows = self.input_rows.convert_columns(batch.columns())?;
         // Partition → its best rank that changed, in first-changed order.
         let mut changed: Vec<(Box<[u8]>, usize)> = Vec::new();

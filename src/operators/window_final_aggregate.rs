@@ -34,6 +34,7 @@ use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::aggregate_inputs::{self, WindowColumns};
+use super::evaluate::{evaluate_all, row_errors, Failures};
 use super::group_aggregate::AggregateSpec;
 use super::window_assign::windows_of;
 use super::window_panes::{self, Pane, PaneAccumulator};
@@ -351,7 +352,12 @@ impl WindowFinalAggregate {
     }
 
     /// Adds a chunk to every open window its events belong to.
-    fn add_to_windows(&mut self, chunk: &Chunk, ids: &[u32]) -> Result<()> {
+    fn add_to_windows(
+        &mut self,
+        chunk: &Chunk,
+        ids: &[u32],
+        failures: &mut Failures,
+    ) -> Result<()> {
         let n = chunk.num_rows();
         let batch = &chunk.batch;
         // Rows per open window. Window ends are multiples of the step past the
@@ -406,8 +412,8 @@ impl WindowFinalAggregate {
             });
         }
         buckets.retain(|(.., rows)| !rows.is_empty());
-        let args = aggregate_inputs::arguments(&self.aggregates, batch)?;
-        let masks = aggregate_inputs::filter_masks(&self.aggregates, batch)?;
+        let args = aggregate_inputs::arguments(&self.aggregates, batch, failures)?;
+        let masks = aggregate_inputs::filter_masks(&self.aggregates, batch, failures)?;
 
         for (end, start, idx) in buckets {
             if !self.windows.contains_key(&end) {
@@ -439,7 +445,13 @@ impl WindowFinalAggregate {
     }
 
     /// Adds a chunk to the panes its events fall in (with panes).
-    fn add_to_panes(&mut self, layout: PaneLayout, chunk: &Chunk, ids: &[u32]) -> Result<()> {
+    fn add_to_panes(
+        &mut self,
+        layout: PaneLayout,
+        chunk: &Chunk,
+        ids: &[u32],
+        failures: &mut Failures,
+    ) -> Result<()> {
         let n = chunk.num_rows();
         let closed_before = self.watermark.saturating_sub(self.grace);
         // As in `windows_of`: times within two window sizes of the i64 range
@@ -470,8 +482,8 @@ impl WindowFinalAggregate {
             return Ok(());
         }
         let batch = &chunk.batch;
-        let args = aggregate_inputs::arguments(&self.aggregates, batch)?;
-        let masks = aggregate_inputs::filter_masks(&self.aggregates, batch)?;
+        let args = aggregate_inputs::arguments(&self.aggregates, batch, failures)?;
+        let masks = aggregate_inputs::filter_masks(&self.aggregates, batch, failures)?;
         for (start, idx) in buckets {
             if !self.panes.contains_key(&start) {
                 self.panes.insert(start, Pane::new(&self.aggregates)?);
@@ -649,18 +661,20 @@ impl Operator for WindowFinalAggregate {
             + self.panes.values().map(|p| p.key_ids.len()).sum::<usize>()
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, _out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         let n = chunk.num_rows();
         if n == 0 {
             return Ok(());
         }
-        let key_arrays = aggregate_inputs::evaluate(&self.key_exprs, &chunk.batch)?;
+        let mut failures = Vec::new();
+        let key_arrays = evaluate_all(&self.key_exprs, &chunk.batch, &mut failures)?;
         let rows = aggregate_inputs::RowBytes::convert(&self.key_rows, &key_arrays)?;
         let ids: Vec<u32> = (0..n).map(|i| self.keys.intern(rows.row(i))).collect();
         match self.layout {
-            Some(layout) => self.add_to_panes(layout, &chunk, &ids)?,
-            None => self.add_to_windows(&chunk, &ids)?,
+            Some(layout) => self.add_to_panes(layout, &chunk, &ids, &mut failures)?,
+            None => self.add_to_windows(&chunk, &ids, &mut failures)?,
         }
+        out.extend(row_errors(|| self.describe(), &chunk, failures));
         // Keys of events whose windows had all closed are held by no window.
         for &id in &ids {
             self.keys.forget_if_unused(id);

@@ -326,13 +326,8 @@ pub fn add_window_columns(query: &mut Query, clause: &WindowClause) -> Result<()
     let GroupByExpr::Expressions(group_by, _) = &mut select.group_by else {
         return Err(SluiceError::sql("GROUP BY ALL cannot be windowed"));
     };
-    if group_by.is_empty() {
-        return Err(SluiceError::sql_at(
-            "a WINDOW clause needs a GROUP BY: windows group events",
-            clause.position,
-            Some("e.g. SELECT url, COUNT(*) FROM pageviews WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY url".into()),
-        ));
-    }
+    // No GROUP BY: a global windowed aggregate (one row per window), keyed by
+    // the window alone, as in ksqlDB.
     for col in [clause.start_column(), clause.end_column()] {
         if !group_by.iter().any(|e| is_ident(e, col)) {
             group_by.push(Expr::Identifier(Ident::new(col)));

@@ -72,17 +72,21 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use axum::body::{Body, Bytes};
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use futures::{stream, Stream, StreamExt};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::arrow_convert::{sql_type_name, write_json_rows, JsonRowLayout};
 use super::split_statements;
@@ -107,6 +111,8 @@ fn router_with_shutdown(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) ->
         .route("/info", get(info))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
         .with_state(AppState { engine, shutdown })
 }
 
@@ -122,20 +128,71 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = watch::channel(false);
+    let max_connections = engine.config().max_connections;
     let app = router_with_shutdown(engine, rx);
-    // Streamed rows are small writes; don't let Nagle delay them.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that never finishes its headers is dropped, not held open.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    // Typically EMFILE: back off instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Streamed rows are small writes; don't let Nagle delay them.
+        if let Err(e) = socket.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        })
-        .await?;
+        let permit = Arc::clone(&open).try_acquire_owned().ok();
+        let service: Router = match permit {
+            Some(_) => app.clone(),
+            None => Router::new().fallback(too_many_connections),
+        };
+        let service = TowerToHyperService::new(service);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    // Running /query streams end, then in-flight requests finish.
+    let _ = tx.send(true);
+    graceful.shutdown().await;
     Ok(())
+}
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client may take to send its request body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The largest request body (a script of statements).
+const MAX_BODY_BYTES: usize = 16 << 20;
+
+async fn too_many_connections() -> Response {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({
+            "@type": "generic_error",
+            "error_code": 50300,
+            "message": "too many connections (--max-connections)",
+        }),
+    )
 }
 
 #[derive(Clone)]

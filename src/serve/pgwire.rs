@@ -91,6 +91,7 @@ pub async fn serve_pgwire<F>(
 where
     F: Future<Output = ()> + Send,
 {
+    let max_connections = engine.config().max_connections;
     let server = Arc::new(PgServer::new(engine));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -99,7 +100,10 @@ where
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    let handlers = PgHandlers::new(Arc::clone(&server), &socket);
+                    // Over the cap the connection is still served, just to refuse
+                    // it with Postgres' own "too many clients" error.
+                    let refuse = connections.len() >= max_connections;
+                    let handlers = PgHandlers::new(Arc::clone(&server), &socket, refuse);
                     connections.spawn(async move {
                         if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
                             tracing::debug!(%peer, error = %e, "pgwire connection ended with an error");
@@ -165,6 +169,8 @@ impl PgServer {
 /// One client connection: its session and the handlers pgwire calls.
 struct PgConnection {
     server: Arc<PgServer>,
+    /// The server has `--max-connections` already: refuse this one at startup.
+    refuse: bool,
     session: Arc<Mutex<Session>>,
     parser: Arc<SluiceQueryParser>,
     probe: Option<ClientProbe>,
@@ -174,7 +180,7 @@ struct PgConnection {
 struct PgHandlers(Arc<PgConnection>);
 
 impl PgHandlers {
-    fn new(server: Arc<PgServer>, socket: &TcpStream) -> Self {
+    fn new(server: Arc<PgServer>, socket: &TcpStream, refuse: bool) -> Self {
         let session = Arc::new(Mutex::new(Session::new()));
         let parser = Arc::new(SluiceQueryParser {
             engine: Arc::clone(&server.engine),
@@ -189,6 +195,7 @@ impl PgHandlers {
         };
         PgHandlers(Arc::new(PgConnection {
             server,
+            refuse,
             session,
             parser,
             probe,
@@ -336,6 +343,14 @@ impl StartupHandler for PgConnection {
         // No authentication: accept the startup message and report the server
         // parameters. Other messages in this phase (passwords) are ignored.
         if let PgWireFrontendMessage::Startup(ref startup) = message {
+            if self.refuse {
+                let max = self.server.engine.config().max_connections;
+                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "FATAL".into(),
+                    "53300".into(),
+                    format!("sorry, too many clients already (--max-connections {max})"),
+                ))));
+            }
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
             let (pid, secret) = self.server.pids.generate(client);
