@@ -117,8 +117,9 @@ struct ServeArgs {
 
 /// Stack of every runtime thread. Planning a deeply nested statement recurses
 /// (sqlparser, DataFusion's planner and optimizer, our planner); DataFusion grows
-/// its own recursion on the heap, and this leaves room for the rest.
-const THREAD_STACK_BYTES: usize = 16 << 20;
+/// its own recursion on the heap, and this leaves room for the rest up to the
+/// statement budget of `sql::limits`. Only the pages a thread touches are used.
+const THREAD_STACK_BYTES: usize = 64 << 20;
 
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()

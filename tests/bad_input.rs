@@ -342,3 +342,82 @@ async fn a_query_whose_topic_vanished_is_retried_and_resumes() {
     assert!(shown.contains("CTAS_T_1 | RUNNING"), "{shown}");
     engine.shutdown().await;
 }
+
+/// The source topic deleted under the running query: it shows RETRYING, its
+/// table refuses pull queries with the reason, and once the topic is recreated
+/// the query resumes from its checkpoint and reads the new topic from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_deleted_under_a_running_query_is_retried_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = oracle::engine_config(dir.path());
+    let engine = start(&config).await;
+    exec(
+        &engine,
+        "CREATE STREAM s (k VARCHAR KEY, v INT) WITH (kafka_topic='s', value_format='json', partitions=1);
+         CREATE TABLE t AS SELECT k, COUNT(*) AS n FROM s GROUP BY k;",
+    )
+    .await;
+    produce(
+        &engine,
+        "s",
+        &[
+            ("a", r#"{"v": 1}"#),
+            ("a", r#"{"v": 2}"#),
+            ("b", r#"{"v": 3}"#),
+        ],
+    )
+    .await;
+    wait_rows(
+        &engine,
+        "SELECT k, n FROM t ORDER BY k",
+        &["a | 2", "b | 1"],
+    )
+    .await;
+    let sample = "sluice_query_checkpoints_total{query=\"CTAS_T_1\"}";
+    let checkpoints = engine
+        .metrics_text()
+        .lines()
+        .find(|l| l.starts_with(sample))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    wait_metric(&engine, sample, |v| v >= checkpoints + 2.0).await;
+
+    engine
+        .backend()
+        .delete_topic("s")
+        .await
+        .expect("delete the topic");
+    wait_metric(
+        &engine,
+        "sluice_query_status{query=\"CTAS_T_1\",status=\"RETRYING\"}",
+        |v| v == 1.0,
+    )
+    .await;
+    let shown = pull(&engine, "SHOW QUERIES").await.unwrap().join("\n");
+    assert!(shown.contains("CTAS_T_1 | RETRYING"), "{shown}");
+    let error = pull(&engine, "SELECT k, n FROM t")
+        .await
+        .expect_err("a retrying query's table must not answer");
+    assert!(error.contains("is retrying"), "{error}");
+
+    engine
+        .backend()
+        .create_topic("s", 1)
+        .await
+        .expect("recreate the topic");
+    produce(&engine, "s", &[("b", r#"{"v": 4}"#)]).await;
+    wait_rows(
+        &engine,
+        "SELECT k, n FROM t ORDER BY k",
+        &["a | 2", "b | 2"],
+    )
+    .await;
+    wait_metric(
+        &engine,
+        "sluice_query_restarts_total{query=\"CTAS_T_1\"}",
+        |v| v == 1.0,
+    )
+    .await;
+    engine.shutdown().await;
+}

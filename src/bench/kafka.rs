@@ -102,7 +102,9 @@ pub(super) async fn execute(
     for r in engine.execute(session, sql).await {
         match r {
             Ok(StatementResult::Done { .. }) | Ok(StatementResult::Rows { .. }) => {}
-            Ok(StatementResult::Push { .. }) => bail!("unexpected push query: {sql}"),
+            Ok(StatementResult::Push { .. }) | Ok(StatementResult::Stream { .. }) => {
+                bail!("unexpected streamed result: {sql}")
+            }
             Err(e) => bail!("{sql}: {e}"),
         }
     }

@@ -65,6 +65,9 @@ impl DeadLetters {
         bad: &[BadRecord],
         position: impl Fn(i32, i64) -> String,
     ) -> Result<u64> {
+        // Check, write and mark under the writer's lock: two queries reading the
+        // same bad record at once must not both see it as unwritten.
+        let mut writer = self.writer.lock().await;
         let fresh: Vec<&BadRecord> = {
             let marks = self.marks.lock();
             bad.iter()
@@ -102,7 +105,7 @@ impl DeadLetters {
                 )),
             })
             .collect();
-        let written = self.write(records).await?;
+        let written = self.write_locked(&mut writer, records).await?;
         {
             let mut marks = self.marks.lock();
             for b in &fresh {
@@ -191,6 +194,14 @@ impl DeadLetters {
     /// were written; a record that cannot be made to fit is logged and skipped.
     async fn write(&self, records: Vec<OutRecord>) -> Result<u64> {
         let mut writer = self.writer.lock().await;
+        self.write_locked(&mut writer, records).await
+    }
+
+    async fn write_locked(
+        &self,
+        writer: &mut Box<dyn LogWriter>,
+        records: Vec<OutRecord>,
+    ) -> Result<u64> {
         let limit = writer.max_record_bytes();
         let fitting: Vec<OutRecord> = records.into_iter().filter_map(|r| fit(r, limit)).collect();
         let n = fitting.len() as u64;

@@ -213,6 +213,18 @@ pub(super) fn render(engine: &Engine) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP sluice_pull_queries_active Pull queries whose results are being computed or sent."
+    );
+    let _ = writeln!(out, "# TYPE sluice_pull_queries_active gauge");
+    let _ = writeln!(
+        out,
+        "sluice_pull_queries_active {}",
+        engine
+            .pull_active
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP sluice_uptime_seconds Seconds since the server started."
     );
     let _ = writeln!(out, "# TYPE sluice_uptime_seconds gauge");

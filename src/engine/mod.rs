@@ -53,6 +53,8 @@ pub struct Engine {
     transient_seq: AtomicU64,
     /// Push queries currently streaming to a client.
     push_active: Arc<std::sync::atomic::AtomicI64>,
+    /// Pull queries whose results are being computed or sent.
+    pull_active: Arc<std::sync::atomic::AtomicI64>,
     started: Instant,
     /// The dead-letter topic's writer, shared by every query (opened on first use).
     dead_letters: tokio::sync::OnceCell<Arc<crate::dataflow::dead_letter::DeadLetters>>,
@@ -114,6 +116,7 @@ impl Engine {
             running: Mutex::new(BTreeMap::new()),
             transient_seq: AtomicU64::new(0),
             push_active: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            pull_active: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             started: Instant::now(),
             dead_letters: tokio::sync::OnceCell::new(),
             retrying: Mutex::new(BTreeMap::new()),
@@ -295,7 +298,7 @@ impl Engine {
                 )),
                 Statement::Select {
                     query, emit: None, ..
-                } => self.pull_query(&query).await,
+                } => self.pull_query(session, &query).await,
                 Statement::Drop {
                     kind,
                     name,

@@ -23,8 +23,15 @@ use crate::sql::Statement;
 
 impl Engine {
     /// A SELECT without EMIT CHANGES: DataFusion over a snapshot of the tables
-    /// (and a bounded scan of any stream's topic).
-    pub(super) async fn pull_query(&self, query: &Query) -> Result<StatementResult> {
+    /// (and a bounded scan of any stream's topic). Its working memory is bounded
+    /// by the context's memory pool (`--max-query-memory`). A streaming session
+    /// gets the rows as DataFusion produces them; otherwise they are collected,
+    /// and the collected result counts against the same bound.
+    pub(super) async fn pull_query(
+        &self,
+        session: &Session,
+        query: &Query,
+    ) -> Result<StatementResult> {
         // psql / driver catalog syntax (pg_catalog.rs); other queries run as written.
         let rewritten = self.rewrite_pg_catalog_query(query);
         let query = rewritten.as_ref().unwrap_or(query);
@@ -43,27 +50,16 @@ impl Engine {
             .await
             .map_err(df_error)?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        // The result is held until it is sent, so it counts against the same
-        // bound as the query's working memory.
-        let limit = self.config.max_query_memory;
-        let mut stream = df.execute_stream().await.map_err(df_error)?;
-        let mut batches = Vec::new();
-        let mut bytes = 0usize;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(df_error)?;
-            bytes += batch.get_array_memory_size();
-            if bytes > limit {
-                return Err(SluiceError::Sql {
-                    message: format!(
-                        "the result of this pull query is larger than --max-query-memory ({limit} bytes)"
-                    ),
-                    position: None,
-                    hint: Some("add a LIMIT or a WHERE, or aggregate".into()),
-                    sqlstate: "53200",
-                });
-            }
-            batches.push(batch);
+        let stream = df.execute_stream().await.map_err(df_error)?;
+        let active = ActiveGuard::new(self.pull_active.clone());
+        let stream: super::BatchStream = Box::pin(stream.map(move |batch| {
+            let _ = &active;
+            batch.map_err(df_error)
+        }));
+        if session.stream_results {
+            return Ok(StatementResult::Stream { schema, stream });
         }
+        let batches = super::result::collect_bounded(stream, self.config.max_query_memory).await?;
         Ok(StatementResult::Rows { schema, batches })
     }
 
@@ -81,15 +77,20 @@ impl Engine {
             if running.contains_key(&q.id) {
                 continue;
             }
-            let problem = q
-                .error
-                .clone()
-                .unwrap_or_else(|| "it is not running".into());
-            return Err(SluiceError::Sql {
-                message: format!(
-                    "table '{name}' cannot answer: query {} that keeps it failed: {problem}",
-                    q.id
+            let message = match self.retrying.lock().get(&q.id) {
+                Some(retry) => format!(
+                    "table '{name}' cannot answer: query {} that keeps it is retrying: {}",
+                    q.id,
+                    retry.describe()
                 ),
+                None => format!(
+                    "table '{name}' cannot answer: query {} that keeps it failed: {}",
+                    q.id,
+                    q.error.as_deref().unwrap_or("it is not running")
+                ),
+            };
+            return Err(SluiceError::Sql {
+                message,
                 position: None,
                 hint: Some("SHOW QUERIES shows its status; fix the cause and restart the server, or re-create the table".into()),
                 sqlstate: "55000",
@@ -175,7 +176,7 @@ impl Engine {
                 stream: futures::stream::empty().boxed(),
             });
         }
-        let active = PushGuard::new(self.push_active.clone());
+        let active = ActiveGuard::new(self.push_active.clone());
         let max = self.config.max_push_queries;
         if active.count() > max as i64 {
             return Err(SluiceError::Sql {
@@ -395,22 +396,22 @@ impl Engine {
     }
 }
 
-/// Counts a push query as active for as long as its stream lives.
-struct PushGuard(Arc<std::sync::atomic::AtomicI64>);
+/// Counts a query as active for as long as its result stream lives.
+struct ActiveGuard(Arc<std::sync::atomic::AtomicI64>);
 
-impl PushGuard {
+impl ActiveGuard {
     fn new(counter: Arc<std::sync::atomic::AtomicI64>) -> Self {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        PushGuard(counter)
+        ActiveGuard(counter)
     }
 
-    /// Push queries active, this one included.
+    /// Queries active, this one included.
     fn count(&self) -> i64 {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
-impl Drop for PushGuard {
+impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }

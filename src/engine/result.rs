@@ -4,7 +4,7 @@ use std::pin::Pin;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 
 use crate::error::SluiceError;
 
@@ -24,6 +24,12 @@ pub enum StatementResult {
     Rows {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
+    },
+    /// A finite result read as it is sent: pull queries of a streaming
+    /// session. Dropping the stream (the client left) stops the query.
+    Stream {
+        schema: SchemaRef,
+        stream: BatchStream,
     },
     /// An unbounded result: `SELECT ... EMIT CHANGES`. Ends after LIMIT rows if one
     /// was given; otherwise runs until the stream is dropped.
@@ -47,6 +53,9 @@ impl std::fmt::Debug for StatementResult {
                 .field("schema", schema)
                 .field("rows", &batches.iter().map(|b| b.num_rows()).sum::<usize>())
                 .finish(),
+            StatementResult::Stream { schema, .. } => {
+                f.debug_struct("Stream").field("schema", schema).finish()
+            }
             StatementResult::Push {
                 query_id, schema, ..
             } => f
@@ -56,4 +65,47 @@ impl std::fmt::Debug for StatementResult {
                 .finish(),
         }
     }
+}
+
+impl StatementResult {
+    /// The result with a streamed pull result collected into `Rows`, refusing
+    /// one over `limit` bytes (it is held in memory until it is sent). Other
+    /// results are returned as they are.
+    pub async fn collected(self, limit: usize) -> Result<StatementResult, SluiceError> {
+        match self {
+            StatementResult::Stream { schema, stream } => Ok(StatementResult::Rows {
+                schema,
+                batches: collect_bounded(stream, limit).await?,
+            }),
+            other => Ok(other),
+        }
+    }
+}
+
+/// Collects a pull query's batches, refusing a result over `limit` bytes.
+pub(crate) async fn collect_bounded(
+    mut stream: BatchStream,
+    limit: usize,
+) -> Result<Vec<RecordBatch>, SluiceError> {
+    let mut batches = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        bytes += batch.get_array_memory_size();
+        if bytes > limit {
+            return Err(SluiceError::Sql {
+                message: format!(
+                    "the result of this pull query is larger than --max-query-memory ({limit} bytes)"
+                ),
+                position: None,
+                hint: Some(
+                    "add a LIMIT or a WHERE, or aggregate; over pgwire and POST /query results stream and are not held"
+                        .into(),
+                ),
+                sqlstate: "53200",
+            });
+        }
+        batches.push(batch);
+    }
+    Ok(batches)
 }

@@ -6,11 +6,24 @@ use std::collections::BTreeMap;
 pub struct Session {
     /// Properties set with `SET 'name' = 'value'`, keys lower-cased.
     pub properties: BTreeMap<String, String>,
+    /// Whether pull query results may come back as [`StatementResult::Stream`]
+    /// (read while the client receives them) rather than collected. Protocol
+    /// layers that send rows as they come set it; the default collects, so a
+    /// caller that wants a `Vec` of batches gets one.
+    ///
+    /// [`StatementResult::Stream`]: super::StatementResult::Stream
+    pub stream_results: bool,
 }
 
 impl Session {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A session whose pull query results stream (see `stream_results`).
+    pub fn streaming(mut self) -> Self {
+        self.stream_results = true;
+        self
     }
 
     /// Applies ksqlDB-style `streamsProperties` from an HTTP request.

@@ -182,9 +182,14 @@ impl Partial {
 
 /// Checks that every relation the query names exists, so the error can point at it.
 pub fn check_relations(catalog: &Catalog, query: &Query) -> Result<Vec<String>> {
+    let functions = table_function_calls(query);
     let mut names = Vec::new();
     let mut missing: Option<SluiceError> = None;
     let _ = ast::visit_relations(query, |name: &ast::ObjectName| {
+        if functions.contains(name) {
+            // `generate_series(1, 10)` and the like: DataFusion resolves them.
+            return std::ops::ControlFlow::Continue(());
+        }
         if let Some(ident) = name.0.last().and_then(|p| p.as_ident()) {
             let normalized = normalize_ident(ident);
             if window::is_windowed_name(&normalized) {
@@ -210,6 +215,31 @@ pub fn check_relations(catalog: &Catalog, query: &Query) -> Result<Vec<String>> 
         Some(e) => Err(e),
         None => Ok(names),
     }
+}
+
+/// The names called as table functions (`FROM f(args)`) in a query.
+fn table_function_calls(query: &Query) -> Vec<ast::ObjectName> {
+    struct Calls(Vec<ast::ObjectName>);
+    impl ast::Visitor for Calls {
+        type Break = ();
+        fn pre_visit_table_factor(
+            &mut self,
+            factor: &ast::TableFactor,
+        ) -> std::ops::ControlFlow<()> {
+            if let ast::TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } = factor
+            {
+                self.0.push(name.clone());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut calls = Calls(Vec::new());
+    let _ = ast::Visit::visit(query, &mut calls);
+    calls.0
 }
 
 fn is_system_table(name: &ast::ObjectName) -> bool {

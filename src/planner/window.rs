@@ -572,7 +572,12 @@ mod tests {
             q.to_string(),
             "SELECT url, WINDOWSTART AS ws, COUNT(*), windowend FROM pv GROUP BY url, windowstart, windowend"
         );
-        let mut q = query("SELECT url FROM pv");
-        assert!(add_window_columns(&mut q, &clause).is_err());
+        // No GROUP BY: one group per window (a global windowed aggregate).
+        let mut q = query("SELECT COUNT(*) AS n FROM pv");
+        add_window_columns(&mut q, &clause).unwrap();
+        assert_eq!(
+            q.to_string(),
+            "SELECT COUNT(*) AS n, windowstart, windowend FROM pv GROUP BY windowstart, windowend"
+        );
     }
 }

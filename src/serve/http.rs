@@ -289,15 +289,18 @@ async fn query(State(state): State<AppState>, body: Bytes) -> Response {
     let Some(sql) = req.sql.or(req.ksql) else {
         return bad_request("the request needs a \"sql\" (or \"ksql\") field");
     };
-    let mut session = session_for(&req.properties);
+    // Pull results stream as NDJSON while the client reads them; dropping the
+    // response (the client left) stops the query.
+    let mut session = session_for(&req.properties).streaming();
     let mut results = state.engine.execute(&mut session, &sql).await;
     if results.len() == 1 {
         match results.pop() {
             Some(Ok(StatementResult::Rows { schema, batches })) => {
-                static PULL_IDS: AtomicU64 = AtomicU64::new(1);
-                let id = format!("pull_{}", PULL_IDS.fetch_add(1, Ordering::Relaxed));
                 let batches: BatchStream = Box::pin(stream::iter(batches.into_iter().map(Ok)));
-                return ndjson_response(id, &schema, batches, state.shutdown.clone());
+                return ndjson_response(pull_id(), &schema, batches, state.shutdown.clone());
+            }
+            Some(Ok(StatementResult::Stream { schema, stream })) => {
+                return ndjson_response(pull_id(), &schema, stream, state.shutdown.clone());
             }
             Some(Ok(StatementResult::Push {
                 query_id,
@@ -308,11 +311,27 @@ async fn query(State(state): State<AppState>, body: Bytes) -> Response {
             None => {}
         }
     }
+    // Several statements answer as one JSON document: streamed results are
+    // collected (bounded) first.
+    let limit = state.engine.config().max_query_memory;
+    let mut collected = Vec::with_capacity(results.len());
+    for result in results {
+        collected.push(match result {
+            Ok(r) => r.collected(limit).await,
+            Err(e) => Err(e),
+        });
+    }
     statement_results(
         &sql,
-        results,
+        collected,
         "a push query (EMIT CHANGES) must be the only statement of a POST /query request",
     )
+}
+
+/// A name for a pull query's NDJSON header, as push queries have their id.
+fn pull_id() -> String {
+    static PULL_IDS: AtomicU64 = AtomicU64::new(1);
+    format!("pull_{}", PULL_IDS.fetch_add(1, Ordering::Relaxed))
 }
 
 async fn info(State(state): State<AppState>) -> Response {
@@ -440,6 +459,14 @@ fn statement_results(
                         );
                     }
                 }
+            }
+            Ok(StatementResult::Stream { .. }) => {
+                // Callers collect streamed results first (`StatementResult::collected`).
+                let error = error_object(
+                    &SluiceError::Internal("a streamed result reached a collected response".into()),
+                    text,
+                );
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR, &error, &entities);
             }
             Ok(StatementResult::Push { .. }) => {
                 // Dropping the result here stops the push query.

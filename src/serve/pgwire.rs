@@ -181,7 +181,7 @@ struct PgHandlers(Arc<PgConnection>);
 
 impl PgHandlers {
     fn new(server: Arc<PgServer>, socket: &TcpStream, refuse: bool) -> Self {
-        let session = Arc::new(Mutex::new(Session::new()));
+        let session = Arc::new(Mutex::new(Session::new().streaming()));
         let parser = Arc::new(SluiceQueryParser {
             engine: Arc::clone(&server.engine),
             session: Arc::clone(&session),
@@ -485,6 +485,13 @@ impl PgConnection {
                     let (sent, _) = send_rows(client, &mut rows, 0, &mut interrupts).await?;
                     send_tag(client, Tag::new("SELECT").with_rows(sent)).await?;
                 }
+                Ok(StatementResult::Stream { schema, stream }) => {
+                    let encoder = PgRowEncoder::new(Arc::clone(&schema), vec![]);
+                    send_row_description(client, &encoder.field_infos()).await?;
+                    let mut rows = row_stream(stream, encoder, sql, sql, 0);
+                    let (sent, _) = send_rows(client, &mut rows, 0, &mut interrupts).await?;
+                    send_tag(client, Tag::new("SELECT").with_rows(sent)).await?;
+                }
                 Ok(StatementResult::Push {
                     query_id,
                     schema,
@@ -561,7 +568,8 @@ impl PgConnection {
             (Some(Ok(StatementResult::Rows { schema, batches })), None) => {
                 (schema, batch_stream(batches))
             }
-            (Some(Ok(StatementResult::Push { schema, stream, .. })), None) => (schema, stream),
+            (Some(Ok(StatementResult::Push { schema, stream, .. })), None)
+            | (Some(Ok(StatementResult::Stream { schema, stream })), None) => (schema, stream),
             (Some(Err(e)), _) => {
                 return Err(user_error_info(error_info(
                     &e,
@@ -884,7 +892,8 @@ impl PgConnection {
             Ok(StatementResult::Rows { schema, batches }) => {
                 Ok(Started::Rows(row_response(schema, batch_stream(batches))))
             }
-            Ok(StatementResult::Push { schema, stream, .. }) => {
+            Ok(StatementResult::Push { schema, stream, .. })
+            | Ok(StatementResult::Stream { schema, stream }) => {
                 Ok(Started::Rows(row_response(schema, stream)))
             }
             Err(e) => Err(user_error_info(error_info(&e, &stmt.sql, &stmt.sql, 0))),

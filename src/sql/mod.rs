@@ -8,6 +8,7 @@
 
 pub mod ast;
 pub mod duration;
+pub mod limits;
 pub mod parser;
 pub mod types;
 pub mod window;

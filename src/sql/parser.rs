@@ -121,7 +121,12 @@ impl<'a> LineIndex<'a> {
 pub(crate) fn parser_error(e: ParserError, hint: Option<&str>) -> SluiceError {
     let text = match e {
         ParserError::TokenizerError(s) | ParserError::ParserError(s) => s,
-        ParserError::RecursionLimitExceeded => "statement nested too deeply".to_string(),
+        ParserError::RecursionLimitExceeded => {
+            return SluiceError::too_complex(
+                "statement too complex: nested too deeply (parentheses, subqueries or expressions more than 50 levels deep)",
+                "flatten the nesting, e.g. with CREATE ... AS SELECT for inner parts",
+            )
+        }
     };
     let (message, pos) = match text.rfind(" at Line: ") {
         Some(i) => {
@@ -177,6 +182,7 @@ fn strip_emit(tokens: &mut Vec<TokenWithSpan>) -> Option<EmitMode> {
 }
 
 fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    super::limits::check_complexity(&tokens)?;
     let emit = strip_emit(&mut tokens);
     let window = strip_window(&mut tokens)?;
     super::within::rewrite_within(&mut tokens)?;

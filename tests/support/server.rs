@@ -194,7 +194,7 @@ impl TestServer {
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.http()))
             .await
-            .expect("GET /metrics")
+            .unwrap_or_else(|e| panic!("GET /metrics: {e:?}\n{}", self.log_tail()))
             .text()
             .await
             .expect("metrics text")
