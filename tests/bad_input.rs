@@ -257,11 +257,10 @@ async fn bad_records_are_dead_lettered_once_and_failed_values_per_query() {
     engine.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_query_whose_topic_vanished_is_retried_and_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = oracle::engine_config(dir.path());
-    let engine = start(&config).await;
+/// An engine whose query CTAS_T_1 counts `a | 2` and `b | 1` from topic `s`
+/// and has checkpointed them (two more checkpoints after the counts showed).
+async fn counted_and_checkpointed(config: &ServerConfig) -> Arc<Engine> {
+    let engine = start(config).await;
     exec(
         &engine,
         "CREATE STREAM s (k VARCHAR KEY, v INT) WITH (kafka_topic='s', value_format='json', partitions=1);
@@ -284,21 +283,23 @@ async fn a_query_whose_topic_vanished_is_retried_and_resumes() {
         &["a | 2", "b | 1"],
     )
     .await;
-    // Two more checkpoints, so the counts are in the state store.
-    let checkpoints = |text: &str| {
-        text.lines()
-            .find(|l| l.starts_with("sluice_query_checkpoints_total{query=\"CTAS_T_1\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let before = checkpoints(&engine.metrics_text());
-    wait_metric(
-        &engine,
-        "sluice_query_checkpoints_total{query=\"CTAS_T_1\"}",
-        |v| v >= before + 2.0,
-    )
-    .await;
+    let sample = "sluice_query_checkpoints_total{query=\"CTAS_T_1\"}";
+    let before = engine
+        .metrics_text()
+        .lines()
+        .find(|l| l.starts_with(sample))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    wait_metric(&engine, sample, |v| v >= before + 2.0).await;
+    engine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_whose_topic_vanished_is_retried_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = oracle::engine_config(dir.path());
+    let engine = counted_and_checkpointed(&config).await;
     engine.shutdown().await;
     drop(engine);
 
@@ -350,38 +351,7 @@ async fn a_query_whose_topic_vanished_is_retried_and_resumes() {
 async fn a_topic_deleted_under_a_running_query_is_retried_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let config = oracle::engine_config(dir.path());
-    let engine = start(&config).await;
-    exec(
-        &engine,
-        "CREATE STREAM s (k VARCHAR KEY, v INT) WITH (kafka_topic='s', value_format='json', partitions=1);
-         CREATE TABLE t AS SELECT k, COUNT(*) AS n FROM s GROUP BY k;",
-    )
-    .await;
-    produce(
-        &engine,
-        "s",
-        &[
-            ("a", r#"{"v": 1}"#),
-            ("a", r#"{"v": 2}"#),
-            ("b", r#"{"v": 3}"#),
-        ],
-    )
-    .await;
-    wait_rows(
-        &engine,
-        "SELECT k, n FROM t ORDER BY k",
-        &["a | 2", "b | 1"],
-    )
-    .await;
-    let sample = "sluice_query_checkpoints_total{query=\"CTAS_T_1\"}";
-    let checkpoints = engine
-        .metrics_text()
-        .lines()
-        .find(|l| l.starts_with(sample))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    wait_metric(&engine, sample, |v| v >= checkpoints + 2.0).await;
+    let engine = counted_and_checkpointed(&config).await;
 
     engine
         .backend()

@@ -199,41 +199,33 @@ pub(super) fn render(engine: &Engine) -> String {
             t.len()
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP sluice_push_queries_active Push queries (EMIT CHANGES) streaming to clients."
+    let active = |a: &std::sync::atomic::AtomicI64| a.load(std::sync::atomic::Ordering::Relaxed);
+    gauge(
+        &mut out,
+        "sluice_push_queries_active",
+        "Push queries (EMIT CHANGES) streaming to clients.",
+        active(&engine.push_active),
     );
-    let _ = writeln!(out, "# TYPE sluice_push_queries_active gauge");
-    let _ = writeln!(
-        out,
-        "sluice_push_queries_active {}",
-        engine
-            .push_active
-            .load(std::sync::atomic::Ordering::Relaxed)
+    gauge(
+        &mut out,
+        "sluice_pull_queries_active",
+        "Pull queries whose results are being computed or sent.",
+        active(&engine.pull_active),
     );
-    let _ = writeln!(
-        out,
-        "# HELP sluice_pull_queries_active Pull queries whose results are being computed or sent."
-    );
-    let _ = writeln!(out, "# TYPE sluice_pull_queries_active gauge");
-    let _ = writeln!(
-        out,
-        "sluice_pull_queries_active {}",
-        engine
-            .pull_active
-            .load(std::sync::atomic::Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP sluice_uptime_seconds Seconds since the server started."
-    );
-    let _ = writeln!(out, "# TYPE sluice_uptime_seconds gauge");
-    let _ = writeln!(
-        out,
-        "sluice_uptime_seconds {}",
-        engine.started.elapsed().as_secs()
+    gauge(
+        &mut out,
+        "sluice_uptime_seconds",
+        "Seconds since the server started.",
+        engine.started.elapsed().as_secs(),
     );
     out
+}
+
+/// A gauge without labels: its HELP and TYPE lines and its one sample.
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 fn escape(s: &str) -> String {

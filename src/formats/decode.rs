@@ -424,6 +424,25 @@ mod tests {
     use crate::sql::RelationKind;
     use arrow::array::{Int32Array, StringArray};
 
+    /// A JSON stream like `relation`'s with its columns changed.
+    fn with_columns(change: impl FnOnce(&mut Vec<ColumnMeta>)) -> Relation {
+        let rel = relation(RelationKind::Stream, ValueFormat::Json, None);
+        let mut columns = rel.columns.clone();
+        change(&mut columns);
+        Relation::new(
+            rel.name.clone(),
+            rel.kind,
+            columns,
+            rel.topic.clone(),
+            1,
+            rel.format.clone(),
+            String::new(),
+            None,
+            vec![],
+        )
+        .unwrap()
+    }
+
     fn relation(
         kind: RelationKind,
         value_format: ValueFormat,
@@ -560,20 +579,7 @@ mod tests {
 
     #[test]
     fn keys_that_cannot_be_read_make_the_record_bad() {
-        let mut rel = relation(RelationKind::Stream, ValueFormat::Json, None);
-        rel.columns[0].sql_type = "INT".into();
-        let rel = Relation::new(
-            rel.name.clone(),
-            rel.kind,
-            rel.columns.clone(),
-            rel.topic.clone(),
-            1,
-            rel.format.clone(),
-            String::new(),
-            None,
-            vec![],
-        )
-        .unwrap();
+        let rel = with_columns(|c| c[0].sql_type = "INT".into());
         let mut d = RecordDecoder::new(&rel).unwrap();
         let mut not_utf8 = rec(1, None, Some(r#"{"status": 2}"#));
         not_utf8.key = Some(Bytes::from_static(&[0xff, 0xfe]));
@@ -600,20 +606,7 @@ mod tests {
 
     #[test]
     fn a_missing_not_null_value_loses_only_its_record() {
-        let mut rel = relation(RelationKind::Stream, ValueFormat::Json, None);
-        rel.columns[1].not_null = true;
-        let rel = Relation::new(
-            rel.name.clone(),
-            rel.kind,
-            rel.columns.clone(),
-            rel.topic.clone(),
-            1,
-            rel.format.clone(),
-            String::new(),
-            None,
-            vec![],
-        )
-        .unwrap();
+        let rel = with_columns(|c| c[1].not_null = true);
         let mut d = RecordDecoder::new(&rel).unwrap();
         let out = d
             .decode(&[
