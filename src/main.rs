@@ -126,7 +126,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .thread_stack_size(THREAD_STACK_BYTES)
         .build()?
-        .block_on(run())
+        // On a worker, not the main thread: recovery re-plans every query, and
+        // planning wants the workers' large stacks.
+        .block_on(async { tokio::spawn(run()).await? })
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -389,5 +389,60 @@ async fn a_topic_deleted_under_a_running_query_is_retried_and_resumes() {
         |v| v == 1.0,
     )
     .await;
+
+    // The sink topic goes: the next write fails, the query retries until the
+    // topic is back and then writes the change it could not write before.
+    // CREATE TABLE t AS ... writes topic 't'.
+    let sink_topic = "t";
+    engine
+        .backend()
+        .delete_topic(sink_topic)
+        .await
+        .expect("delete the sink topic");
+    produce(&engine, "s", &[("a", r#"{"v": 5}"#)]).await;
+    wait_metric(
+        &engine,
+        "sluice_query_status{query=\"CTAS_T_1\",status=\"RETRYING\"}",
+        |v| v == 1.0,
+    )
+    .await;
+    engine
+        .backend()
+        .create_topic(sink_topic, 1)
+        .await
+        .expect("recreate the sink topic");
+    wait_rows(
+        &engine,
+        "SELECT k, n FROM t ORDER BY k",
+        &["a | 3", "b | 2"],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let written: Vec<(String, serde_json::Value)> = read_topic(&engine, sink_topic)
+            .await
+            .iter()
+            .map(|r| {
+                (
+                    String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+                    serde_json::from_slice(r.value.as_deref().unwrap_or(b"null")).unwrap(),
+                )
+            })
+            .collect();
+        if written.iter().any(|(k, v)| k == "a" && v["n"] == 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recreated sink never got a = 3: {written:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_metric(
+        &engine,
+        "sluice_query_restarts_total{query=\"CTAS_T_1\"}",
+        |v| v == 2.0,
+    )
+    .await;
     engine.shutdown().await;
 }

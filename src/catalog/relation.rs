@@ -141,10 +141,14 @@ impl Relation {
     fn build_schema(&self) -> Result<SchemaRef> {
         let mut fields = Vec::with_capacity(self.columns.len());
         for c in &self.columns {
+            // A table's value columns are NULL in a delete (a tombstone carries
+            // no value), so only its key is non-nullable in the schema; NOT NULL
+            // on a value column is still enforced on every upsert (decode.rs).
+            let nullable = !c.not_null || (self.is_table() && !c.key);
             fields.push(Field::new(
                 &c.name,
                 types::parse_type(&c.sql_type)?,
-                !c.not_null,
+                nullable,
             ));
         }
         Ok(Arc::new(Schema::new(fields)))

@@ -203,7 +203,16 @@ impl DeadLetters {
         records: Vec<OutRecord>,
     ) -> Result<u64> {
         let limit = writer.max_record_bytes();
+        let total = records.len();
         let fitting: Vec<OutRecord> = records.into_iter().filter_map(|r| fit(r, limit)).collect();
+        if fitting.len() < total {
+            tracing::warn!(
+                topic = %self.topic,
+                dropped = total - fitting.len(),
+                limit,
+                "dead-letter records that do not fit the topic even cut down were not written"
+            );
+        }
         let n = fitting.len() as u64;
         if n == 0 {
             return Ok(0);
@@ -221,6 +230,14 @@ impl DeadLetters {
             )
         })?;
         Ok(n)
+    }
+
+    /// Forgets which records of `relation` were written (DROP).
+    pub fn forget_relation(&self, relation: &str) {
+        let prefix = mark_key(relation, 0);
+        let prefix = &prefix[..prefix.len() - 1];
+        self.marks.lock().retain(|k, _| !k.starts_with(prefix));
+        self.save_marks();
     }
 
     fn save_marks(&self) {
@@ -262,10 +279,28 @@ pub fn fit(mut record: OutRecord, limit: usize) -> Option<OutRecord> {
     }
     record.key = None;
     let value = record.value.take()?;
-    let mut doc: Value = serde_json::from_slice(&value).ok()?;
-    let budget = limit.saturating_sub(ENVELOPE_BYTES) / 3;
+    let doc: Value = serde_json::from_slice(&value).ok()?;
+    // Escaping can make a cut field longer in JSON than in bytes (a control
+    // character takes six), so the budget shrinks until the record fits.
+    let mut budget = limit.saturating_sub(ENVELOPE_BYTES) / LARGE_FIELDS.len();
+    while budget > 0 {
+        let bytes = serde_json::to_vec(&cut_fields(doc.clone(), budget)).ok()?;
+        if bytes.len() <= limit {
+            record.value = Some(Bytes::from(bytes));
+            return Some(record);
+        }
+        budget /= 2;
+    }
+    None
+}
+
+/// The fields of a dead-letter record that can be large.
+const LARGE_FIELDS: [&str; 4] = ["value", "key", "row", "error"];
+
+/// `doc` with each large field cut to `budget` bytes and marked.
+fn cut_fields(mut doc: Value, budget: usize) -> Value {
     if let Some(obj) = doc.as_object_mut() {
-        for field in ["value", "key", "row"] {
+        for field in LARGE_FIELDS {
             let Some(v) = obj.get(field) else { continue };
             let s = match v {
                 Value::String(s) => s.clone(),
@@ -283,16 +318,29 @@ pub fn fit(mut record: OutRecord, limit: usize) -> Option<OutRecord> {
             }
         }
     }
-    let bytes = serde_json::to_vec(&doc).ok()?;
-    (bytes.len() <= limit).then(|| {
-        record.value = Some(Bytes::from(bytes));
-        record
-    })
+    doc
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_that_grow_when_escaped_still_fit() {
+        let control = "\u{1}".repeat(50_000);
+        let value = json!({"kind": "bad_record", "error": control.clone(), "value": control});
+        let r = OutRecord {
+            partition: None,
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from(serde_json::to_vec(&value).unwrap())),
+        };
+        let out = fit(r, 20_000).expect("cut down until it fits");
+        assert!(crate::connectors::record_size(&out) <= 20_000);
+        let doc: Value = serde_json::from_slice(out.value.as_deref().unwrap()).unwrap();
+        assert_eq!(doc["truncated"], true);
+        assert_eq!(doc["error_bytes"], 50_000);
+    }
 
     #[test]
     fn large_fields_are_cut_and_marked() {

@@ -54,6 +54,21 @@ pub struct QueryHandle {
     pipeline: JoinHandle<()>,
 }
 
+/// Records the query's failure: the first error (the other task usually fails
+/// as a consequence) together with whether it may pass, under one lock so the
+/// supervisor never sees one error with the other's transient flag.
+fn fail(
+    status: &Mutex<RunStatus>,
+    transient: &std::sync::atomic::AtomicBool,
+    error: &crate::error::SluiceError,
+) {
+    let mut status = status.lock();
+    if !matches!(*status, RunStatus::Failed(_)) {
+        transient.store(error.is_transient(), std::sync::atomic::Ordering::Release);
+        *status = RunStatus::Failed(error.to_string());
+    }
+}
+
 impl QueryHandle {
     /// Starts the query. `drain` is the sender whose receiver the source watches
     /// (see [`drain_channel`]).
@@ -77,8 +92,7 @@ impl QueryHandle {
                 .unwrap_or_else(|p| Err(panic_error(p)));
             if let Err(e) = result {
                 tracing::error!(query = %qid, "source failed: {e}");
-                t.store(e.is_transient(), std::sync::atomic::Ordering::Release);
-                *s.lock() = RunStatus::Failed(e.to_string());
+                fail(&s, &t, &e);
             }
         });
         let s = status.clone();
@@ -89,15 +103,17 @@ impl QueryHandle {
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|p| Err(panic_error(p)));
-            let mut status = s.lock();
             match result {
                 Err(e) => {
                     tracing::error!(query = %qid, "query failed: {e}");
-                    t.store(e.is_transient(), std::sync::atomic::Ordering::Release);
-                    *status = RunStatus::Failed(e.to_string());
+                    fail(&s, &t, &e);
                 }
-                Ok(()) if *status == RunStatus::Running => *status = RunStatus::Finished,
-                Ok(()) => {}
+                Ok(()) => {
+                    let mut status = s.lock();
+                    if *status == RunStatus::Running {
+                        *status = RunStatus::Finished;
+                    }
+                }
             }
         });
         QueryHandle {

@@ -1125,6 +1125,11 @@ impl Engine {
             .with_hint("drop those first (or TERMINATE their queries)"));
         }
         self.drop_queries_writing(&name)?;
+        // A relation created again under this name reads its topic anew: bad
+        // records the old one dead-lettered must not hide the new one's.
+        if let Some(dl) = self.dead_letters.get() {
+            dl.forget_relation(&name);
+        }
         self.catalog.write().relations.remove(&name);
         self.materialized.write().remove(&name);
         self.ctx.deregister_table(name.as_str())?;

@@ -349,7 +349,8 @@ impl RecordDecoder {
         if keep.iter().any(|k| !k) {
             chunk = chunk.filter(&BooleanArray::from(keep))?;
         }
-        // Every NOT NULL column is checked above, so the real schema holds.
+        // Every NOT NULL column is checked above (a table's value columns are
+        // nullable for its deletes), so the real schema holds.
         let batch = RecordBatch::try_new(self.schema.clone(), chunk.batch.columns().to_vec())?;
         let chunk = chunk.with_batch(batch);
         Ok(Decoded {

@@ -106,6 +106,8 @@ impl KeyDecoder {
                 ));
             }
         }
+        // The decoder matches errors to rows in row order.
+        errors.sort_by_key(|(row, _)| *row);
         (vec![cast], errors)
     }
 

@@ -50,7 +50,8 @@ pub fn convert(text: &ArrayRef, target: &DataType) -> Result<(ArrayRef, Vec<(usi
         match parse(s.trim()) {
             Some(v) if (min..=max).contains(&v) => values.append_value(v as i64),
             Some(_) => {
-                errors.push((row, format!("{s} is out of range for {type_name}")));
+                let shown: String = s.chars().take(64).collect();
+                errors.push((row, format!("{shown} is out of range for {type_name}")));
                 values.append_null();
             }
             None => {

@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
+use super::checked::create_checked_expr;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
     BinaryExpr, Expr, ExprSchemable, Join, JoinType, LogicalPlan, Operator as BinOp,
 };
-use datafusion::physical_expr::create_physical_expr;
 
 use super::window::Windows;
 use super::{df_error, translate, unsupported, Partial, PendingWindow, TableLookup, TimeColumn};
@@ -78,7 +78,7 @@ pub(super) fn translate_join(
         }
     };
     if let Some(predicate) = where_clause {
-        let predicate = create_physical_expr(
+        let predicate = create_checked_expr(
             predicate,
             &join.schema,
             state.execution_props(),
@@ -181,7 +181,7 @@ fn interval_join(
     let props = state.execution_props();
     let filter = conjunction(rest)
         .map(|f| {
-            create_physical_expr(&f, &join.schema, props, &Default::default()).map_err(df_error)
+            create_checked_expr(&f, &join.schema, props, &Default::default()).map_err(df_error)
         })
         .transpose()?;
     let keys = join_keys(state, join)?;
@@ -275,7 +275,7 @@ fn table_join(state: &SessionState, join: &Join, left: Partial, right: Partial) 
 fn join_keys(state: &SessionState, join: &Join) -> Result<JoinKeys> {
     let props = state.execution_props();
     let physical = |e: &Expr, plan: &LogicalPlan| {
-        create_physical_expr(e, plan.schema(), props, &Default::default()).map_err(df_error)
+        create_checked_expr(e, plan.schema(), props, &Default::default()).map_err(df_error)
     };
     let (mut left, mut right, mut types) = (Vec::new(), Vec::new(), Vec::new());
     for (l, r) in &join.on {
@@ -555,7 +555,7 @@ fn translate_lookup_join(
             .with_hint(SHAPE)
         })?;
         key_exprs.push(
-            create_physical_expr(e, left_schema, state.execution_props(), &Default::default())
+            create_checked_expr(e, left_schema, state.execution_props(), &Default::default())
                 .map_err(df_error)?,
         );
     }

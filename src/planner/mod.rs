@@ -5,6 +5,7 @@
 //! streaming operator evaluated with DataFusion physical expressions and
 //! accumulators. Only what is streaming-specific lives here.
 
+mod checked;
 pub mod errors;
 mod join;
 pub mod providers;
@@ -14,13 +15,13 @@ pub mod window;
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
+use checked::create_checked_expr;
 use datafusion::common::DFSchemaRef;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{Expr, FetchType, LogicalPlan, Projection};
 use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
 use datafusion::optimizer::Optimizer;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
-use datafusion::physical_expr::create_physical_expr;
 use datafusion::sql::parser::Statement as DFStatement;
 use sqlparser::ast::{self, Query};
 
@@ -552,7 +553,7 @@ fn translate(
                 },
                 None => f.predicate.clone(),
             };
-            let predicate = create_physical_expr(&predicate, f.input.schema(), props, &Default::default())
+            let predicate = create_checked_expr(&predicate, f.input.schema(), props, &Default::default())
                 .map_err(df_error)?;
             partial
                 .flow
@@ -584,7 +585,7 @@ fn translate(
                 if matches!(e, Expr::GroupingSet(_)) {
                     return Err(unsupported("GROUPING SETS / ROLLUP / CUBE", "group by plain columns or expressions"));
                 }
-                group_exprs.push(create_physical_expr(e, input_schema, props, &Default::default()).map_err(df_error)?);
+                group_exprs.push(create_checked_expr(e, input_schema, props, &Default::default()).map_err(df_error)?);
             }
             let mut aggregates = Vec::new();
             let planning = datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default();
@@ -815,7 +816,7 @@ fn project(state: &SessionState, mut partial: Partial, p: &Projection) -> Result
     let mut keys = Vec::new();
     for (out_idx, e) in p.expr.iter().enumerate() {
         exprs.push(
-            create_physical_expr(e, input_schema, props, &Default::default()).map_err(df_error)?,
+            create_checked_expr(e, input_schema, props, &Default::default()).map_err(df_error)?,
         );
         if let Some(col) = column_of(e) {
             if let Ok(in_idx) = input_schema.index_of_column(col) {

@@ -9,8 +9,9 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator as BinOp, Window};
-use datafusion::physical_expr::{create_physical_expr, PhysicalSortExpr};
+use datafusion::physical_expr::PhysicalSortExpr;
 
+use super::checked::create_checked_expr;
 use super::{df_error, unsupported, Partial, PendingRank};
 use crate::error::{Result, SluiceError};
 use crate::operators::top_n::{Ranking, TopN};
@@ -53,7 +54,7 @@ pub(super) fn rank(state: &SessionState, window: &Window, partial: &mut Partial)
     }
     let input = window.input.schema();
     let physical = |e: &Expr| {
-        create_physical_expr(e, input, state.execution_props(), &Default::default())
+        create_checked_expr(e, input, state.execution_props(), &Default::default())
             .map_err(df_error)
     };
     let partition = params

@@ -85,3 +85,77 @@ r5 | {"a": 1, "b": 1, "code": "1"}
 
 --- expect SELECT k, x FROM ratios WHERE k = 'r5'
 r5 | 1
+
+-- A cast that overflows is an expression error (NULL, counted); a record
+-- whose event time is missing or unreadable is a bad record, and a table
+-- record without its PRIMARY KEY too.
+CREATE STREAM timed (id BIGINT, n BIGINT, ts BIGINT)
+  WITH (kafka_topic='timed', value_format='json', timestamp='ts');
+CREATE STREAM timed_copy AS SELECT id, CAST(n AS INT) AS n FROM timed;
+
+--- input timed
+{"id": 1, "n": 1, "ts": 1000}
+{"id": 2, "n": 2}
+{"id": 3, "n": 3000000000, "ts": 3000}
+{"id": 4, "n": 4, "ts": "soon"}
+{"id": 5, "n": 5, "ts": 5000}
+
+--- expect SELECT id, n FROM timed_copy ORDER BY id
+1 | 1
+3 | NULL
+5 | 5
+
+--- metric sluice_query_errors_total{query="CSAS_TIMED_COPY_7"}
+2
+
+--- metric sluice_query_expression_errors_total{query="CSAS_TIMED_COPY_7"}
+1
+
+CREATE TABLE users (id VARCHAR PRIMARY KEY, name VARCHAR)
+  WITH (kafka_topic='users', value_format='json');
+CREATE TABLE user_names AS SELECT id, name FROM users;
+
+--- input users
+u1 | {"name": "ann"}
+{"name": "nobody"}
+u2 | {"name": "bob"}
+
+--- expect SELECT id, name FROM user_names ORDER BY id
+u1 | ann
+u2 | bob
+
+--- metric sluice_query_errors_total{query="CTAS_USER_NAMES_9"}
+1
+
+-- Integer arithmetic that overflows is an expression error too, not a
+-- wrapped value (counted once per failing row of an operator).
+CREATE STREAM sums AS SELECT k, a + 1 AS next, a * 2 AS twice FROM nums WHERE k = 'r9';
+
+--- input nums
+r9 | {"a": 9223372036854775807, "b": 1, "code": "1"}
+
+--- expect SELECT k, next, twice FROM sums
+r9 | NULL | NULL
+
+--- metric sluice_query_expression_errors_total{query="CSAS_SUMS_10"}
+1
+
+-- A tombstone deletes the row of a table whose value column is NOT NULL; an
+-- upsert without that value is a bad record.
+CREATE TABLE prices (sku VARCHAR PRIMARY KEY, price INT NOT NULL)
+  WITH (kafka_topic='prices', value_format='json');
+CREATE TABLE price_copy AS SELECT sku, price FROM prices;
+
+--- input prices
+s1 | {"price": 1}
+s2 | {"price": 2}
+s1 | null
+s3 | {}
+s4 | {"price": 4}
+
+--- expect SELECT sku, price FROM price_copy ORDER BY sku
+s2 | 2
+s4 | 4
+
+--- metric sluice_query_errors_total{query="CTAS_PRICE_COPY_12"}
+1
