@@ -257,6 +257,12 @@ async fn bad_records_are_dead_lettered_once_and_failed_values_per_query() {
     engine.shutdown().await;
 }
 
+/// Waits until query CTAS_T_1 shows RETRYING in /metrics.
+async fn wait_retrying(engine: &Engine) {
+    let sample = "sluice_query_status{query=\"CTAS_T_1\",status=\"RETRYING\"}";
+    wait_metric(engine, sample, |v| v == 1.0).await;
+}
+
 /// An engine whose query CTAS_T_1 counts `a | 2` and `b | 1` from topic `s`
 /// and has checkpointed them (two more checkpoints after the counts showed).
 async fn counted_and_checkpointed(config: &ServerConfig) -> Arc<Engine> {
@@ -312,12 +318,7 @@ async fn a_query_whose_topic_vanished_is_retried_and_resumes() {
     let shown = pull(&engine, "SHOW QUERIES").await.unwrap().join("\n");
     assert!(shown.contains("CTAS_T_1 | RETRYING"), "{shown}");
     assert!(shown.contains("does not exist"), "{shown}");
-    wait_metric(
-        &engine,
-        "sluice_query_status{query=\"CTAS_T_1\",status=\"RETRYING\"}",
-        |v| v == 1.0,
-    )
-    .await;
+    wait_retrying(&engine).await;
 
     // The topic comes back: the query resumes from its checkpointed state and
     // reads the new topic from its beginning.
@@ -358,12 +359,7 @@ async fn a_topic_deleted_under_a_running_query_is_retried_and_resumes() {
         .delete_topic("s")
         .await
         .expect("delete the topic");
-    wait_metric(
-        &engine,
-        "sluice_query_status{query=\"CTAS_T_1\",status=\"RETRYING\"}",
-        |v| v == 1.0,
-    )
-    .await;
+    wait_retrying(&engine).await;
     let shown = pull(&engine, "SHOW QUERIES").await.unwrap().join("\n");
     assert!(shown.contains("CTAS_T_1 | RETRYING"), "{shown}");
     let error = pull(&engine, "SELECT k, n FROM t")
@@ -400,12 +396,7 @@ async fn a_topic_deleted_under_a_running_query_is_retried_and_resumes() {
         .await
         .expect("delete the sink topic");
     produce(&engine, "s", &[("a", r#"{"v": 5}"#)]).await;
-    wait_metric(
-        &engine,
-        "sluice_query_status{query=\"CTAS_T_1\",status=\"RETRYING\"}",
-        |v| v == 1.0,
-    )
-    .await;
+    wait_retrying(&engine).await;
     engine
         .backend()
         .create_topic(sink_topic, 1)
