@@ -41,7 +41,7 @@ pub(super) fn render(engine: &Engine) -> String {
     counter(
         &mut out,
         "sluice_query_expression_errors_total",
-        "Values that failed to evaluate (division by zero, failed cast, overflow, bad argument) and became NULL.",
+        "Rows in which an operator's expression failed (division by zero, failed cast, overflow, bad argument); the failing values became NULL.",
         &|m| QueryMetrics::get(&m.expression_errors),
     );
     counter(
