@@ -665,11 +665,14 @@ async fn a_lost_source_topic_is_retried_and_resumed_over_a_real_broker() {
     let q = "CTAS_COUNTS_1";
     let checkpoints = format!("sluice_query_checkpoints_total{{query=\"{q}\"}}");
     let saved = metric(&server.metrics().await, &checkpoints).unwrap_or(0.0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(&server.metrics().await, &checkpoints).unwrap_or(0.0) < saved + 2.0 {
-        assert!(Instant::now() < deadline, "no checkpoints");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server
+        .wait_metric(
+            &checkpoints,
+            Duration::from_secs(30),
+            "no checkpoints",
+            |v| v >= saved + 2.0,
+        )
+        .await;
 
     server.kill9();
     admin
@@ -678,15 +681,14 @@ async fn a_lost_source_topic_is_retried_and_resumed_over_a_real_broker() {
         .expect("delete the topic");
     server.restart();
     let retrying = format!("sluice_query_status{{query=\"{q}\",status=\"RETRYING\"}}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(&server.metrics().await, &retrying) != Some(1.0) {
-        assert!(
-            Instant::now() < deadline,
-            "the query never showed RETRYING\n{}",
-            server.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    server
+        .wait_metric(
+            &retrying,
+            Duration::from_secs(60),
+            "the query never showed RETRYING",
+            |v| v == 1.0,
+        )
+        .await;
     let shown = server.ksql_ok("SHOW QUERIES;").await.to_string();
     assert!(shown.contains("RETRYING"), "{shown}");
     let (status, body) = server.ksql(counts).await;
@@ -703,15 +705,14 @@ async fn a_lost_source_topic_is_retried_and_resumed_over_a_real_broker() {
     // offsets 0..=3 and check that reading resumes at offset 3.
     produce(vec![("a", 4), ("a", 5), ("a", 6), ("b", 7)]).await;
     let running = format!("sluice_query_status{{query=\"{q}\",status=\"RUNNING\"}}");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while metric(&server.metrics().await, &running) != Some(1.0) {
-        assert!(
-            Instant::now() < deadline,
-            "the query never resumed\n{}",
-            server.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    server
+        .wait_metric(
+            &running,
+            Duration::from_secs(90),
+            "the query never resumed",
+            |v| v == 1.0,
+        )
+        .await;
     let want_after = serde_json::json!([["a", 2], ["b", 2]]);
     server
         .wait_for(counts, Duration::from_secs(60), |rows| {

@@ -337,17 +337,14 @@ async fn ten_thousand_mutated_statements_never_stop_the_server() {
 
 /// `sluice_pull_queries_active`, polled until it is `want`.
 async fn wait_pull_active(server: &TestServer, want: f64, what: &str) {
-    for _ in 0..200 {
-        let text = server.metrics().await;
-        if support::server::metric(&text, "sluice_pull_queries_active") == Some(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "sluice_pull_queries_active never became {want} {what}\n{}",
-        server.log_tail()
-    );
+    server
+        .wait_metric(
+            "sluice_pull_queries_active",
+            Duration::from_secs(20),
+            &format!("never {want} {what}"),
+            |v| v == want,
+        )
+        .await;
 }
 
 /// A pull result far larger than `--max-query-memory` streams to the client

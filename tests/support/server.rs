@@ -191,6 +191,31 @@ impl TestServer {
         }
     }
 
+    /// Polls /metrics until the sample `name{labels}` satisfies `ok`, or
+    /// panics after `timeout` with `what` and the server's log.
+    pub async fn wait_metric(
+        &self,
+        sample: &str,
+        timeout: Duration,
+        what: &str,
+        ok: impl Fn(f64) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = metric(&self.metrics().await, sample);
+            if value.is_some_and(&ok) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{what}: {sample} is {value:?} after {timeout:?}\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.http()))
             .await
