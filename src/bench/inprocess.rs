@@ -43,8 +43,8 @@ pub(super) async fn plan(
 }
 
 /// The `users` table of the enrichment benchmark: one row per generated user id
-/// (`user-0000042`), region and tier derived from the number.
-pub(super) fn users_table(users: u32) -> Result<(Relation, Arc<MaterializedTable>)> {
+/// (`user-0000042`), region and tier derived from the number, as changelog chunks.
+pub(super) fn users_table(users: u32) -> Result<(Relation, Vec<Chunk>)> {
     use arrow::array::{Int8Array as Ops, StringArray};
     let col = |name: &str, sql_type: &str, key: bool| crate::catalog::ColumnMeta {
         name: name.into(),
@@ -71,7 +71,7 @@ pub(super) fn users_table(users: u32) -> Result<(Relation, Arc<MaterializedTable
         None,
         vec![],
     )?;
-    let table = MaterializedTable::new(relation.schema(), relation.key_indices())?;
+    let mut chunks = Vec::new();
     const REGIONS: [&str; 4] = ["eu", "us", "apac", "latam"];
     const TIERS: [&str; 3] = ["free", "pro", "enterprise"];
     let mut start = 0u32;
@@ -85,14 +85,14 @@ pub(super) fn users_table(users: u32) -> Result<(Relation, Arc<MaterializedTable
             relation.schema(),
             vec![Arc::new(ids), Arc::new(regions), Arc::new(tiers)],
         )?;
-        table.apply(&Chunk::new(
+        chunks.push(Chunk::new(
             batch,
             arrow::array::Int64Array::from(vec![0; n]),
             Some(Ops::from(vec![crate::dataflow::Op::Upsert as i8; n])),
-        ))?;
+        ));
         start = end;
     }
-    Ok((relation, table))
+    Ok((relation, chunks))
 }
 
 /// Rows of the enrichment benchmark's `users` table (set from `--users`).
@@ -126,20 +126,17 @@ pub(super) async fn plan_sql(
             .relations
             .insert(relation.name.clone(), relation.clone());
     }
-    let users = if sql.contains(" users ") {
-        let (users_rel, table) =
-            users_table(USERS_FOR_PLANNING.load(std::sync::atomic::Ordering::Relaxed))?;
+    if sql.contains(" users ") {
+        let (users, _) = users_table(0)?;
         ctx.register_table(
             "users",
-            Arc::new(crate::planner::providers::MaterializedProvider {
-                table: table.clone(),
+            Arc::new(TopicProvider {
+                relation: users.clone(),
+                backend: backend.clone(),
             }),
         )?;
-        catalog.relations.insert("users".into(), users_rel);
-        Some(table)
-    } else {
-        None
-    };
+        catalog.relations.insert("users".into(), users);
+    }
     let statement = parse_script(sql)?
         .into_iter()
         .next()
@@ -157,10 +154,6 @@ pub(super) async fn plan_sql(
         create.window.as_ref(),
         create.emit,
         false,
-        &|n: &str| match (&users, n) {
-            (Some(t), "users") => Ok(t.clone()),
-            _ => Err(SluiceError::sql(format!("the benchmark has no table {n}"))),
-        },
     )
     .await
 }
@@ -178,6 +171,14 @@ pub(super) fn pipeline(plan: StreamPlan) -> Result<(Pipeline, Option<Arc<Materia
         }
         flow.push(Box::new(materialize));
         table = Some(t);
+    }
+    // The enrichment join's copy of `users` is filled before the timer starts.
+    if let Some(input) = plan.sources.iter().position(|s| s == "users") {
+        let (_, chunks) =
+            users_table(USERS_FOR_PLANNING.load(std::sync::atomic::Ordering::Relaxed))?;
+        for chunk in chunks {
+            flow.process(input, Message::Chunk(chunk))?;
+        }
     }
     let metrics = Arc::new(QueryMetrics::default());
     let pipeline = Pipeline {
@@ -350,6 +351,7 @@ pub(super) async fn run_json(
             relation,
             positions: Default::default(),
             bounded: true,
+            lookup: false,
         }],
         metrics: metrics.clone(),
         errors: RowErrorPolicy::counting("bench", metrics.clone()),

@@ -266,6 +266,7 @@ pub(super) async fn run_inprocess(
             reader: Box::new(reader),
             positions: Default::default(),
             bounded: true,
+            lookup: plan.lookups.contains(source),
         });
     }
     let (pipeline, _) = inprocess::pipeline(plan)?;

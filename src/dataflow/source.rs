@@ -12,7 +12,7 @@ use super::row_errors::RowErrorPolicy;
 use super::watermark::{WatermarkTracker, DEFAULT_IDLE_TIMEOUT};
 use super::{Barrier, Message};
 use crate::catalog::{Relation, SourceConnector};
-use crate::connectors::LogReader;
+use crate::connectors::{LogReader, LogRecord};
 use crate::error::{Result, SluiceError};
 use crate::formats::{BadRecord, RecordDecoder};
 
@@ -32,6 +32,10 @@ pub struct SourceInput {
     pub positions: BTreeMap<i32, i64>,
     /// Stop at the end of the input (files, bounded generators, bounded scans).
     pub bounded: bool,
+    /// The table side of a stream-table join: read up to its end before any
+    /// other input at start, ahead of the others afterwards, outside event-time
+    /// alignment, and not waited for to finish the query.
+    pub lookup: bool,
 }
 
 impl SourceInput {
@@ -63,6 +67,8 @@ struct Reading {
     finished: bool,
     /// Rows came in the last poll.
     delivered: bool,
+    /// A lookup input has read up to the end its topic had at start.
+    warmed: bool,
 }
 
 type Tx = mpsc::Sender<(usize, Message)>;
@@ -98,7 +104,11 @@ impl SourceTask {
                     }
                 }
             }
-            if readings.iter().all(|r| r.finished) || *self.drain.borrow() {
+            let inputs_done = readings
+                .iter()
+                .zip(&self.inputs)
+                .all(|(r, input)| r.finished || input.lookup);
+            if inputs_done || *self.drain.borrow() {
                 // A last checkpoint, so a restart neither repeats nor loses anything.
                 if self.checkpoint_interval.is_some() {
                     let _ = tx
@@ -128,21 +138,41 @@ impl SourceTask {
             // input's rows for longer than its interval needs.
             let slowest = readings
                 .iter()
-                .filter(|r| !r.finished && r.delivered)
-                .map(|r| r.watermark)
+                .zip(&self.inputs)
+                .filter(|(r, input)| !r.finished && r.delivered && !input.lookup)
+                .map(|(r, _)| r.watermark)
                 .min();
-            for i in 0..self.inputs.len() {
+            // Lookup tables first, and only them until each has read what its
+            // topic held at start: the events read next see the table as it was.
+            let mut warming = false;
+            for (input, reading) in self.inputs.iter_mut().zip(readings.iter_mut()) {
+                if input.lookup && !reading.warmed && !reading.finished {
+                    reading.warmed = input.reader.caught_up().await.map_err(|e| {
+                        SluiceError::connector(format!("reading '{}'", input.relation.topic), e)
+                    })?;
+                    warming |= !reading.warmed;
+                }
+            }
+            let order = self.lookups_first();
+            for i in order {
                 if readings[i].finished {
                     continue;
                 }
-                let ahead = slowest.is_some_and(|w| {
-                    w != i64::MIN && readings[i].watermark > w.saturating_add(MAX_INPUT_DRIFT_MS)
-                });
+                let lookup = self.inputs[i].lookup;
+                if warming && !lookup {
+                    busy = true;
+                    continue;
+                }
+                let ahead = !lookup
+                    && slowest.is_some_and(|w| {
+                        w != i64::MIN
+                            && readings[i].watermark > w.saturating_add(MAX_INPUT_DRIFT_MS)
+                    });
                 if several && ahead {
                     readings[i].delivered = false;
                     busy = true;
                 } else {
-                    match self.poll_input(i, &mut readings[i], wait, &tx).await? {
+                    match self.poll_input(i, &mut readings, wait, &tx).await? {
                         None => return Ok(()), // the pipeline stopped
                         Some(got) => {
                             readings[i].delivered = got;
@@ -174,6 +204,14 @@ impl SourceTask {
         }
     }
 
+    /// Input numbers, lookup tables first.
+    fn lookups_first(&self) -> Vec<usize> {
+        let (mut order, rest): (Vec<usize>, Vec<usize>) =
+            (0..self.inputs.len()).partition(|&i| self.inputs[i].lookup);
+        order.extend(rest);
+        order
+    }
+
     fn barrier(&self, epoch: u64) -> Barrier {
         Barrier {
             epoch,
@@ -181,9 +219,58 @@ impl SourceTask {
         }
     }
 
-    /// Reads one batch of input `i`. `None` when the pipeline is gone, otherwise
-    /// whether any rows were read.
+    /// Reads one batch of input `i` and sends it on. `None` when the pipeline
+    /// is gone, otherwise whether any rows were read. Before a stream's rows go
+    /// on, the lookup tables are read up to what they hold now, so an event
+    /// never overtakes a table update written before it.
     async fn poll_input(
+        &mut self,
+        i: usize,
+        readings: &mut [Reading],
+        wait: Duration,
+        tx: &Tx,
+    ) -> Result<Option<bool>> {
+        let mut got = match self.poll_generated(i, &mut readings[i], wait, tx).await? {
+            None => return Ok(None),
+            Some(got) => got,
+        };
+        let records = self.fetch(i, wait).await?;
+        if !records.is_empty() {
+            got = true;
+            if !self.inputs[i].lookup && !self.catch_up_lookups(readings, tx).await? {
+                return Ok(None);
+            }
+            if !self.deliver(i, &mut readings[i], records, tx).await? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(got))
+    }
+
+    /// Reads every lookup input with no wait until it has nothing more (or a
+    /// bounded number of batches, so a busy table cannot starve the stream).
+    /// False when the pipeline is gone.
+    async fn catch_up_lookups(&mut self, readings: &mut [Reading], tx: &Tx) -> Result<bool> {
+        const MAX_BATCHES: usize = 64;
+        for (j, reading) in readings.iter_mut().enumerate() {
+            if !self.inputs[j].lookup || reading.finished {
+                continue;
+            }
+            for _ in 0..MAX_BATCHES {
+                let records = self.fetch(j, Duration::ZERO).await?;
+                if records.is_empty() {
+                    break;
+                }
+                if !self.deliver(j, reading, records, tx).await? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Generated sources (nexmark) hand over Arrow chunks and have no records.
+    async fn poll_generated(
         &mut self,
         i: usize,
         reading: &mut Reading,
@@ -191,40 +278,52 @@ impl SourceTask {
         tx: &Tx,
     ) -> Result<Option<bool>> {
         let input = &mut self.inputs[i];
-        let topic = &input.relation.topic;
-        let mut got = false;
-        // Generated sources (nexmark) hand over Arrow chunks and have no records.
-        if let Some(generated) = input.reader.as_chunk_source() {
-            let polled = super::generated::poll(
-                generated,
-                &mut input.positions,
-                &self.metrics,
-                &input.relation.name,
-                MAX_BATCH,
-                wait,
-            );
-            let rows = polled
-                .await
-                .map_err(|e| SluiceError::connector(format!("generating '{topic}'"), e))?;
-            if let Some(rows) = rows.filter(|r| !r.chunk.is_empty()) {
-                got = true;
-                let (partition, max_time) = (rows.partition, rows.max_time());
-                if tx.send((i, Message::Chunk(rows.chunk))).await.is_err() {
-                    return Ok(None);
-                }
-                if let Some(t) = max_time {
-                    reading.watermarks.observe(partition, t, Instant::now());
-                }
-            }
+        let Some(generated) = input.reader.as_chunk_source() else {
+            return Ok(Some(false));
+        };
+        let polled = super::generated::poll(
+            generated,
+            &mut input.positions,
+            &self.metrics,
+            &input.relation.name,
+            MAX_BATCH,
+            wait,
+        );
+        let rows = polled.await.map_err(|e| {
+            SluiceError::connector(format!("generating '{}'", input.relation.topic), e)
+        })?;
+        let Some(rows) = rows.filter(|r| !r.chunk.is_empty()) else {
+            return Ok(Some(false));
+        };
+        let (partition, max_time) = (rows.partition, rows.max_time());
+        if tx.send((i, Message::Chunk(rows.chunk))).await.is_err() {
+            return Ok(None);
         }
-        let records = input
+        if let Some(t) = max_time {
+            reading.watermarks.observe(partition, t, Instant::now());
+        }
+        Ok(Some(true))
+    }
+
+    async fn fetch(&mut self, i: usize, wait: Duration) -> Result<Vec<LogRecord>> {
+        let input = &mut self.inputs[i];
+        input
             .reader
             .poll(MAX_BATCH, wait)
             .await
-            .map_err(|e| SluiceError::connector(format!("reading '{topic}'"), e))?;
-        if records.is_empty() {
-            return Ok(Some(got));
-        }
+            .map_err(|e| SluiceError::connector(format!("reading '{}'", input.relation.topic), e))
+    }
+
+    /// Advances input `i`'s positions past `records`, decodes them and sends the
+    /// chunk on. False when the pipeline is gone.
+    async fn deliver(
+        &mut self,
+        i: usize,
+        reading: &mut Reading,
+        records: Vec<LogRecord>,
+        tx: &Tx,
+    ) -> Result<bool> {
+        let input = &mut self.inputs[i];
         for r in &records {
             let next = input.positions.entry(r.partition).or_insert(0);
             *next = (*next).max(r.offset + 1);
@@ -242,13 +341,13 @@ impl SourceTask {
             self.handle_bad(i, decoded.bad).await?;
         }
         if !decoded.chunk.is_empty() && tx.send((i, Message::Chunk(decoded.chunk))).await.is_err() {
-            return Ok(None);
+            return Ok(false);
         }
         let now = Instant::now();
         for (p, t) in decoded.max_time {
             reading.watermarks.observe(p, t, now);
         }
-        Ok(Some(true))
+        Ok(true)
     }
 
     /// Input `i`'s watermark as a message; the query's gauge shows the lowest
@@ -305,6 +404,7 @@ impl Reading {
             watermark: i64::MIN,
             finished: false,
             delivered: false,
+            warmed: false,
         })
     }
 }

@@ -587,7 +587,6 @@ impl Engine {
             c.window.as_ref(),
             c.emit,
             false,
-            &|n: &str| self.lookup_table(n),
         )
         .await?;
         match (c.kind, plan.changelog) {
@@ -665,11 +664,7 @@ impl Engine {
             opts.format,
             text.to_string(),
             None,
-            plan.sources
-                .iter()
-                .chain(plan.lookups.iter())
-                .cloned()
-                .collect(),
+            plan.sources.clone(),
         )?;
         check_timestamp_column(&relation, &c.with)?;
         if c.or_replace {
@@ -804,7 +799,6 @@ impl Engine {
             window.as_ref(),
             None,
             false,
-            &|n: &str| self.lookup_table(n),
         )
         .await?;
         if plan.changelog {
@@ -889,7 +883,6 @@ impl Engine {
                 window.as_ref(),
                 emit,
                 false,
-                &|n: &str| self.lookup_table(n),
             )
             .await?
         };
@@ -916,8 +909,11 @@ impl Engine {
                 .relation(name)
                 .cloned()
                 .ok_or_else(|| SluiceError::Internal(format!("source {name} is missing")))?;
+            let lookup = plan.lookups.contains(name);
             let start = match state.offsets(i)? {
                 Some(offsets) => StartFrom::Offsets(offsets),
+                // A join's copy of a table starts with the whole table.
+                None if lookup => StartFrom::Earliest,
                 None => default_start.clone(),
             };
             let positions = match &start {
@@ -931,6 +927,7 @@ impl Engine {
                 // A file source without follow (or a nexmark source with a number
                 // of events) ends; the query then finishes when all inputs have.
                 bounded: relation.connector.is_bounded(),
+                lookup,
                 relation,
                 reader,
                 positions,

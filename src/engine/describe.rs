@@ -62,7 +62,6 @@ pub(super) async fn describe_statement(
                 window.as_ref(),
                 Some(emit),
                 true,
-                &|n: &str| engine.lookup_table(n),
             )
             .await?;
             Ok((vec![], Some(plan.schema)))

@@ -135,12 +135,9 @@ impl Engine {
         for relation in catalog.relations.values() {
             self.register_relation(relation)?;
         }
-        // Queries that keep tables first: starting a query restores its state
-        // before it runs, so a stream-table join started after them looks up the
-        // restored rows instead of an empty table.
-        let mut queries: Vec<&crate::catalog::QueryMeta> = catalog.queries.values().collect();
-        queries.sort_by_key(|q| !catalog.relation(&q.sink).is_some_and(|r| r.is_table()));
-        for q in queries {
+        // Any order: no query reads another's memory (a stream-table join keeps
+        // its own copy of the table).
+        for q in catalog.queries.values() {
             if q.status != crate::catalog::QueryStatus::Running {
                 continue;
             }
@@ -191,14 +188,6 @@ impl Engine {
         self.ctx.deregister_table(name.as_str())?;
         self.ctx.register_table(name.as_str(), provider)?;
         Ok(())
-    }
-
-    /// The materialized rows of the table `name` (stream-table joins).
-    pub(crate) fn lookup_table(&self, name: &str) -> Result<Arc<MaterializedTable>> {
-        let relation = self.catalog.read().relation(name).cloned().ok_or_else(|| {
-            SluiceError::undefined(format!("table '{name}' does not exist"), None, None)
-        })?;
-        self.materialized_table(&relation)
     }
 
     /// The materialized rows of a table, created empty the first time.

@@ -116,7 +116,6 @@ impl Engine {
             window,
             Some(emit),
             true,
-            &|n: &str| self.lookup_table(n),
         )
         .await?;
         let start = if session.offset_reset_earliest() {
@@ -130,18 +129,22 @@ impl Engine {
                 .relation(name)
                 .cloned()
                 .ok_or_else(|| SluiceError::Internal(format!("source {name} is missing")))?;
-            let reader = crate::planner::providers::open_reader(
-                &self.backend,
-                &relation,
-                start.clone(),
-                true,
-            )
-            .await?;
+            // A join's copy of a table starts with the whole table.
+            let lookup = plan.lookups.contains(name);
+            let from = if lookup {
+                StartFrom::Earliest
+            } else {
+                start.clone()
+            };
+            let reader =
+                crate::planner::providers::open_reader(&self.backend, &relation, from, true)
+                    .await?;
             inputs.push(SourceInput {
                 relation,
                 reader,
                 positions: Default::default(),
                 bounded: false,
+                lookup,
             });
         }
         let id = self.next_transient_id();
@@ -233,7 +236,6 @@ impl Engine {
                 window.as_ref(),
                 emit,
                 true,
-                &|n: &str| self.lookup_table(n),
             )
             .await?;
             lines.push("Streaming pipeline:".to_string());

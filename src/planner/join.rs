@@ -15,13 +15,14 @@ use datafusion::logical_expr::{
 };
 
 use super::window::Windows;
-use super::{df_error, translate, unsupported, Partial, PendingWindow, TableLookup, TimeColumn};
+use super::{df_error, translate, unsupported, Partial, PendingWindow, TimeColumn};
 use crate::catalog::Catalog;
 use crate::dataflow::Dataflow;
 use crate::error::{Result, SluiceError};
 use crate::operators::changelog_join::TableInput;
 use crate::operators::interval_join::{Interval, JoinKind};
 use crate::operators::join_rows::JoinKeys;
+use crate::operators::lookup_join::LookupTable;
 use crate::operators::{ChangelogJoin, Filter, IntervalJoin, JoinOperator, LookupJoin};
 
 const INTERVAL_HINT: &str = "bound a stream-stream join in event time: JOIN r WITHIN 1 HOUR ON l.id = r.id, \
@@ -36,20 +37,19 @@ pub(super) fn translate_join(
     join: &Join,
     allow_limit: bool,
     windows: &Windows,
-    tables: TableLookup<'_>,
     where_clause: Option<&Expr>,
 ) -> Result<Partial> {
-    let mut left = translate(state, catalog, &join.left, allow_limit, windows, tables)?;
+    let mut left = translate(state, catalog, &join.left, allow_limit, windows)?;
     left.windows_as_stream();
     left.check_ranked()?;
     let right_is_table = scanned_table(&join.right)
         .and_then(|n| catalog.relation(&n))
         .is_some_and(|r| r.is_table());
     let mut partial = if !left.changelog && right_is_table {
-        translate_lookup_join(state, catalog, join, &mut left, tables)?;
-        left
+        let right = translate(state, catalog, &join.right, allow_limit, windows)?;
+        translate_lookup_join(state, catalog, join, left, right)?
     } else {
-        let mut right = translate(state, catalog, &join.right, allow_limit, windows, tables)?;
+        let mut right = translate(state, catalog, &join.right, allow_limit, windows)?;
         right.windows_as_stream();
         right.check_ranked()?;
         match (left.changelog, right.changelog) {
@@ -465,14 +465,15 @@ fn scanned_table(plan: &LogicalPlan) -> Option<String> {
 }
 
 /// `stream [LEFT] JOIN table ON <stream exprs> = <table key columns>`: each event
-/// looks up the table's current row.
+/// looks up the table's current row in the join's own copy of the table, which
+/// `right` (the table's changelog) keeps up to date.
 fn translate_lookup_join(
     state: &SessionState,
     catalog: &Catalog,
     join: &datafusion::logical_expr::Join,
-    partial: &mut Partial,
-    tables: TableLookup<'_>,
-) -> Result<()> {
+    partial: Partial,
+    right: Partial,
+) -> Result<Partial> {
     use datafusion::logical_expr::JoinType;
     const SHAPE: &str = "FROM stream [LEFT] JOIN table ON stream.col = table.<primary key>";
     if partial.changelog {
@@ -559,15 +560,39 @@ fn translate_lookup_join(
                 .map_err(df_error)?,
         );
     }
-    let table = tables(&table_name)?;
-    partial.flow.push(Box::new(LookupJoin::new(
+    // The table's key columns within the right side's rows.
+    let right_schema = join.right.schema();
+    let key_columns = key_names
+        .iter()
+        .map(|k| {
+            right_schema
+                .fields()
+                .iter()
+                .position(|f| f.name() == k)
+                .ok_or_else(|| {
+                    SluiceError::Internal(format!("key column {k} of {table_name} is not scanned"))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let op = LookupJoin::new(
         key_exprs,
-        table,
-        table_name.clone(),
+        LookupTable {
+            name: table_name.clone(),
+            schema: Arc::new(right_schema.as_arrow().clone()),
+            key_columns,
+        },
         keep_unmatched,
         Arc::new(join.schema.as_arrow().clone()),
-    )));
-    partial.schema = join.schema.clone();
-    partial.lookups.push(table_name);
-    Ok(())
+    )?;
+    // Rows come from the stream: everything known about the stream's columns
+    // (key, event time, a pending window: its nodes keep their numbers, the
+    // left side's come first) still holds after the table's columns are added.
+    let mut joined = partial;
+    let flow = std::mem::replace(&mut joined.flow, Dataflow::input());
+    joined.flow = Dataflow::join(flow, right.flow, Box::new(op));
+    joined.sources.extend(right.sources);
+    joined.lookups.extend(right.lookups);
+    joined.lookups.push(table_name);
+    joined.schema = join.schema.clone();
+    Ok(joined)
 }

@@ -59,12 +59,10 @@ pub struct StreamPlan {
     /// For windowed aggregates: which output column is the window end, and how
     /// long closed windows stay in the materialized table.
     pub retention: Option<crate::operators::materialize::Retention>,
-    /// Tables the query looks up (stream-table joins); it reads them too.
+    /// Sources that are the table side of a stream-table join (read ahead of
+    /// the others, see `SourceInput::lookup`).
     pub lookups: Vec<String>,
 }
-
-/// The materialized state of a table, for stream-table joins.
-pub type TableLookup<'a> = &'a (dyn Fn(&str) -> Result<Arc<MaterializedTable>> + Sync);
 
 /// How long closed windows stay queryable when the query sets no RETENTION: a day
 /// (as Kafka Streams' window stores), or the window size + grace if longer.
@@ -309,7 +307,6 @@ pub async fn plan_continuous(
     window_clause: Option<&WindowClause>,
     emit: Option<EmitMode>,
     allow_limit: bool,
-    tables: TableLookup<'_>,
 ) -> Result<StreamPlan> {
     let mut query = query.clone();
     let tvfs = window::extract_tvfs(&mut query)?;
@@ -354,7 +351,6 @@ pub async fn plan_continuous(
             &pruned,
             allow_limit,
             &windows.for_plan(&pruned),
-            tables,
         )
         .ok()
         .map(|partial| (pruned, partial))
@@ -364,14 +360,7 @@ pub async fn plan_continuous(
     let (plan, partial) = match pruned {
         Some(done) => done,
         None => {
-            let partial = translate(
-                state,
-                catalog,
-                &plan,
-                allow_limit,
-                &windows.for_plan(&plan),
-                tables,
-            )?;
+            let partial = translate(state, catalog, &plan, allow_limit, &windows.for_plan(&plan))?;
             (plan, partial)
         }
     };
@@ -452,7 +441,6 @@ fn translate(
     plan: &LogicalPlan,
     allow_limit: bool,
     windows: &Windows,
-    tables: TableLookup<'_>,
 ) -> Result<Partial> {
     let props = state.execution_props();
     match plan {
@@ -525,7 +513,7 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Projection(p) => {
-            let partial = translate(state, catalog, &p.input, allow_limit, windows, tables)?;
+            let partial = translate(state, catalog, &p.input, allow_limit, windows)?;
             project(state, partial, p)
         }
         LogicalPlan::Filter(f) => {
@@ -534,18 +522,18 @@ fn translate(
             // projection between the two.
             match f.input.as_ref() {
                 LogicalPlan::Join(j) => {
-                    return join::translate_join(state, catalog, j, allow_limit, windows, tables, Some(&f.predicate));
+                    return join::translate_join(state, catalog, j, allow_limit, windows, Some(&f.predicate));
                 }
                 LogicalPlan::Projection(p) => {
                     if let (LogicalPlan::Join(j), Some(predicate)) = (p.input.as_ref(), below_projection(&f.predicate, p)) {
                         let partial =
-                            join::translate_join(state, catalog, j, allow_limit, windows, tables, Some(&predicate))?;
+                            join::translate_join(state, catalog, j, allow_limit, windows, Some(&predicate))?;
                         return project(state, partial, p);
                     }
                 }
                 _ => {}
             }
-            let mut partial = translate(state, catalog, &f.input, allow_limit, windows, tables)?;
+            let mut partial = translate(state, catalog, &f.input, allow_limit, windows)?;
             let predicate = match partial.rank.take() {
                 Some(rank) => match top_n::limit_rank(&mut partial, rank, &f.predicate, f.input.schema())? {
                     Some(rest) => rest,
@@ -561,12 +549,12 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::SubqueryAlias(a) => {
-            let mut partial = translate(state, catalog, &a.input, allow_limit, windows, tables)?;
+            let mut partial = translate(state, catalog, &a.input, allow_limit, windows)?;
             partial.schema = a.schema.clone();
             Ok(partial)
         }
         LogicalPlan::Aggregate(agg) => {
-            let mut partial = translate(state, catalog, &agg.input, allow_limit, windows, tables)?;
+            let mut partial = translate(state, catalog, &agg.input, allow_limit, windows)?;
             partial.windows_as_stream();
             partial.check_ranked()?;
             // Aggregating a TABLE: each change retracts the key's old row and adds
@@ -742,7 +730,7 @@ fn translate(
             Ok(partial)
         }
         LogicalPlan::Limit(limit) if allow_limit => {
-            let mut partial = translate(state, catalog, &limit.input, false, windows, tables)?;
+            let mut partial = translate(state, catalog, &limit.input, false, windows)?;
             match limit.get_fetch_type().map_err(df_error)? {
                 FetchType::Literal(n) => partial.limit = n,
                 FetchType::UnsupportedExpr => return Err(SluiceError::sql("LIMIT must be a constant")),
@@ -757,10 +745,10 @@ fn translate(
             "ORDER BY",
             "results of a continuous query arrive in event order; use a pull query (without EMIT CHANGES) to sort",
         )),
-        LogicalPlan::Join(join) => join::translate_join(state, catalog, join, allow_limit, windows, tables, None),
+        LogicalPlan::Join(join) => join::translate_join(state, catalog, join, allow_limit, windows, None),
         LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT", "use GROUP BY instead")),
         LogicalPlan::Window(w) => {
-            let mut partial = translate(state, catalog, &w.input, allow_limit, windows, tables)?;
+            let mut partial = translate(state, catalog, &w.input, allow_limit, windows)?;
             partial.windows_as_stream();
             partial.check_ranked()?;
             top_n::rank(state, w, &mut partial)?;

@@ -7,6 +7,8 @@
 //! Keys are `[operator id: u16 BE][operator's key]`; the offsets live under an
 //! operator id no operator uses.
 
+pub mod table;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -106,6 +108,7 @@ impl StateStore {
 }
 
 /// The state of one query.
+#[derive(Clone)]
 pub struct QueryState {
     db: Arc<Db>,
     cf: String,
@@ -151,6 +154,20 @@ impl QueryState {
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0))
+    }
+
+    /// The committed values of `keys` (stored keys, as state tables build
+    /// them), in one batched read.
+    pub fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let cf = self.handle()?;
+        self.db
+            .batched_multi_get_cf(&cf, keys, false)
+            .into_iter()
+            .map(|r| {
+                r.map(|v| v.map(|v| v.to_vec()))
+                    .map_err(|e| err("reading state", e))
+            })
+            .collect()
     }
 
     /// Every (key, value) an operator stored, keys without the operator prefix.
@@ -215,6 +232,11 @@ impl StateWriteBatch {
 
     pub fn delete(&mut self, operator: u16, key: &[u8]) {
         self.ops.push((prefixed(operator, key), None));
+    }
+
+    /// A change under a key that is already complete (a state table's).
+    pub fn write_raw(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.ops.push((key.to_vec(), value.map(<[u8]>::to_vec)));
     }
 
     pub fn len(&self) -> usize {

@@ -38,6 +38,10 @@ u2 | Bob
 2 | NULL
 3 | Bob
 
+--- expect SELECT region, clicks FROM clicks_per_region ORDER BY region
+eu | 1
+us | 1
+
 -- Ann moves, Bob is deleted, u3 appears: later clicks see the new rows.
 --- input users
 u1 | {"name": "Ann", "region": "apac"}
@@ -48,8 +52,8 @@ u3 | {"name": "Cy", "region": "eu"}
 u1 | apac
 u3 | eu
 
--- After a restart the join looks up the table's restored rows (the table's
--- query starts first).
+-- After a restart the join looks up its own restored copy of the table
+-- (whichever query restarts first).
 --- restart
 
 --- input clicks

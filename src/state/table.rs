@@ -1,0 +1,321 @@
+//! State tables: the one way operators keep keyed state.
+//!
+//! A [`StateTable`] is a map from key bytes to value bytes owned by one
+//! operator. Writes go to an epoch buffer that [`StateTable::flush`] moves into
+//! the checkpoint's write batch at a barrier, so a checkpoint writes only what
+//! changed, and a key written and deleted within one epoch never reaches
+//! RocksDB. Reads look in the buffer, then a cache of committed values, then
+//! RocksDB; nothing is loaded at start-up. Without checkpoints (push queries,
+//! benchmarks) the table lives in memory only.
+//!
+//! Stored keys are `[table id: u32 BE][vnode: u16 BE][key]` (see
+//! docs/architecture.md, "Runtime core v2"): the vnode, a hash of the key, lets
+//! a later version split one table across workers by vnode ranges.
+
+use std::collections::HashMap;
+
+use super::{QueryState, StateWriteBatch};
+use crate::error::Result;
+
+/// Virtual nodes a table's keys are spread over.
+pub const VNODES: u16 = 256;
+
+/// State table ids start here, above every legacy operator prefix (a `u16`
+/// node id) and below the metadata prefix, so old and new state can share a
+/// query's column family while operators move over.
+const FIRST_TABLE_ID: u32 = 0x4000_0000;
+
+/// Identifies a state table within a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StateTableId(u32);
+
+impl StateTableId {
+    /// Table `index` of the operator at dataflow node `node`. (Until plans are
+    /// persisted with their table ids, the id derives from the node.)
+    pub fn of_node(node: u16, index: u8) -> StateTableId {
+        StateTableId(FIRST_TABLE_ID | (u32::from(node) << 8) | u32::from(index))
+    }
+}
+
+/// The vnode of a key: xxh3 of its bytes, modulo [`VNODES`]. Stored in every
+/// key, so it must never change.
+pub fn vnode(key: &[u8]) -> u16 {
+    (twox_hash::XxHash3_64::oneshot(key) % u64::from(VNODES)) as u16
+}
+
+type Bytes = Box<[u8]>;
+
+/// A change of the current epoch.
+struct Pending {
+    /// The new value, or `None` for a delete.
+    value: Option<Bytes>,
+    /// The key has no committed value: deleting it again needs no write.
+    new: bool,
+}
+
+/// One operator's keyed state.
+pub struct StateTable {
+    id: StateTableId,
+    /// Where committed state lives; `None` until attached (and for ever
+    /// without checkpoints, when the cache holds everything).
+    store: Option<QueryState>,
+    /// Changes since the last flush.
+    buffer: HashMap<Bytes, Pending>,
+    /// Committed values (`None`: known absent), all of them without a store.
+    cache: HashMap<Bytes, Option<Bytes>>,
+    /// Reused to build stored keys.
+    scratch: Vec<u8>,
+    /// Bytes of keys and values held in `buffer` and `cache`.
+    bytes: usize,
+}
+
+fn entry_size(key: &[u8], value: &Option<Bytes>) -> usize {
+    key.len() + value.as_ref().map_or(0, |v| v.len())
+}
+
+impl StateTable {
+    pub fn new(id: StateTableId) -> StateTable {
+        StateTable {
+            id,
+            store: None,
+            buffer: HashMap::new(),
+            cache: HashMap::new(),
+            scratch: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Reads and writes committed state in `store` from now on (before any input).
+    pub fn attach(&mut self, store: &QueryState) {
+        self.store = Some(store.clone());
+    }
+
+    /// The stored form of `key`.
+    fn stored_key(id: StateTableId, key: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(6 + key.len());
+        out.extend_from_slice(&id.0.to_be_bytes());
+        out.extend_from_slice(&vnode(key).to_be_bytes());
+        out.extend_from_slice(key);
+    }
+
+    /// Entries held in memory (buffered changes and cached values).
+    pub fn entries_in_memory(&self) -> usize {
+        self.buffer.len() + self.cache.len()
+    }
+
+    /// Bytes of keys and values held in memory.
+    pub fn bytes_in_memory(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.write(key, Some(value.into()), false);
+    }
+
+    /// Like `put`, for a key the caller knows has no committed value (a
+    /// unique row id, say): if it is deleted before the next checkpoint,
+    /// neither write reaches the store.
+    pub fn insert_new(&mut self, key: &[u8], value: &[u8]) {
+        self.write(key, Some(value.into()), true);
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        self.write(key, None, false);
+    }
+
+    fn write(&mut self, key: &[u8], value: Option<Bytes>, known_new: bool) {
+        Self::stored_key(self.id, key, &mut self.scratch);
+        let k = self.scratch.as_slice();
+        if self.store.is_none() {
+            self.bytes += entry_size(k, &value);
+            if let Some(old) = self.cache.insert(k.into(), value) {
+                self.bytes -= entry_size(k, &old);
+            }
+            return;
+        }
+        let mut new = known_new;
+        if let Some(old) = self.cache.remove(k) {
+            new |= old.is_none();
+            self.bytes -= entry_size(k, &old);
+        }
+        if let Some(old) = self.buffer.remove(k) {
+            new = old.new;
+            self.bytes -= entry_size(k, &old.value);
+        }
+        if new && value.is_none() {
+            // Never committed: forget it, remembering that it is absent.
+            self.cache.insert(k.into(), None);
+            self.bytes += k.len();
+            return;
+        }
+        self.bytes += entry_size(k, &value);
+        self.buffer.insert(k.into(), Pending { value, new });
+    }
+
+    /// Makes every key of `keys` readable with [`StateTable::get_loaded`]:
+    /// those neither buffered nor cached are read from the store in one batch.
+    pub fn load<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let mut missing: Vec<Vec<u8>> = Vec::new();
+        for key in keys {
+            Self::stored_key(self.id, key, &mut self.scratch);
+            let k = self.scratch.as_slice();
+            if !self.buffer.contains_key(k)
+                && !self.cache.contains_key(k)
+                && !missing.iter().any(|m| m == k)
+            {
+                missing.push(k.to_vec());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let values = store.get_many(&missing)?;
+        for (key, value) in missing.into_iter().zip(values) {
+            let value = value.map(Bytes::from);
+            self.bytes += entry_size(&key, &value);
+            self.cache.insert(key.into(), value);
+        }
+        Ok(())
+    }
+
+    /// The value of a key [`StateTable::load`]ed (or written) before; `None`
+    /// when it has none. A key not loaded reads as absent: a bug in the caller,
+    /// caught in debug builds.
+    pub fn get_loaded(&self, key: &[u8], scratch: &mut Vec<u8>) -> Option<&[u8]> {
+        Self::stored_key(self.id, key, scratch);
+        let k = scratch.as_slice();
+        match self.buffer.get(k) {
+            Some(p) => p.value.as_deref(),
+            None => {
+                let cached = self.cache.get(k);
+                debug_assert!(
+                    cached.is_some() || self.store.is_none(),
+                    "state key read before it was loaded"
+                );
+                cached.and_then(|v| v.as_deref())
+            }
+        }
+    }
+
+    /// The value of `key`, read from the store when not in memory.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.load([key])?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        Self::stored_key(self.id, key, &mut scratch);
+        self.scratch = scratch;
+        let k = self.scratch.as_slice();
+        Ok(match self.buffer.get(k) {
+            Some(p) => p.value.as_deref(),
+            None => self.cache.get(k).and_then(|v| v.as_deref()),
+        })
+    }
+
+    /// Moves the changes of this epoch into `batch`; they stay readable from
+    /// the cache. Without a store there is nothing to write.
+    pub fn flush(&mut self, batch: &mut StateWriteBatch) {
+        if self.store.is_none() {
+            return;
+        }
+        for (key, pending) in self.buffer.drain() {
+            batch.write_raw(&key, pending.value.as_deref());
+            self.cache.insert(key, pending.value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateStore;
+
+    fn committed(store: &QueryState, table: &mut StateTable, epoch: u64) {
+        let mut batch = StateWriteBatch::default();
+        table.flush(&mut batch);
+        store.commit(batch, epoch, &[]).unwrap();
+    }
+
+    #[test]
+    fn writes_reach_the_store_at_flush_and_read_back_lazily() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let q = store.query("q").unwrap();
+        let id = StateTableId::of_node(3, 1);
+        let mut t = StateTable::new(id);
+        t.attach(&q);
+        t.put(b"a", b"1");
+        t.put(b"b", b"2");
+        t.delete(b"b");
+        t.put(b"c", b"3");
+        assert_eq!(t.get(b"a").unwrap(), Some(&b"1"[..]));
+        committed(&q, &mut t, 1);
+        t.delete(b"a");
+        committed(&q, &mut t, 2);
+
+        // A new table reads committed state from the store on demand.
+        let mut fresh = StateTable::new(id);
+        fresh.attach(&q);
+        assert_eq!(fresh.entries_in_memory(), 0);
+        assert_eq!(fresh.get(b"a").unwrap(), None);
+        assert_eq!(fresh.get(b"b").unwrap(), None);
+        assert_eq!(fresh.get(b"c").unwrap(), Some(&b"3"[..]));
+        fresh.load([&b"c"[..], &b"zz"[..]]).unwrap();
+        let mut scratch = Vec::new();
+        assert_eq!(fresh.get_loaded(b"c", &mut scratch), Some(&b"3"[..]));
+        assert_eq!(fresh.get_loaded(b"zz", &mut scratch), None);
+
+        // Another table id does not see these keys.
+        let mut other = StateTable::new(StateTableId::of_node(3, 2));
+        other.attach(&q);
+        assert_eq!(other.get(b"c").unwrap(), None);
+    }
+
+    #[test]
+    fn a_new_key_deleted_within_its_epoch_never_reaches_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let q = store.query("q").unwrap();
+        let mut t = StateTable::new(StateTableId::of_node(0, 0));
+        t.attach(&q);
+        t.insert_new(b"bid-1", b"v");
+        t.put(b"bid-1", b"w");
+        t.delete(b"bid-1");
+        // A key read as absent counts as new too.
+        assert_eq!(t.get(b"k").unwrap(), None);
+        t.put(b"k", b"v");
+        t.delete(b"k");
+        // A key whose committed value is unknown needs its delete written.
+        t.put(b"unknown", b"v");
+        t.delete(b"unknown");
+        let mut batch = StateWriteBatch::default();
+        t.flush(&mut batch);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(t.get(b"bid-1").unwrap(), None);
+        assert_eq!(t.get(b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn without_a_store_everything_stays_in_memory() {
+        let mut t = StateTable::new(StateTableId::of_node(0, 0));
+        t.put(b"k", b"v");
+        let mut batch = StateWriteBatch::default();
+        t.flush(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(t.get(b"k").unwrap(), Some(&b"v"[..]));
+        t.delete(b"k");
+        assert_eq!(t.get(b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn vnodes_are_stable_and_spread() {
+        // Stored in every key: a change of hash would misplace all state.
+        assert_eq!(vnode(b""), vnode(b""));
+        let used: std::collections::HashSet<u16> =
+            (0u32..4096).map(|i| vnode(&i.to_be_bytes())).collect();
+        assert!(used.len() > 250, "{} vnodes used", used.len());
+        assert!(used.iter().all(|v| *v < VNODES));
+    }
+}
