@@ -235,6 +235,50 @@ async fn follow_tails_a_growing_file() {
     engine.shutdown().await;
 }
 
+/// A stream joined with a table over a followed file: the table's reader never
+/// reports its end, so the join's warm-up (table before stream) must end on
+/// its own instead of holding the stream back for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_with_a_followed_file_table_is_not_held_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.jsonl");
+    std::fs::write(
+        &users,
+        "{\"id\": \"u1\", \"region\": \"eu\"}\n{\"id\": \"u2\", \"region\": \"us\"}\n",
+    )
+    .unwrap();
+    let clicks = dir.path().join("clicks.jsonl");
+    std::fs::write(
+        &clicks,
+        "{\"user\": \"u1\"}\n{\"user\": \"u2\"}\n{\"user\": \"u1\"}\n",
+    )
+    .unwrap();
+    let engine = start(&dir.path().join("data")).await;
+    exec(
+        &engine,
+        &format!(
+            "CREATE TABLE users (id VARCHAR PRIMARY KEY, region VARCHAR)
+               WITH (connector='file', path='{}', follow=true);
+             CREATE STREAM clicks (user VARCHAR) WITH (connector='file', path='{}', follow=true);
+             CREATE TABLE per_region AS SELECT u.region, COUNT(*) AS n
+               FROM clicks c JOIN users u ON c.user = u.id GROUP BY u.region;",
+            users.display(),
+            clicks.display()
+        ),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = rows(&engine, "SELECT * FROM per_region ORDER BY region").await;
+        if got == ["eu | 2", "us | 1"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "got {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_sinks_write_json_lines_with_ops_for_tables() {
     let dir = tempfile::tempdir().unwrap();

@@ -23,6 +23,9 @@ const MAX_BATCH: usize = 8192;
 /// How far (event time, ms) one input of a query may run ahead of the slowest
 /// input that is still delivering rows before it pauses.
 const MAX_INPUT_DRIFT_MS: i64 = 1_000;
+/// A lookup table that finds nothing new for this long counts as read to its
+/// end (its reader may never say so: a followed file).
+const LOOKUP_WARMUP_IDLE: Duration = Duration::from_secs(2);
 
 /// One relation a query reads.
 pub struct SourceInput {
@@ -67,6 +70,8 @@ struct Reading {
     finished: bool,
     /// Rows came in the last poll.
     delivered: bool,
+    /// Since when polls have found nothing (none since the last rows).
+    empty_since: Option<Instant>,
     /// A lookup input has read up to the end its topic had at start.
     warmed: bool,
 }
@@ -144,12 +149,19 @@ impl SourceTask {
                 .min();
             // Lookup tables first, and only them until each has read what its
             // topic held at start: the events read next see the table as it was.
+            // Finding nothing for a while also ends the warm-up, so a table
+            // whose end is never reached (a followed file) cannot hold the
+            // stream back for ever.
             let mut warming = false;
             for (input, reading) in self.inputs.iter_mut().zip(readings.iter_mut()) {
                 if input.lookup && !reading.warmed && !reading.finished {
-                    reading.warmed = input.reader.caught_up().await.map_err(|e| {
-                        SluiceError::connector(format!("reading '{}'", input.relation.topic), e)
-                    })?;
+                    let idle = reading
+                        .empty_since
+                        .is_some_and(|t| t.elapsed() >= LOOKUP_WARMUP_IDLE);
+                    reading.warmed = idle
+                        || input.reader.caught_up().await.map_err(|e| {
+                            SluiceError::connector(format!("reading '{}'", input.relation.topic), e)
+                        })?;
                     warming |= !reading.warmed;
                 }
             }
@@ -176,6 +188,10 @@ impl SourceTask {
                         None => return Ok(()), // the pipeline stopped
                         Some(got) => {
                             readings[i].delivered = got;
+                            readings[i].empty_since = match (got, readings[i].empty_since) {
+                                (true, _) => None,
+                                (false, since) => Some(since.unwrap_or_else(Instant::now)),
+                            };
                             busy |= got;
                         }
                     }
@@ -351,10 +367,16 @@ impl SourceTask {
     }
 
     /// Input `i`'s watermark as a message; the query's gauge shows the lowest
-    /// over all inputs.
+    /// over all inputs but lookup tables (whose time does not move the output's).
     fn watermark_message(&self, readings: &[Reading], i: usize) -> (usize, Message) {
         let w = readings[i].watermark;
-        let lowest = readings.iter().map(|r| r.watermark).min().unwrap_or(w);
+        let lowest = readings
+            .iter()
+            .zip(&self.inputs)
+            .filter(|(_, input)| !input.lookup)
+            .map(|(r, _)| r.watermark)
+            .min()
+            .unwrap_or(w);
         self.metrics
             .watermark
             .store(lowest, std::sync::atomic::Ordering::Relaxed);
@@ -404,6 +426,7 @@ impl Reading {
             watermark: i64::MIN,
             finished: false,
             delivered: false,
+            empty_since: None,
             warmed: false,
         })
     }

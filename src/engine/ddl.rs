@@ -903,6 +903,20 @@ impl Engine {
             .ok_or_else(|| SluiceError::Internal(format!("sink {} is missing", meta.sink)))?;
         let state = self.state.query(&meta.id)?;
         let first_epoch = state.epoch()?;
+        // Never misread state: a stream-table join checkpointed by a build
+        // before state format 2 numbered its inputs differently.
+        if first_epoch > 0 && !plan.lookups.is_empty() {
+            let format = state.format()?;
+            if format < 2 {
+                return Err(SluiceError::State(format!(
+                    "query {} was checkpointed by an older Sluice (state format {format}; this \
+                     build writes {}), whose stream-table joins kept no copy of the table: \
+                     drop the query and create it again to rebuild its state from its inputs",
+                    meta.id,
+                    crate::state::STATE_FORMAT
+                )));
+            }
+        }
         let mut inputs = Vec::with_capacity(plan.sources.len());
         for (i, name) in plan.sources.iter().enumerate() {
             let relation = catalog

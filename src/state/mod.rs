@@ -21,6 +21,15 @@ type Db = DBWithThreadMode<MultiThreaded>;
 const META_OPERATOR: u16 = u16::MAX;
 const OFFSETS_KEY: &[u8] = b"offsets";
 const EPOCH_KEY: &[u8] = b"epoch";
+const FORMAT_KEY: &[u8] = b"format";
+
+/// The layout of a query's state this build writes. Checkpoints written before
+/// the key existed are format 1.
+///
+/// - 2: stream–table joins keep their own copy of the table in a state table
+///   and read the table as an input of their own (format 1 read another
+///   query's memory, and numbered the query's inputs without the table).
+pub const STATE_FORMAT: u32 = 2;
 
 fn err(context: &str, e: rocksdb::Error) -> SluiceError {
     SluiceError::State(format!("{context}: {e}"))
@@ -143,17 +152,31 @@ impl QueryState {
         }
     }
 
-    /// The epoch of the last committed checkpoint (0 when none).
-    pub fn epoch(&self) -> Result<u64> {
+    /// A metadata value of the last committed checkpoint.
+    fn meta<const N: usize>(&self, key: &[u8], what: &str) -> Result<Option<[u8; N]>> {
         let cf = self.handle()?;
         let raw = self
             .db
-            .get_cf(&cf, prefixed(META_OPERATOR, EPOCH_KEY))
-            .map_err(|e| err("reading epoch", e))?;
-        Ok(raw
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .get_cf(&cf, prefixed(META_OPERATOR, key))
+            .map_err(|e| err(&format!("reading {what}"), e))?;
+        Ok(raw.and_then(|b| <[u8; N]>::try_from(b.as_slice()).ok()))
+    }
+
+    /// The epoch of the last committed checkpoint (0 when none).
+    pub fn epoch(&self) -> Result<u64> {
+        Ok(self
+            .meta(EPOCH_KEY, "epoch")?
             .map(u64::from_be_bytes)
             .unwrap_or(0))
+    }
+
+    /// The state format of the last checkpoint (see [`STATE_FORMAT`]); 1 for
+    /// checkpoints older than the format key.
+    pub fn format(&self) -> Result<u32> {
+        Ok(self
+            .meta(FORMAT_KEY, "the state format")?
+            .map(u32::from_be_bytes)
+            .unwrap_or(1))
     }
 
     /// The committed values of `keys` (stored keys, as state tables build
@@ -211,6 +234,11 @@ impl QueryState {
             wb.put_cf(&cf, prefixed(META_OPERATOR, &offsets_key(input)), json);
         }
         wb.put_cf(&cf, prefixed(META_OPERATOR, EPOCH_KEY), epoch.to_be_bytes());
+        wb.put_cf(
+            &cf,
+            prefixed(META_OPERATOR, FORMAT_KEY),
+            STATE_FORMAT.to_be_bytes(),
+        );
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db
@@ -307,6 +335,7 @@ mod tests {
             let store = StateStore::open(dir.path()).unwrap();
             let q = store.query("q1").unwrap();
             assert_eq!(q.offsets(0).unwrap(), None);
+            assert_eq!(q.format().unwrap(), 1, "no checkpoint: the oldest format");
             let mut b = StateWriteBatch::default();
             b.put(1, b"a", b"1".to_vec());
             b.put(1, b"b", b"2".to_vec());
@@ -323,6 +352,11 @@ mod tests {
         assert_eq!(q.offsets(1).unwrap(), Some(vec![(0, 3)]));
         assert_eq!(q.offsets(2).unwrap(), None);
         assert_eq!(q.epoch().unwrap(), 2);
+        assert_eq!(
+            q.format().unwrap(),
+            STATE_FORMAT,
+            "checkpoints record their format"
+        );
         assert_eq!(q.scan(1).unwrap(), vec![(b"b".to_vec(), b"2".to_vec())]);
         assert_eq!(q.scan(2).unwrap(), vec![(b"a".to_vec(), b"x".to_vec())]);
         store.drop_query("q1").unwrap();

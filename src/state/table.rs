@@ -12,7 +12,7 @@
 //! docs/architecture.md, "Runtime core v2"): the vnode, a hash of the key, lets
 //! a later version split one table across workers by vnode ranges.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{QueryState, StateWriteBatch};
 use crate::error::Result;
@@ -61,8 +61,11 @@ pub struct StateTable {
     store: Option<QueryState>,
     /// Changes since the last flush.
     buffer: HashMap<Bytes, Pending>,
-    /// Committed values (`None`: known absent), all of them without a store.
-    cache: HashMap<Bytes, Option<Bytes>>,
+    /// Committed values, all of them without a store.
+    cache: HashMap<Bytes, Bytes>,
+    /// Keys known to have no committed value, forgotten at every flush so that
+    /// probes of many absent keys cannot grow memory without bound.
+    absent: HashSet<Bytes>,
     /// Reused to build stored keys.
     scratch: Vec<u8>,
     /// Bytes of keys and values held in `buffer` and `cache`.
@@ -80,6 +83,7 @@ impl StateTable {
             store: None,
             buffer: HashMap::new(),
             cache: HashMap::new(),
+            absent: HashSet::new(),
             scratch: Vec::new(),
             bytes: 0,
         }
@@ -101,7 +105,7 @@ impl StateTable {
 
     /// Entries held in memory (buffered changes and cached values).
     pub fn entries_in_memory(&self) -> usize {
-        self.buffer.len() + self.cache.len()
+        self.buffer.len() + self.cache.len() + self.absent.len()
     }
 
     /// Bytes of keys and values held in memory.
@@ -128,16 +132,25 @@ impl StateTable {
         Self::stored_key(self.id, key, &mut self.scratch);
         let k = self.scratch.as_slice();
         if self.store.is_none() {
-            self.bytes += entry_size(k, &value);
-            if let Some(old) = self.cache.insert(k.into(), value) {
-                self.bytes -= entry_size(k, &old);
+            let old = match value {
+                Some(v) => {
+                    self.bytes += k.len() + v.len();
+                    self.cache.insert(k.into(), v)
+                }
+                None => self.cache.remove(k),
+            };
+            if let Some(old) = old {
+                self.bytes -= k.len() + old.len();
             }
             return;
         }
         let mut new = known_new;
+        if self.absent.remove(k) {
+            new = true;
+            self.bytes -= k.len();
+        }
         if let Some(old) = self.cache.remove(k) {
-            new |= old.is_none();
-            self.bytes -= entry_size(k, &old);
+            self.bytes -= k.len() + old.len();
         }
         if let Some(old) = self.buffer.remove(k) {
             new = old.new;
@@ -145,7 +158,7 @@ impl StateTable {
         }
         if new && value.is_none() {
             // Never committed: forget it, remembering that it is absent.
-            self.cache.insert(k.into(), None);
+            self.absent.insert(k.into());
             self.bytes += k.len();
             return;
         }
@@ -153,31 +166,43 @@ impl StateTable {
         self.buffer.insert(k.into(), Pending { value, new });
     }
 
+    fn in_memory(&self, k: &[u8]) -> bool {
+        self.buffer.contains_key(k) || self.cache.contains_key(k) || self.absent.contains(k)
+    }
+
     /// Makes every key of `keys` readable with [`StateTable::get_loaded`]:
     /// those neither buffered nor cached are read from the store in one batch.
     pub fn load<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) -> Result<()> {
-        let Some(store) = &self.store else {
+        if self.store.is_none() {
             return Ok(());
-        };
+        }
         let mut missing: Vec<Vec<u8>> = Vec::new();
         for key in keys {
             Self::stored_key(self.id, key, &mut self.scratch);
-            let k = self.scratch.as_slice();
-            if !self.buffer.contains_key(k)
-                && !self.cache.contains_key(k)
-                && !missing.iter().any(|m| m == k)
-            {
-                missing.push(k.to_vec());
+            if !self.in_memory(&self.scratch) {
+                missing.push(self.scratch.clone());
             }
         }
         if missing.is_empty() {
             return Ok(());
         }
+        missing.sort_unstable();
+        missing.dedup();
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
         let values = store.get_many(&missing)?;
         for (key, value) in missing.into_iter().zip(values) {
-            let value = value.map(Bytes::from);
-            self.bytes += entry_size(&key, &value);
-            self.cache.insert(key.into(), value);
+            match value {
+                Some(v) => {
+                    self.bytes += key.len() + v.len();
+                    self.cache.insert(key.into(), v.into());
+                }
+                None => {
+                    self.bytes += key.len();
+                    self.absent.insert(key.into());
+                }
+            }
         }
         Ok(())
     }
@@ -191,12 +216,11 @@ impl StateTable {
         match self.buffer.get(k) {
             Some(p) => p.value.as_deref(),
             None => {
-                let cached = self.cache.get(k);
                 debug_assert!(
-                    cached.is_some() || self.store.is_none(),
+                    self.store.is_none() || self.in_memory(k),
                     "state key read before it was loaded"
                 );
-                cached.and_then(|v| v.as_deref())
+                self.cache.get(k).map(|v| &v[..])
             }
         }
     }
@@ -210,19 +234,31 @@ impl StateTable {
         let k = self.scratch.as_slice();
         Ok(match self.buffer.get(k) {
             Some(p) => p.value.as_deref(),
-            None => self.cache.get(k).and_then(|v| v.as_deref()),
+            None => self.cache.get(k).map(|v| &v[..]),
         })
     }
 
     /// Moves the changes of this epoch into `batch`; they stay readable from
-    /// the cache. Without a store there is nothing to write.
+    /// memory (values in the cache, deletes as absent keys until the next flush). Without a store there is nothing to write.
     pub fn flush(&mut self, batch: &mut StateWriteBatch) {
         if self.store.is_none() {
             return;
         }
+        for key in self.absent.drain() {
+            self.bytes -= key.len();
+        }
         for (key, pending) in self.buffer.drain() {
             batch.write_raw(&key, pending.value.as_deref());
-            self.cache.insert(key, pending.value);
+            match pending.value {
+                Some(v) => {
+                    self.cache.insert(key, v);
+                }
+                // Known absent until the next flush, also before this
+                // batch is committed.
+                None => {
+                    self.absent.insert(key);
+                }
+            }
         }
     }
 }

@@ -152,20 +152,28 @@ impl TestServer {
 
     /// A pull query over /query: rows as JSON arrays.
     pub async fn pull(&self, sql: &str) -> Vec<serde_json::Value> {
+        self.try_pull(sql).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A pull query that may be refused (a query still recovering, say).
+    pub async fn try_pull(&self, sql: &str) -> Result<Vec<serde_json::Value>, String> {
         let resp = reqwest::Client::new()
             .post(format!("{}/query", self.http()))
             .json(&serde_json::json!({ "sql": sql }))
             .send()
             .await
-            .expect("POST /query");
+            .map_err(|e| format!("{sql}: {e}"))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        assert_eq!(status, 200, "{sql}: {text}");
-        text.lines()
+        let text = resp.text().await.map_err(|e| format!("{sql}: {e}"))?;
+        if status != 200 {
+            return Err(format!("{sql}: {status} {text}"));
+        }
+        Ok(text
+            .lines()
             .skip(1)
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).expect("row JSON"))
-            .collect()
+            .collect())
     }
 
     /// Polls a pull query until `check` accepts its rows, or panics after `timeout`.
