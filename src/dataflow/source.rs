@@ -87,6 +87,8 @@ impl SourceTask {
         let mut epoch = self.first_epoch;
         let mut next_barrier = self.checkpoint_interval.map(|i| Instant::now() + i);
         let several = self.inputs.len() > 1;
+        // Inputs never change, so neither does the order they are polled in.
+        let order = self.lookups_first();
         let mut busy = false;
         loop {
             for i in 0..self.inputs.len() {
@@ -165,8 +167,7 @@ impl SourceTask {
                     warming |= !reading.warmed;
                 }
             }
-            let order = self.lookups_first();
-            for i in order {
+            for &i in &order {
                 if readings[i].finished {
                     continue;
                 }
