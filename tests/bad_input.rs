@@ -342,6 +342,28 @@ async fn a_query_whose_topic_vanished_is_retried_and_resumes() {
     .await;
     let shown = pull(&engine, "SHOW QUERIES").await.unwrap().join("\n");
     assert!(shown.contains("CTAS_T_1 | RUNNING"), "{shown}");
+
+    // The checkpoint holds the position in the new topic (1), not the old
+    // one's (3, past the new end): a restart counts nothing twice.
+    let sample = "sluice_query_checkpoints_total{query=\"CTAS_T_1\"}";
+    let before = engine
+        .metrics_text()
+        .lines()
+        .find(|l| l.starts_with(sample))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    wait_metric(&engine, sample, |v| v >= before + 2.0).await;
+    engine.shutdown().await;
+    drop(engine);
+    let engine = start(&config).await;
+    produce(&engine, "s", &[("b", r#"{"v": 5}"#)]).await;
+    wait_rows(
+        &engine,
+        "SELECT k, n FROM t ORDER BY k",
+        &["a | 3", "b | 2"],
+    )
+    .await;
     engine.shutdown().await;
 }
 

@@ -341,9 +341,13 @@ impl SourceTask {
         tx: &Tx,
     ) -> Result<bool> {
         let input = &mut self.inputs[i];
+        // The position follows what was read, not the largest offset ever
+        // seen: a reader that started over (its topic was recreated and the
+        // checkpointed offset lies past the new end) must checkpoint its new
+        // position, or a later restart would skip ahead and read it all again.
+        // A partition's records arrive in offset order.
         for r in &records {
-            let next = input.positions.entry(r.partition).or_insert(0);
-            *next = (*next).max(r.offset + 1);
+            input.positions.insert(r.partition, r.offset + 1);
         }
         let name = &input.relation.name;
         for (p, o) in &input.positions {
