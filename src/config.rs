@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Push queries (EMIT CHANGES) streaming at once, over both protocols.
     pub max_push_queries: usize,
+    /// Bytes of state all queries' state tables may hold in memory before
+    /// they evict cached entries (which stay readable from RocksDB).
+    pub state_memory_budget: usize,
 }
 
 /// Default for `--max-query-memory`: 1 GiB.
@@ -47,6 +50,7 @@ impl Default for ServerConfig {
             max_query_memory: DEFAULT_MAX_QUERY_MEMORY,
             max_connections: 256,
             max_push_queries: 64,
+            state_memory_budget: crate::state::budget::DEFAULT_STATE_MEMORY_BUDGET,
         }
     }
 }

@@ -110,6 +110,10 @@ struct ServeArgs {
     /// Push queries (EMIT CHANGES) streaming at once; more are refused.
     #[arg(long, env = "SLUICE_MAX_PUSH_QUERIES", default_value_t = 64)]
     max_push_queries: usize,
+    /// Memory the state tables of all queries may hold, in MiB; beyond it
+    /// they evict cached entries, which stay readable from RocksDB.
+    #[arg(long, env = "SLUICE_STATE_MEMORY_BUDGET_MB", default_value_t = 512)]
+    state_memory_budget: u64,
     /// Directory of .sql files to run at start-up, in name order.
     #[arg(long)]
     init: Option<PathBuf>,
@@ -227,6 +231,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_query_memory: (args.max_query_memory.max(1) as usize) << 20,
         max_connections: args.max_connections.max(1),
         max_push_queries: args.max_push_queries,
+        state_memory_budget: (args.state_memory_budget.max(1) as usize) << 20,
     };
     let pg = tokio::net::TcpListener::bind(&config.pg_addr)
         .await

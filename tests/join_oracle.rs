@@ -564,3 +564,122 @@ async fn stream_table_joins_equal_batch_sql_per_table_version() {
     }
     engine.shutdown().await;
 }
+
+// ---------------------------------------------------------------- memory budget
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A stream–table join whose copy of the table is ten times its memory
+/// budget: the table's rows are evicted and read back from RocksDB, and the
+/// aggregate over the join is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_table_join_over_its_memory_budget_is_exact() {
+    const BUDGET: usize = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = engine_config(dir.path());
+    config.state_memory_budget = BUDGET;
+    let engine = Engine::start(config).await.unwrap();
+    let mut session = Session::new();
+    execute_all(
+        &engine,
+        &mut session,
+        &[
+            "CREATE TABLE dim (id VARCHAR PRIMARY KEY, grp BIGINT, pad VARCHAR) \
+             WITH (kafka_topic='dim', value_format='json', partitions=1)"
+                .to_string(),
+            "CREATE STREAM ev (k VARCHAR KEY, v BIGINT) \
+             WITH (kafka_topic='ev', value_format='json', partitions=1)"
+                .to_string(),
+        ],
+    )
+    .await;
+    let (rows, events) = (5_000u64, 20_000u64);
+    let pad = "p".repeat(100);
+    let dim: Vec<OutRecord> = (0..rows)
+        .map(|i| OutRecord {
+            partition: None,
+            timestamp: 0,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!(
+                r#"{{"grp": {}, "pad": "{pad}"}}"#,
+                i % 7
+            ))),
+        })
+        .collect();
+    let mut writer = engine.backend().writer("dim").await.unwrap();
+    writer.send(dim).await.unwrap();
+    execute_all(
+        &engine,
+        &mut session,
+        &[
+            "CREATE TABLE per_grp AS SELECT d.grp, COUNT(*) AS n, SUM(e.v) AS total \
+           FROM ev e JOIN dim d ON e.k = d.id GROUP BY d.grp"
+                .to_string(),
+        ],
+    )
+    .await;
+
+    let mut rng = Rng::new(7);
+    let mut expected: BTreeMap<u64, (u64, i64)> = BTreeMap::new();
+    let mut records = Vec::new();
+    for i in 0..events {
+        // Some keys have no table row (an inner join drops them).
+        let id = rng.below(rows + rows / 5);
+        let v = i as i64 % 1_000;
+        if id < rows {
+            let e = expected.entry(id % 7).or_default();
+            e.0 += 1;
+            e.1 += v;
+        }
+        records.push(OutRecord {
+            partition: None,
+            timestamp: i as i64,
+            key: Some(Bytes::from(format!("k{id}"))),
+            value: Some(Bytes::from(format!(r#"{{"v": {v}}}"#))),
+        });
+    }
+    let mut writer = engine.backend().writer("ev").await.unwrap();
+    for chunk in records.chunks(2_000) {
+        writer.send(chunk.to_vec()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let want: Vec<String> = expected
+        .iter()
+        .map(|(g, (n, total))| format!("{g}|{n}|{total}"))
+        .collect();
+    expect_rows(
+        &engine,
+        &mut session,
+        "SELECT grp, n, total FROM per_grp",
+        &want,
+        "join over its memory budget",
+    )
+    .await;
+
+    let text = engine.metrics_text();
+    assert!(
+        metric(&text, "sluice_state_evictions_total") > 0,
+        "the table's copy never left memory"
+    );
+    assert_eq!(
+        metric(&text, "sluice_state_memory_budget_bytes"),
+        BUDGET as u64
+    );
+    // Every checkpoint evicts down to the budget's margin.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let used = metric(&engine.metrics_text(), "sluice_state_memory_bytes");
+        if used <= BUDGET as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{used} bytes of state in memory");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    engine.shutdown().await;
+}

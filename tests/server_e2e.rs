@@ -184,6 +184,55 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
     assert_eq!(rows[0].get::<_, i64>(1), 3);
     assert!((rows[0].get::<_, f64>(2) - 44.0).abs() < 1e-9);
 
+    // Key ranges and IN lists with parameters read by key; the same
+    // conditions on an expression (never pushed down) give the same rows.
+    let urls = |rows: Vec<tokio_postgres::Row>| -> Vec<String> {
+        rows.iter().map(|r| r.get::<_, String>(0)).collect()
+    };
+    for (by_key, by_expression) in [
+        (
+            "SELECT url FROM error_rate WHERE url >= $1 AND url < $2",
+            "SELECT url FROM error_rate WHERE url || '' >= $1 AND url || '' < $2 ORDER BY url",
+        ),
+        (
+            "SELECT url FROM error_rate WHERE url IN ($1, $2)",
+            "SELECT url FROM error_rate WHERE url || '' IN ($1, $2) ORDER BY url",
+        ),
+    ] {
+        for (a, b) in [
+            ("/", "/z"),
+            ("/home", "/i"),
+            ("/checkout", "/home"),
+            ("/x", "/y"),
+        ] {
+            let keyed = urls(client.query(by_key, &[&a, &b]).await.expect(by_key));
+            let plain = urls(
+                client
+                    .query(by_expression, &[&a, &b])
+                    .await
+                    .expect(by_expression),
+            );
+            assert_eq!(keyed, plain, "{by_key} with {a}, {b}");
+        }
+    }
+    let all = urls(
+        client
+            .query("SELECT url FROM error_rate", &[])
+            .await
+            .unwrap(),
+    );
+    assert!(all.contains(&"/home".to_string()), "{all:?}");
+    assert_eq!(
+        urls(
+            client
+                .query("SELECT url FROM error_rate WHERE url >= $1", &[&"/"])
+                .await
+                .unwrap()
+        ),
+        all,
+        "a range over every key returns the table in key order"
+    );
+
     // A join between two materialized tables, as a pull query.
     let joined = client
         .query(

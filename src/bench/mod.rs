@@ -20,6 +20,7 @@ pub mod generator;
 mod inprocess;
 mod kafka;
 pub mod nexmark;
+pub mod pull;
 pub mod usage;
 
 use std::io::Write;
@@ -91,6 +92,8 @@ pub enum ModeArg {
 pub enum BenchSuite {
     /// Nexmark queries (sql/nexmark/) over the built-in generator.
     Nexmark(nexmark::NexmarkBenchArgs),
+    /// Pull-query latency on a large table while it ingests.
+    Pull(pull::PullBenchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -284,8 +287,10 @@ fn parse_properties(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 
 /// Runs the benchmarks `args` selects and prints one table row per run.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchSuite::Nexmark(nexmark_args)) = args.suite {
-        return nexmark::run(nexmark_args).await;
+    match args.suite {
+        Some(BenchSuite::Nexmark(nexmark_args)) => return nexmark::run(nexmark_args).await,
+        Some(BenchSuite::Pull(pull_args)) => return pull::run(pull_args).await,
+        None => {}
     }
     anyhow::ensure!(args.events > 0, "--events must be at least 1");
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");

@@ -186,6 +186,31 @@ pub(super) fn render(engine: &Engine) -> String {
             escape(&id)
         );
     }
+    let budget = engine.state.budget();
+    for (name, kind, help, value) in [
+        (
+            "sluice_state_memory_bytes",
+            "gauge",
+            "Bytes state tables of all queries hold in memory.",
+            budget.used() as u64,
+        ),
+        (
+            "sluice_state_memory_budget_bytes",
+            "gauge",
+            "The state memory budget (--state-memory-budget).",
+            budget.limit() as u64,
+        ),
+        (
+            "sluice_state_evictions_total",
+            "counter",
+            "Cached state entries evicted to stay within the budget (they are read back from RocksDB on demand).",
+            budget.evicted(),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
     let _ = writeln!(
         out,
         "# HELP sluice_materialized_rows Rows in a materialized table."

@@ -89,7 +89,9 @@ impl Engine {
     ) -> Result<Arc<Engine>> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| SluiceError::io(format!("creating {}", config.data_dir.display()), e))?;
-        let state = StateStore::open(&config.data_dir.join("state"))?;
+        let state = StateStore::open(&config.data_dir.join("state"))?.with_budget(
+            crate::state::budget::MemoryBudget::new(config.state_memory_budget),
+        );
         let catalog_file = CatalogFile::new(&config.data_dir);
         let catalog = catalog_file.load()?;
         let session_config = SessionConfig::new()

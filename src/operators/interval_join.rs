@@ -13,8 +13,13 @@
 //! Time of a result: the later of the two rows' times; a null-padded row keeps
 //! its own. The output watermark is held back by the bounds and the grace period
 //! so that padded rows, emitted late by design, are never behind it.
+//!
+//! State: the buffers are the operator's own memory, indexed for probing and
+//! expiry; each side's rows are persisted in a write-only state table keyed
+//! `[join key][time][seq]` (the join key is the distribution key), so a row
+//! buffered and freed between two checkpoints never reaches RocksDB.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
@@ -29,10 +34,11 @@ use super::evaluate::{batch_errors, row_errors};
 use super::join_rows::{
     assemble, filter_mask, indices, null_columns, stored_columns, take_columns, JoinKeys,
 };
-use super::row_key::Key;
 use super::{JoinOperator, Side, SideWatermarks};
 use crate::dataflow::{Chunk, Message};
 use crate::error::{Result, SluiceError};
+use crate::state::key::Key;
+use crate::state::table::{StateTable, StateTableId};
 use crate::state::{QueryState, StateWriteBatch};
 
 /// Which unmatched rows an outer join keeps.
@@ -78,8 +84,8 @@ impl Interval {
     }
 }
 
-/// Rows freed unmatched (row, time), and the (time, seq) of every freed row.
-type Expired = (Vec<(Box<[u8]>, i64)>, Vec<(i64, u64)>);
+/// Rows freed unmatched: (row, time).
+type Unmatched = Vec<(Box<[u8]>, i64)>;
 
 struct Stored {
     /// The row in its side's row format.
@@ -189,17 +195,15 @@ impl Buffer {
             .flat_map(move |r| r.range(from..to.max(from)))
     }
 
-    /// Removes the rows older than `before`; returns the unmatched ones' rows
-    /// and times, and the removed positions.
-    fn expire(&mut self, before: i64) -> Expired {
+    /// Removes the rows older than `before`, telling `removed` each one's join
+    /// key and (time, seq); returns the unmatched ones' rows and times.
+    fn expire(&mut self, before: i64, mut removed: impl FnMut(&[u8], (i64, u64))) -> Unmatched {
         let mut unmatched = Vec::new();
-        let mut removed = Vec::new();
         while let Some(entry) = self.expiry.first_entry() {
             if entry.key().0 >= before {
                 break;
             }
             let (at, id) = entry.remove_entry();
-            removed.push(at);
             let slot = &mut self.keys[id as usize];
             if let Some(i) = slot.position(at) {
                 if let Some((_, stored)) = slot.rows.remove(i) {
@@ -208,12 +212,13 @@ impl Buffer {
                     }
                 }
             }
+            removed(&slot.key, at);
             if slot.rows.is_empty() {
                 self.ids.remove::<[u8]>(&slot.key);
                 self.free.push(id);
             }
         }
-        (unmatched, removed)
+        unmatched
     }
 
     /// The key and row buffered at (time, seq).
@@ -241,10 +246,16 @@ pub struct IntervalJoin {
     watermarks: SideWatermarks,
     out_watermark: i64,
     next_seq: u64,
-    /// Buffered rows changed since the last checkpoint: (side, time, seq).
-    dirty: HashSet<(u8, i64, u64)>,
-    /// False when the query never checkpoints: `dirty` is not kept.
-    checkpointing: bool,
+    /// Each side's rows, persisted (write-only: `sides` is the live copy).
+    tables: [StateTable; 2],
+    /// The watermarks and the next sequence number, under one key.
+    meta: StateTable,
+    /// Keys of the layout before state tables (state format < 3), deleted at
+    /// the first checkpoint after their rows moved into `tables`.
+    legacy: Vec<Vec<u8>>,
+    /// Reused to build state keys and values.
+    key_scratch: Vec<u8>,
+    value_scratch: Vec<u8>,
 }
 
 impl IntervalJoin {
@@ -268,15 +279,37 @@ impl IntervalJoin {
             watermarks: SideWatermarks::default(),
             out_watermark: i64::MIN,
             next_seq: 0,
-            dirty: HashSet::new(),
-            checkpointing: true,
+            tables: Self::row_tables(0),
+            meta: StateTable::write_only(StateTableId::of_node(0, 2)),
+            legacy: Vec::new(),
+            key_scratch: Vec::new(),
+            value_scratch: Vec::new(),
         })
     }
 
-    fn mark_dirty(&mut self, row: (u8, i64, u64)) {
-        if self.checkpointing {
-            self.dirty.insert(row);
+    /// The left and right rows' tables of the operator at node `node`.
+    fn row_tables(node: u16) -> [StateTable; 2] {
+        [0, 1].map(|side| {
+            StateTable::write_only(StateTableId::of_node(node, side)).with_suffix(ROW_SUFFIX)
+        })
+    }
+
+    /// Persists the buffered row of `side` at (time, seq) as it is now.
+    fn persist_row(&mut self, side: usize, time: i64, seq: u64, new: bool) {
+        if !self.tables[side].persists() {
+            return;
         }
+        let Some((key, stored)) = self.sides[side].get(time, seq) else {
+            return;
+        };
+        write_row(
+            &mut self.tables[side],
+            (&mut self.key_scratch, &mut self.value_scratch),
+            key,
+            (time, seq),
+            stored,
+            new,
+        );
     }
 
     /// Event times of `side`'s rows that a row of the other side at `t` joins.
@@ -352,10 +385,14 @@ impl IntervalJoin {
     fn expire(&mut self, out: &mut Vec<Message>) -> Result<()> {
         for side in [Side::Left, Side::Right] {
             let before = self.expiry_threshold(side);
-            let (unmatched, removed) = self.sides[side.index()].expire(before);
-            for (t, seq) in removed {
-                self.mark_dirty((side.index() as u8, t, seq));
-            }
+            let table = &mut self.tables[side.index()];
+            let scratch = &mut self.key_scratch;
+            let unmatched = self.sides[side.index()].expire(before, |key, at| {
+                if table.persists() {
+                    row_key(key, at, scratch);
+                    table.delete(scratch);
+                }
+            });
             if self.kind.preserves(side) {
                 self.emit_padded_stored(side, unmatched, out)?;
             }
@@ -467,7 +504,7 @@ impl JoinOperator for IntervalJoin {
                 if let Some(stored) = self.sides[side.other().index()].get_mut(t, seq) {
                     if !stored.matched {
                         stored.matched = true;
-                        self.mark_dirty((side.other().index() as u8, t, seq));
+                        self.persist_row(side.other().index(), t, seq, false);
                     }
                 }
             }
@@ -505,16 +542,22 @@ impl JoinOperator for IntervalJoin {
             }
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.sides[side.index()].insert(
-                key_rows.row(i).as_ref(),
-                t,
-                seq,
-                Stored {
-                    row: own_rows.row(i).as_ref().into(),
-                    matched: this_matched[i],
-                },
-            );
-            self.mark_dirty((side.index() as u8, t, seq));
+            let stored = Stored {
+                row: own_rows.row(i).as_ref().into(),
+                matched: this_matched[i],
+            };
+            let table = &mut self.tables[side.index()];
+            if table.persists() {
+                write_row(
+                    table,
+                    (&mut self.key_scratch, &mut self.value_scratch),
+                    key_rows.row(i).as_ref(),
+                    (t, seq),
+                    &stored,
+                    true,
+                );
+            }
+            self.sides[side.index()].insert(key_rows.row(i).as_ref(), t, seq, stored);
         }
         if !pad_now.is_empty() {
             let idx = indices(pad_now.iter().map(|&i| Some(i)));
@@ -546,26 +589,9 @@ impl JoinOperator for IntervalJoin {
         self.sides.iter().map(Buffer::len).sum()
     }
 
-    fn without_checkpoints(&mut self) {
-        self.checkpointing = false;
-        self.dirty.clear();
-    }
-
     fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
-        for (side, t, seq) in self.dirty.drain() {
-            let key = row_key(side, t, seq);
-            let buffer = &self.sides[side as usize];
-            match buffer.get(t, seq) {
-                Some((k, stored)) => {
-                    let mut value = Vec::with_capacity(5 + k.len() + stored.row.len());
-                    value.extend_from_slice(&(k.len() as u32).to_be_bytes());
-                    value.extend_from_slice(k);
-                    value.push(stored.matched as u8);
-                    value.extend_from_slice(&stored.row);
-                    batch.put(id, &key, value);
-                }
-                None => batch.delete(id, &key),
-            }
+        for key in self.legacy.drain(..) {
+            batch.delete(id, &key);
         }
         let mut meta = Vec::with_capacity(32);
         for v in [
@@ -579,27 +605,70 @@ impl JoinOperator for IntervalJoin {
             meta.extend_from_slice(&v.to_be_bytes());
         }
         meta.extend_from_slice(&self.next_seq.to_be_bytes());
-        batch.put(id, META_KEY, meta);
+        self.meta.put(META_KEY, &meta);
+        for table in self.tables.iter_mut().chain([&mut self.meta]) {
+            table.flush(batch);
+        }
         Ok(())
     }
 
     fn restore(&mut self, id: u16, state: &QueryState) -> Result<()> {
         let corrupt = || SluiceError::State("corrupt interval join state".into());
+        self.tables = Self::row_tables(id);
+        self.meta = StateTable::write_only(StateTableId::of_node(id, 2));
+        for table in self.tables.iter_mut().chain([&mut self.meta]) {
+            table.attach(state);
+        }
+        if let Some((_, value)) = self.meta.scan()?.into_iter().next() {
+            self.restore_meta(&value)?;
+        }
+        for side in 0..2 {
+            for (key, value) in self.tables[side].scan()? {
+                let (join_key, (t, seq)) = parse_row_key(&key).ok_or_else(corrupt)?;
+                let (&matched, row) = value.split_first().ok_or_else(corrupt)?;
+                self.sides[side].insert(
+                    join_key,
+                    t,
+                    seq,
+                    Stored {
+                        row: row.into(),
+                        matched: matched != 0,
+                    },
+                );
+                self.next_seq = self.next_seq.max(seq + 1);
+            }
+        }
+        self.restore_legacy(id, state)
+    }
+}
+
+impl IntervalJoin {
+    fn restore_meta(&mut self, value: &[u8]) -> Result<()> {
+        let word = |i: usize| -> Result<[u8; 8]> {
+            value
+                .get(i * 8..i * 8 + 8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| SluiceError::State("corrupt interval join state".into()))
+        };
+        self.watermarks.left = i64::from_be_bytes(word(0)?);
+        self.watermarks.right = i64::from_be_bytes(word(1)?);
+        self.out_watermark = i64::from_be_bytes(word(2)?);
+        self.next_seq = self.next_seq.max(u64::from_be_bytes(word(3)?));
+        Ok(())
+    }
+
+    /// State written before state tables (format < 3) under the operator's
+    /// prefix: its rows move into the tables at the next checkpoint, which
+    /// deletes the old keys in the same atomic write.
+    fn restore_legacy(&mut self, id: u16, state: &QueryState) -> Result<()> {
+        let corrupt = || SluiceError::State("corrupt interval join state".into());
         for (key, value) in state.scan(id)? {
             if key == META_KEY {
-                let word = |i: usize| -> Result<[u8; 8]> {
-                    value
-                        .get(i * 8..i * 8 + 8)
-                        .and_then(|b| b.try_into().ok())
-                        .ok_or_else(corrupt)
-                };
-                self.watermarks.left = i64::from_be_bytes(word(0)?);
-                self.watermarks.right = i64::from_be_bytes(word(1)?);
-                self.out_watermark = i64::from_be_bytes(word(2)?);
-                self.next_seq = self.next_seq.max(u64::from_be_bytes(word(3)?));
+                self.restore_meta(&value)?;
+                self.legacy.push(key);
                 continue;
             }
-            let (side, t, seq) = parse_row_key(&key).ok_or_else(corrupt)?;
+            let (side, t, seq) = parse_legacy_row_key(&key).ok_or_else(corrupt)?;
             let len = value
                 .get(..4)
                 .and_then(|b| b.try_into().ok())
@@ -618,24 +687,57 @@ impl JoinOperator for IntervalJoin {
                 },
             );
             self.next_seq = self.next_seq.max(seq + 1);
+            self.persist_row(side as usize, t, seq, false);
+            self.legacy.push(key);
         }
         Ok(())
     }
 }
 
-const META_KEY: &[u8] = b"m";
-
-/// `r`, side, time (sign flipped so byte order is time order), sequence.
-fn row_key(side: u8, time: i64, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(18);
-    k.push(b'r');
-    k.push(side);
-    k.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+/// Writes a buffered row into its side's table (`new`: it was never written).
+fn write_row(
+    table: &mut StateTable,
+    (key_scratch, value_scratch): (&mut Vec<u8>, &mut Vec<u8>),
+    join_key: &[u8],
+    at: (i64, u64),
+    stored: &Stored,
+    new: bool,
+) {
+    row_key(join_key, at, key_scratch);
+    value_scratch.clear();
+    value_scratch.push(stored.matched as u8);
+    value_scratch.extend_from_slice(&stored.row);
+    if new {
+        table.insert_new(key_scratch, value_scratch);
+    } else {
+        table.put(key_scratch, value_scratch);
+    }
 }
 
-fn parse_row_key(key: &[u8]) -> Option<(u8, i64, u64)> {
+const META_KEY: &[u8] = b"m";
+
+/// Bytes after the join key in a row's state key: time and sequence number.
+const ROW_SUFFIX: usize = 16;
+
+/// A buffered row's state key: the join key, the time (sign flipped so byte
+/// order is time order), the sequence number.
+fn row_key(join_key: &[u8], (time, seq): (i64, u64), out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(join_key);
+    out.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+}
+
+fn parse_row_key(key: &[u8]) -> Option<(&[u8], (i64, u64))> {
+    let split = key.len().checked_sub(ROW_SUFFIX)?;
+    let (join_key, suffix) = key.split_at(split);
+    let time = u64::from_be_bytes(suffix[..8].try_into().ok()?) ^ (1 << 63);
+    let seq = u64::from_be_bytes(suffix[8..].try_into().ok()?);
+    Some((join_key, (time as i64, seq)))
+}
+
+/// A row key of the layout before state tables: `r`, side, time, sequence.
+fn parse_legacy_row_key(key: &[u8]) -> Option<(u8, i64, u64)> {
     if key.len() != 18 || key[0] != b'r' || key[1] > 1 {
         return None;
     }
@@ -795,6 +897,7 @@ mod tests {
         let store = crate::state::StateStore::open(dir.path()).unwrap();
         let state = store.query("q").unwrap();
         let mut j = join(JoinKind::Inner);
+        j.restore(3, &state).unwrap();
         let mut out = Vec::new();
         j.on_watermark(Side::Left, 5_000, &mut out).unwrap();
         j.on_chunk(
@@ -817,15 +920,114 @@ mod tests {
         assert_eq!(results(&out).0, vec![(Some(2), Some(9))]);
     }
 
+    /// The rows of q7's join mostly live shorter than a checkpoint interval:
+    /// those never reach the store, and a row freed after it was written is
+    /// deleted there.
+    #[test]
+    fn rows_freed_within_a_checkpoint_interval_are_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::state::StateStore::open(dir.path()).unwrap();
+        let state = store.query("q").unwrap();
+        let mut j = join(JoinKind::Inner);
+        j.restore(3, &state).unwrap();
+        let mut out = Vec::new();
+        j.on_chunk(Side::Left, chunk("l", &[("a", 1, 1_000)]), &mut out)
+            .unwrap();
+        let mut batch = StateWriteBatch::default();
+        j.snapshot(3, &mut batch).unwrap();
+        // The row and the operator's watermarks.
+        assert_eq!(batch.len(), 2);
+        state.commit(batch, 1, &[]).unwrap();
+
+        // Rows buffered and freed in one interval, and the committed row freed.
+        j.on_chunk(
+            Side::Left,
+            chunk("l", &[("b", 2, 2_000), ("c", 3, 2_500), ("b", 4, 50_000)]),
+            &mut out,
+        )
+        .unwrap();
+        j.on_watermark(Side::Right, 40_000, &mut out).unwrap();
+        assert_eq!(j.state_entries(), 1);
+        let mut batch = StateWriteBatch::default();
+        j.snapshot(3, &mut batch).unwrap();
+        // The committed row's delete, the live row, the watermarks.
+        assert_eq!(batch.len(), 3);
+        state.commit(batch, 2, &[]).unwrap();
+
+        let mut restored = join(JoinKind::Inner);
+        restored.restore(3, &state).unwrap();
+        assert_eq!(restored.state_entries(), 1);
+        let mut out = Vec::new();
+        restored
+            .on_chunk(Side::Right, chunk("r", &[("b", 9, 49_500)]), &mut out)
+            .unwrap();
+        assert_eq!(results(&out).0, vec![(Some(4), Some(9))]);
+    }
+
+    /// State written by builds before state tables (format 2) is read and
+    /// moved into the tables at the next checkpoint.
+    #[test]
+    fn state_of_the_layout_before_state_tables_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::state::StateStore::open(dir.path()).unwrap();
+        let state = store.query("q").unwrap();
+        // One left row "a" (join key in row format), value 2 at 6 s, as the
+        // old snapshot wrote it; watermarks left 5 s, right and output unset.
+        let j = join(JoinKind::Inner);
+        let key_rows = j.sides[0]
+            .rows
+            .convert_columns(chunk("l", &[("a", 2, 6_000)]).batch.columns())
+            .unwrap();
+        let keys = RowConverter::new(vec![SortField::new(DataType::Utf8)])
+            .unwrap()
+            .convert_columns(&[Arc::new(StringArray::from(vec!["a"])) as ArrayRef])
+            .unwrap();
+        let join_key = keys.row(0).as_ref().to_vec();
+        let mut value = (join_key.len() as u32).to_be_bytes().to_vec();
+        value.extend_from_slice(&join_key);
+        value.push(0);
+        value.extend_from_slice(key_rows.row(0).as_ref());
+        let mut legacy_key = vec![b'r', 0];
+        legacy_key.extend_from_slice(&((6_000u64) ^ (1 << 63)).to_be_bytes());
+        legacy_key.extend_from_slice(&7u64.to_be_bytes());
+        let mut meta = Vec::new();
+        for v in [5_000i64, i64::MIN, i64::MIN] {
+            meta.extend_from_slice(&v.to_be_bytes());
+        }
+        meta.extend_from_slice(&8u64.to_be_bytes());
+        let mut batch = StateWriteBatch::default();
+        batch.put(3, &legacy_key, value);
+        batch.put(3, META_KEY, meta);
+        state.commit(batch, 1, &[]).unwrap();
+
+        let mut migrated = join(JoinKind::Inner);
+        migrated.restore(3, &state).unwrap();
+        assert_eq!(migrated.watermarks.left, 5_000);
+        let mut batch = StateWriteBatch::default();
+        migrated.snapshot(3, &mut batch).unwrap();
+        state.commit(batch, 2, &[]).unwrap();
+        assert!(state.scan(3).unwrap().is_empty(), "old keys deleted");
+
+        let mut restored = join(JoinKind::Inner);
+        restored.restore(3, &state).unwrap();
+        assert_eq!(restored.watermarks.left, 5_000);
+        assert!(restored.legacy.is_empty());
+        let mut out = Vec::new();
+        restored
+            .on_chunk(Side::Right, chunk("r", &[("a", 9, 7_000)]), &mut out)
+            .unwrap();
+        assert_eq!(results(&out).0, vec![(Some(2), Some(9))]);
+    }
+
     #[test]
     fn row_keys_round_trip_and_sort_by_time() {
-        let a = row_key(0, -5, 1);
-        let b = row_key(0, 3, 0);
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        row_key(b"k", (-5, 1), &mut a);
+        row_key(b"k", (3, 0), &mut b);
         assert!(a < b);
-        assert_eq!(parse_row_key(&a), Some((0, -5, 1)));
-        assert_eq!(
-            parse_row_key(&row_key(1, i64::MAX, 7)),
-            Some((1, i64::MAX, 7))
-        );
+        assert_eq!(parse_row_key(&a), Some((&b"k"[..], (-5, 1))));
+        row_key(b"", (i64::MAX, 7), &mut c);
+        assert_eq!(parse_row_key(&c), Some((&b""[..], (i64::MAX, 7))));
+        assert_eq!(parse_row_key(b"short"), None);
     }
 }

@@ -12,10 +12,10 @@ use datafusion::common::hash_map::EntryRef;
 use datafusion::common::HashMap;
 use parking_lot::RwLock;
 
-use super::row_key::Key;
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::Result;
+use crate::state::key::Key;
 use crate::state::{QueryState, StateWriteBatch};
 
 /// The rows of one table, keyed by its key columns (Arrow row format) and stored as
@@ -169,23 +169,91 @@ impl MaterializedTable {
 
     /// All rows, in key order.
     pub fn snapshot(&self) -> Result<RecordBatch> {
+        self.select_rows(|_| true, None)
+    }
+
+    /// The rows whose key (in the key's row format, whose byte order is the
+    /// key order) `keep` accepts, in key order; with a limit, only that many,
+    /// of the smallest keys. Under one read lock, the stored rows are copied
+    /// once, into the result's columns; a limit picks its rows without
+    /// sorting the others.
+    pub fn select_rows(
+        &self,
+        keep: impl Fn(&[u8]) -> bool,
+        limit: Option<usize>,
+    ) -> Result<RecordBatch> {
         let inner = self.inner.read();
-        let mut sorted: Vec<(&[u8], &[u8])> = inner
+        let mut picked: Vec<(&[u8], &[u8])> = inner
             .rows
             .iter()
+            .filter(|(k, _)| keep(k.as_ref()))
             .map(|(k, e)| (k.as_ref(), e.row.as_ref()))
             .collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        if let Some(n) = limit.filter(|&n| n < picked.len()) {
+            if n == 0 {
+                picked.clear();
+            } else {
+                picked.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(b.0));
+                picked.truncate(n);
+            }
+        }
+        picked.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let parser = self.full_rows.parser();
         let columns = self
             .full_rows
-            .convert_rows(sorted.iter().map(|(_, r)| parser.parse(r)))?;
-        drop(sorted);
+            .convert_rows(picked.iter().map(|(_, r)| parser.parse(r)))?;
+        drop(picked);
         drop(inner);
         if self.schema.fields().is_empty() {
             return Ok(RecordBatch::new_empty(self.schema.clone()));
         }
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// The rows of `keys` (one array per key column) that the table has, in
+    /// key order, each once.
+    pub fn rows_of_keys(&self, keys: &[ArrayRef]) -> Result<RecordBatch> {
+        let (keys, rows) = self.key_rows_of(keys)?;
+        let mut wanted: Vec<&[u8]> = (0..rows.num_rows())
+            // A NULL key matches nothing, as in SQL.
+            .filter(|&i| !keys.iter().any(|k| k.is_null(i)))
+            .map(|i| rows.row(i).data())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let inner = self.inner.read();
+        let hits: Vec<&[u8]> = wanted
+            .iter()
+            .filter_map(|k| inner.rows.get(*k).map(|e| e.row.as_ref()))
+            .collect();
+        let columns = self.rows_to_columns(&hits)?;
+        drop(hits);
+        drop(inner);
+        if self.schema.fields().is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// The key columns' names and types.
+    pub fn key_fields(&self) -> Vec<(&str, &arrow::datatypes::DataType)> {
+        self.key_cols
+            .iter()
+            .map(|&c| {
+                let f = self.schema.field(c);
+                (f.name().as_str(), f.data_type())
+            })
+            .collect()
+    }
+
+    /// `keys` (one array per key column, cast to the key types as needed) in
+    /// the key's row format; `None` for a row with a NULL or a value the key
+    /// type cannot hold.
+    pub fn encode_keys(&self, keys: &[ArrayRef]) -> Result<Vec<Option<Vec<u8>>>> {
+        let (keys, rows) = self.key_rows_of(keys)?;
+        Ok((0..rows.num_rows())
+            .map(|i| (!keys.iter().any(|k| k.is_null(i))).then(|| rows.row(i).data().to_vec()))
+            .collect())
     }
 
     pub(crate) fn snapshot_changes(&self, id: u16, batch: &mut StateWriteBatch) {

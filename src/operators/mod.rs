@@ -13,7 +13,6 @@ pub mod lookup_join;
 pub mod materialize;
 pub mod project;
 pub mod retractions;
-mod row_key;
 pub mod session_aggregate;
 pub mod top_n;
 pub mod window_assign;

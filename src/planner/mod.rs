@@ -8,6 +8,7 @@
 mod checked;
 pub mod errors;
 mod join;
+pub mod key_filters;
 pub mod providers;
 mod top_n;
 pub mod window;

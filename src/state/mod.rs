@@ -7,6 +7,8 @@
 //! Keys are `[operator id: u16 BE][operator's key]`; the offsets live under an
 //! operator id no operator uses.
 
+pub mod budget;
+pub mod key;
 pub mod table;
 
 use std::path::Path;
@@ -29,7 +31,9 @@ const FORMAT_KEY: &[u8] = b"format";
 /// - 2: stream–table joins keep their own copy of the table in a state table
 ///   and read the table as an input of their own (format 1 read another
 ///   query's memory, and numbered the query's inputs without the table).
-pub const STATE_FORMAT: u32 = 2;
+/// - 3: interval joins keep their rows in state tables (format 2's layout is
+///   still read, and moved into the tables at the next checkpoint).
+pub const STATE_FORMAT: u32 = 3;
 
 fn err(context: &str, e: rocksdb::Error) -> SluiceError {
     SluiceError::State(format!("{context}: {e}"))
@@ -47,6 +51,7 @@ fn offsets_key(input: usize) -> Vec<u8> {
 #[derive(Clone)]
 pub struct StateStore {
     db: Arc<Db>,
+    budget: budget::MemoryBudget,
 }
 
 impl StateStore {
@@ -58,7 +63,20 @@ impl StateStore {
         let existing = Db::list_cf(&opts, dir).unwrap_or_else(|_| vec!["default".to_string()]);
         let db = Db::open_cf(&opts, dir, existing)
             .map_err(|e| err(&format!("opening {}", dir.display()), e))?;
-        Ok(StateStore { db: Arc::new(db) })
+        Ok(StateStore {
+            db: Arc::new(db),
+            budget: budget::MemoryBudget::default(),
+        })
+    }
+
+    /// Counts the memory of every state table of this store against `budget`.
+    pub fn with_budget(mut self, budget: budget::MemoryBudget) -> StateStore {
+        self.budget = budget;
+        self
+    }
+
+    pub fn budget(&self) -> &budget::MemoryBudget {
+        &self.budget
     }
 
     fn cf_name(query_id: &str) -> String {
@@ -78,6 +96,7 @@ impl StateStore {
         Ok(QueryState {
             db: self.db.clone(),
             cf: name,
+            budget: self.budget.clone(),
         })
     }
 
@@ -121,6 +140,7 @@ impl StateStore {
 pub struct QueryState {
     db: Arc<Db>,
     cf: String,
+    budget: budget::MemoryBudget,
 }
 
 fn prefixed(operator: u16, key: &[u8]) -> Vec<u8> {
@@ -131,6 +151,11 @@ fn prefixed(operator: u16, key: &[u8]) -> Vec<u8> {
 }
 
 impl QueryState {
+    /// The memory budget its state tables count against.
+    pub fn budget(&self) -> &budget::MemoryBudget {
+        &self.budget
+    }
+
     fn handle(&self) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
         self.db
             .cf_handle(&self.cf)
@@ -195,19 +220,27 @@ impl QueryState {
 
     /// Every (key, value) an operator stored, keys without the operator prefix.
     pub fn scan(&self, operator: u16) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut entries = self.scan_prefix(&operator.to_be_bytes())?;
+        for (k, _) in &mut entries {
+            k.drain(..2);
+        }
+        Ok(entries)
+    }
+
+    /// Every committed (key, value) whose stored key starts with `prefix`.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let cf = self.handle()?;
-        let prefix = operator.to_be_bytes();
         let mut out = Vec::new();
         let iter = self.db.iterator_cf(
             &cf,
-            rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
         );
         for item in iter {
             let (k, v) = item.map_err(|e| err("scanning state", e))?;
-            if !k.starts_with(&prefix) {
+            if !k.starts_with(prefix) {
                 break;
             }
-            out.push((k[2..].to_vec(), v.to_vec()));
+            out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
     }

@@ -9,11 +9,21 @@
 //! benchmarks) the table lives in memory only.
 //!
 //! Stored keys are `[table id: u32 BE][vnode: u16 BE][key]` (see
-//! docs/architecture.md, "Runtime core v2"): the vnode, a hash of the key, lets
-//! a later version split one table across workers by vnode ranges.
+//! docs/architecture.md, "Runtime core v2"): the vnode, a hash of the key's
+//! distribution part, lets a later version split one table across workers by
+//! vnode ranges. A table whose keys end in a time and sequence number (a join
+//! buffer's rows) leaves that suffix out of the hash, so all rows of one join
+//! key share a vnode.
+//!
+//! An operator that keeps its live entries in its own in-memory structures (an
+//! interval join's time-ordered buffers) uses a *write-only* table: the table
+//! persists the changes, keeps no cache, and is read back once by
+//! [`StateTable::scan`] at restore.
 
-use std::collections::{HashMap, HashSet};
+use datafusion::common::{HashMap, HashSet};
 
+use super::budget::MemoryBudget;
+use super::key::Key;
 use super::{QueryState, StateWriteBatch};
 use crate::error::Result;
 
@@ -60,16 +70,61 @@ pub struct StateTable {
     /// without checkpoints, when the cache holds everything).
     store: Option<QueryState>,
     /// Changes since the last flush.
-    buffer: HashMap<Bytes, Pending>,
+    buffer: HashMap<Key, Pending>,
     /// Committed values, all of them without a store.
-    cache: HashMap<Bytes, Bytes>,
+    cache: HashMap<Key, Bytes>,
     /// Keys known to have no committed value, forgotten at every flush so that
     /// probes of many absent keys cannot grow memory without bound.
-    absent: HashSet<Bytes>,
+    absent: HashSet<Key>,
     /// Reused to build stored keys.
     scratch: Vec<u8>,
-    /// Bytes of keys and values held in `buffer` and `cache`.
+    /// Bytes of keys and values held in `buffer`, `cache` and `absent`.
+    usage: Usage,
+    /// False for a write-only table: nothing is cached, and without a store
+    /// nothing is kept at all.
+    cached: bool,
+    /// Trailing key bytes left out of the vnode hash.
+    suffix: usize,
+}
+
+/// A table's bytes in memory, mirrored into the store's budget once attached.
+#[derive(Default)]
+struct Usage {
     bytes: usize,
+    budget: Option<MemoryBudget>,
+}
+
+impl Usage {
+    fn join(&mut self, budget: MemoryBudget) {
+        if let Some(old) = self.budget.replace(budget) {
+            old.shrink(self.bytes);
+        }
+        if let Some(new) = &self.budget {
+            new.grow(self.bytes);
+        }
+    }
+
+    fn add(&mut self, n: usize) {
+        self.bytes += n;
+        if let Some(b) = &self.budget {
+            b.grow(n);
+        }
+    }
+
+    fn sub(&mut self, n: usize) {
+        self.bytes -= n;
+        if let Some(b) = &self.budget {
+            b.shrink(n);
+        }
+    }
+}
+
+impl Drop for Usage {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.shrink(self.bytes);
+        }
+    }
 }
 
 fn entry_size(key: &[u8], value: &Option<Bytes>) -> usize {
@@ -81,26 +136,101 @@ impl StateTable {
         StateTable {
             id,
             store: None,
-            buffer: HashMap::new(),
-            cache: HashMap::new(),
-            absent: HashSet::new(),
+            buffer: HashMap::default(),
+            cache: HashMap::default(),
+            absent: HashSet::default(),
             scratch: Vec::new(),
-            bytes: 0,
+            usage: Usage::default(),
+            cached: true,
+            suffix: 0,
         }
     }
 
-    /// Reads and writes committed state in `store` from now on (before any input).
+    /// A table whose operator keeps the live entries in memory itself: writes
+    /// are persisted at flush and then dropped, and reads go to the operator
+    /// (only [`StateTable::scan`] reads the table, at restore).
+    pub fn write_only(id: StateTableId) -> StateTable {
+        StateTable {
+            cached: false,
+            ..StateTable::new(id)
+        }
+    }
+
+    /// The last `suffix` bytes of every key (a time and a sequence number,
+    /// say) are not part of its distribution key: keys that differ only there
+    /// share a vnode.
+    pub fn with_suffix(mut self, suffix: usize) -> StateTable {
+        self.suffix = suffix;
+        self
+    }
+
+    /// Reads and writes committed state in `store` from now on (before any
+    /// input), counting its memory against the store's budget.
     pub fn attach(&mut self, store: &QueryState) {
         self.store = Some(store.clone());
+        self.usage.join(store.budget().clone());
+    }
+
+    /// Over the memory budget: forgets what can be read again — keys known to
+    /// be absent, then cached committed values — until the budget is back
+    /// under its margin. Buffered changes stay (they are not in the store
+    /// yet). Called only where no loaded key is still to be read, and only
+    /// after the last flush was committed (the pipeline commits a barrier's
+    /// batch before it processes the next chunk).
+    fn evict_if_over(&mut self) {
+        let Some(budget) = self.usage.budget.clone() else {
+            return;
+        };
+        let mut excess = budget.excess();
+        if excess == 0 {
+            return;
+        }
+        for key in self.absent.drain() {
+            self.usage.sub(key.len());
+            excess = excess.saturating_sub(key.len());
+        }
+        let usage = &mut self.usage;
+        let mut evicted = 0u64;
+        self.cache.retain(|k, v| {
+            if excess == 0 {
+                return true;
+            }
+            let n = k.len() + v.len();
+            usage.sub(n);
+            excess = excess.saturating_sub(n);
+            evicted += 1;
+            false
+        });
+        budget.count_evicted(evicted);
     }
 
     /// The stored form of `key`.
-    fn stored_key(id: StateTableId, key: &[u8], out: &mut Vec<u8>) {
+    fn stored_key(id: StateTableId, suffix: usize, key: &[u8], out: &mut Vec<u8>) {
         out.clear();
         out.reserve(6 + key.len());
         out.extend_from_slice(&id.0.to_be_bytes());
-        out.extend_from_slice(&vnode(key).to_be_bytes());
+        let distribution = &key[..key.len().saturating_sub(suffix)];
+        out.extend_from_slice(&vnode(distribution).to_be_bytes());
         out.extend_from_slice(key);
+    }
+
+    /// Every committed entry of the table, keys as written (without the table
+    /// id and vnode), in stored order. For restoring an operator's own memory
+    /// from a write-only table; call it before any write.
+    pub fn scan(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let Some(store) = &self.store else {
+            return Ok(Vec::new());
+        };
+        let mut entries = store.scan_prefix(&self.id.0.to_be_bytes())?;
+        for (k, _) in &mut entries {
+            k.drain(..6);
+        }
+        Ok(entries)
+    }
+
+    /// Writes reach a store (the query checkpoints).
+    pub fn persists(&self) -> bool {
+        self.store.is_some()
     }
 
     /// Entries held in memory (buffered changes and cached values).
@@ -110,7 +240,7 @@ impl StateTable {
 
     /// Bytes of keys and values held in memory.
     pub fn bytes_in_memory(&self) -> usize {
-        self.bytes
+        self.usage.bytes
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
@@ -129,41 +259,47 @@ impl StateTable {
     }
 
     fn write(&mut self, key: &[u8], value: Option<Bytes>, known_new: bool) {
-        Self::stored_key(self.id, key, &mut self.scratch);
+        if self.store.is_none() && !self.cached {
+            // The operator holds it, and nothing is persisted.
+            return;
+        }
+        Self::stored_key(self.id, self.suffix, key, &mut self.scratch);
         let k = self.scratch.as_slice();
         if self.store.is_none() {
             let old = match value {
                 Some(v) => {
-                    self.bytes += k.len() + v.len();
-                    self.cache.insert(k.into(), v)
+                    self.usage.add(k.len() + v.len());
+                    self.cache.insert(Key::new(k), v)
                 }
                 None => self.cache.remove(k),
             };
             if let Some(old) = old {
-                self.bytes -= k.len() + old.len();
+                self.usage.sub(k.len() + old.len());
             }
             return;
         }
         let mut new = known_new;
         if self.absent.remove(k) {
             new = true;
-            self.bytes -= k.len();
+            self.usage.sub(k.len());
         }
         if let Some(old) = self.cache.remove(k) {
-            self.bytes -= k.len() + old.len();
+            self.usage.sub(k.len() + old.len());
         }
         if let Some(old) = self.buffer.remove(k) {
             new = old.new;
-            self.bytes -= entry_size(k, &old.value);
+            self.usage.sub(entry_size(k, &old.value));
         }
         if new && value.is_none() {
             // Never committed: forget it, remembering that it is absent.
-            self.absent.insert(k.into());
-            self.bytes += k.len();
+            if self.cached {
+                self.absent.insert(Key::new(k));
+                self.usage.add(k.len());
+            }
             return;
         }
-        self.bytes += entry_size(k, &value);
-        self.buffer.insert(k.into(), Pending { value, new });
+        self.usage.add(entry_size(k, &value));
+        self.buffer.insert(Key::new(k), Pending { value, new });
     }
 
     fn in_memory(&self, k: &[u8]) -> bool {
@@ -173,12 +309,14 @@ impl StateTable {
     /// Makes every key of `keys` readable with [`StateTable::get_loaded`]:
     /// those neither buffered nor cached are read from the store in one batch.
     pub fn load<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) -> Result<()> {
+        debug_assert!(self.cached, "a write-only table is read only by scan");
         if self.store.is_none() {
             return Ok(());
         }
+        self.evict_if_over();
         let mut missing: Vec<Vec<u8>> = Vec::new();
         for key in keys {
-            Self::stored_key(self.id, key, &mut self.scratch);
+            Self::stored_key(self.id, self.suffix, key, &mut self.scratch);
             if !self.in_memory(&self.scratch) {
                 missing.push(self.scratch.clone());
             }
@@ -195,12 +333,12 @@ impl StateTable {
         for (key, value) in missing.into_iter().zip(values) {
             match value {
                 Some(v) => {
-                    self.bytes += key.len() + v.len();
-                    self.cache.insert(key.into(), v.into());
+                    self.usage.add(key.len() + v.len());
+                    self.cache.insert(Key::new(&key), v.into());
                 }
                 None => {
-                    self.bytes += key.len();
-                    self.absent.insert(key.into());
+                    self.usage.add(key.len());
+                    self.absent.insert(Key::new(&key));
                 }
             }
         }
@@ -211,7 +349,7 @@ impl StateTable {
     /// when it has none. A key not loaded reads as absent: a bug in the caller,
     /// caught in debug builds.
     pub fn get_loaded(&self, key: &[u8], scratch: &mut Vec<u8>) -> Option<&[u8]> {
-        Self::stored_key(self.id, key, scratch);
+        Self::stored_key(self.id, self.suffix, key, scratch);
         let k = scratch.as_slice();
         match self.buffer.get(k) {
             Some(p) => p.value.as_deref(),
@@ -229,7 +367,7 @@ impl StateTable {
     pub fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
         self.load([key])?;
         let mut scratch = std::mem::take(&mut self.scratch);
-        Self::stored_key(self.id, key, &mut scratch);
+        Self::stored_key(self.id, self.suffix, key, &mut scratch);
         self.scratch = scratch;
         let k = self.scratch.as_slice();
         Ok(match self.buffer.get(k) {
@@ -245,10 +383,14 @@ impl StateTable {
             return;
         }
         for key in self.absent.drain() {
-            self.bytes -= key.len();
+            self.usage.sub(key.len());
         }
         for (key, pending) in self.buffer.drain() {
             batch.write_raw(&key, pending.value.as_deref());
+            if !self.cached {
+                self.usage.sub(entry_size(&key, &pending.value));
+                continue;
+            }
             match pending.value {
                 Some(v) => {
                     self.cache.insert(key, v);
@@ -259,6 +401,9 @@ impl StateTable {
                     self.absent.insert(key);
                 }
             }
+        }
+        if self.cached {
+            self.evict_if_over();
         }
     }
 }
@@ -343,6 +488,53 @@ mod tests {
         assert_eq!(t.get(b"k").unwrap(), Some(&b"v"[..]));
         t.delete(b"k");
         assert_eq!(t.get(b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn a_write_only_table_persists_changes_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let q = store.query("q").unwrap();
+        let id = StateTableId::of_node(1, 0);
+        let mut t = StateTable::write_only(id).with_suffix(2);
+        t.attach(&q);
+        t.insert_new(b"k1\x00\x01", b"a");
+        t.insert_new(b"k1\x00\x02", b"b");
+        t.insert_new(b"k2\x00\x03", b"gone");
+        t.delete(b"k2\x00\x03");
+        let mut batch = StateWriteBatch::default();
+        t.flush(&mut batch);
+        assert_eq!(
+            batch.len(),
+            2,
+            "the row inserted and deleted in one epoch is not written"
+        );
+        q.commit(batch, 1, &[]).unwrap();
+        assert_eq!(t.entries_in_memory(), 0);
+        assert_eq!(t.bytes_in_memory(), 0);
+        // A committed row's delete and an update are written.
+        t.delete(b"k1\x00\x01");
+        t.put(b"k1\x00\x02", b"B");
+        committed(&q, &mut t, 2);
+
+        let mut fresh = StateTable::write_only(id).with_suffix(2);
+        fresh.attach(&q);
+        assert_eq!(
+            fresh.scan().unwrap(),
+            vec![(b"k1\x00\x02".to_vec(), b"B".to_vec())]
+        );
+        // The suffix is left out of the vnode: the rows of one key share one.
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        StateTable::stored_key(id, 2, b"k1\x00\x01", &mut a);
+        StateTable::stored_key(id, 2, b"k1\xff\xff", &mut b);
+        assert_eq!(a[4..6], b[4..6]);
+        assert_eq!(a[4..6], vnode(b"k1").to_be_bytes());
+
+        // Without a store a write-only table holds nothing.
+        let mut memory = StateTable::write_only(id);
+        memory.insert_new(b"k", b"v");
+        assert_eq!(memory.entries_in_memory(), 0);
     }
 
     #[test]
