@@ -263,6 +263,20 @@ async fn wait_retrying(engine: &Engine) {
     wait_metric(engine, sample, |v| v == 1.0).await;
 }
 
+/// Waits until CTAS_T_1 has committed two more checkpoints (so the state it
+/// shows is in the last one).
+async fn wait_two_checkpoints(engine: &Engine) {
+    let sample = "sluice_query_checkpoints_total{query=\"CTAS_T_1\"}";
+    let before = engine
+        .metrics_text()
+        .lines()
+        .find(|l| l.starts_with(sample))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    wait_metric(engine, sample, |v| v >= before + 2.0).await;
+}
+
 /// An engine whose query CTAS_T_1 counts `a | 2` and `b | 1` from topic `s`
 /// and has checkpointed them (two more checkpoints after the counts showed).
 async fn counted_and_checkpointed(config: &ServerConfig) -> Arc<Engine> {
@@ -289,15 +303,7 @@ async fn counted_and_checkpointed(config: &ServerConfig) -> Arc<Engine> {
         &["a | 2", "b | 1"],
     )
     .await;
-    let sample = "sluice_query_checkpoints_total{query=\"CTAS_T_1\"}";
-    let before = engine
-        .metrics_text()
-        .lines()
-        .find(|l| l.starts_with(sample))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    wait_metric(&engine, sample, |v| v >= before + 2.0).await;
+    wait_two_checkpoints(&engine).await;
     engine
 }
 
@@ -345,15 +351,7 @@ async fn a_query_whose_topic_vanished_is_retried_and_resumes() {
 
     // The checkpoint holds the position in the new topic (1), not the old
     // one's (3, past the new end): a restart counts nothing twice.
-    let sample = "sluice_query_checkpoints_total{query=\"CTAS_T_1\"}";
-    let before = engine
-        .metrics_text()
-        .lines()
-        .find(|l| l.starts_with(sample))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    wait_metric(&engine, sample, |v| v >= before + 2.0).await;
+    wait_two_checkpoints(&engine).await;
     engine.shutdown().await;
     drop(engine);
     let engine = start(&config).await;

@@ -121,6 +121,22 @@ pub(super) fn counter(metrics: &str, name: &str) -> u64 {
         .sum()
 }
 
+/// Rows out of the running queries once the count stops moving (the last
+/// chunks reach the sink after the input is read; not timed).
+pub(super) async fn settled_records_out(engine: &Engine) -> u64 {
+    let mut out = counter(&engine.metrics_text(), "sluice_query_records_out_total");
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = counter(&engine.metrics_text(), "sluice_query_records_out_total");
+        if now == out {
+            break;
+        }
+        out = now;
+    }
+    out
+}
+
 pub(super) struct KafkaOptions {
     /// Events produced and consumed.
     pub events: u64,
@@ -246,17 +262,7 @@ pub(super) async fn run_kafka(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let measured = meter.stop();
-        // Let the last chunk reach the sink before reading rows out (not timed).
-        let mut out = counter(&engine.metrics_text(), "sluice_query_records_out_total");
-        let settle = Instant::now();
-        while settle.elapsed() < Duration::from_secs(30) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = counter(&engine.metrics_text(), "sluice_query_records_out_total");
-            if now == out {
-                break;
-            }
-            out = now;
-        }
+        let out = settled_records_out(&engine).await;
         report(&RunResult {
             query: q.name().into(),
             mode: "kafka end to end".into(),

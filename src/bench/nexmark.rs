@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use clap::ValueEnum;
 
-use super::kafka::{counter, execute, Tansu, STALL_TIMEOUT};
+use super::kafka::{counter, execute, settled_records_out, Tansu, STALL_TIMEOUT};
 use super::usage::Meter;
 use super::{inprocess, print_row, RunResult, Scratch, TABLE_HEADER};
 use crate::catalog::SourceConnector;
@@ -509,18 +509,7 @@ impl EngineRun<'_> {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let measured = meter.stop();
-            // Let the last chunks reach the sink before counting rows out (not
-            // timed, like the pageview Kafka runs).
-            let mut out = counter(&engine.metrics_text(), "sluice_query_records_out_total");
-            let settle = Instant::now();
-            while settle.elapsed() < Duration::from_secs(30) {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let now = counter(&engine.metrics_text(), "sluice_query_records_out_total");
-                if now == out {
-                    break;
-                }
-                out = now;
-            }
+            let out = settled_records_out(engine).await;
             print_row(&RunResult {
                 query: format!("nexmark {}", q.name()),
                 mode: self.mode.into(),

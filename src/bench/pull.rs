@@ -175,8 +175,7 @@ pub async fn run(args: PullBenchArgs) -> anyhow::Result<()> {
             }
         })
     };
-    let in_before = super::kafka::counter(&engine.metrics_text(), "sluice_query_records_in_total");
-    let started = Instant::now();
+    let applied = || super::kafka::counter(&engine.metrics_text(), "sluice_query_records_in_total");
     let mut rng = Keys(args.seed.wrapping_mul(31) | 1);
     let mut report = Vec::new();
     for (kind, count) in [
@@ -192,6 +191,7 @@ pub async fn run(args: PullBenchArgs) -> anyhow::Result<()> {
             0
         });
         let kind_started = Instant::now();
+        let (written_before, applied_before) = (written.load(Ordering::Relaxed), applied());
         while samples.len() < count || kind_started.elapsed() < min {
             let k = rng.next(args.keys - 100);
             let sql = match kind {
@@ -206,26 +206,28 @@ pub async fn run(args: PullBenchArgs) -> anyhow::Result<()> {
             samples.push(t0.elapsed());
         }
         let (p50, p99, max) = percentiles(&mut samples);
+        let seconds = kind_started.elapsed().as_secs_f64();
+        let written_now = written.load(Ordering::Relaxed) - written_before;
+        let applied_now = applied() - applied_before;
         report.push(format!(
-            "| {kind} | {} | {rows} | {p50:.3} | {p99:.3} | {max:.3} |",
-            samples.len()
+            "| {kind} | {} | {rows} | {p50:.3} | {p99:.3} | {max:.3} | {seconds:.1} | {:.0} | {:.0} |",
+            samples.len(),
+            written_now as f64 / seconds,
+            applied_now as f64 / seconds,
         ));
     }
-    let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = ingest.await;
-    let applied =
-        super::kafka::counter(&engine.metrics_text(), "sluice_query_records_in_total") - in_before;
-    println!("| query | queries | rows returned | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| query | queries | rows returned | p50 ms | p99 ms | max ms | seconds | updates written/s | updates applied/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for line in report {
         println!("{line}");
     }
     println!(
-        "\n{} keys; {} updates written and {applied} applied by the table's query in {elapsed:.1} s while the queries ran ({:.0}/s applied; --rate {})",
-        args.keys,
-        written.load(Ordering::Relaxed),
-        applied as f64 / elapsed,
-        args.rate
+        "\n{} keys; updates offered at --rate {} in the background while each kind of query ran",
+        args.keys, args.rate
     );
     engine.shutdown().await;
     Ok(())
