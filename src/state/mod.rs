@@ -255,7 +255,13 @@ impl QueryState {
     ) -> Result<()> {
         let cf = self.handle()?;
         let mut wb = WriteBatch::default();
-        for (k, v) in batch.ops {
+        // In key order: RocksDB's memtable (a skip list) inserts each key next
+        // to the one before instead of searching from the top, which costs a
+        // fraction of a random-order insert. The sort is stable, so the last
+        // write to a key still wins.
+        let mut ops = batch.ops;
+        ops.sort_by(|a, b| a.0.cmp(&b.0));
+        for (k, v) in ops {
             match v {
                 Some(v) => wb.put_cf(&cf, k, v),
                 None => wb.delete_cf(&cf, k),
