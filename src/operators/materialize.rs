@@ -198,40 +198,30 @@ impl MaterializedTable {
             }
         }
         picked.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let parser = self.full_rows.parser();
-        let columns = self
-            .full_rows
-            .convert_rows(picked.iter().map(|(_, r)| parser.parse(r)))?;
-        drop(picked);
-        drop(inner);
-        if self.schema.fields().is_empty() {
-            return Ok(RecordBatch::new_empty(self.schema.clone()));
-        }
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        let rows: Vec<&[u8]> = picked.iter().map(|(_, r)| *r).collect();
+        self.rows_to_batch(&rows)
     }
 
     /// The rows of `keys` (one array per key column) that the table has, in
     /// key order, each once.
     pub fn rows_of_keys(&self, keys: &[ArrayRef]) -> Result<RecordBatch> {
-        let (keys, rows) = self.key_rows_of(keys)?;
-        let mut wanted: Vec<&[u8]> = (0..rows.num_rows())
-            // A NULL key matches nothing, as in SQL.
-            .filter(|&i| !keys.iter().any(|k| k.is_null(i)))
-            .map(|i| rows.row(i).data())
-            .collect();
+        let mut wanted: Vec<Vec<u8>> = self.encode_keys(keys)?.into_iter().flatten().collect();
         wanted.sort_unstable();
         wanted.dedup();
         let inner = self.inner.read();
         let hits: Vec<&[u8]> = wanted
             .iter()
-            .filter_map(|k| inner.rows.get(*k).map(|e| e.row.as_ref()))
+            .filter_map(|k| inner.rows.get(k.as_slice()).map(|e| e.row.as_ref()))
             .collect();
-        let columns = self.rows_to_columns(&hits)?;
-        drop(hits);
-        drop(inner);
+        self.rows_to_batch(&hits)
+    }
+
+    /// Stored rows as a batch of the table's schema.
+    fn rows_to_batch(&self, rows: &[&[u8]]) -> Result<RecordBatch> {
         if self.schema.fields().is_empty() {
             return Ok(RecordBatch::new_empty(self.schema.clone()));
         }
+        let columns = self.rows_to_columns(rows)?;
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
