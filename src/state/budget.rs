@@ -64,18 +64,69 @@ impl MemoryBudget {
         self.0.used.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    pub(super) fn count_evicted(&self, entries: u64) {
+    pub fn count_evicted(&self, entries: u64) {
         self.0.evicted.fetch_add(entries, Ordering::Relaxed);
     }
 
     /// Bytes to free now: none under the budget; over it, enough to get back
     /// to the eviction margin below it.
-    pub(super) fn excess(&self) -> usize {
+    pub fn excess(&self) -> usize {
         let used = self.used();
         if used <= self.0.limit {
             return 0;
         }
         used - self.0.limit / 100 * EVICT_TO_PERCENT
+    }
+}
+
+/// The bytes one holder of state (a state table, an operator's in-memory
+/// groups) has in memory, mirrored into a budget once it has one. Dropping it
+/// gives the bytes back.
+#[derive(Default)]
+pub struct MemoryUse {
+    bytes: usize,
+    budget: Option<MemoryBudget>,
+}
+
+impl MemoryUse {
+    /// Counts against `budget` from now on (the bytes held so far move over).
+    pub fn join(&mut self, budget: MemoryBudget) {
+        if let Some(old) = self.budget.replace(budget) {
+            old.shrink(self.bytes);
+        }
+        if let Some(new) = &self.budget {
+            new.grow(self.bytes);
+        }
+    }
+
+    pub fn budget(&self) -> Option<MemoryBudget> {
+        self.budget.clone()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn add(&mut self, n: usize) {
+        self.bytes += n;
+        if let Some(b) = &self.budget {
+            b.grow(n);
+        }
+    }
+
+    pub fn sub(&mut self, n: usize) {
+        self.bytes -= n;
+        if let Some(b) = &self.budget {
+            b.shrink(n);
+        }
+    }
+}
+
+impl Drop for MemoryUse {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.shrink(self.bytes);
+        }
     }
 }
 

@@ -33,7 +33,10 @@ const FORMAT_KEY: &[u8] = b"format";
 ///   query's memory, and numbered the query's inputs without the table).
 /// - 3: interval joins keep their rows in state tables (format 2's layout is
 ///   still read, and moved into the tables at the next checkpoint).
-pub const STATE_FORMAT: u32 = 3;
+/// - 4: group aggregates keep their groups in a state table, with each
+///   group's latest event time (format 3's layout is still read, and moved
+///   into the table at the next checkpoint).
+pub const STATE_FORMAT: u32 = 4;
 
 fn err(context: &str, e: rocksdb::Error) -> SluiceError {
     SluiceError::State(format!("{context}: {e}"))
@@ -47,6 +50,18 @@ fn offsets_key(input: usize) -> Vec<u8> {
     }
 }
 
+/// Options of every query's column family. Bloom filters let a read of a key
+/// that is not stored (a new group, a join key without a row) skip the files
+/// instead of reading a block of each.
+fn family_options() -> Options {
+    let mut opts = Options::default();
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
 /// The process-wide state store.
 #[derive(Clone)]
 pub struct StateStore {
@@ -56,10 +71,9 @@ pub struct StateStore {
 
 impl StateStore {
     pub fn open(dir: &Path) -> Result<Self> {
-        let mut opts = Options::default();
+        let mut opts = family_options();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let existing = Db::list_cf(&opts, dir).unwrap_or_else(|_| vec!["default".to_string()]);
         let db = Db::open_cf(&opts, dir, existing)
             .map_err(|e| err(&format!("opening {}", dir.display()), e))?;
@@ -87,8 +101,7 @@ impl StateStore {
     pub fn query(&self, query_id: &str) -> Result<QueryState> {
         let name = Self::cf_name(query_id);
         if self.db.cf_handle(&name).is_none() {
-            let mut opts = Options::default();
-            opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            let opts = family_options();
             self.db
                 .create_cf(&name, &opts)
                 .map_err(|e| err(&format!("creating state for {query_id}"), e))?;
@@ -243,6 +256,15 @@ impl QueryState {
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// Some committed key starts with `prefix`.
+    pub fn has_prefix(&self, prefix: &[u8]) -> Result<bool> {
+        let cf = self.handle()?;
+        let mut iter = self.db.raw_iterator_cf(&cf);
+        iter.seek(prefix);
+        iter.status().map_err(|e| err("scanning state", e))?;
+        Ok(iter.key().is_some_and(|k| k.starts_with(prefix)))
     }
 
     /// Commits operator changes and source offsets in one atomic, synced write.

@@ -22,7 +22,7 @@
 
 use datafusion::common::{HashMap, HashSet};
 
-use super::budget::MemoryBudget;
+use super::budget::MemoryUse;
 use super::key::Key;
 use super::{QueryState, StateWriteBatch};
 use crate::error::Result;
@@ -79,52 +79,12 @@ pub struct StateTable {
     /// Reused to build stored keys.
     scratch: Vec<u8>,
     /// Bytes of keys and values held in `buffer`, `cache` and `absent`.
-    usage: Usage,
+    usage: MemoryUse,
     /// False for a write-only table: nothing is cached, and without a store
     /// nothing is kept at all.
     cached: bool,
     /// Trailing key bytes left out of the vnode hash.
     suffix: usize,
-}
-
-/// A table's bytes in memory, mirrored into the store's budget once attached.
-#[derive(Default)]
-struct Usage {
-    bytes: usize,
-    budget: Option<MemoryBudget>,
-}
-
-impl Usage {
-    fn join(&mut self, budget: MemoryBudget) {
-        if let Some(old) = self.budget.replace(budget) {
-            old.shrink(self.bytes);
-        }
-        if let Some(new) = &self.budget {
-            new.grow(self.bytes);
-        }
-    }
-
-    fn add(&mut self, n: usize) {
-        self.bytes += n;
-        if let Some(b) = &self.budget {
-            b.grow(n);
-        }
-    }
-
-    fn sub(&mut self, n: usize) {
-        self.bytes -= n;
-        if let Some(b) = &self.budget {
-            b.shrink(n);
-        }
-    }
-}
-
-impl Drop for Usage {
-    fn drop(&mut self) {
-        if let Some(b) = &self.budget {
-            b.shrink(self.bytes);
-        }
-    }
 }
 
 fn entry_size(key: &[u8], value: &Option<Bytes>) -> usize {
@@ -140,7 +100,7 @@ impl StateTable {
             cache: HashMap::default(),
             absent: HashSet::default(),
             scratch: Vec::new(),
-            usage: Usage::default(),
+            usage: MemoryUse::default(),
             cached: true,
             suffix: 0,
         }
@@ -178,7 +138,7 @@ impl StateTable {
     /// after the last flush was committed (the pipeline commits a barrier's
     /// batch before it processes the next chunk).
     fn evict_if_over(&mut self) {
-        let Some(budget) = self.usage.budget.clone() else {
+        let Some(budget) = self.usage.budget() else {
             return;
         };
         let mut excess = budget.excess();
@@ -240,7 +200,7 @@ impl StateTable {
 
     /// Bytes of keys and values held in memory.
     pub fn bytes_in_memory(&self) -> usize {
-        self.usage.bytes
+        self.usage.bytes()
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
@@ -374,6 +334,47 @@ impl StateTable {
             Some(p) => p.value.as_deref(),
             None => self.cache.get(k).map(|v| &v[..]),
         })
+    }
+
+    /// The values of `keys` without remembering them, for an operator that
+    /// keeps what it reads in its own form (an aggregate's accumulators):
+    /// this epoch's changes, else cached values, else one batched read of the
+    /// store.
+    pub fn read_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        // Positions in `out` still to read, and their stored keys.
+        let mut at = Vec::new();
+        let mut missing = Vec::new();
+        let mut scratch = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            Self::stored_key(self.id, self.suffix, key, &mut scratch);
+            let k = scratch.as_slice();
+            out.push(match (self.buffer.get(k), self.cache.get(k)) {
+                (Some(p), _) => p.value.as_deref().map(<[u8]>::to_vec),
+                (None, Some(v)) => Some(v.to_vec()),
+                (None, None) => {
+                    if self.store.is_some() && !self.absent.contains(k) {
+                        at.push(i);
+                        missing.push(scratch.clone());
+                    }
+                    None
+                }
+            });
+        }
+        if let (Some(store), false) = (&self.store, missing.is_empty()) {
+            for (i, value) in at.into_iter().zip(store.get_many(&missing)?) {
+                out[i] = value;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The store holds committed entries of this table.
+    pub fn has_committed(&self) -> Result<bool> {
+        match &self.store {
+            Some(store) => store.has_prefix(&self.id.0.to_be_bytes()),
+            None => Ok(false),
+        }
     }
 
     /// Moves the changes of this epoch into `batch`; they stay readable from
