@@ -141,3 +141,104 @@ async fn graceful_restart_checkpoints_first_so_outputs_are_not_repeated() {
         "no record twice after a graceful restart"
     );
 }
+
+/// `n` rows of `events`, one per key `g0 .. g{n-1}`, each with value `round`.
+fn distinct_keys(n: usize, round: i64) -> Vec<String> {
+    (0..n)
+        .collect::<Vec<_>>()
+        .chunks(500)
+        .map(|keys| {
+            let values: Vec<String> = keys.iter().map(|i| format!("('g{i}', {round})")).collect();
+            format!("INSERT INTO events (k, v) VALUES {};", values.join(", "))
+        })
+        .collect()
+}
+
+fn early_checkpoints(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_query_early_checkpoints_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A GROUP BY whose groups are several times the state memory budget, with
+/// a checkpoint interval far longer than the test: only checkpoints taken
+/// early because memory passed the budget write state, groups are evicted
+/// and read back, and after `kill -9` the replay from the last such
+/// checkpoint is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_by_over_its_memory_budget_checkpoints_early_and_survives_kill_dash_nine() {
+    const KEYS: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = TestServer::start(
+        &data,
+        &[
+            "--checkpoint-interval-ms",
+            "600000",
+            "--state-memory-budget",
+            "1",
+        ],
+    );
+    server
+        .ksql_ok(
+            "CREATE STREAM events (k VARCHAR KEY, v INT) WITH (kafka_topic='events', partitions=1);
+             CREATE TABLE per_key AS SELECT k, COUNT(*) AS n, SUM(v) AS s FROM events GROUP BY k;",
+        )
+        .await;
+    for insert in distinct_keys(KEYS, 1) {
+        server.ksql_ok(&insert).await;
+    }
+    let totals = "SELECT COUNT(*) AS groups, SUM(n) AS rows FROM per_key";
+    server
+        .wait_for(totals, Duration::from_secs(60), |rows| {
+            rows.first().and_then(|r| r[1].as_i64()) == Some(KEYS as i64)
+        })
+        .await;
+    // The query id ends in a number; any query's early checkpoints are its.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while early_checkpoints(&server.metrics().await) == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no early checkpoint\n{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server
+        .wait_metric(
+            "sluice_state_evictions_total",
+            Duration::from_secs(30),
+            "groups evicted",
+            |v| v > 0.0,
+        )
+        .await;
+    server.kill9();
+    server.restart();
+
+    for insert in distinct_keys(KEYS, 2) {
+        server.ksql_ok(&insert).await;
+    }
+    let summary = "SELECT COUNT(*), SUM(n), MIN(n), MAX(n), SUM(s) FROM per_key";
+    server
+        .wait_for(summary, Duration::from_secs(60), |rows| {
+            rows.first().and_then(|r| r[1].as_i64()) >= Some(2 * KEYS as i64)
+        })
+        .await;
+    // Give a double count the chance to show up before checking exactly.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows = server.pull(summary).await;
+    let got: Vec<Option<i64>> = rows[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64())
+        .collect();
+    let keys = KEYS as i64;
+    assert_eq!(
+        got,
+        vec![Some(keys), Some(2 * keys), Some(2), Some(2), Some(3 * keys)],
+        "groups, rows, fewest and most rows per group, sum of values"
+    );
+}

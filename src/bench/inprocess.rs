@@ -356,6 +356,7 @@ pub(super) async fn run_json(
         metrics: metrics.clone(),
         errors: RowErrorPolicy::counting("bench", metrics.clone()),
         checkpoint_interval: None,
+        budget: None,
         first_epoch: 0,
         drain: drain_rx,
     };

@@ -24,6 +24,9 @@ pub struct QueryMetrics {
     pub late_records: AtomicU64,
     pub batches: AtomicU64,
     pub checkpoints: AtomicU64,
+    /// Checkpoints taken before their interval because state memory was
+    /// over its budget.
+    pub early_checkpoints: AtomicU64,
     /// Next offset to read and, when known, the partition's end, per source
     /// relation and partition.
     pub partitions: Mutex<BTreeMap<(String, i32), PartitionProgress>>,
@@ -43,6 +46,7 @@ impl Default for QueryMetrics {
             state_entries: Default::default(),
             batches: Default::default(),
             checkpoints: Default::default(),
+            early_checkpoints: Default::default(),
             partitions: Default::default(),
         }
     }

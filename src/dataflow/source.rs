@@ -15,6 +15,7 @@ use crate::catalog::{Relation, SourceConnector};
 use crate::connectors::{LogReader, LogRecord};
 use crate::error::{Result, SluiceError};
 use crate::formats::{BadRecord, RecordDecoder};
+use crate::state::budget::MemoryBudget;
 
 /// Records per poll; large enough to amortise per-batch costs, small enough to
 /// keep latency low.
@@ -56,6 +57,10 @@ pub struct SourceTask {
     pub errors: RowErrorPolicy,
     /// `None`: no checkpoints (push queries).
     pub checkpoint_interval: Option<Duration>,
+    /// The state memory budget: over it, a checkpoint comes early, so that
+    /// state changed since the last one (which cannot be evicted before it is
+    /// written) is written and can be evicted.
+    pub budget: Option<MemoryBudget>,
     pub first_epoch: u64,
     /// Set to true to end the query gracefully: a last checkpoint, then End.
     pub drain: tokio::sync::watch::Receiver<bool>,
@@ -86,6 +91,7 @@ impl SourceTask {
         }
         let mut epoch = self.first_epoch;
         let mut next_barrier = self.checkpoint_interval.map(|i| Instant::now() + i);
+        let mut last_barrier = Instant::now();
         let several = self.inputs.len() > 1;
         // Inputs never change, so neither does the order they are polled in.
         let order = self.lookups_first();
@@ -206,7 +212,13 @@ impl SourceTask {
                 }
             }
             if let (Some(t), Some(interval)) = (next_barrier, self.checkpoint_interval) {
-                if Instant::now() >= t {
+                let now = Instant::now();
+                let early = now < t && self.over_budget(now - last_barrier, interval);
+                if now >= t || early {
+                    if early {
+                        QueryMetrics::add(&self.metrics.early_checkpoints, 1);
+                    }
+                    last_barrier = now;
                     epoch += 1;
                     if tx
                         .send((0, Message::Barrier(self.barrier(epoch))))
@@ -219,6 +231,15 @@ impl SourceTask {
                 }
             }
         }
+    }
+
+    /// State memory is over its budget and the last checkpoint is long
+    /// enough ago (a quarter of the interval, between 50 ms and 1 s) that
+    /// another one is worth its cost: memory held by state that cannot be
+    /// evicted (windows, say) must not turn into a checkpoint per poll.
+    fn over_budget(&self, since_last: Duration, interval: Duration) -> bool {
+        let gap = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        since_last >= gap && self.budget.as_ref().is_some_and(|b| b.used() > b.limit())
     }
 
     /// Input numbers, lookup tables first.

@@ -1027,6 +1027,7 @@ impl Engine {
             metrics,
             errors,
             checkpoint_interval: Some(self.config.checkpoint_interval),
+            budget: Some(self.state.budget().clone()),
             first_epoch,
             drain: drain_rx,
         };

@@ -141,6 +141,12 @@ pub(super) fn render(engine: &Engine) -> String {
         "Checkpoints committed.",
         &|m| QueryMetrics::get(&m.checkpoints),
     );
+    counter(
+        &mut out,
+        "sluice_query_early_checkpoints_total",
+        "Checkpoints taken before their interval because state memory was over its budget.",
+        &|m| QueryMetrics::get(&m.early_checkpoints),
+    );
     let _ = writeln!(
         out,
         "# HELP sluice_query_source_offset Next offset the query reads, per partition."

@@ -169,6 +169,7 @@ impl Engine {
             errors: RowErrorPolicy::counting(id.clone(), metrics.clone()),
             metrics,
             checkpoint_interval: None,
+            budget: None,
             first_epoch: 0,
             drain: drain_rx,
         };
