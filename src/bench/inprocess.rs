@@ -197,7 +197,7 @@ fn note(table: &Option<Arc<MaterializedTable>>, metrics: &QueryMetrics, batch: u
     match table {
         Some(t) => format!(
             "at the end: {} result rows, {state} state entries; chunks of {batch}",
-            t.len()
+            t.row_count().unwrap_or(0)
         ),
         None => format!("chunks of {batch}"),
     }

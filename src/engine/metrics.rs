@@ -219,16 +219,23 @@ pub(super) fn render(engine: &Engine) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP sluice_materialized_rows Rows in a materialized table."
+        "# HELP sluice_materialized_rows Rows in a materialized table (committed rows, counted at most every 30 s)."
     );
     let _ = writeln!(out, "# TYPE sluice_materialized_rows gauge");
-    for (name, t) in engine.materialized.read().iter() {
-        let _ = writeln!(
-            out,
-            "sluice_materialized_rows{{table=\"{}\"}} {}",
-            escape(name),
-            t.len()
-        );
+    let tables: Vec<_> = engine
+        .materialized
+        .read()
+        .iter()
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .collect();
+    for (name, t) in tables {
+        if let Ok(n) = t.recent_row_count() {
+            let _ = writeln!(
+                out,
+                "sluice_materialized_rows{{table=\"{}\"}} {n}",
+                escape(&name)
+            );
+        }
     }
     let active = |a: &std::sync::atomic::AtomicI64| a.load(std::sync::atomic::Ordering::Relaxed);
     gauge(

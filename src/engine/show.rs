@@ -272,8 +272,9 @@ impl Engine {
             rows.push(vec!["read_by".into(), q.id.clone()]);
         }
         if relation.is_table() {
-            if let Some(t) = self.materialized.read().get(&n) {
-                rows.push(vec!["materialized_rows".into(), t.len().to_string()]);
+            let table = self.materialized.read().get(&n).cloned();
+            if let Some(t) = table {
+                rows.push(vec!["materialized_rows".into(), t.row_count()?.to_string()]);
             }
         }
         text_rows(&["property", "value"], rows)

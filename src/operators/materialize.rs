@@ -1,5 +1,12 @@
 //! Materialized tables: the latest row per key of a changelog, kept for pull
 //! queries and persisted at checkpoints.
+//!
+//! Once the table's query checkpoints, its rows live in a state table: the
+//! `Materialize` operator writes each epoch's changes at the checkpoint, and
+//! pull queries read the last committed epoch from RocksDB (a consistent view,
+//! with no lock the pipeline takes). Without checkpoints (benchmarks, the
+//! private table of `ChangelogRetractions`) the rows stay in memory and
+//! readers see every applied chunk.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,13 +16,14 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::hash_map::EntryRef;
-use datafusion::common::HashMap;
+use datafusion::common::{HashMap, HashSet};
 use parking_lot::RwLock;
 
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::Result;
 use crate::state::key::Key;
+use crate::state::table::{StateTable, StateTableId, KEY_HEADER};
 use crate::state::{QueryState, StateWriteBatch};
 
 /// The rows of one table, keyed by its key columns (Arrow row format) and stored as
@@ -26,6 +34,21 @@ pub struct MaterializedTable {
     key_rows: RowConverter,
     full_rows: RowConverter,
     inner: RwLock<TableRows>,
+    /// Where the rows live once the table's query checkpoints.
+    stored: RwLock<Option<StoredRows>>,
+    /// The last count of stored rows, and when it was taken (for metrics).
+    counted: parking_lot::Mutex<Option<(std::time::Instant, usize)>>,
+}
+
+/// How long a count of stored rows stands for metrics: counting reads every
+/// key of the table.
+const COUNT_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The committed rows of a table in its query's state.
+#[derive(Clone)]
+struct StoredRows {
+    state: QueryState,
+    id: StateTableId,
 }
 
 struct StoredEntry {
@@ -119,19 +142,67 @@ impl MaterializedTable {
             key_rows,
             full_rows,
             inner: RwLock::new(TableRows::default()),
+            stored: RwLock::new(None),
+            counted: parking_lot::Mutex::new(None),
         }))
+    }
+
+    /// From now on the rows are read from state table `id` of `state`, as
+    /// of its last committed checkpoint; the rows in memory are dropped.
+    fn attach(&self, state: &QueryState, id: StateTableId) {
+        *self.stored.write() = Some(StoredRows {
+            state: state.clone(),
+            id,
+        });
+        let mut inner = self.inner.write();
+        inner.rows = HashMap::default();
+        inner.dirty = Vec::new();
+    }
+
+    fn stored(&self) -> Option<StoredRows> {
+        self.stored.read().clone()
+    }
+
+    /// The key and full row of every row of `chunk`, in row format.
+    fn encode(&self, chunk: &Chunk) -> Result<(super::aggregate_inputs::RowBytes, Rows)> {
+        let keys: Vec<ArrayRef> = self
+            .key_cols
+            .iter()
+            .map(|&i| chunk.batch.column(i).clone())
+            .collect();
+        // A table without key columns (a global aggregate) has one row, whose
+        // key is empty.
+        let keys = super::aggregate_inputs::RowBytes::convert(&self.key_rows, &keys)?;
+        let rows = self.full_rows.convert_columns(chunk.batch.columns())?;
+        Ok((keys, rows))
     }
 
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
-    pub fn len(&self) -> usize {
-        self.inner.read().rows.len()
+    /// Rows in the table (committed ones, once it is stored).
+    pub fn row_count(&self) -> Result<usize> {
+        match self.stored() {
+            Some(s) => s.state.count_prefix(&s.id.prefix()),
+            None => Ok(self.inner.read().rows.len()),
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// [`row_count`](Self::row_count), counted at most every 30 s for a stored table.
+    pub fn recent_row_count(&self) -> Result<usize> {
+        if self.stored.read().is_none() {
+            return self.row_count();
+        }
+        let mut counted = self.counted.lock();
+        if let Some((at, n)) = *counted {
+            if at.elapsed() < COUNT_FOR {
+                return Ok(n);
+            }
+        }
+        let n = self.row_count()?;
+        *counted = Some((std::time::Instant::now(), n));
+        Ok(n)
     }
 
     /// Applies a changelog chunk atomically: a concurrent snapshot sees all of it or
@@ -143,15 +214,7 @@ impl MaterializedTable {
     /// [`apply`](Self::apply), returning for each row the key it inserted if the
     /// table did not have it.
     fn apply_noting_new(&self, chunk: &Chunk) -> Result<Vec<Option<Key>>> {
-        let keys: Vec<ArrayRef> = self
-            .key_cols
-            .iter()
-            .map(|&i| chunk.batch.column(i).clone())
-            .collect();
-        // A table without key columns (a global aggregate) has one row, whose
-        // key is empty.
-        let keys = super::aggregate_inputs::RowBytes::convert(&self.key_rows, &keys)?;
-        let rows = self.full_rows.convert_columns(chunk.batch.columns())?;
+        let (keys, rows) = self.encode(chunk)?;
         let mut inner = self.inner.write();
         let mut new = Vec::with_capacity(chunk.num_rows());
         for i in 0..chunk.num_rows() {
@@ -182,24 +245,24 @@ impl MaterializedTable {
         keep: impl Fn(&[u8]) -> bool,
         limit: Option<usize>,
     ) -> Result<RecordBatch> {
+        if let Some(stored) = self.stored() {
+            // An iterator reads one consistent view of the committed rows.
+            let entries = stored.state.scan_prefix(&stored.id.prefix())?;
+            let picked = entries
+                .iter()
+                .map(|(k, v)| (&k[KEY_HEADER..], v.as_slice()))
+                .filter(|(k, _)| keep(k))
+                .collect();
+            return self.rows_to_batch(&smallest_keys(picked, limit));
+        }
         let inner = self.inner.read();
-        let mut picked: Vec<(&[u8], &[u8])> = inner
+        let picked = inner
             .rows
             .iter()
             .filter(|(k, _)| keep(k.as_ref()))
             .map(|(k, e)| (k.as_ref(), e.row.as_ref()))
             .collect();
-        if let Some(n) = limit.filter(|&n| n < picked.len()) {
-            if n == 0 {
-                picked.clear();
-            } else {
-                picked.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(b.0));
-                picked.truncate(n);
-            }
-        }
-        picked.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let rows: Vec<&[u8]> = picked.iter().map(|(_, r)| *r).collect();
-        self.rows_to_batch(&rows)
+        self.rows_to_batch(&smallest_keys(picked, limit))
     }
 
     /// The rows of `keys` (one array per key column) that the table has, in
@@ -208,6 +271,14 @@ impl MaterializedTable {
         let mut wanted: Vec<Vec<u8>> = self.encode_keys(keys)?.into_iter().flatten().collect();
         wanted.sort_unstable();
         wanted.dedup();
+        if let Some(stored) = self.stored() {
+            let stored_keys: Vec<Vec<u8>> =
+                wanted.iter().map(|k| stored.id.stored_key(k)).collect();
+            // One batched read: all keys as of one committed checkpoint.
+            let found = stored.state.get_many(&stored_keys)?;
+            let hits: Vec<&[u8]> = found.iter().flatten().map(Vec::as_slice).collect();
+            return self.rows_to_batch(&hits);
+        }
         let inner = self.inner.read();
         let hits: Vec<&[u8]> = wanted
             .iter()
@@ -355,22 +426,6 @@ impl MaterializedTable {
         }
     }
 
-    /// Key and value of column `col` (as i64) of every row.
-    fn column_of_rows(&self, col: usize) -> Result<Vec<KeyedTime>> {
-        let inner = self.inner.read();
-        if inner.rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (keys, rows): (Vec<&Key>, Vec<&StoredRow>) =
-            inner.rows.iter().map(|(k, e)| (k, &e.row)).unzip();
-        let parser = self.full_rows.parser();
-        let columns = self
-            .full_rows
-            .convert_rows(rows.iter().map(|r| parser.parse(r)))?;
-        let values = i64_values(&columns[col])?;
-        Ok(keys.into_iter().cloned().zip(values.iter()).collect())
-    }
-
     pub(crate) fn restore_rows(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
         let mut inner = self.inner.write();
         inner.rows.clear();
@@ -396,6 +451,21 @@ fn i64_values(array: &ArrayRef) -> Result<Int64Array> {
         .ok_or_else(|| crate::error::SluiceError::Internal("window end is not a time".into()))
 }
 
+/// The rows of `picked` (key, row) in key order; with a limit, only that many,
+/// of the smallest keys, picked without sorting the others.
+fn smallest_keys<'a>(mut picked: Vec<(&'a [u8], &'a [u8])>, limit: Option<usize>) -> Vec<&'a [u8]> {
+    if let Some(n) = limit.filter(|&n| n < picked.len()) {
+        if n == 0 {
+            picked.clear();
+        } else {
+            picked.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(b.0));
+            picked.truncate(n);
+        }
+    }
+    picked.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    picked.into_iter().map(|(_, r)| r).collect()
+}
+
 /// How long the rows of a windowed table stay queryable after their window ends.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
@@ -403,8 +473,6 @@ pub struct Retention {
     pub end_column: usize,
     pub retention_ms: i64,
 }
-
-type KeyedTime = (Key, Option<i64>);
 
 /// A full row as the table stores it (Arrow row format).
 pub type StoredRow = Box<[u8]>;
@@ -416,6 +484,15 @@ pub struct Materialize {
     /// Keys of rows by window end (windowed tables). Grouped by end: a window's
     /// thousands of rows share it, and a heap of (end, key) compared their keys.
     expiry: BTreeMap<i64, Vec<Key>>,
+    /// Once the query checkpoints: the table's rows, each epoch's changes
+    /// written at its checkpoint.
+    rows: Option<StateTable>,
+    /// The keys in `expiry` (with `rows`, whether a key is new to the table is
+    /// not known without reading it).
+    expiring: HashSet<Key>,
+    /// Keys of rows written by state format 3 and before, deleted at the next
+    /// checkpoint once the rows are in the state table.
+    legacy: Vec<Vec<u8>>,
 }
 
 impl Materialize {
@@ -424,6 +501,9 @@ impl Materialize {
             table,
             retention: None,
             expiry: BTreeMap::new(),
+            rows: None,
+            expiring: HashSet::default(),
+            legacy: Vec::new(),
         }
     }
 
@@ -431,6 +511,57 @@ impl Materialize {
     pub fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = Some(retention);
         self
+    }
+
+    /// Notes that `key`'s row ends its window at `end`, unless noted already.
+    fn expire_at(&mut self, key: &[u8], end: i64) {
+        if self.expiring.insert(Key::new(key)) {
+            self.expiry.entry(end).or_default().push(Key::new(key));
+        }
+    }
+
+    /// Writes the changes of `chunk` into the state table.
+    fn store_chunk(&mut self, chunk: &Chunk) -> Result<()> {
+        let (keys, rows) = self.table.encode(chunk)?;
+        let ends = match self.retention {
+            Some(r) => Some(i64_values(chunk.batch.column(r.end_column))?),
+            None => None,
+        };
+        for i in 0..chunk.num_rows() {
+            let key = keys.row(i);
+            let Some(table) = self.rows.as_mut() else {
+                return Ok(());
+            };
+            match chunk.op(i) {
+                Op::Upsert => {
+                    table.put(key, rows.row(i).as_ref());
+                    if let Some(ends) = ends.as_ref().filter(|e| e.is_valid(i)) {
+                        self.expire_at(key, ends.value(i));
+                    }
+                }
+                Op::Delete => table.delete(key),
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes the window ends of stored `(key, row)` entries (at restore).
+    fn expire_stored(&mut self, entries: &[(&[u8], &[u8])]) -> Result<()> {
+        let Some(r) = self.retention else {
+            return Ok(());
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<&[u8]> = entries.iter().map(|(_, v)| *v).collect();
+        let columns = self.table.rows_to_columns(&rows)?;
+        let ends = i64_values(&columns[r.end_column])?;
+        for (i, (key, _)) in entries.iter().enumerate() {
+            if ends.is_valid(i) {
+                self.expire_at(key, ends.value(i));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -447,6 +578,11 @@ impl Operator for Materialize {
     }
 
     fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+        if self.rows.is_some() {
+            self.store_chunk(&chunk)?;
+            out.push(Message::Chunk(chunk));
+            return Ok(());
+        }
         let new = self.table.apply_noting_new(&chunk)?;
         if let Some(r) = self.retention {
             let ends = i64_values(chunk.batch.column(r.end_column))?;
@@ -479,7 +615,16 @@ impl Operator for Materialize {
                 if entry.key().saturating_add(r.retention_ms) > watermark {
                     break;
                 }
-                self.table.remove(&entry.remove());
+                let keys = entry.remove();
+                match self.rows.as_mut() {
+                    Some(table) => {
+                        for key in &keys {
+                            table.delete(key);
+                            self.expiring.remove(key);
+                        }
+                    }
+                    None => self.table.remove(&keys),
+                }
             }
         }
         out.push(Message::Watermark(watermark));
@@ -487,19 +632,44 @@ impl Operator for Materialize {
     }
 
     fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
-        self.table.snapshot_changes(id, batch);
+        match self.rows.as_mut() {
+            Some(table) => {
+                for key in self.legacy.drain(..) {
+                    batch.delete(id, &key);
+                }
+                table.flush(batch);
+            }
+            None => self.table.snapshot_changes(id, batch),
+        }
         Ok(())
     }
 
     fn restore(&mut self, id: u16, state: &QueryState) -> Result<()> {
-        self.table.restore_rows(state.scan(id)?);
-        if let Some(r) = self.retention {
-            for (key, end) in self.table.column_of_rows(r.end_column)? {
-                if let Some(end) = end {
-                    self.expiry.entry(end).or_default().push(key);
-                }
-            }
+        let table_id = StateTableId::of_node(id, 0);
+        let mut table = StateTable::write_only(table_id);
+        table.attach(state);
+        self.table.attach(state, table_id);
+        if self.retention.is_some() {
+            let committed = table.scan()?;
+            let entries: Vec<(&[u8], &[u8])> = committed
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .collect();
+            self.expire_stored(&entries)?;
         }
+        // Rows of format 3 and before: into the table at the next checkpoint
+        // (until then pull queries do not see them).
+        let legacy = state.scan(id)?;
+        for (key, row) in &legacy {
+            table.put(key, row);
+        }
+        let entries: Vec<(&[u8], &[u8])> = legacy
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        self.expire_stored(&entries)?;
+        self.legacy = legacy.into_iter().map(|(k, _)| k).collect();
+        self.rows = Some(table);
         Ok(())
     }
 }
@@ -608,5 +778,70 @@ mod tests {
             .unwrap();
         assert_eq!(matched, vec![true, false, false, true, true]);
         assert_eq!(columns[1].len(), 3);
+    }
+
+    /// Once its query checkpoints, a table's rows are read from the state
+    /// table as of the last committed checkpoint; rows written by format 3
+    /// move into the table at the first checkpoint.
+    #[test]
+    fn stored_rows_are_read_as_committed_and_format_3_rows_move_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let state = store.query("q").unwrap();
+        let schema = chunk(&[]).batch.schema();
+        let old = MaterializedTable::new(schema.clone(), vec![0]).unwrap();
+        old.apply(&chunk(&[("a", Some("1")), ("b", Some("1"))]))
+            .unwrap();
+        let mut batch = StateWriteBatch::default();
+        old.snapshot_changes(4, &mut batch);
+        state.commit(batch, 1, &[]).unwrap();
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+
+        let table = MaterializedTable::new(schema.clone(), vec![0]).unwrap();
+        let mut op = Materialize::new(table.clone());
+        op.restore(4, &state).unwrap();
+        let mut epoch = 1;
+        let mut checkpoint = |op: &mut Materialize| {
+            let mut batch = StateWriteBatch::default();
+            op.snapshot(4, &mut batch).unwrap();
+            epoch += 1;
+            state.commit(batch, epoch, &[]).unwrap();
+        };
+        checkpoint(&mut op);
+        assert_eq!(rows(&table), vec![pair("a", "1"), pair("b", "1")]);
+        assert!(state.scan(4).unwrap().is_empty(), "format 3 rows were kept");
+
+        let mut out = Vec::new();
+        op.on_chunk(
+            chunk(&[("b", None), ("c", Some("2")), ("a", Some("3"))]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            rows(&table),
+            vec![pair("a", "1"), pair("b", "1")],
+            "changes are visible once committed"
+        );
+        checkpoint(&mut op);
+        let now = vec![pair("a", "3"), pair("c", "2")];
+        assert_eq!(rows(&table), now);
+        let points = table
+            .rows_of_keys(&[Arc::new(StringArray::from(vec![
+                Some("c"),
+                Some("zz"),
+                None,
+                Some("a"),
+            ]))])
+            .unwrap();
+        assert_eq!(points.num_rows(), 2);
+        let limited = table.select_rows(|_| true, Some(1)).unwrap();
+        assert_eq!(limited.num_rows(), 1);
+
+        // A restart reads nothing into memory and sees the same rows.
+        let again = MaterializedTable::new(schema, vec![0]).unwrap();
+        Materialize::new(again.clone()).restore(4, &state).unwrap();
+        assert_eq!(again.inner.read().rows.len(), 0);
+        assert_eq!(rows(&again), now);
+        assert_eq!(again.row_count().unwrap(), 2);
     }
 }

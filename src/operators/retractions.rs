@@ -36,7 +36,7 @@ impl Operator for ChangelogRetractions {
     }
 
     fn state_entries(&self) -> usize {
-        self.current.len()
+        self.current.row_count().unwrap_or(0)
     }
 
     fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {

@@ -34,8 +34,9 @@ const FORMAT_KEY: &[u8] = b"format";
 /// - 3: interval joins keep their rows in state tables (format 2's layout is
 ///   still read, and moved into the tables at the next checkpoint).
 /// - 4: group aggregates keep their groups in a state table, with each
-///   group's latest event time (format 3's layout is still read, and moved
-///   into the table at the next checkpoint).
+///   group's latest event time, and materialized tables their rows (format
+///   3's layout is still read, and moved into the tables at the next
+///   checkpoint).
 pub const STATE_FORMAT: u32 = 4;
 
 fn err(context: &str, e: rocksdb::Error) -> SluiceError {
@@ -256,6 +257,20 @@ impl QueryState {
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// How many committed keys start with `prefix`.
+    pub fn count_prefix(&self, prefix: &[u8]) -> Result<usize> {
+        let cf = self.handle()?;
+        let mut iter = self.db.raw_iterator_cf(&cf);
+        iter.seek(prefix);
+        let mut n = 0;
+        while iter.key().is_some_and(|k| k.starts_with(prefix)) {
+            n += 1;
+            iter.next();
+        }
+        iter.status().map_err(|e| err("scanning state", e))?;
+        Ok(n)
     }
 
     /// Some committed key starts with `prefix`.

@@ -47,6 +47,25 @@ impl StateTableId {
     }
 }
 
+impl StateTableId {
+    /// Every stored key of the table starts with these bytes.
+    pub fn prefix(self) -> [u8; 4] {
+        self.0.to_be_bytes()
+    }
+
+    /// The stored form of `key` (no suffix left out of the vnode), for
+    /// readers that read the table's committed entries from the store
+    /// directly.
+    pub fn stored_key(self, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        StateTable::stored_key(self, 0, key, &mut out);
+        out
+    }
+}
+
+/// Bytes of a stored key before the operator's key: table id and vnode.
+pub const KEY_HEADER: usize = 6;
+
 /// The vnode of a key: xxh3 of its bytes, modulo [`VNODES`]. Stored in every
 /// key, so it must never change.
 pub fn vnode(key: &[u8]) -> u16 {
@@ -183,7 +202,7 @@ impl StateTable {
         };
         let mut entries = store.scan_prefix(&self.id.0.to_be_bytes())?;
         for (k, _) in &mut entries {
-            k.drain(..6);
+            k.drain(..KEY_HEADER);
         }
         Ok(entries)
     }
