@@ -121,6 +121,15 @@ pub(super) fn counter(metrics: &str, name: &str) -> u64 {
         .sum()
 }
 
+/// The value of a metric without labels.
+pub(super) fn counter_plain(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 /// Rows out of the running queries once the count stops moving (the last
 /// chunks reach the sink after the input is read; not timed).
 pub(super) async fn settled_records_out(engine: &Engine) -> u64 {

@@ -21,6 +21,7 @@ mod inprocess;
 mod kafka;
 pub mod nexmark;
 pub mod pull;
+pub mod state;
 pub mod usage;
 
 use std::io::Write;
@@ -94,6 +95,8 @@ pub enum BenchSuite {
     Nexmark(nexmark::NexmarkBenchArgs),
     /// Pull-query latency on a large table while it ingests.
     Pull(pull::PullBenchArgs),
+    /// A GROUP BY whose state is larger than the state memory budget.
+    State(state::StateBenchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -290,6 +293,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.suite {
         Some(BenchSuite::Nexmark(nexmark_args)) => return nexmark::run(nexmark_args).await,
         Some(BenchSuite::Pull(pull_args)) => return pull::run(pull_args).await,
+        Some(BenchSuite::State(state_args)) => return state::run(state_args).await,
         None => {}
     }
     anyhow::ensure!(args.events > 0, "--events must be at least 1");

@@ -235,24 +235,6 @@ pub async fn run(args: PullBenchArgs) -> anyhow::Result<()> {
 
 /// Rows in the table, by a pull query.
 async fn count_rows(engine: &Engine, session: &mut Session) -> anyhow::Result<u64> {
-    for result in engine.execute(session, "SELECT COUNT(*) AS n FROM t").await {
-        let batches = match result? {
-            StatementResult::Rows { batches, .. } => batches,
-            StatementResult::Stream { stream, .. } => stream
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<Result<_, _>>()?,
-            other => bail!("COUNT(*): unexpected {other:?}"),
-        };
-        for batch in batches {
-            let column = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Int64)?;
-            if let Some(values) = column.as_any().downcast_ref::<arrow::array::Int64Array>() {
-                if let Some(n) = values.iter().flatten().next() {
-                    return Ok(n as u64);
-                }
-            }
-        }
-    }
-    Ok(0)
+    let row = super::state::first_row(engine, session, "SELECT COUNT(*) AS n FROM t").await?;
+    Ok(row.first().copied().flatten().unwrap_or(0) as u64)
 }

@@ -1,0 +1,201 @@
+//! `sluice bench state`: a GROUP BY whose state is larger than the state
+//! memory budget.
+//!
+//! `--rounds` rounds of one record per key for `--keys` distinct keys are
+//! written to the local log first; then `CREATE TABLE per_key AS SELECT k,
+//! COUNT(*), SUM(v) ... GROUP BY k` runs over them with checkpoints and
+//! `--budget` MiB of state memory. Every round touches every key once, the
+//! worst case for a cache: each group is evicted and read back once per round.
+//! Reports the time, CPU, peak RSS, evictions and early checkpoints, and
+//! checks the table against DataFusion batch SQL over the same records.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use arrow::array::Array;
+use futures::StreamExt;
+
+use super::kafka::{counter, execute};
+use super::usage::{cpu_seconds, peak_rss_bytes, reset_peak_rss};
+use super::Scratch;
+use crate::config::ServerConfig;
+use crate::connectors::OutRecord;
+use crate::engine::{Engine, Session, StatementResult};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateBenchArgs {
+    /// Distinct GROUP BY keys.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
+    /// Records per key (each round writes every key once).
+    #[arg(long, default_value_t = 2)]
+    pub rounds: u64,
+    /// State memory budget in MiB (`--state-memory-budget`).
+    #[arg(long, default_value_t = 256)]
+    pub budget: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_interval_ms: u64,
+    /// Skip the check against DataFusion (it holds every group in memory).
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+const TOPIC: &str = "state_bench";
+
+/// The value of key `k` in round `r`.
+fn value(k: u64, r: u64) -> u64 {
+    (k ^ (r << 7)) % 1_000
+}
+
+/// The first row of a query's answer, as integers.
+pub(super) async fn first_row(
+    engine: &Engine,
+    session: &mut Session,
+    sql: &str,
+) -> anyhow::Result<Vec<Option<i64>>> {
+    for result in engine.execute(session, sql).await {
+        let batches = match result.with_context(|| sql.to_string())? {
+            StatementResult::Rows { batches, .. } => batches,
+            StatementResult::Stream { stream, .. } => stream
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?,
+            other => bail!("{sql}: unexpected {other:?}"),
+        };
+        if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
+            let mut row = Vec::with_capacity(batch.num_columns());
+            for column in batch.columns() {
+                let column = arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)?;
+                let values = column
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .context("an integer column")?;
+                row.push(values.is_valid(0).then(|| values.value(0)));
+            }
+            return Ok(row);
+        }
+    }
+    Ok(Vec::new())
+}
+
+pub async fn run(args: StateBenchArgs) -> anyhow::Result<()> {
+    ensure!(
+        args.keys > 0 && args.rounds > 0,
+        "--keys and --rounds must be positive"
+    );
+    let scratch = Scratch::new()?;
+    let engine = Engine::start(ServerConfig {
+        data_dir: scratch.0.join("engine"),
+        kafka_brokers: None,
+        state_memory_budget: args.budget << 20,
+        checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
+        ..Default::default()
+    })
+    .await
+    .context("starting the engine")?;
+    let mut session = Session::new();
+    execute(
+        &engine,
+        &mut session,
+        &format!(
+            "CREATE STREAM ev (k BIGINT KEY, v BIGINT) \
+             WITH (kafka_topic='{TOPIC}', value_format='json', partitions=1)"
+        ),
+    )
+    .await?;
+    let total = args.keys * args.rounds;
+    let written = Instant::now();
+    let mut writer = engine.backend().writer(TOPIC).await?;
+    for r in 0..args.rounds {
+        let mut k = 0;
+        while k < args.keys {
+            let end = (k + 50_000).min(args.keys);
+            let batch = (k..end)
+                .map(|k| OutRecord {
+                    partition: Some(0),
+                    timestamp: 0,
+                    key: Some(k.to_string().into_bytes().into()),
+                    value: Some(format!("{{\"v\":{}}}", value(k, r)).into_bytes().into()),
+                })
+                .collect();
+            writer.send(batch).await?;
+            k = end;
+        }
+    }
+    drop(writer);
+    eprintln!(
+        "sluice bench state: {total} records written in {:.1} s",
+        written.elapsed().as_secs_f64()
+    );
+
+    let peak_reset = reset_peak_rss();
+    let cpu_before = cpu_seconds("self");
+    let started = Instant::now();
+    execute(
+        &engine,
+        &mut session,
+        "CREATE TABLE per_key AS SELECT k, COUNT(*) AS n, SUM(v) AS s FROM ev GROUP BY k",
+    )
+    .await?;
+    let summary = "SELECT COUNT(*), SUM(n), SUM(s), MIN(n), MAX(n) FROM per_key";
+    // Pull queries see committed checkpoints: done once all records count.
+    let mut last = (Instant::now(), 0);
+    loop {
+        let row = first_row(&engine, &mut session, summary).await?;
+        let counted = row.get(1).copied().flatten().unwrap_or(0) as u64;
+        if counted >= total {
+            break;
+        }
+        if counted > last.1 {
+            last = (Instant::now(), counted);
+        } else if last.0.elapsed() > Duration::from_secs(300) {
+            bail!("the table stopped at {counted} of {total} records");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, cpu_seconds("self")) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let peak = peak_rss_bytes();
+    let metrics = engine.metrics_text();
+    let evictions = super::kafka::counter_plain(&metrics, "sluice_state_evictions_total");
+    let early = counter(&metrics, "sluice_query_early_checkpoints_total");
+    let checkpoints = counter(&metrics, "sluice_query_checkpoints_total");
+
+    let got = first_row(&engine, &mut session, summary).await?;
+    let check = if args.no_check {
+        "not checked (--no-check)".to_string()
+    } else {
+        let batch = first_row(
+            &engine,
+            &mut session,
+            "SELECT COUNT(*), SUM(n), SUM(s), MIN(n), MAX(n) FROM \
+             (SELECT k, COUNT(*) AS n, SUM(v) AS s FROM ev GROUP BY k)",
+        )
+        .await?;
+        ensure!(
+            got == batch,
+            "the table {got:?} differs from DataFusion batch SQL {batch:?}"
+        );
+        "equal to DataFusion batch SQL".to_string()
+    };
+    println!(
+        "| keys | records | budget MiB | elapsed s | records/s | CPU s | records/s per core | peak RSS MiB | evictions | checkpoints (early) | result |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    let per_core = cpu.map_or("n/a".into(), |c| format!("{:.0}", total as f64 / c));
+    println!(
+        "| {} | {total} | {} | {elapsed:.1} | {:.0} | {} | {per_core} | {}{} | {evictions} | {checkpoints} ({early}) | {check}: {got:?} |",
+        args.keys,
+        args.budget,
+        total as f64 / elapsed,
+        cpu.map_or("n/a".into(), |c| format!("{c:.1}")),
+        if peak_reset { "" } else { "≤" },
+        peak.map_or("n/a".into(), |b| format!("{:.0}", b as f64 / 1048576.0)),
+    );
+    engine.shutdown().await;
+    Ok(())
+}
