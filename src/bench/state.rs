@@ -8,6 +8,10 @@
 //! worst case for a cache: each group is evicted and read back once per round.
 //! Reports the time, CPU, peak RSS, evictions and early checkpoints, and
 //! checks the table against DataFusion batch SQL over the same records.
+//! Then `--update-rate` records per second update random keys for
+//! `--update-seconds`, and the state entries and bytes each checkpoint wrote
+//! are set against the records it covered: a checkpoint writes what changed,
+//! whatever the size of the table.
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +42,13 @@ pub struct StateBenchArgs {
     /// Skip the check against DataFusion (it holds every group in memory).
     #[arg(long)]
     pub no_check: bool,
+    /// After the load: records per second updating random keys, to measure
+    /// what each checkpoint writes against the keys it saw updated.
+    #[arg(long, default_value_t = 10_000)]
+    pub update_rate: u64,
+    /// How long the updates run (0: no update phase).
+    #[arg(long, default_value_t = 10)]
+    pub update_seconds: u64,
 }
 
 const TOPIC: &str = "state_bench";
@@ -196,6 +207,65 @@ pub async fn run(args: StateBenchArgs) -> anyhow::Result<()> {
         if peak_reset { "" } else { "≤" },
         peak.map_or("n/a".into(), |b| format!("{:.0}", b as f64 / 1048576.0)),
     );
+    if args.update_seconds > 0 {
+        update_phase(&engine, &args).await?;
+    }
     engine.shutdown().await;
+    Ok(())
+}
+
+/// Updates random keys at `--update-rate` and reports what the checkpoints
+/// meanwhile wrote.
+async fn update_phase(engine: &Engine, args: &StateBenchArgs) -> anyhow::Result<()> {
+    let totals = || {
+        let m = engine.metrics_text();
+        [
+            counter(&m, "sluice_query_records_in_total"),
+            counter(&m, "sluice_query_checkpoints_total"),
+            counter(&m, "sluice_query_checkpoint_entries_total"),
+            counter(&m, "sluice_query_checkpoint_bytes_total"),
+        ]
+    };
+    let before = totals();
+    let mut writer = engine.backend().writer(TOPIC).await?;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let per_tick = (args.update_rate / 100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let until = Instant::now() + Duration::from_secs(args.update_seconds);
+    while Instant::now() < until {
+        tick.tick().await;
+        let batch = (0..per_tick)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let k = x % args.keys;
+                OutRecord {
+                    partition: Some(0),
+                    timestamp: 0,
+                    key: Some(k.to_string().into_bytes().into()),
+                    value: Some(b"{\"v\":1}".to_vec().into()),
+                }
+            })
+            .collect();
+        writer.send(batch).await?;
+    }
+    // Let the last checkpoint of the phase commit.
+    tokio::time::sleep(Duration::from_millis(2 * args.checkpoint_interval_ms + 200)).await;
+    let after = totals();
+    let [records, checkpoints, entries, bytes] =
+        [0, 1, 2, 3].map(|i| after[i].saturating_sub(before[i]));
+    let per = |n: u64| n as f64 / checkpoints.max(1) as f64;
+    println!(
+        "\n| table keys | updates/s | checkpoints | records per checkpoint | state entries written per checkpoint | bytes written per checkpoint | bytes per record |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n\
+         | {} | {} | {checkpoints} | {:.0} | {:.0} | {:.0} | {:.1} |",
+        args.keys,
+        args.update_rate,
+        per(records),
+        per(entries),
+        per(bytes),
+        bytes as f64 / records.max(1) as f64,
+    );
     Ok(())
 }

@@ -24,6 +24,9 @@ pub struct QueryMetrics {
     pub late_records: AtomicU64,
     pub batches: AtomicU64,
     pub checkpoints: AtomicU64,
+    /// State entries (puts and deletes) and their bytes written by checkpoints.
+    pub checkpoint_entries: AtomicU64,
+    pub checkpoint_bytes: AtomicU64,
     /// Checkpoints taken before their interval because state memory was
     /// over its budget.
     pub early_checkpoints: AtomicU64,
@@ -47,6 +50,8 @@ impl Default for QueryMetrics {
             batches: Default::default(),
             checkpoints: Default::default(),
             early_checkpoints: Default::default(),
+            checkpoint_entries: Default::default(),
+            checkpoint_bytes: Default::default(),
             partitions: Default::default(),
         }
     }

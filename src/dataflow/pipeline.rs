@@ -200,8 +200,11 @@ impl Pipeline {
                         late.flush().await?;
                     }
                     if let Some(state) = &self.state {
+                        let (entries, bytes) = (batch.len() as u64, batch.bytes() as u64);
                         state.commit(batch, barrier.epoch, &barrier.offsets)?;
                         QueryMetrics::add(&self.metrics.checkpoints, 1);
+                        QueryMetrics::add(&self.metrics.checkpoint_entries, entries);
+                        QueryMetrics::add(&self.metrics.checkpoint_bytes, bytes);
                     }
                 }
                 Message::End => {

@@ -143,6 +143,18 @@ pub(super) fn render(engine: &Engine) -> String {
     );
     counter(
         &mut out,
+        "sluice_query_checkpoint_entries_total",
+        "State entries (puts and deletes) written by checkpoints.",
+        &|m| QueryMetrics::get(&m.checkpoint_entries),
+    );
+    counter(
+        &mut out,
+        "sluice_query_checkpoint_bytes_total",
+        "Bytes of state keys and values written by checkpoints.",
+        &|m| QueryMetrics::get(&m.checkpoint_bytes),
+    );
+    counter(
+        &mut out,
         "sluice_query_early_checkpoints_total",
         "Checkpoints taken before their interval because state memory was over its budget.",
         &|m| QueryMetrics::get(&m.early_checkpoints),

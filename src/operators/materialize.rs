@@ -51,22 +51,13 @@ struct StoredRows {
     id: StateTableId,
 }
 
-struct StoredEntry {
-    row: StoredRow,
-    /// Changed since the last checkpoint (the key is in `dirty`).
-    dirty: bool,
-}
-
+/// The rows of a table that is not stored (its query never checkpoints).
 #[derive(Default)]
 struct TableRows {
     // A hash index: stream-table joins and upserts are point operations, and a
     // B-tree of long byte keys cost a dozen cache-missing `memcmp`s per probe.
     // Only snapshots need key order; they sort.
-    rows: HashMap<Key, StoredEntry>,
-    /// Keys changed since the last checkpoint, each at least once.
-    dirty: Vec<Key>,
-    /// The table's query never checkpoints (benchmarks): changes are not noted.
-    untracked: bool,
+    rows: HashMap<Key, StoredRow>,
 }
 
 impl TableRows {
@@ -74,54 +65,28 @@ impl TableRows {
     fn upsert(&mut self, key: &[u8], row: &[u8]) -> Option<Key> {
         match self.rows.entry_ref(key) {
             EntryRef::Occupied(mut e) => {
-                let entry = e.get_mut();
+                let stored = e.get_mut();
                 // Same length (fixed-width rows): no reallocation.
-                if entry.row.len() == row.len() {
-                    entry.row.copy_from_slice(row);
+                if stored.len() == row.len() {
+                    stored.copy_from_slice(row);
                 } else {
-                    entry.row = row.into();
-                }
-                if !entry.dirty && !self.untracked {
-                    entry.dirty = true;
-                    self.dirty.push(e.key().clone());
+                    *stored = row.into();
                 }
                 None
             }
             EntryRef::Vacant(v) => {
-                let e = v.insert_entry_with_key(
-                    Key::new(key),
-                    StoredEntry {
-                        row: row.into(),
-                        dirty: !self.untracked,
-                    },
-                );
-                let key = e.key().clone();
-                if !self.untracked {
-                    self.dirty.push(key.clone());
-                }
-                Some(key)
+                let e = v.insert_entry_with_key(Key::new(key), row.into());
+                Some(e.key().clone())
             }
         }
     }
 
     fn delete(&mut self, key: &[u8]) {
-        if let Some((key, entry)) = self.rows.remove_entry(key) {
-            if !entry.dirty && !self.untracked {
-                self.dirty.push(key);
-            }
-        }
+        self.rows.remove(key);
     }
 }
 
 impl MaterializedTable {
-    /// The query keeping the table never checkpoints: stop noting changed keys
-    /// (they would pile up with nobody to write them).
-    pub fn stop_tracking_changes(&self) {
-        let mut inner = self.inner.write();
-        inner.untracked = true;
-        inner.dirty.clear();
-    }
-
     pub fn new(schema: SchemaRef, key_cols: Vec<usize>) -> Result<Arc<Self>> {
         let key_rows = RowConverter::new(
             key_cols
@@ -154,9 +119,7 @@ impl MaterializedTable {
             state: state.clone(),
             id,
         });
-        let mut inner = self.inner.write();
-        inner.rows = HashMap::default();
-        inner.dirty = Vec::new();
+        self.inner.write().rows = HashMap::default();
     }
 
     fn stored(&self) -> Option<StoredRows> {
@@ -164,7 +127,10 @@ impl MaterializedTable {
     }
 
     /// The key and full row of every row of `chunk`, in row format.
-    fn encode(&self, chunk: &Chunk) -> Result<(super::aggregate_inputs::RowBytes, Rows)> {
+    pub(crate) fn encode(
+        &self,
+        chunk: &Chunk,
+    ) -> Result<(super::aggregate_inputs::RowBytes, Rows)> {
         let keys: Vec<ArrayRef> = self
             .key_cols
             .iter()
@@ -260,7 +226,35 @@ impl MaterializedTable {
             .rows
             .iter()
             .filter(|(k, _)| keep(k.as_ref()))
-            .map(|(k, e)| (k.as_ref(), e.row.as_ref()))
+            .map(|(k, r)| (k.as_ref(), r.as_ref()))
+            .collect();
+        self.rows_to_batch(&smallest_keys(picked, limit))
+    }
+
+    /// The rows whose key (row format) lies between `lower` and `upper`, in
+    /// key order; with a limit, only that many, of the smallest keys. A stored
+    /// table reads the range in each vnode (a seek and the keys in range), so
+    /// the cost follows the result, not the table.
+    pub fn select_range(
+        &self,
+        lower: std::ops::Bound<&[u8]>,
+        upper: std::ops::Bound<&[u8]>,
+        limit: Option<usize>,
+    ) -> Result<RecordBatch> {
+        let Some(stored) = self.stored() else {
+            let range = (lower, upper);
+            return self.select_rows(
+                |k| std::ops::RangeBounds::<[u8]>::contains(&range, k),
+                limit,
+            );
+        };
+        // The smallest `limit` keys are among the first `limit` of each vnode.
+        let entries = stored
+            .state
+            .scan_ranges(&stored.id.key_ranges(lower, upper), limit)?;
+        let picked = entries
+            .iter()
+            .map(|(k, v)| (&k[KEY_HEADER..], v.as_slice()))
             .collect();
         self.rows_to_batch(&smallest_keys(picked, limit))
     }
@@ -282,7 +276,7 @@ impl MaterializedTable {
         let inner = self.inner.read();
         let hits: Vec<&[u8]> = wanted
             .iter()
-            .filter_map(|k| inner.rows.get(k.as_slice()).map(|e| e.row.as_ref()))
+            .filter_map(|k| inner.rows.get(k.as_slice()).map(|r| r.as_ref()))
             .collect();
         self.rows_to_batch(&hits)
     }
@@ -317,22 +311,6 @@ impl MaterializedTable {
             .collect())
     }
 
-    pub(crate) fn snapshot_changes(&self, id: u16, batch: &mut StateWriteBatch) {
-        let mut inner = self.inner.write();
-        let dirty = std::mem::take(&mut inner.dirty);
-        for key in dirty {
-            match inner.rows.get_mut(key.as_ref()) {
-                Some(entry) if entry.dirty => {
-                    entry.dirty = false;
-                    batch.put(id, &key, entry.row.to_vec());
-                }
-                // Listed twice (deleted and inserted again): already written.
-                Some(_) => {}
-                None => batch.delete(id, &key),
-            }
-        }
-    }
-
     /// `keys` (one array per key column) cast to the key columns' types.
     fn key_rows_of(&self, keys: &[ArrayRef]) -> Result<(Vec<ArrayRef>, Rows)> {
         let keys = keys
@@ -349,57 +327,6 @@ impl MaterializedTable {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let rows = self.key_rows.convert_columns(&keys)?;
         Ok((keys, rows))
-    }
-
-    /// The current row of each key (`keys`: one array per key column, cast to the
-    /// key types as needed), under one read lock.
-    pub fn lookup(&self, keys: &[ArrayRef]) -> Result<Vec<Option<StoredRow>>> {
-        Ok(self.lookup_keyed(keys)?.1)
-    }
-
-    /// [`lookup`](Self::lookup), also returning the keys in row format (to tell
-    /// which rows of a chunk share a key).
-    pub(crate) fn lookup_keyed(&self, keys: &[ArrayRef]) -> Result<(Rows, Vec<Option<StoredRow>>)> {
-        let (keys, rows) = self.key_rows_of(keys)?;
-        let inner = self.inner.read();
-        let found = (0..rows.num_rows())
-            .map(|i| {
-                // A NULL key matches nothing, as in SQL.
-                if keys.iter().any(|k| k.is_null(i)) {
-                    None
-                } else {
-                    inner.rows.get(rows.row(i).as_ref()).map(|e| e.row.clone())
-                }
-            })
-            .collect();
-        drop(inner);
-        Ok((rows, found))
-    }
-
-    /// Which keys have a row, and those rows as columns (in the order of `keys`),
-    /// read under one lock without copying the stored rows.
-    pub fn lookup_columns(&self, keys: &[ArrayRef]) -> Result<(Vec<bool>, Vec<ArrayRef>)> {
-        let (keys, rows) = self.key_rows_of(keys)?;
-        let any_null = keys.iter().any(|k| k.null_count() > 0);
-        let inner = self.inner.read();
-        let mut matched = Vec::with_capacity(rows.num_rows());
-        let mut hits: Vec<&[u8]> = Vec::with_capacity(rows.num_rows());
-        for i in 0..rows.num_rows() {
-            // A NULL key matches nothing, as in SQL.
-            let found = if any_null && keys.iter().any(|k| k.is_null(i)) {
-                None
-            } else {
-                inner.rows.get(rows.row(i).as_ref())
-            };
-            matched.push(found.is_some());
-            if let Some(e) = found {
-                hits.push(&e.row);
-            }
-        }
-        let columns = self.rows_to_columns(&hits)?;
-        drop(hits);
-        drop(inner);
-        Ok((matched, columns))
     }
 
     /// Full rows (as stored) back to columns.
@@ -423,22 +350,6 @@ impl MaterializedTable {
         let mut inner = self.inner.write();
         for key in keys {
             inner.delete(key);
-        }
-    }
-
-    pub(crate) fn restore_rows(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
-        let mut inner = self.inner.write();
-        inner.rows.clear();
-        inner.dirty.clear();
-        inner.rows.reserve(entries.len());
-        for (k, v) in entries {
-            inner.rows.insert(
-                Key::new(&k),
-                StoredEntry {
-                    row: v.into(),
-                    dirty: false,
-                },
-            );
         }
     }
 }
@@ -566,10 +477,6 @@ impl Materialize {
 }
 
 impl Operator for Materialize {
-    fn without_checkpoints(&mut self) {
-        self.table.stop_tracking_changes();
-    }
-
     fn describe(&self) -> String {
         match &self.retention {
             Some(r) => format!("Materialize: retention={}ms", r.retention_ms),
@@ -632,14 +539,12 @@ impl Operator for Materialize {
     }
 
     fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
-        match self.rows.as_mut() {
-            Some(table) => {
-                for key in self.legacy.drain(..) {
-                    batch.delete(id, &key);
-                }
-                table.flush(batch);
+        // Without a store (never restored) there is nothing to write.
+        if let Some(table) = self.rows.as_mut() {
+            for key in self.legacy.drain(..) {
+                batch.delete(id, &key);
             }
-            None => self.table.snapshot_changes(id, batch),
+            table.flush(batch);
         }
         Ok(())
     }
@@ -721,65 +626,6 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn checkpoints_write_each_changed_key_once_in_its_final_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path()).unwrap();
-        let state = store.query("q").unwrap();
-        let schema = chunk(&[]).batch.schema();
-        let table = MaterializedTable::new(schema.clone(), vec![0]).unwrap();
-        let checkpoint = |epoch: u64| {
-            let mut batch = StateWriteBatch::default();
-            table.snapshot_changes(0, &mut batch);
-            state.commit(batch, epoch, &[]).unwrap();
-        };
-        // Longer than an inline key.
-        let long = "z".repeat(60);
-        table
-            .apply(&chunk(&[
-                ("b", Some("1")),
-                (&long, Some("1")),
-                ("a", Some("1")),
-                ("c", Some("1")),
-            ]))
-            .unwrap();
-        checkpoint(1);
-        // Deleted then inserted again, inserted then deleted, updated twice.
-        table
-            .apply(&chunk(&[("a", None), ("d", Some("1")), ("c", Some("2"))]))
-            .unwrap();
-        table
-            .apply(&chunk(&[
-                ("a", Some("2")),
-                ("d", None),
-                ("c", Some("33")),
-                (&long, Some("2")),
-            ]))
-            .unwrap();
-        let expected = vec![
-            ("a".to_string(), "2".to_string()),
-            ("b".to_string(), "1".to_string()),
-            ("c".to_string(), "33".to_string()),
-            (long.clone(), "2".to_string()),
-        ];
-        assert_eq!(rows(&table), expected, "snapshots are in key order");
-        checkpoint(2);
-        let restored = MaterializedTable::new(schema, vec![0]).unwrap();
-        restored.restore_rows(state.scan(0).unwrap());
-        assert_eq!(rows(&restored), expected);
-        let (matched, columns) = restored
-            .lookup_columns(&[Arc::new(StringArray::from(vec![
-                Some("c"),
-                None,
-                Some("d"),
-                Some(long.as_str()),
-                Some("a"),
-            ]))])
-            .unwrap();
-        assert_eq!(matched, vec![true, false, false, true, true]);
-        assert_eq!(columns[1].len(), 3);
-    }
-
     /// Once its query checkpoints, a table's rows are read from the state
     /// table as of the last committed checkpoint; rows written by format 3
     /// move into the table at the first checkpoint.
@@ -789,11 +635,15 @@ mod tests {
         let store = StateStore::open(dir.path()).unwrap();
         let state = store.query("q").unwrap();
         let schema = chunk(&[]).batch.schema();
+        // Format 3: `[node][key] → row`.
         let old = MaterializedTable::new(schema.clone(), vec![0]).unwrap();
-        old.apply(&chunk(&[("a", Some("1")), ("b", Some("1"))]))
+        let (keys, full) = old
+            .encode(&chunk(&[("a", Some("1")), ("b", Some("1"))]))
             .unwrap();
         let mut batch = StateWriteBatch::default();
-        old.snapshot_changes(4, &mut batch);
+        for i in 0..2 {
+            batch.put(4, keys.row(i), full.row(i).as_ref().to_vec());
+        }
         state.commit(batch, 1, &[]).unwrap();
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
 
@@ -843,5 +693,85 @@ mod tests {
         assert_eq!(again.inner.read().rows.len(), 0);
         assert_eq!(rows(&again), now);
         assert_eq!(again.row_count().unwrap(), 2);
+    }
+
+    /// Key ranges over a stored table (one seek per vnode) read what the
+    /// same range reads from a table in memory, limits included.
+    #[test]
+    fn stored_key_ranges_read_what_a_table_in_memory_reads() {
+        use std::ops::Bound::{self, Excluded, Included, Unbounded};
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let state = store.query("q").unwrap();
+        let schema = chunk(&[]).batch.schema();
+        let keys: Vec<String> = (0..300).map(|i| format!("k{i:03}")).collect();
+        let rows: Vec<(&str, Option<&str>)> =
+            keys.iter().map(|k| (k.as_str(), Some("v"))).collect();
+        let memory = MaterializedTable::new(schema.clone(), vec![0]).unwrap();
+        memory.apply(&chunk(&rows)).unwrap();
+        let stored = MaterializedTable::new(schema, vec![0]).unwrap();
+        let mut op = Materialize::new(stored.clone());
+        op.restore(2, &state).unwrap();
+        op.on_chunk(chunk(&rows), &mut Vec::new()).unwrap();
+        let mut batch = StateWriteBatch::default();
+        op.snapshot(2, &mut batch).unwrap();
+        state.commit(batch, 1, &[]).unwrap();
+
+        let key = |k: &str| {
+            memory
+                .encode_keys(&[Arc::new(StringArray::from(vec![k]))])
+                .unwrap()[0]
+                .clone()
+                .unwrap()
+        };
+        let bound = |b: Bound<&str>| match b {
+            Included(k) => Included(key(k)),
+            Excluded(k) => Excluded(key(k)),
+            Unbounded => Unbounded,
+        };
+        let names = |batch: RecordBatch| -> Vec<String> {
+            let col = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
+            (0..batch.num_rows())
+                .map(|i| col.value(i).to_string())
+                .collect()
+        };
+        let cases = [
+            (Included("k010"), Excluded("k020")),
+            (Excluded("k010"), Included("k020")),
+            (Unbounded, Excluded("k005")),
+            (Included("k295"), Unbounded),
+            (Included("k1"), Excluded("k2")),
+            (Excluded("k299"), Unbounded),
+            (Unbounded, Unbounded),
+        ];
+        for (lo, hi) in cases {
+            let (lo, hi) = (bound(lo), bound(hi));
+            for limit in [None, Some(0), Some(3)] {
+                let read = |t: &MaterializedTable| {
+                    names(
+                        t.select_range(
+                            lo.as_ref().map(Vec::as_slice),
+                            hi.as_ref().map(Vec::as_slice),
+                            limit,
+                        )
+                        .unwrap(),
+                    )
+                };
+                let want = read(&memory);
+                assert_eq!(read(&stored), want, "{lo:?}..{hi:?} limit {limit:?}");
+            }
+        }
+        assert_eq!(
+            names(
+                stored
+                    .select_range(Included(&key("k010")), Excluded(&key("k013")), None)
+                    .unwrap()
+            ),
+            vec!["k010", "k011", "k012"]
+        );
     }
 }

@@ -608,10 +608,10 @@ fn translate(
             }
             if over_changelog {
                 let input = Arc::new(agg.input.schema().as_arrow().clone());
-                let current = MaterializedTable::new(input, partial.keys.clone())?;
+                let layout = MaterializedTable::new(input, partial.keys.clone())?;
                 partial
                     .flow
-                    .push(Box::new(ChangelogRetractions::new(current, partial.keys.clone())));
+                    .push(Box::new(ChangelogRetractions::new(layout)));
             }
             let schema = Arc::new(agg.schema.as_arrow().clone());
             let n_keys = group_exprs.len();

@@ -2,7 +2,7 @@
 //! when planning continuous queries).
 
 use std::fmt;
-use std::ops::{Bound, RangeBounds};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,14 +127,11 @@ impl MaterializedProvider {
                         }))
                     };
                 match (encode(lower)?, encode(upper)?) {
-                    (Some(lo), Some(hi)) => {
-                        let range = (
-                            lo.as_ref().map(Vec::as_slice),
-                            hi.as_ref().map(Vec::as_slice),
-                        );
-                        self.table
-                            .select_rows(|k| RangeBounds::<[u8]>::contains(&range, k), limit)
-                    }
+                    (Some(lo), Some(hi)) => self.table.select_range(
+                        lo.as_ref().map(Vec::as_slice),
+                        hi.as_ref().map(Vec::as_slice),
+                        limit,
+                    ),
                     _ => self.table.select_rows(|_| true, limit),
                 }
             }

@@ -259,6 +259,33 @@ impl QueryState {
         Ok(out)
     }
 
+    /// The committed entries of each range `[start, end)`, at most `limit`
+    /// of each, all read through one iterator: every range sees the same
+    /// commit.
+    pub fn scan_ranges(
+        &self,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let cf = self.handle()?;
+        let mut iter = self.db.raw_iterator_cf(&cf);
+        let mut out = Vec::new();
+        for (start, end) in ranges {
+            iter.seek(start);
+            let mut taken = 0;
+            while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+                if k >= end.as_slice() || limit.is_some_and(|n| taken >= n) {
+                    break;
+                }
+                out.push((k.to_vec(), v.to_vec()));
+                taken += 1;
+                iter.next();
+            }
+            iter.status().map_err(|e| err("scanning state", e))?;
+        }
+        Ok(out)
+    }
+
     /// How many committed keys start with `prefix`.
     pub fn count_prefix(&self, prefix: &[u8]) -> Result<usize> {
         let cf = self.handle()?;
@@ -345,6 +372,14 @@ impl StateWriteBatch {
 
     pub fn len(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Bytes of keys and values to write.
+    pub fn bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -63,6 +63,50 @@ impl StateTableId {
     }
 }
 
+impl StateTableId {
+    /// The stored-key ranges `[start, end)` that hold the keys between
+    /// `lower` and `upper`: one per vnode, since the vnode comes before the
+    /// key.
+    pub fn key_ranges(
+        self,
+        lower: std::ops::Bound<&[u8]>,
+        upper: std::ops::Bound<&[u8]>,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        use std::ops::Bound;
+        let prefix = self.prefix();
+        (0..VNODES)
+            .map(|v| {
+                let head = |vnode: u32| {
+                    let mut k = prefix.to_vec();
+                    // The vnode after the last is 256: still two bytes.
+                    k.extend_from_slice(&(vnode as u16).to_be_bytes());
+                    k
+                };
+                // The smallest key greater than `k` is `k` followed by 0.
+                let at = |k: &[u8], past: bool| {
+                    let mut out = head(u32::from(v));
+                    out.extend_from_slice(k);
+                    if past {
+                        out.push(0);
+                    }
+                    out
+                };
+                let start = match lower {
+                    Bound::Unbounded => head(u32::from(v)),
+                    Bound::Included(k) => at(k, false),
+                    Bound::Excluded(k) => at(k, true),
+                };
+                let end = match upper {
+                    Bound::Unbounded => head(u32::from(v) + 1),
+                    Bound::Included(k) => at(k, true),
+                    Bound::Excluded(k) => at(k, false),
+                };
+                (start, end)
+            })
+            .collect()
+    }
+}
+
 /// Bytes of a stored key before the operator's key: table id and vnode.
 pub const KEY_HEADER: usize = 6;
 
