@@ -100,6 +100,9 @@ pub async fn run(args: StateBenchArgs) -> anyhow::Result<()> {
         data_dir: scratch.0.join("engine"),
         kafka_brokers: None,
         state_memory_budget: args.budget << 20,
+        // The check against DataFusion holds every group in memory (after
+        // the measurement).
+        max_query_memory: 16 << 30,
         checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
         ..Default::default()
     })
