@@ -8,8 +8,14 @@
 //! (N = 1) or by the partition key and the rank; a chunk's changes are
 //! coalesced into one upsert per rank that moved. Rows that tie keep their
 //! arrival order (the first one ranks higher), as SQL leaves ties to the engine.
+//!
+//! Each partition's list is written to the operator's state table when it
+//! changes (the table's epoch buffer keeps the last version until the
+//! checkpoint). The lists in memory count against the state memory budget;
+//! over it, a checkpoint evicts the partitions used longest ago, and a later
+//! row of an evicted partition reads its list back. Restore is lazy.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Int64Array, Int8Array, UInt64Array};
@@ -25,7 +31,14 @@ use super::join_rows::{cast_to, stored_columns};
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
+use crate::state::budget::MemoryUse;
+use crate::state::table::{StateTable, StateTableId};
 use crate::state::{QueryState, StateReader, StateWriteBatch};
+
+/// Memory of a partition besides its rows (an estimate, for the budget).
+const PARTITION_OVERHEAD: usize = 96;
+/// Memory of a ranked row besides its bytes.
+const RANKED_OVERHEAD: usize = 48;
 
 /// What to rank and by what; the planner builds it from the window function.
 #[derive(Clone)]
@@ -43,16 +56,78 @@ struct Ranked {
     time: i64,
 }
 
+/// One partition's best rows, best first.
+#[derive(Default)]
+struct Partition {
+    ranked: Vec<Ranked>,
+    /// Checkpoints taken before its last use: eviction takes the partitions
+    /// used longest ago first.
+    used_at: u64,
+    /// Bytes it holds, as counted in the operator's usage.
+    bytes: usize,
+}
+
+impl Partition {
+    /// The list as stored: per row its order bytes and row bytes (each after
+    /// its u32 length) and its time.
+    fn encode(&self) -> Vec<u8> {
+        let mut value = Vec::new();
+        for r in &self.ranked {
+            for part in [&r.order, &r.row] {
+                value.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                value.extend_from_slice(part);
+            }
+            value.extend_from_slice(&r.time.to_be_bytes());
+        }
+        value
+    }
+
+    fn decode(value: &[u8]) -> Result<Partition> {
+        let mut ranked = Vec::new();
+        let mut value = StateReader::new(value, "Top-N");
+        while !value.is_empty() {
+            let order = value.prefixed()?.into();
+            let row = value.prefixed()?.into();
+            let time = value.i64()?;
+            ranked.push(Ranked { order, row, time });
+        }
+        Ok(Partition {
+            ranked,
+            ..Partition::default()
+        })
+    }
+
+    fn size(&self, key: &[u8]) -> usize {
+        PARTITION_OVERHEAD
+            + key.len()
+            + self
+                .ranked
+                .iter()
+                .map(|r| RANKED_OVERHEAD + r.order.len() + r.row.len())
+                .sum::<usize>()
+    }
+}
+
 pub struct TopN {
     ranking: Ranking,
     n: usize,
     partition_rows: RowConverter,
     order_rows: RowConverter,
     input_rows: RowConverter,
-    /// Each partition's best rows, best first.
-    partitions: HashMap<Box<[u8]>, Vec<Ranked>>,
-    dirty: HashSet<Box<[u8]>>,
-    track_changes: bool,
+    /// The partitions in memory.
+    partitions: HashMap<Box<[u8]>, Partition>,
+    /// Every partition's list, written when it changes.
+    table: StateTable,
+    /// The table may hold partitions that are not in memory (restored
+    /// lazily, or evicted): a key new to memory is looked up there first.
+    stored_elsewhere: bool,
+    /// Memory of the partitions held, against the state memory budget.
+    usage: MemoryUse,
+    /// Checkpoints taken so far.
+    checkpoints: u64,
+    /// Keys of lists written by state format 3 and before, deleted at the
+    /// next checkpoint once the lists are in the table.
+    legacy: Vec<Vec<u8>>,
 }
 
 impl TopN {
@@ -85,9 +160,82 @@ impl TopN {
             ranking,
             n,
             partitions: HashMap::new(),
-            dirty: HashSet::new(),
-            track_changes: true,
+            table: StateTable::write_only(StateTableId::of_node(0, 0)),
+            stored_elsewhere: false,
+            usage: MemoryUse::default(),
+            checkpoints: 0,
+            legacy: Vec::new(),
         })
+    }
+
+    /// Brings the stored partitions of `keys` that are not in memory back.
+    fn load_stored(&mut self, keys: &RowBytes, n: usize) -> Result<()> {
+        if !self.stored_elsewhere {
+            return Ok(());
+        }
+        let mut missing: Vec<&[u8]> = (0..n)
+            .map(|i| keys.row(i))
+            .filter(|k| !self.partitions.contains_key(*k))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let values = self.table.read_many(&missing)?;
+        for (key, value) in missing.into_iter().zip(values) {
+            if let Some(value) = value {
+                let partition = Partition::decode(&value)?;
+                self.adopt(key, partition);
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds `partition` in memory, counted.
+    fn adopt(&mut self, key: &[u8], mut partition: Partition) {
+        partition.used_at = self.checkpoints;
+        partition.bytes = partition.size(key);
+        self.usage.add(partition.bytes);
+        if let Some(old) = self.partitions.insert(key.into(), partition) {
+            self.usage.sub(old.bytes);
+        }
+    }
+
+    /// Over the memory budget: evicts the partitions used longest ago (all
+    /// of them are in the table, written by the checkpoint that calls this)
+    /// until the budget is back under its margin.
+    fn evict_if_over(&mut self) {
+        let Some(budget) = self.usage.budget() else {
+            return;
+        };
+        let mut excess = budget.excess();
+        if excess == 0 || self.partitions.is_empty() {
+            return;
+        }
+        let mut ages: Vec<(u64, &Box<[u8]>)> = self
+            .partitions
+            .iter()
+            .map(|(k, p)| (p.used_at, k))
+            .collect();
+        // Roughly how many partitions free the excess; the oldest of them first.
+        let average = (self.usage.bytes() / ages.len()).max(1);
+        let k = (excess / average + 1).min(ages.len());
+        ages.select_nth_unstable_by_key(k - 1, |(at, _)| *at);
+        let victims: Vec<Box<[u8]>> = ages.into_iter().map(|(_, key)| key.clone()).collect();
+        let mut evicted = 0u64;
+        for key in victims {
+            if excess == 0 {
+                break;
+            }
+            if let Some(p) = self.partitions.remove(&key) {
+                self.usage.sub(p.bytes);
+                excess = excess.saturating_sub(p.bytes);
+                evicted += 1;
+            }
+        }
+        budget.count_evicted(evicted);
+        self.stored_elsewhere = true;
     }
 
     /// The rows at ranks `from..` of each changed partition, with their row numbers.
@@ -96,10 +244,10 @@ impl TopN {
         let mut numbers = Vec::new();
         let mut times = Vec::new();
         for (key, from) in changed {
-            let Some(list) = self.partitions.get(key) else {
+            let Some(partition) = self.partitions.get(key) else {
                 continue;
             };
-            for (rank, r) in list.iter().enumerate().skip(*from) {
+            for (rank, r) in partition.ranked.iter().enumerate().skip(*from) {
                 rows.push(&r.row);
                 numbers.push(rank as u64 + 1);
                 times.push(r.time);
@@ -158,6 +306,8 @@ impl Operator for TopN {
                 .convert_columns(&evaluate_all(&order_exprs, batch, &mut failures)?)?;
         out.extend(row_errors(|| self.describe(), &chunk, failures));
         let rows = self.input_rows.convert_columns(batch.columns())?;
+        self.load_stored(&keys, n)?;
+        let now = self.checkpoints;
         // Partition → its best rank that changed, in first-changed order.
         let mut changed: Vec<(Box<[u8]>, usize)> = Vec::new();
         let mut slot: HashMap<Box<[u8]>, usize> = HashMap::new();
@@ -165,10 +315,12 @@ impl Operator for TopN {
             let key = keys.row(i);
             let o = order.row(i);
             let o = o.data();
-            let list = match self.partitions.get_mut(key) {
-                Some(list) => list,
+            let partition = match self.partitions.get_mut(key) {
+                Some(p) => p,
                 None => self.partitions.entry(key.into()).or_default(),
             };
+            partition.used_at = now;
+            let list = &mut partition.ranked;
             // After the rows it ties with: the first arrival keeps the better rank.
             let rank = list.partition_point(|r| r.order.as_ref() <= o);
             if rank >= self.n {
@@ -190,8 +342,17 @@ impl Operator for TopN {
                     changed.push((key.into(), rank));
                 }
             }
-            if self.track_changes {
-                self.dirty.insert(key.into());
+        }
+        // Each changed list once into the table, counted anew.
+        for (key, _) in &changed {
+            if let Some(p) = self.partitions.get_mut(key) {
+                if self.table.persists() {
+                    self.table.put(key, &p.encode());
+                }
+                let bytes = p.size(key);
+                self.usage.add(bytes);
+                self.usage.sub(p.bytes);
+                p.bytes = bytes;
             }
         }
         if let Some(chunk) = self.emit(&changed)? {
@@ -201,45 +362,32 @@ impl Operator for TopN {
     }
 
     fn state_entries(&self) -> usize {
-        self.partitions.values().map(Vec::len).sum()
+        self.partitions.values().map(|p| p.ranked.len()).sum()
     }
 
     fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
-        for key in self.dirty.drain() {
-            let Some(list) = self.partitions.get(&key) else {
-                continue;
-            };
-            let mut value = Vec::new();
-            for r in list {
-                for part in [&r.order, &r.row] {
-                    value.extend_from_slice(&(part.len() as u32).to_be_bytes());
-                    value.extend_from_slice(part);
-                }
-                value.extend_from_slice(&r.time.to_be_bytes());
-            }
-            batch.put(id, &key, value);
+        for key in self.legacy.drain(..) {
+            batch.delete(id, &key);
         }
+        self.table.flush(batch);
+        self.checkpoints += 1;
+        self.evict_if_over();
         Ok(())
     }
 
     fn restore(&mut self, id: u16, state: &QueryState) -> Result<()> {
+        self.table = StateTable::write_only(StateTableId::of_node(id, 0));
+        self.table.attach(state);
+        self.usage.join(state.budget().clone());
+        self.stored_elsewhere = self.table.has_committed()?;
+        // Lists of format 3 and before (the same value layout): into memory,
+        // and into the table at the next checkpoint.
         for (key, value) in state.scan(id)? {
-            let mut list = Vec::new();
-            let mut value = StateReader::new(&value, "Top-N");
-            while !value.is_empty() {
-                let order = value.prefixed()?.into();
-                let row = value.prefixed()?.into();
-                let time = value.i64()?;
-                list.push(Ranked { order, row, time });
-            }
-            self.partitions.insert(key.into(), list);
+            self.adopt(&key, Partition::decode(&value)?);
+            self.table.put(&key, &value);
+            self.legacy.push(key);
         }
         Ok(())
-    }
-
-    fn without_checkpoints(&mut self) {
-        self.track_changes = false;
-        self.dirty.clear();
     }
 }
 
@@ -344,17 +492,62 @@ mod tests {
         let store = crate::state::StateStore::open(dir.path()).unwrap();
         let state = store.query("q").unwrap();
         let mut op = top(2);
+        op.restore(3, &state).unwrap();
         run(&mut op, &[("a", 5), ("a", 7), ("b", 1)]);
         let mut batch = StateWriteBatch::default();
         op.snapshot(3, &mut batch).unwrap();
         state.commit(batch, 1, &[]).unwrap();
         let mut restored = top(2);
         restored.restore(3, &state).unwrap();
-        assert_eq!(restored.state_entries(), 3);
+        assert_eq!(restored.state_entries(), 0, "restore loaded lists up front");
         assert_eq!(run(&mut restored, &[("a", 6)]), [("a".into(), 6, 2)]);
         assert_eq!(
             run(&mut restored, &[("b", 2)]),
             [("b".into(), 2, 1), ("b".into(), 1, 2)]
         );
+    }
+
+    /// Partitions evicted under a small budget and a restart that loads
+    /// nothing up front rank exactly as an operator holding everything.
+    #[test]
+    fn evicted_partitions_rank_as_if_they_never_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = crate::state::budget::MemoryBudget::new(8 << 10);
+        let store = crate::state::StateStore::open(dir.path())
+            .unwrap()
+            .with_budget(budget.clone());
+        let state = store.query("q").unwrap();
+        let mut memory = top(2);
+        let mut op = top(2);
+        op.restore(3, &state).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let keys: Vec<String> = (0..400).map(|i| format!("p{i}")).collect();
+        for round in 0..150u64 {
+            if round == 100 {
+                op = top(2);
+                op.restore(3, &state).unwrap();
+            }
+            let rows: Vec<(&str, i64)> = (0..1 + next(20))
+                .map(|_| (keys[next(400) as usize].as_str(), next(1_000) as i64))
+                .collect();
+            assert_eq!(
+                run(&mut op, &rows),
+                run(&mut memory, &rows),
+                "round {round}"
+            );
+            if round % 10 == 9 {
+                let mut batch = StateWriteBatch::default();
+                op.snapshot(3, &mut batch).unwrap();
+                state.commit(batch, round + 1, &[]).unwrap();
+                assert!(budget.used() <= 8 << 10, "{} bytes", budget.used());
+            }
+        }
+        assert!(budget.evicted() > 0, "nothing was evicted");
     }
 }
