@@ -279,21 +279,11 @@ impl GroupAggregate {
         if !self.stored_elsewhere {
             return Ok(());
         }
-        let mut missing: Vec<&[u8]> = (0..n)
-            .map(|i| rows.row(i))
-            .filter(|k| !self.index.contains_key(*k))
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        missing.sort_unstable();
-        missing.dedup();
-        let values = self.table.read_many(&missing)?;
-        let found: Vec<(&[u8], &[u8])> = missing
-            .iter()
-            .zip(&values)
-            .filter_map(|(k, v)| Some((*k, v.as_deref()?)))
-            .collect();
+        let index = &self.index;
+        let stored = self
+            .table
+            .read_missing((0..n).map(|i| rows.row(i)), |k| index.contains_key(k))?;
+        let found: Vec<(&[u8], &[u8])> = stored.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         self.adopt(&found, Layout::Current)?;
         Ok(())
     }

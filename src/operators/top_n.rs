@@ -173,21 +173,13 @@ impl TopN {
         if !self.stored_elsewhere {
             return Ok(());
         }
-        let mut missing: Vec<&[u8]> = (0..n)
-            .map(|i| keys.row(i))
-            .filter(|k| !self.partitions.contains_key(*k))
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        missing.sort_unstable();
-        missing.dedup();
-        let values = self.table.read_many(&missing)?;
-        for (key, value) in missing.into_iter().zip(values) {
-            if let Some(value) = value {
-                let partition = Partition::decode(&value)?;
-                self.adopt(key, partition);
-            }
+        let partitions = &self.partitions;
+        let stored = self
+            .table
+            .read_missing((0..n).map(|i| keys.row(i)), |k| partitions.contains_key(k))?;
+        for (key, value) in stored {
+            let partition = Partition::decode(&value)?;
+            self.adopt(key, partition);
         }
         Ok(())
     }

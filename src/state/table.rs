@@ -432,6 +432,29 @@ impl StateTable {
         Ok(out)
     }
 
+    /// The values of those `keys` that `held` says are not in memory, each
+    /// once, in key order, keys without a value left out: for an operator
+    /// that holds what it reads in its own form and reads back what it
+    /// evicted.
+    pub fn read_missing<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k [u8]>,
+        held: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<(&'k [u8], Vec<u8>)>> {
+        let mut missing: Vec<&[u8]> = keys.filter(|k| !held(k)).collect();
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let values = self.read_many(&missing)?;
+        Ok(missing
+            .into_iter()
+            .zip(values)
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect())
+    }
+
     /// The store holds committed entries of this table.
     pub fn has_committed(&self) -> Result<bool> {
         match &self.store {
