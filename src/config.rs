@@ -31,6 +31,9 @@ pub struct ServerConfig {
     /// Bytes of state all queries' state tables may hold in memory before
     /// they evict cached entries (which stay readable from RocksDB).
     pub state_memory_budget: usize,
+    /// Test only: plan every persistent query with one more pass-through
+    /// operator, as a later planner might (see `planner::test_variant`).
+    pub test_planner_variant: bool,
 }
 
 /// Default for `--max-query-memory`: 1 GiB.
@@ -51,6 +54,7 @@ impl Default for ServerConfig {
             max_connections: 256,
             max_push_queries: 64,
             state_memory_budget: crate::state::budget::DEFAULT_STATE_MEMORY_BUDGET,
+            test_planner_variant: false,
         }
     }
 }

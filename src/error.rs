@@ -52,6 +52,10 @@ pub enum SluiceError {
     },
     #[error("state store: {0}")]
     State(String),
+    /// State this build must not read (another format, another plan): the
+    /// query stays stopped with this message instead of misreading it.
+    #[error("incompatible state: {0}")]
+    IncompatibleState(String),
     #[error("{0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("{0}")]

@@ -232,6 +232,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections.max(1),
         max_push_queries: args.max_push_queries,
         state_memory_budget: (args.state_memory_budget.max(1) as usize) << 20,
+        test_planner_variant: false,
     };
     let pg = tokio::net::TcpListener::bind(&config.pg_addr)
         .await

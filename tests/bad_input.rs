@@ -131,18 +131,7 @@ fn dead_letters(records: &[LogRecord]) -> Vec<serde_json::Value> {
 }
 
 async fn start(config: &ServerConfig) -> Arc<Engine> {
-    // RocksDB releases its lock when the last handle of the previous engine goes.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match Engine::start(config.clone()).await {
-            Ok(e) => return e,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("engine start: {e}"),
-        }
-    }
+    oracle::restart_engine(config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,6 +294,47 @@ async fn counted_and_checkpointed(config: &ServerConfig) -> Arc<Engine> {
     .await;
     wait_two_checkpoints(&engine).await;
     engine
+}
+
+/// A query's state is only read under the plan it was checkpointed with: a
+/// build that plans the same SQL into another shape (the test-only planner
+/// switch adds an operator, which moves the table's state to another node)
+/// leaves the query stopped with an error saying so and writes nothing; the
+/// build that wrote the state then carries on exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_never_read_under_another_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = oracle::engine_config(dir.path());
+    let engine = counted_and_checkpointed(&config).await;
+    engine.shutdown().await;
+    drop(engine);
+
+    let replanned = ServerConfig {
+        test_planner_variant: true,
+        ..config.clone()
+    };
+    let engine = start(&replanned).await;
+    let shown = pull(&engine, "SHOW QUERIES").await.unwrap().join("\n");
+    assert!(shown.contains("CTAS_T_1 | ERROR"), "{shown}");
+    assert!(shown.contains("another plan"), "{shown}");
+    assert!(shown.contains("Passthrough"), "{shown}");
+    let answer = pull(&engine, "SELECT k, n FROM t ORDER BY k").await;
+    assert!(answer.is_err(), "{answer:?}");
+    produce(&engine, "s", &[("b", r#"{"v": 5}"#)]).await;
+    engine.shutdown().await;
+    drop(engine);
+
+    let engine = start(&config).await;
+    produce(&engine, "s", &[("a", r#"{"v": 4}"#)]).await;
+    wait_rows(
+        &engine,
+        "SELECT k, n FROM t ORDER BY k",
+        &["a | 3", "b | 2"],
+    )
+    .await;
+    let shown = pull(&engine, "SHOW QUERIES").await.unwrap().join("\n");
+    assert!(shown.contains("CTAS_T_1 | RUNNING"), "{shown}");
+    engine.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,6 +207,35 @@ impl Dataflow {
         Ok(())
     }
 
+    /// What the query's state ids depend on: each node's operator kind and
+    /// where it sends its output, and where each input enters. Stored with
+    /// the state at the first checkpoint; a start that plans the query into
+    /// another shape is refused (state ids are node positions). Operator
+    /// parameters are left out, so that a build that only prints an
+    /// expression differently still runs the query; a change of what an
+    /// operator stores is a change of `state::STATE_FORMAT`.
+    pub fn signature(&self) -> String {
+        let target = |t: &Target| match t {
+            Target::Node(i, Side::Left) => format!("{i}"),
+            Target::Node(i, Side::Right) => format!("{i}.right"),
+            Target::Output => "out".into(),
+        };
+        let mut lines = Vec::with_capacity(self.nodes.len() + self.inputs.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            let described = match &node.stage {
+                Stage::Unary(op) => op.describe(),
+                Stage::Join(op) => op.describe(),
+            };
+            let kind = described.split(':').next().unwrap_or_default().trim();
+            lines.push(format!("{i} {kind} -> {}", target(&node.target)));
+        }
+        for (i, targets) in self.inputs.iter().enumerate() {
+            let to: Vec<String> = targets.iter().map(target).collect();
+            lines.push(format!("input {i} -> {}", to.join(", ")));
+        }
+        lines.join("\n")
+    }
+
     /// For EXPLAIN: each chain from its source up, a join followed by its two
     /// inputs indented.
     pub fn explain(&self, sources: &[String]) -> Vec<String> {

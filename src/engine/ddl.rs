@@ -903,12 +903,20 @@ impl Engine {
             .ok_or_else(|| SluiceError::Internal(format!("sink {} is missing", meta.sink)))?;
         let state = self.state.query(&meta.id)?;
         let first_epoch = state.epoch()?;
+        if first_epoch > 0 {
+            state.readable_format().map_err(|e| match e {
+                SluiceError::IncompatibleState(m) => {
+                    SluiceError::IncompatibleState(format!("query {}: {m}", meta.id))
+                }
+                e => e,
+            })?;
+        }
         // Never misread state: a stream-table join checkpointed by a build
         // before state format 2 numbered its inputs differently.
         if first_epoch > 0 && !plan.lookups.is_empty() {
             let format = state.format()?;
             if format < 2 {
-                return Err(SluiceError::State(format!(
+                return Err(SluiceError::IncompatibleState(format!(
                     "query {} was checkpointed by an older Sluice (state format {format}; this \
                      build writes {}), whose stream-table joins kept no copy of the table: \
                      drop the query and create it again to rebuild its state from its inputs",
@@ -956,6 +964,9 @@ impl Engine {
         let mut plan = plan;
         conform_to(&mut plan, &sink_rel)?;
         let mut flow = plan.flow;
+        if self.config.test_planner_variant {
+            flow.push(Box::new(crate::planner::test_variant::Passthrough));
+        }
         if sink_rel.is_table() {
             let table = self.materialized_table(&sink_rel)?;
             let mut materialize = Materialize::new(table);
@@ -964,6 +975,7 @@ impl Engine {
             }
             flow.push(Box::new(materialize));
         }
+        check_plan_identity(&state, &meta.id, first_epoch, &flow.signature())?;
         let materialize_only = meta.id.starts_with("MATERIALIZE_");
         let dead_letter = self.dead_letters().await?;
         let on_error = meta.on_error.unwrap_or(self.config.on_error);
@@ -1391,6 +1403,33 @@ fn session_start(session: &Session) -> StartFrom {
 
 /// Makes a stream query's output match an existing stream's columns (INSERT INTO):
 /// same number of columns, renamed and cast to the target's names and types.
+/// Refuses to run a query whose state was checkpointed under another plan
+/// shape than the one planned now (its operators' state ids would point at
+/// other operators' state); records the plan when the query has no state yet,
+/// or state from before plans were recorded.
+fn check_plan_identity(
+    state: &crate::state::QueryState,
+    query: &str,
+    epoch: u64,
+    signature: &str,
+) -> Result<()> {
+    if epoch > 0 {
+        if let Some(stored) = state.plan()? {
+            if stored == signature {
+                return Ok(());
+            }
+            return Err(SluiceError::IncompatibleState(format!(
+                "query {query} was checkpointed under another plan than this build makes of \
+                 its SQL, so its state would be read by the wrong operators. Checkpointed \
+                 under:\n{stored}\nplanned now:\n{signature}\nRun the Sluice version that \
+                 created it, or drop the query and create it again to rebuild its state from \
+                 its inputs"
+            )));
+        }
+    }
+    state.record_plan(signature)
+}
+
 fn conform_to(plan: &mut StreamPlan, target: &Relation) -> Result<()> {
     let target_schema = target.schema();
     if plan.schema.fields().len() != target_schema.fields().len() {

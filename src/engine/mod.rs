@@ -152,7 +152,11 @@ impl Engine {
                 tracing::error!(query = %q.id, "could not restart: {e}");
                 let mut c = self.catalog.write();
                 if let Some(meta) = c.queries.get_mut(&q.id) {
-                    meta.status = crate::catalog::QueryStatus::Error;
+                    // State this build cannot read stays as it is: the query
+                    // stays stopped here and resumes under a build that can.
+                    if !matches!(e, SluiceError::IncompatibleState(_)) {
+                        meta.status = crate::catalog::QueryStatus::Error;
+                    }
                     meta.error = Some(e.to_string());
                 }
             } else {

@@ -242,6 +242,13 @@ impl PercentileRuns {
     fn values(&self, slot: usize) -> &[i64] {
         &self.values[self.offsets[slot] as usize..self.offsets[slot + 1] as usize]
     }
+
+    /// Bytes held.
+    pub fn memory_size(&self) -> usize {
+        self.offsets.capacity() * 4
+            + self.values.capacity() * 8
+            + self.digests.values().map(|d| d.size()).sum::<usize>()
+    }
 }
 
 /// `APPROX_PERCENTILE` for the panes of hopping windows (see

@@ -20,6 +20,7 @@ use super::join_rows::{assemble, stored_columns, take_columns, JoinKeys};
 use super::{JoinOperator, Side, SideWatermarks};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
+use crate::state::table::{StateTable, StateTableId};
 use crate::state::{QueryState, StateWriteBatch};
 
 type Bytes = Box<[u8]>;
@@ -34,8 +35,35 @@ struct Table {
     current: HashMap<Bytes, (Option<Bytes>, Bytes)>,
     /// Join key → primary keys of the rows having it.
     index: HashMap<Bytes, HashSet<Bytes>>,
-    /// Primary keys changed since the last checkpoint.
-    dirty: HashSet<Bytes>,
+    /// The rows, keyed `[join key, length-prefixed][primary key]` (so that a
+    /// join key's rows share a vnode), written as they change; read back
+    /// whole at restore.
+    store: StateTable,
+    scratch: Vec<u8>,
+}
+
+/// The state key of a row: its join key, length-prefixed (`u32::MAX`: NULL),
+/// then its primary key.
+fn row_key(join_key: Option<&[u8]>, pk: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    match join_key {
+        Some(k) => {
+            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            out.extend_from_slice(k);
+        }
+        None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
+    }
+    out.extend_from_slice(pk);
+}
+
+/// The join key and primary key of a state key written by [`row_key`].
+fn parse_row_key(key: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
+    let len = u32::from_be_bytes(key.get(..4)?.try_into().ok()?);
+    if len == u32::MAX {
+        return Some((None, key.get(4..)?));
+    }
+    let end = 4 + len as usize;
+    Some((Some(key.get(4..end)?), key.get(end..)?))
 }
 
 impl Table {
@@ -52,7 +80,8 @@ impl Table {
             primary_key,
             current: HashMap::default(),
             index: HashMap::default(),
-            dirty: HashSet::default(),
+            store: StateTable::write_only(StateTableId::of_node(0, 0)),
+            scratch: Vec::new(),
         })
     }
 
@@ -76,6 +105,10 @@ impl Table {
 
     fn remove(&mut self, pk: &Bytes) -> Option<(Option<Bytes>, Bytes)> {
         let old = self.current.remove(pk)?;
+        if self.store.persists() {
+            row_key(old.0.as_deref(), pk, &mut self.scratch);
+            self.store.delete(&self.scratch);
+        }
         if let Some(k) = &old.0 {
             if let Some(pks) = self.index.get_mut(k) {
                 pks.remove(pk);
@@ -88,6 +121,15 @@ impl Table {
     }
 
     fn insert(&mut self, pk: Bytes, join_key: Option<Bytes>, row: Bytes) {
+        if self.store.persists() {
+            row_key(join_key.as_deref(), &pk, &mut self.scratch);
+            self.store.put(&self.scratch, &row);
+        }
+        self.hold(pk, join_key, row);
+    }
+
+    /// Keeps a row in memory (without writing it).
+    fn hold(&mut self, pk: Bytes, join_key: Option<Bytes>, row: Bytes) {
         if let Some(k) = &join_key {
             self.index.entry(k.clone()).or_default().insert(pk.clone());
         }
@@ -109,6 +151,9 @@ pub struct ChangelogJoin {
     sides: [Table; 2],
     schema: SchemaRef,
     watermarks: SideWatermarks,
+    /// Stored keys of the layout before state format 5, deleted at the next
+    /// checkpoint (their rows are written to the tables then).
+    legacy: Vec<Vec<u8>>,
 }
 
 /// The inputs of one side of a table-table join.
@@ -135,6 +180,7 @@ impl ChangelogJoin {
             ],
             schema,
             watermarks: SideWatermarks::default(),
+            legacy: Vec::new(),
         })
     }
 
@@ -208,9 +254,8 @@ impl ChangelogJoin {
                     emit(l, r, Op::Upsert);
                 }
             }
-            self.sides[this].insert(pk.clone(), join_key, new_row);
+            self.sides[this].insert(pk, join_key, new_row);
         }
-        self.sides[this].dirty.insert(pk);
     }
 
     /// The changes as one chunk of the join's schema.
@@ -312,34 +357,29 @@ impl JoinOperator for ChangelogJoin {
     }
 
     fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
-        for (s, table) in self.sides.iter_mut().enumerate() {
-            for pk in table.dirty.drain() {
-                let mut key = Vec::with_capacity(1 + pk.len());
-                key.push(s as u8);
-                key.extend_from_slice(&pk);
-                match table.current.get(&pk) {
-                    Some((join_key, row)) => {
-                        let join_key = join_key.as_deref();
-                        let mut value = Vec::with_capacity(5 + row.len());
-                        match join_key {
-                            Some(k) => {
-                                value.extend_from_slice(&(k.len() as u32).to_be_bytes());
-                                value.extend_from_slice(k);
-                            }
-                            None => value.extend_from_slice(&u32::MAX.to_be_bytes()),
-                        }
-                        value.extend_from_slice(row);
-                        batch.put(id, &key, value);
-                    }
-                    None => batch.delete(id, &key),
-                }
-            }
+        for key in self.legacy.drain(..) {
+            batch.delete(id, &key);
+        }
+        for table in &mut self.sides {
+            table.store.flush(batch);
         }
         Ok(())
     }
 
     fn restore(&mut self, id: u16, state: &QueryState) -> Result<()> {
         let corrupt = || SluiceError::State("corrupt table-table join state".into());
+        for (s, table) in self.sides.iter_mut().enumerate() {
+            table.store =
+                StateTable::write_only(StateTableId::of_node(id, s as u8)).length_prefixed();
+            table.store.attach(state);
+            for (key, row) in table.store.scan()? {
+                let (join_key, pk) = parse_row_key(&key).ok_or_else(corrupt)?;
+                table.hold(pk.into(), join_key.map(Bytes::from), row.into());
+            }
+        }
+        // Before state format 5 the rows were stored under the operator's node
+        // id, keyed `[side][primary key]` with the join key in the value; they
+        // are written to the tables now and flushed at the next checkpoint.
         for (key, value) in state.scan(id)? {
             let (&s, pk) = key.split_first().ok_or_else(corrupt)?;
             let table = self.sides.get_mut(s as usize).ok_or_else(corrupt)?;
@@ -358,6 +398,7 @@ impl JoinOperator for ChangelogJoin {
                 )
             };
             table.insert(pk.into(), join_key, row.into());
+            self.legacy.push(key);
         }
         Ok(())
     }

@@ -798,21 +798,10 @@ mod tests {
         }
     }
 
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-        }
-    }
-
     /// Chunks of `(key, value, added)` rows over `keys` keys; with
     /// `retracting`, some rows retract a row added before.
     fn chunks(keys: u64, retracting: bool) -> Vec<Vec<(String, i64, bool)>> {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = crate::operators::test_rng::TestRng::new(0x9e37_79b9_7f4a_7c15);
         let mut present: Vec<(String, i64)> = Vec::new();
         (0..300)
             .map(|_| {

@@ -14,11 +14,14 @@ pub mod materialize;
 pub mod project;
 pub mod retractions;
 pub mod session_aggregate;
+#[cfg(test)]
+mod test_rng;
 pub mod top_n;
 pub mod window_assign;
 pub mod window_final_aggregate;
 mod window_panes;
 pub mod window_results;
+mod window_state;
 
 use crate::dataflow::{Chunk, Message};
 use crate::error::Result;

@@ -26,7 +26,13 @@ use super::group_aggregate::AggregateSpec;
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
+use crate::state::budget::MemoryUse;
+use crate::state::table::{StateTable, StateTableId};
 use crate::state::{QueryState, StateReader, StateWriteBatch};
+
+/// Bytes a key's session list costs beside its key and accumulators, for the
+/// memory budget.
+const SESSION_OVERHEAD: usize = 96;
 
 struct Session {
     start: i64,
@@ -60,8 +66,18 @@ pub struct SessionAggregate {
     /// (end, key) of sessions, earliest first; entries for sessions that grew since
     /// are stale and skipped.
     expiry: BinaryHeap<Reverse<(i64, Box<[u8]>)>>,
-    /// Keys whose sessions changed since the last checkpoint.
+    /// Keys whose sessions changed since the last checkpoint (the
+    /// accumulators change in place, so the operator says which lists the
+    /// checkpoint must write).
     state_dirty: HashSet<Box<[u8]>>,
+    /// Each key's open sessions, written at checkpoints; read back whole at
+    /// restore (the expiry heap needs every session's end).
+    table: StateTable,
+    /// Stored keys of the layout before state format 5, deleted at the next
+    /// checkpoint (their lists are written to `table` then).
+    legacy: Vec<Vec<u8>>,
+    /// Memory of the open sessions, against the state memory budget.
+    usage: MemoryUse,
 }
 
 impl SessionAggregate {
@@ -92,6 +108,9 @@ impl SessionAggregate {
             sessions: HashMap::new(),
             expiry: BinaryHeap::new(),
             state_dirty: HashSet::new(),
+            table: StateTable::write_only(StateTableId::of_node(0, 0)),
+            legacy: Vec::new(),
+            usage: MemoryUse::default(),
         })
     }
 
@@ -260,6 +279,24 @@ impl SessionAggregate {
         Ok(out)
     }
 
+    /// Bytes the open sessions hold: keys, accumulators, bookkeeping.
+    fn memory_size(&self) -> usize {
+        self.sessions
+            .iter()
+            .map(|(k, list)| {
+                k.len()
+                    + SESSION_OVERHEAD
+                    + list
+                        .iter()
+                        .map(|s| {
+                            SESSION_OVERHEAD
+                                + s.accumulators.iter().map(|a| a.size()).sum::<usize>()
+                        })
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     fn decode_sessions(&self, value: &[u8]) -> Result<Vec<Session>> {
         let mut value = StateReader::new(value, "session");
         let count = value.u32()? as usize;
@@ -406,28 +443,54 @@ impl Operator for SessionAggregate {
     }
 
     fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+        for key in self.legacy.drain(..) {
+            batch.delete(id, &key);
+        }
         for key in std::mem::take(&mut self.state_dirty) {
             match self.sessions.remove(&key) {
-                None => batch.delete(id, &key),
+                None => self.table.delete(&key),
                 Some(mut sessions) => {
                     let value = self.encode_sessions(&mut sessions);
                     self.sessions.insert(key.clone(), sessions);
-                    batch.put(id, &key, value?);
+                    self.table.put(&key, &value?);
                 }
             }
         }
+        self.table.flush(batch);
+        let now = self.memory_size();
+        let before = self.usage.bytes();
+        self.usage.add(now);
+        self.usage.sub(before);
         Ok(())
     }
 
     fn restore(&mut self, id: u16, state: &QueryState) -> Result<()> {
-        for (key, value) in state.scan(id)? {
+        self.table = StateTable::write_only(StateTableId::of_node(id, 0));
+        self.table.attach(state);
+        self.usage.join(state.budget().clone());
+        // Before state format 5 the lists were stored under the operator's
+        // node id; they are moved into the table at the next checkpoint.
+        let legacy = state.scan(id)?;
+        for (key, value, current) in self
+            .table
+            .scan()?
+            .into_iter()
+            .map(|(k, v)| (k, v, true))
+            .chain(legacy.into_iter().map(|(k, v)| (k, v, false)))
+        {
             let sessions = self.decode_sessions(&value)?;
             let key: Box<[u8]> = key.into();
             for s in &sessions {
                 self.expiry.push(Reverse((s.end, key.clone())));
             }
+            if !current {
+                self.legacy.push(key.to_vec());
+                self.state_dirty.insert(key.clone());
+            }
             self.sessions.insert(key, sessions);
         }
+        let now = self.memory_size();
+        self.usage.add(now);
         Ok(())
     }
 }
@@ -435,4 +498,194 @@ impl Operator for SessionAggregate {
 /// The session bounds' column type (window columns are millisecond timestamps).
 pub fn window_column_type() -> DataType {
     DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    use datafusion::functions_aggregate::{count::count_udaf, sum::sum_udaf};
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_expr::expressions::col;
+
+    use crate::state::StateStore;
+
+    fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("v", DataType::Float64, true),
+        ]))
+    }
+
+    /// SESSION (gap 5 s, grace 1 s) GROUP BY k: COUNT(v), SUM(v).
+    fn operator(emit_final: bool) -> SessionAggregate {
+        let input = input_schema();
+        let v = col("v", &input).unwrap();
+        let aggregates: Vec<AggregateSpec> = [("n", count_udaf()), ("s", sum_udaf())]
+            .into_iter()
+            .map(|(name, udaf)| AggregateSpec {
+                function: Arc::new(
+                    AggregateExprBuilder::new(udaf, vec![v.clone()])
+                        .schema(input.clone())
+                        .alias(name)
+                        .build()
+                        .unwrap(),
+                ),
+                filter: None,
+            })
+            .collect();
+        let mut fields = vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("window_start", window_column_type(), false),
+            Field::new("window_end", window_column_type(), false),
+        ];
+        fields.extend(
+            aggregates
+                .iter()
+                .map(|a| a.function.field().as_ref().clone()),
+        );
+        SessionAggregate::new(
+            vec![col("k", &input).unwrap()],
+            WindowColumns { start: 1, end: 2 },
+            aggregates,
+            Arc::new(Schema::new(fields)),
+            5_000,
+            1_000,
+            emit_final,
+        )
+        .unwrap()
+    }
+
+    /// Chunks of events for 6 keys with gaps around the session gap, each
+    /// followed by a watermark 3 s behind the latest event.
+    fn arrivals(seed: u64) -> Vec<(Chunk, i64)> {
+        let mut rng = crate::operators::test_rng::TestRng::new(seed);
+        let mut next = move |n: u64| rng.below(n);
+        let mut t = 1_000_000i64;
+        let mut out = Vec::new();
+        for _ in 0..200 {
+            let n = 1 + next(8) as usize;
+            let mut keys = Vec::new();
+            let mut times = Vec::new();
+            for _ in 0..n {
+                t += next(1_500) as i64;
+                keys.push(format!("k{}", next(6)));
+                times.push(t - next(2_500) as i64);
+            }
+            let batch = RecordBatch::try_new(
+                input_schema(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(keys.iter())),
+                    Arc::new(Float64Array::from_iter_values(
+                        times.iter().map(|t| (t % 7) as f64),
+                    )),
+                ],
+            )
+            .unwrap();
+            out.push((Chunk::new(batch, Int64Array::from(times), None), t - 3_000));
+        }
+        out
+    }
+
+    /// The rows emitted, as text with their op, in order of emission within
+    /// each chunk (sorted per chunk: a chunk's row order is not meaningful).
+    fn run(input: &[(Chunk, i64)], emit_final: bool, restart_every: Option<usize>) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let state = store.query("q").unwrap();
+        let mut op = operator(emit_final);
+        op.restore(0, &state).unwrap();
+        let mut out = Vec::new();
+        for (i, (chunk, watermark)) in input.iter().enumerate() {
+            op.on_chunk(chunk.clone(), &mut out).unwrap();
+            op.on_watermark(*watermark, &mut out).unwrap();
+            if restart_every.is_some_and(|n| i % n == n - 1) {
+                let mut batch = StateWriteBatch::default();
+                op.snapshot(0, &mut batch).unwrap();
+                state
+                    .commit(batch, i as u64 + 1, &[vec![(0, i as i64)]])
+                    .unwrap();
+                op = operator(emit_final);
+                op.restore(0, &state).unwrap();
+            }
+        }
+        op.on_watermark(i64::MAX, &mut out).unwrap();
+        let options = FormatOptions::default().with_null("NULL");
+        let mut rows = Vec::new();
+        for m in &out {
+            let Message::Chunk(c) = m else { continue };
+            let formatters: Vec<_> = c
+                .batch
+                .columns()
+                .iter()
+                .map(|a| ArrayFormatter::try_new(a.as_ref(), &options).unwrap())
+                .collect();
+            let mut these: Vec<String> = (0..c.num_rows())
+                .map(|r| {
+                    let mut row: Vec<String> =
+                        formatters.iter().map(|f| f.value(r).to_string()).collect();
+                    row.push(format!("{:?}", c.ops.as_ref().map(|o| o.value(r))));
+                    row.join("|")
+                })
+                .collect();
+            these.sort();
+            rows.extend(these);
+        }
+        rows
+    }
+
+    #[test]
+    fn sessions_survive_restarts() {
+        for emit_final in [true, false] {
+            for seed in [1, 2] {
+                let input = arrivals(seed);
+                let straight = run(&input, emit_final, None);
+                assert!(straight.len() > 50, "{}", straight.len());
+                for every in [1, 9] {
+                    assert_eq!(
+                        straight,
+                        run(&input, emit_final, Some(every)),
+                        "seed {seed}, final {emit_final}, restart every {every}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lists_of_the_layout_before_format_5_are_restored_and_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let state = store.query("q").unwrap();
+        let input = arrivals(3);
+        let mut op = operator(true);
+        let mut out = Vec::new();
+        for (chunk, watermark) in &input[..20] {
+            op.on_chunk(chunk.clone(), &mut out).unwrap();
+            op.on_watermark(*watermark, &mut out).unwrap();
+        }
+        // Format 4 wrote each key's list under the node id.
+        let mut batch = StateWriteBatch::default();
+        let keys: Vec<Box<[u8]>> = op.sessions.keys().cloned().collect();
+        assert!(!keys.is_empty());
+        for key in &keys {
+            let mut sessions = op.sessions.remove(key).unwrap();
+            batch.put(0, key, op.encode_sessions(&mut sessions).unwrap());
+            op.sessions.insert(key.clone(), sessions);
+        }
+        state.commit(batch, 1, &[vec![(0, 0)]]).unwrap();
+        let mut restored = operator(true);
+        restored.restore(0, &state).unwrap();
+        assert_eq!(restored.state_entries(), op.state_entries());
+        let mut batch = StateWriteBatch::default();
+        restored.snapshot(0, &mut batch).unwrap();
+        assert_eq!(batch.len(), 2 * keys.len(), "old keys deleted, new written");
+        state.commit(batch, 2, &[vec![(0, 0)]]).unwrap();
+        assert!(state.scan(0).unwrap().is_empty());
+        let mut again = operator(true);
+        again.restore(0, &state).unwrap();
+        assert_eq!(again.state_entries(), op.state_entries());
+    }
 }

@@ -38,13 +38,22 @@ use super::evaluate::{evaluate_all, row_errors, Failures};
 use super::group_aggregate::AggregateSpec;
 use super::window_assign::windows_of;
 use super::window_panes::{self, Pane, PaneAccumulator};
+use super::window_state::{group_key, parse_group_key, SlotChanges, TIME_SUFFIX};
 use super::Operator;
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
 use crate::sql::WindowKind;
+use crate::state::budget::MemoryUse;
+use crate::state::table::{StateTable, StateTableId};
 use crate::state::{QueryState, StateWriteBatch};
 
+/// The key of the watermark in the meta table (and, before state format 5,
+/// among the groups: group keys were at least 16 bytes, so it cannot collide).
 const WATERMARK_KEY: &[u8] = b"w";
+
+/// Bytes a group slot costs beside its key and accumulators (slot map entry,
+/// key id, event time, change flags), for the memory budget.
+const SLOT_OVERHEAD: usize = 32;
 
 /// A multiplicative hash for small integer keys (key ids are dense).
 #[derive(Default)]
@@ -77,8 +86,7 @@ struct WindowGroups {
     key_ids: Vec<u32>,
     rowtime: Vec<i64>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
-    /// Changed since the last checkpoint.
-    dirty: bool,
+    changes: SlotChanges,
 }
 
 /// Interned keys: one id per distinct key held by an open window or pane.
@@ -172,6 +180,10 @@ fn assign_groups(
         .collect()
 }
 
+/// A group read back at restore: window end and start, key, value, and
+/// whether it was written in the current layout.
+type StoredGroup<'a> = (i64, i64, &'a [u8], &'a [u8], bool);
+
 /// Hopping windows cut into panes of `width` (the advance; `size` is a multiple).
 #[derive(Debug, Clone, Copy)]
 struct PaneLayout {
@@ -206,8 +218,20 @@ pub struct WindowFinalAggregate {
     /// between windows so it is not reallocated.
     window_group: Vec<u32>,
     watermark: i64,
-    /// State keys of groups whose window (or pane) closed since the last checkpoint.
-    deleted: Vec<Vec<u8>>,
+    /// Every open group whose window a checkpoint saw change, keyed
+    /// `[key][end][start]` (see `window_state`).
+    table: StateTable,
+    /// The watermark.
+    meta: StateTable,
+    /// Stored keys of the layout before state format 5, deleted at the next
+    /// checkpoint (their groups are written to `table` then).
+    legacy: Vec<Vec<u8>>,
+    /// Changes are tracked for checkpoints (false when the query never
+    /// checkpoints).
+    track: bool,
+    /// Memory of the open groups, against the state memory budget.
+    usage: MemoryUse,
+    scratch: Vec<u8>,
 }
 
 impl WindowFinalAggregate {
@@ -260,7 +284,12 @@ impl WindowFinalAggregate {
             closing: Vec::new(),
             window_group: Vec::new(),
             watermark: i64::MIN,
-            deleted: Vec::new(),
+            table: Self::group_table(0),
+            meta: StateTable::write_only(StateTableId::of_node(0, 1)),
+            legacy: Vec::new(),
+            track: true,
+            usage: MemoryUse::default(),
+            scratch: Vec::new(),
         })
     }
 
@@ -276,17 +305,89 @@ impl WindowFinalAggregate {
             key_ids: Vec::new(),
             rowtime: Vec::new(),
             accumulators,
-            dirty: true,
+            changes: SlotChanges::default(),
         })
     }
 
-    /// The state key of a group: window (or pane) end and start, then the key.
-    fn state_key(&self, end: i64, start: i64, id: u32) -> Vec<u8> {
-        let mut k = Vec::with_capacity(16 + self.keys.bytes[id as usize].len());
-        k.extend_from_slice(&end.to_be_bytes());
-        k.extend_from_slice(&start.to_be_bytes());
-        k.extend_from_slice(&self.keys.bytes[id as usize]);
-        k
+    fn group_table(node: u16) -> StateTable {
+        StateTable::write_only(StateTableId::of_node(node, 0)).with_suffix(TIME_SUFFIX)
+    }
+
+    /// Deletes the stored groups among `key_ids` of the window (or pane)
+    /// `[start, end)`, which closed.
+    fn delete_stored(&mut self, end: i64, start: i64, key_ids: &[u32], changes: &SlotChanges) {
+        if !self.track {
+            return;
+        }
+        for (g, &id) in key_ids.iter().enumerate() {
+            if changes.stored(g) {
+                group_key(&self.keys.bytes[id as usize], end, start, &mut self.scratch);
+                self.table.delete(&self.scratch);
+            }
+        }
+    }
+
+    /// Writes the changed groups of the window (or pane) `[start, end)`,
+    /// whose intermediate state is `columns` (a row per slot).
+    #[allow(clippy::too_many_arguments)]
+    fn write_changed(
+        table: &mut StateTable,
+        scratch: &mut Vec<u8>,
+        keys: &Keys,
+        state_rows: &RowConverter,
+        (start, end): (i64, i64),
+        key_ids: &[u32],
+        rowtime: &[i64],
+        changed: Vec<(u32, bool)>,
+        columns: &[ArrayRef],
+    ) -> Result<()> {
+        let all = changed.len() == key_ids.len();
+        let taken;
+        let columns = if all {
+            columns
+        } else {
+            let idx = UInt32Array::from_iter_values(changed.iter().map(|(s, _)| *s));
+            taken = columns
+                .iter()
+                .map(|c| take(c, &idx, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            &taken
+        };
+        let rows = aggregate_inputs::RowBytes::convert(state_rows, columns)?;
+        let mut value = Vec::new();
+        for (j, &(slot, stored)) in changed.iter().enumerate() {
+            let g = slot as usize;
+            value.clear();
+            value.extend_from_slice(&rowtime[g].to_be_bytes());
+            value.extend_from_slice(rows.row(if all { g } else { j }));
+            group_key(&keys.bytes[key_ids[g] as usize], end, start, scratch);
+            if stored {
+                table.put(scratch, &value);
+            } else {
+                table.insert_new(scratch, &value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes the open groups hold: keys, accumulators, slots.
+    fn memory_size(&self) -> usize {
+        let keys: usize = self.keys.bytes.iter().map(|k| k.len()).sum::<usize>()
+            + self.keys.bytes.len() * SLOT_OVERHEAD;
+        let windows: usize = self
+            .windows
+            .values()
+            .map(|w| {
+                w.key_ids.len() * SLOT_OVERHEAD
+                    + w.accumulators.iter().map(|a| a.size()).sum::<usize>()
+            })
+            .sum();
+        let panes: usize = self
+            .panes
+            .values()
+            .map(|p| p.key_ids.len() * SLOT_OVERHEAD + p.memory_size())
+            .sum();
+        keys + windows + panes
     }
 
     /// The rows of a closed window, as upserts: one per key, with the
@@ -331,10 +432,8 @@ impl WindowFinalAggregate {
             .iter_mut()
             .map(|acc| acc.evaluate(EmitTo::All))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
+        self.delete_stored(end, window.start, &window.key_ids, &window.changes);
         let chunk = self.rows(window.start, end, &window.key_ids, window.rowtime, values)?;
-        for &id in &window.key_ids {
-            self.deleted.push(self.state_key(end, window.start, id));
-        }
         for &id in &window.key_ids {
             self.keys.release(id);
         }
@@ -424,7 +523,6 @@ impl WindowFinalAggregate {
                 .windows
                 .get_mut(&end)
                 .ok_or_else(|| SluiceError::Internal("window vanished".into()))?;
-            window.dirty = true;
             let groups = assign_groups(
                 &mut self.keys,
                 &mut window.slots,
@@ -434,6 +532,9 @@ impl WindowFinalAggregate {
                 &chunk.rowtime,
                 &idx,
             );
+            if self.track {
+                window.changes.mark(&groups);
+            }
             let total = window.key_ids.len();
             let rows = Rows::new(idx, n);
             for (a, acc) in window.accumulators.iter_mut().enumerate() {
@@ -500,7 +601,6 @@ impl WindowFinalAggregate {
                 .panes
                 .get_mut(&start)
                 .ok_or_else(|| SluiceError::Internal("pane vanished".into()))?;
-            pane.dirty = true;
             pane.live_used = true;
             let groups = assign_groups(
                 &mut self.keys,
@@ -511,6 +611,9 @@ impl WindowFinalAggregate {
                 &chunk.rowtime,
                 &idx,
             );
+            if self.track {
+                pane.changes.mark(&groups);
+            }
             let total = pane.key_ids.len();
             let rows = Rows::new(idx, n);
             for (a, acc) in pane.live.iter_mut().enumerate() {
@@ -593,10 +696,7 @@ impl WindowFinalAggregate {
             let Some(pane) = self.panes.remove(&start) else {
                 break;
             };
-            for &id in &pane.key_ids {
-                self.deleted
-                    .push(self.state_key(start + layout.width, start, id));
-            }
+            self.delete_stored(start + layout.width, start, &pane.key_ids, &pane.changes);
             for &id in &pane.key_ids {
                 self.keys.release(id);
             }
@@ -714,90 +814,102 @@ impl Operator for WindowFinalAggregate {
         Ok(())
     }
 
+    fn without_checkpoints(&mut self) {
+        self.track = false;
+    }
+
     fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
-        for key in self.deleted.drain(..) {
+        for key in self.legacy.drain(..) {
             batch.delete(id, &key);
         }
-        // Group keys are at least 16 bytes, so this one-byte key cannot collide.
         // With the watermark restored, an event replayed after a crash cannot
-        // reopen a window that had closed.
-        // Not the end-of-input watermark: input added to a file later must not be
-        // late after a restart.
+        // reopen a window that had closed. Not the end-of-input watermark:
+        // input added to a file later must not be late after a restart.
         if self.watermark < i64::MAX {
-            batch.put(id, WATERMARK_KEY, self.watermark.to_be_bytes().to_vec());
+            self.meta.put(WATERMARK_KEY, &self.watermark.to_be_bytes());
         }
         if let Some(layout) = self.layout {
-            let dirty: Vec<i64> = self
+            let changed: Vec<i64> = self
                 .panes
                 .iter()
-                .filter(|(_, p)| p.dirty)
+                .filter(|(_, p)| p.changes.any())
                 .map(|(s, _)| *s)
                 .collect();
-            for start in dirty {
+            for start in changed {
                 let Some(pane) = self.panes.get_mut(&start) else {
                     continue;
                 };
-                pane.dirty = false;
+                let slots = pane.changes.take();
                 let columns = pane.consolidate(&self.aggregates)?;
-                let rows = aggregate_inputs::RowBytes::convert(&self.state_rows, &columns)?;
-                let Some(pane) = self.panes.get(&start) else {
+                Self::write_changed(
+                    &mut self.table,
+                    &mut self.scratch,
+                    &self.keys,
+                    &self.state_rows,
+                    (start, start + layout.width),
+                    &pane.key_ids,
+                    &pane.rowtime,
+                    slots,
+                    &columns,
+                )?;
+            }
+        } else {
+            let changed: Vec<i64> = self
+                .windows
+                .iter()
+                .filter(|(_, w)| w.changes.any())
+                .map(|(e, _)| *e)
+                .collect();
+            for end in changed {
+                let Some(mut window) = self.windows.remove(&end) else {
                     continue;
                 };
-                for (g, &key_id) in pane.key_ids.iter().enumerate() {
-                    let mut value = pane.rowtime[g].to_be_bytes().to_vec();
-                    value.extend_from_slice(rows.row(g));
-                    batch.put(
-                        id,
-                        &self.state_key(start + layout.width, start, key_id),
-                        value,
-                    );
+                let n = window.key_ids.len();
+                // `state` consumes the accumulators: read it, then merge it
+                // back into fresh ones so the window carries on unchanged.
+                let mut columns: Vec<ArrayRef> = Vec::new();
+                for acc in window.accumulators.iter_mut() {
+                    columns.extend(acc.state(EmitTo::All)?);
                 }
+                let groups: Vec<usize> = (0..n).collect();
+                let mut accumulators = self.new_window(window.start)?.accumulators;
+                let mut c = 0;
+                for (a, &w) in self.state_widths.iter().enumerate() {
+                    accumulators[a].merge_batch(&columns[c..c + w], &groups, n)?;
+                    c += w;
+                }
+                window.accumulators = accumulators;
+                let slots = window.changes.take();
+                Self::write_changed(
+                    &mut self.table,
+                    &mut self.scratch,
+                    &self.keys,
+                    &self.state_rows,
+                    (window.start, end),
+                    &window.key_ids,
+                    &window.rowtime,
+                    slots,
+                    &columns,
+                )?;
+                self.windows.insert(end, window);
             }
-            return Ok(());
         }
-        let dirty: Vec<i64> = self
-            .windows
-            .iter()
-            .filter(|(_, w)| w.dirty)
-            .map(|(e, _)| *e)
-            .collect();
-        for end in dirty {
-            let Some(mut window) = self.windows.remove(&end) else {
-                continue;
-            };
-            window.dirty = false;
-            let n = window.key_ids.len();
-            // `state` consumes the accumulators: read it, then merge it back into
-            // fresh ones so the window carries on unchanged.
-            let mut columns: Vec<ArrayRef> = Vec::new();
-            for acc in window.accumulators.iter_mut() {
-                columns.extend(acc.state(EmitTo::All)?);
-            }
-            let groups: Vec<usize> = (0..n).collect();
-            let mut accumulators = self.new_window(window.start)?.accumulators;
-            let mut c = 0;
-            for (a, &w) in self.state_widths.iter().enumerate() {
-                accumulators[a].merge_batch(&columns[c..c + w], &groups, n)?;
-                c += w;
-            }
-            window.accumulators = accumulators;
-            let rows = aggregate_inputs::RowBytes::convert(&self.state_rows, &columns)?;
-            for (g, &key_id) in window.key_ids.iter().enumerate() {
-                let mut value = window.rowtime[g].to_be_bytes().to_vec();
-                value.extend_from_slice(rows.row(g));
-                batch.put(id, &self.state_key(end, window.start, key_id), value);
-            }
-            self.windows.insert(end, window);
-        }
+        self.table.flush(batch);
+        self.meta.flush(batch);
+        let now = self.memory_size();
+        let before = self.usage.bytes();
+        self.usage.add(now);
+        self.usage.sub(before);
         Ok(())
     }
 
     fn restore(&mut self, id: u16, state: &QueryState) -> Result<()> {
-        let entries = state.scan(id)?;
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let corrupt = || SluiceError::Internal("corrupt window state".into());
+        self.table = Self::group_table(id);
+        self.meta = StateTable::write_only(StateTableId::of_node(id, 1));
+        self.table.attach(state);
+        self.meta.attach(state);
+        self.usage.join(state.budget().clone());
+        let corrupt = || SluiceError::State("corrupt window state".into());
         let i64_at = |b: &[u8], at: usize| -> Result<i64> {
             let bytes: [u8; 8] = b
                 .get(at..at + 8)
@@ -805,32 +917,60 @@ impl Operator for WindowFinalAggregate {
                 .ok_or_else(corrupt)?;
             Ok(i64::from_be_bytes(bytes))
         };
-        let (marks, entries): (Vec<_>, Vec<_>) = entries
-            .into_iter()
-            .partition(|(k, _)| k.as_slice() == WATERMARK_KEY);
-        if let Some((_, v)) = marks.first() {
+        if let Some((_, v)) = self.meta.scan()?.first() {
             self.watermark = i64_at(v, 0)?;
         }
+        let stored = self.table.scan()?;
+        // Before state format 5 the groups were stored under the operator's
+        // node id, keyed `[end][start][key]`, with the watermark among them.
+        let legacy = state.scan(id)?;
+        let mut groups: Vec<StoredGroup> = Vec::with_capacity(stored.len() + legacy.len());
+        for (k, v) in &stored {
+            let (key, end, start) = parse_group_key(k)?;
+            groups.push((end, start, key, v, true));
+        }
+        for (k, v) in &legacy {
+            if k.as_slice() == WATERMARK_KEY {
+                self.watermark = i64_at(v, 0)?;
+            } else {
+                let key = k.get(16..).ok_or_else(corrupt)?;
+                groups.push((i64_at(k, 0)?, i64_at(k, 8)?, key, v, false));
+            }
+        }
+        self.legacy = legacy.iter().map(|(k, _)| k.clone()).collect();
+        if !groups.is_empty() {
+            self.restore_groups(&groups)?;
+        }
+        let now = self.memory_size();
+        self.usage.add(now);
+        Ok(())
+    }
+}
+
+impl WindowFinalAggregate {
+    /// Rebuilds the open windows (or panes) from stored groups: (end, start,
+    /// key, value, written in the current layout). Groups of the old layout
+    /// are marked changed, so the next checkpoint writes them into the table.
+    fn restore_groups(&mut self, groups: &[StoredGroup]) -> Result<()> {
+        let corrupt = || SluiceError::State("corrupt window state".into());
         let parser = self.state_rows.parser();
         let states = self.state_rows.convert_rows(
-            entries
+            groups
                 .iter()
-                .map(|(_, v)| parser.parse(v.get(8..).unwrap_or_default())),
+                .map(|g| parser.parse(g.3.get(8..).unwrap_or_default())),
         )?;
-        // Entries are in key order: by window (or pane) end, then start, then key.
         let mut by_end: BTreeMap<i64, (i64, Vec<u32>)> = BTreeMap::new();
-        for (i, (k, _)) in entries.iter().enumerate() {
-            let (end, start) = (i64_at(k, 0)?, i64_at(k, 8)?);
+        for (i, g) in groups.iter().enumerate() {
             by_end
-                .entry(end)
-                .or_insert((start, Vec::new()))
+                .entry(g.0)
+                .or_insert((g.1, Vec::new()))
                 .1
                 .push(i as u32);
         }
         let closed_before = self.watermark.saturating_sub(self.grace);
         for (end, (start, idx)) in by_end {
             let n = idx.len();
-            let groups: Vec<usize> = (0..n).collect();
+            let slots: Vec<usize> = (0..n).collect();
             let taken = UInt32Array::from(idx.clone());
             let mut columns: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.state_widths.len());
             let mut c = 0;
@@ -845,27 +985,49 @@ impl Operator for WindowFinalAggregate {
             }
             if let Some(layout) = self.layout {
                 if end - start != layout.width {
-                    return Err(SluiceError::Internal(format!(
+                    return Err(SluiceError::State(format!(
                         "window state of [{start}, {end}) is not a pane of {} ms (written by another version?)",
                         layout.width
                     )));
                 }
-                let mut pane = Pane::new(&self.aggregates)?;
-                pane.dirty = false;
-                for &i in &idx {
-                    let (k, v) = &entries[i as usize];
-                    let key_id = self.keys.intern(k.get(16..).ok_or_else(corrupt)?);
-                    let g = slot(
-                        &mut self.keys,
-                        &mut pane.slots,
-                        &mut pane.key_ids,
-                        &mut pane.rowtime,
-                        key_id,
-                    );
-                    pane.rowtime[g] = i64_at(v, 0)?;
+            }
+            let mut key_ids = Vec::with_capacity(n);
+            let mut slot_map = IdMap::default();
+            let mut rowtime = Vec::with_capacity(n);
+            let mut changes = SlotChanges::default();
+            for &i in &idx {
+                let (_, g_start, key, value, current) = groups[i as usize];
+                if g_start != start {
+                    return Err(corrupt());
                 }
+                let key_id = self.keys.intern(key);
+                let g = slot(
+                    &mut self.keys,
+                    &mut slot_map,
+                    &mut key_ids,
+                    &mut rowtime,
+                    key_id,
+                );
+                rowtime[g] = i64::from_be_bytes(
+                    value
+                        .get(..8)
+                        .and_then(|s| s.try_into().ok())
+                        .ok_or_else(corrupt)?,
+                );
+                if current {
+                    changes.mark_stored(g);
+                } else if self.track {
+                    changes.mark(&[g]);
+                }
+            }
+            if self.layout.is_some() {
+                let mut pane = Pane::new(&self.aggregates)?;
+                pane.slots = slot_map;
+                pane.key_ids = key_ids;
+                pane.rowtime = rowtime;
+                pane.changes = changes;
                 for (acc, cols) in pane.live.iter_mut().zip(&columns) {
-                    acc.merge_state(cols, &groups, n)?;
+                    acc.merge_state(cols, &slots, n)?;
                 }
                 pane.live_used = true;
                 self.panes.insert(start, pane);
@@ -878,21 +1040,12 @@ impl Operator for WindowFinalAggregate {
                 continue;
             }
             let mut window = self.new_window(start)?;
-            window.dirty = false;
-            for &i in &idx {
-                let (k, v) = &entries[i as usize];
-                let key_id = self.keys.intern(k.get(16..).ok_or_else(corrupt)?);
-                let g = slot(
-                    &mut self.keys,
-                    &mut window.slots,
-                    &mut window.key_ids,
-                    &mut window.rowtime,
-                    key_id,
-                );
-                window.rowtime[g] = i64_at(v, 0)?;
-            }
+            window.slots = slot_map;
+            window.key_ids = key_ids;
+            window.rowtime = rowtime;
+            window.changes = changes;
             for (acc, cols) in window.accumulators.iter_mut().zip(&columns) {
-                acc.merge_batch(cols, &groups, n)?;
+                acc.merge_batch(cols, &slots, n)?;
             }
             self.windows.insert(end, window);
         }
@@ -931,6 +1084,20 @@ mod tests {
 
     /// HOP(20 s, 5 s) GROUP BY k with `functions` over v.
     fn operator(functions: &[(&str, Arc<AggregateUDF>)]) -> WindowFinalAggregate {
+        operator_of(
+            functions,
+            WindowKind::Hopping {
+                size: SIZE,
+                advance: ADVANCE,
+            },
+        )
+    }
+
+    /// `kind` GROUP BY k with `functions` over v.
+    fn operator_of(
+        functions: &[(&str, Arc<AggregateUDF>)],
+        kind: WindowKind,
+    ) -> WindowFinalAggregate {
         let input = input_schema();
         let v = col("v", &input).unwrap();
         let aggregates: Vec<AggregateSpec> = functions
@@ -967,10 +1134,7 @@ mod tests {
             WindowColumns { start: 1, end: 2 },
             aggregates,
             Arc::new(Schema::new(fields)),
-            WindowKind::Hopping {
-                size: SIZE,
-                advance: ADVANCE,
-            },
+            kind,
             GRACE,
         )
         .unwrap()
@@ -980,13 +1144,8 @@ mod tests {
     /// the latest event by less than events are delayed: some events are late
     /// for their earliest windows but not for the later ones, some for all.
     fn arrivals(seed: u64) -> Vec<(Chunk, i64)> {
-        let mut x = seed | 1;
-        let mut next = move |n: u64| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-        };
+        let mut rng = crate::operators::test_rng::TestRng::new(seed);
+        let mut next = move |n: u64| rng.below(n);
         let mut events: Vec<(i64, i64, String, Option<f64>)> = Vec::new();
         let mut t = 1_000_000i64;
         for _ in 0..3_000 {
@@ -1062,6 +1221,9 @@ mod tests {
         let store = StateStore::open(dir.path()).unwrap();
         let state = store.query("q").unwrap();
         let mut op = make();
+        if restart_every.is_some() {
+            op.restore(0, &state).unwrap();
+        }
         let mut rows = Vec::new();
         let mut out = Vec::new();
         for (i, (chunk, watermark)) in input.iter().enumerate() {
@@ -1138,5 +1300,139 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn chunk_of(keys: &[String], t: i64) -> Chunk {
+        let batch = RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(keys.iter())),
+                Arc::new(arrow::array::Float64Array::from_iter_values(
+                    keys.iter().map(|_| 1.0),
+                )),
+            ],
+        )
+        .unwrap();
+        Chunk::new(batch, Int64Array::from_value(t, keys.len()), None)
+    }
+
+    /// Entries a checkpoint of `op` writes (groups, deletes and the watermark).
+    fn checkpoint(op: &mut WindowFinalAggregate, state: &QueryState, epoch: u64) -> usize {
+        let mut batch = StateWriteBatch::default();
+        op.snapshot(0, &mut batch).unwrap();
+        let n = batch.len();
+        state.commit(batch, epoch, &[vec![(0, 0)]]).unwrap();
+        n
+    }
+
+    #[test]
+    fn checkpoints_write_changed_groups_and_nothing_for_windows_opened_and_closed_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let tumbling = WindowKind::Tumbling { size: 10_000 };
+        for panes in [false, true] {
+            let state = store.query(if panes { "p" } else { "t" }).unwrap();
+            let kind = if panes {
+                WindowKind::Hopping {
+                    size: 20_000,
+                    advance: 10_000,
+                }
+            } else {
+                tumbling
+            };
+            let functions = [("n", count_udaf()), ("s", sum_udaf())];
+            let mut op = operator_of(&functions, kind);
+            assert_eq!(op.layout.is_some(), panes);
+            op.restore(0, &state).unwrap();
+            let mut out = Vec::new();
+            let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+            op.on_chunk(chunk_of(&keys, 1_000), &mut out).unwrap();
+            // 100 groups and the watermark.
+            assert_eq!(checkpoint(&mut op, &state, 1), 101, "panes: {panes}");
+            op.on_chunk(chunk_of(&keys[..1], 2_000), &mut out).unwrap();
+            assert_eq!(checkpoint(&mut op, &state, 2), 2, "panes: {panes}");
+            // A window opens and closes between two checkpoints; the first
+            // closes (its 100 stored groups are deleted).
+            op.on_chunk(chunk_of(&keys, 25_000), &mut out).unwrap();
+            op.on_watermark(60_000, &mut out).unwrap();
+            let emitted: usize = out
+                .iter()
+                .map(|m| match m {
+                    Message::Chunk(c) => c.num_rows(),
+                    _ => 0,
+                })
+                .sum();
+            assert_eq!(emitted, if panes { 400 } else { 200 }, "panes: {panes}");
+            assert_eq!(checkpoint(&mut op, &state, 3), 101, "panes: {panes}");
+            let mut restored = operator_of(&functions, kind);
+            restored.restore(0, &state).unwrap();
+            assert_eq!(restored.state_entries(), 0);
+            assert_eq!(restored.watermark, 60_000);
+        }
+    }
+
+    #[test]
+    fn state_of_the_layout_before_format_5_is_restored_and_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let state = store.query("q").unwrap();
+        let functions = [("n", count_udaf()), ("s", sum_udaf())];
+        let tumbling = WindowKind::Tumbling { size: 10_000 };
+        // Format 4 wrote `[end][start][key]` under the node id, with the
+        // watermark among the groups.
+        let mut op = operator_of(&functions, tumbling);
+        let mut out = Vec::new();
+        let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+        op.on_chunk(chunk_of(&keys, 1_000), &mut out).unwrap();
+        op.on_watermark(500, &mut out).unwrap();
+        let mut batch = StateWriteBatch::default();
+        let window = op.windows.get_mut(&10_000).unwrap();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for acc in window.accumulators.iter_mut() {
+            columns.extend(acc.state(EmitTo::All).unwrap());
+        }
+        let rows = aggregate_inputs::RowBytes::convert(&op.state_rows, &columns).unwrap();
+        for (g, &id) in window.key_ids.iter().enumerate() {
+            let mut key = 10_000i64.to_be_bytes().to_vec();
+            key.extend_from_slice(&0i64.to_be_bytes());
+            key.extend_from_slice(&op.keys.bytes[id as usize]);
+            let mut value = 1_000i64.to_be_bytes().to_vec();
+            value.extend_from_slice(rows.row(g));
+            batch.put(0, &key, value);
+        }
+        batch.put(0, WATERMARK_KEY, 500i64.to_be_bytes().to_vec());
+        state.commit(batch, 1, &[vec![(0, 0)]]).unwrap();
+
+        let mut restored = operator_of(&functions, tumbling);
+        restored.restore(0, &state).unwrap();
+        assert_eq!(restored.watermark, 500);
+        assert_eq!(restored.state_entries(), 10);
+        // The next checkpoint moves them: 11 old keys deleted (groups and
+        // watermark), 10 groups and the watermark written.
+        assert_eq!(checkpoint(&mut restored, &state, 2), 22);
+        assert!(state.scan(0).unwrap().is_empty());
+        let mut again = operator_of(&functions, tumbling);
+        again.restore(0, &state).unwrap();
+        assert_eq!(again.state_entries(), 10);
+        again
+            .on_chunk(chunk_of(&keys[..1], 2_000), &mut out)
+            .unwrap();
+        let mut out = Vec::new();
+        again.on_watermark(i64::MAX, &mut out).unwrap();
+        let Message::Chunk(c) = &out[0] else {
+            panic!("no rows")
+        };
+        let mut rows = Vec::new();
+        format(c, &mut rows, true);
+        rows.sort();
+        assert_eq!(rows.len(), 10);
+        assert_eq!(
+            rows[0],
+            "k0|1970-01-01T00:00:00|1970-01-01T00:00:10|2|2.0|2000"
+        );
+        assert_eq!(
+            rows[1],
+            "k1|1970-01-01T00:00:00|1970-01-01T00:00:10|1|1.0|1000"
+        );
     }
 }

@@ -23,6 +23,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 
 use super::group_aggregate::AggregateSpec;
+use super::window_state::SlotChanges;
 use crate::error::{Result, SluiceError};
 use crate::functions::percentile::{BufferedPercentile, PercentileLog, PercentileRuns};
 
@@ -196,6 +197,14 @@ impl PaneAccumulator {
         }
     }
 
+    /// Bytes the accumulator holds.
+    pub fn size(&self) -> usize {
+        match self {
+            PaneAccumulator::Groups(acc) => acc.size(),
+            PaneAccumulator::Percentile(acc) => acc.size(),
+        }
+    }
+
     /// The result of every group (consumes the groups).
     pub fn evaluate(&mut self) -> Result<ArrayRef> {
         Ok(match self {
@@ -219,8 +228,8 @@ pub struct Pane {
     pub live_used: bool,
     /// Earlier contents: per freeze, one partial per aggregate.
     pub partials: Vec<Vec<Partial>>,
-    /// Changed since the last checkpoint.
-    pub dirty: bool,
+    /// Slots changed since the last checkpoint, and slots a checkpoint wrote.
+    pub changes: SlotChanges,
 }
 
 impl Pane {
@@ -232,8 +241,23 @@ impl Pane {
             live: PaneAccumulator::for_all(aggregates)?,
             live_used: false,
             partials: Vec::new(),
-            dirty: true,
+            changes: SlotChanges::default(),
         })
+    }
+
+    /// Bytes held by the accumulators and partials (not the slots).
+    pub fn memory_size(&self) -> usize {
+        let live: usize = self.live.iter().map(PaneAccumulator::size).sum();
+        let partials: usize = self
+            .partials
+            .iter()
+            .flatten()
+            .map(|p| match p {
+                Partial::State(columns) => columns.iter().map(|c| c.get_array_memory_size()).sum(),
+                Partial::Percentile(runs) => runs.memory_size(),
+            })
+            .sum();
+        live + partials
     }
 
     /// Moves the live accumulators' contents to the partials.

@@ -10,6 +10,7 @@ pub mod errors;
 mod join;
 pub mod key_filters;
 pub mod providers;
+pub mod test_variant;
 mod top_n;
 pub mod window;
 

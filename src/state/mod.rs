@@ -24,6 +24,7 @@ const META_OPERATOR: u16 = u16::MAX;
 const OFFSETS_KEY: &[u8] = b"offsets";
 const EPOCH_KEY: &[u8] = b"epoch";
 const FORMAT_KEY: &[u8] = b"format";
+const PLAN_KEY: &[u8] = b"plan";
 
 /// The layout of a query's state this build writes. Checkpoints written before
 /// the key existed are format 1.
@@ -37,7 +38,10 @@ const FORMAT_KEY: &[u8] = b"format";
 ///   group's latest event time, and materialized tables their rows (format
 ///   3's layout is still read, and moved into the tables at the next
 ///   checkpoint).
-pub const STATE_FORMAT: u32 = 4;
+/// - 5: window aggregates with EMIT FINAL keep their groups in a state table
+///   keyed `[key][end][start]` and write only the groups that changed (format
+///   4's layout is still read, and moved at the next checkpoint).
+pub const STATE_FORMAT: u32 = 5;
 
 fn err(context: &str, e: rocksdb::Error) -> SluiceError {
     SluiceError::State(format!("{context}: {e}"))
@@ -216,6 +220,41 @@ impl QueryState {
             .meta(FORMAT_KEY, "the state format")?
             .map(u32::from_be_bytes)
             .unwrap_or(1))
+    }
+
+    /// [`QueryState::format`], refused when a newer build wrote it: its
+    /// layout may differ in ways this build would misread.
+    pub fn readable_format(&self) -> Result<u32> {
+        let format = self.format()?;
+        if format > STATE_FORMAT {
+            return Err(SluiceError::IncompatibleState(format!(
+                "checkpointed by a newer Sluice (state format {format}; this build reads \
+                 formats up to {STATE_FORMAT}): run that version, or drop the query and \
+                 create it again to rebuild its state from its inputs"
+            )));
+        }
+        Ok(format)
+    }
+
+    /// The plan the query's state was written under (see
+    /// `Dataflow::signature`), if one was recorded.
+    pub fn plan(&self) -> Result<Option<String>> {
+        let cf = self.handle()?;
+        let raw = self
+            .db
+            .get_cf(&cf, prefixed(META_OPERATOR, PLAN_KEY))
+            .map_err(|e| err("reading the plan", e))?;
+        Ok(raw.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Records the plan the query's state is written under.
+    pub fn record_plan(&self, plan: &str) -> Result<()> {
+        let cf = self.handle()?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .put_cf_opt(&cf, prefixed(META_OPERATOR, PLAN_KEY), plan, &wo)
+            .map_err(|e| err("recording the plan", e))
     }
 
     /// The committed values of `keys` (stored keys, as state tables build
@@ -438,6 +477,24 @@ impl<'a> StateReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_of_a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let q = store.query("q").unwrap();
+        q.commit(StateWriteBatch::default(), 1, &[]).unwrap();
+        assert_eq!(q.readable_format().unwrap(), STATE_FORMAT);
+        let cf = q.db.cf_handle(&q.cf).unwrap();
+        q.db.put_cf(
+            &cf,
+            prefixed(META_OPERATOR, FORMAT_KEY),
+            (STATE_FORMAT + 1).to_be_bytes(),
+        )
+        .unwrap();
+        let e = q.readable_format().unwrap_err().to_string();
+        assert!(e.contains("newer Sluice"), "{e}");
+    }
 
     #[test]
     fn commit_is_atomic_and_survives_reopen() {

@@ -58,7 +58,7 @@ impl StateTableId {
     /// directly.
     pub fn stored_key(self, key: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        StateTable::stored_key(self, 0, key, &mut out);
+        StateTable::stored_key(self, Distribution::Whole, key, &mut out);
         out
     }
 }
@@ -146,8 +146,42 @@ pub struct StateTable {
     /// False for a write-only table: nothing is cached, and without a store
     /// nothing is kept at all.
     cached: bool,
-    /// Trailing key bytes left out of the vnode hash.
-    suffix: usize,
+    /// Which part of a key the vnode hashes.
+    distribution: Distribution,
+}
+
+/// The part of a table's keys that picks their vnode: the distribution key
+/// (group key, join key), so that every entry of one distribution key shares a
+/// vnode and a later version can split a table by vnode ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    /// The whole key.
+    Whole,
+    /// All but a fixed-size suffix (a time and a sequence number, say).
+    DropSuffix(usize),
+    /// Keys start with a `u32` BE length and that many bytes of distribution
+    /// key, then the rest (`u32::MAX`: no distribution key, as for a NULL
+    /// join key, and nothing follows the length before the rest).
+    LengthPrefixed,
+}
+
+impl Distribution {
+    fn of(self, key: &[u8]) -> &[u8] {
+        match self {
+            Distribution::Whole => key,
+            Distribution::DropSuffix(n) => &key[..key.len().saturating_sub(n)],
+            Distribution::LengthPrefixed => {
+                let len = key
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes);
+                match len {
+                    Some(u32::MAX) | None => &key[..key.len().min(4)],
+                    Some(l) => &key[..key.len().min(4 + l as usize)],
+                }
+            }
+        }
+    }
 }
 
 fn entry_size(key: &[u8], value: &Option<Bytes>) -> usize {
@@ -165,7 +199,7 @@ impl StateTable {
             scratch: Vec::new(),
             usage: MemoryUse::default(),
             cached: true,
-            suffix: 0,
+            distribution: Distribution::Whole,
         }
     }
 
@@ -183,7 +217,14 @@ impl StateTable {
     /// say) are not part of its distribution key: keys that differ only there
     /// share a vnode.
     pub fn with_suffix(mut self, suffix: usize) -> StateTable {
-        self.suffix = suffix;
+        self.distribution = Distribution::DropSuffix(suffix);
+        self
+    }
+
+    /// Keys are length-prefixed distribution keys followed by the rest (see
+    /// [`Distribution::LengthPrefixed`]).
+    pub fn length_prefixed(mut self) -> StateTable {
+        self.distribution = Distribution::LengthPrefixed;
         self
     }
 
@@ -228,12 +269,11 @@ impl StateTable {
     }
 
     /// The stored form of `key`.
-    fn stored_key(id: StateTableId, suffix: usize, key: &[u8], out: &mut Vec<u8>) {
+    fn stored_key(id: StateTableId, distribution: Distribution, key: &[u8], out: &mut Vec<u8>) {
         out.clear();
         out.reserve(6 + key.len());
         out.extend_from_slice(&id.0.to_be_bytes());
-        let distribution = &key[..key.len().saturating_sub(suffix)];
-        out.extend_from_slice(&vnode(distribution).to_be_bytes());
+        out.extend_from_slice(&vnode(distribution.of(key)).to_be_bytes());
         out.extend_from_slice(key);
     }
 
@@ -286,7 +326,7 @@ impl StateTable {
             // The operator holds it, and nothing is persisted.
             return;
         }
-        Self::stored_key(self.id, self.suffix, key, &mut self.scratch);
+        Self::stored_key(self.id, self.distribution, key, &mut self.scratch);
         let k = self.scratch.as_slice();
         if self.store.is_none() {
             let old = match value {
@@ -339,7 +379,7 @@ impl StateTable {
         self.evict_if_over();
         let mut missing: Vec<Vec<u8>> = Vec::new();
         for key in keys {
-            Self::stored_key(self.id, self.suffix, key, &mut self.scratch);
+            Self::stored_key(self.id, self.distribution, key, &mut self.scratch);
             if !self.in_memory(&self.scratch) {
                 missing.push(self.scratch.clone());
             }
@@ -372,7 +412,7 @@ impl StateTable {
     /// when it has none. A key not loaded reads as absent: a bug in the caller,
     /// caught in debug builds.
     pub fn get_loaded(&self, key: &[u8], scratch: &mut Vec<u8>) -> Option<&[u8]> {
-        Self::stored_key(self.id, self.suffix, key, scratch);
+        Self::stored_key(self.id, self.distribution, key, scratch);
         let k = scratch.as_slice();
         match self.buffer.get(k) {
             Some(p) => p.value.as_deref(),
@@ -390,7 +430,7 @@ impl StateTable {
     pub fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>> {
         self.load([key])?;
         let mut scratch = std::mem::take(&mut self.scratch);
-        Self::stored_key(self.id, self.suffix, key, &mut scratch);
+        Self::stored_key(self.id, self.distribution, key, &mut scratch);
         self.scratch = scratch;
         let k = self.scratch.as_slice();
         Ok(match self.buffer.get(k) {
@@ -410,7 +450,7 @@ impl StateTable {
         let mut missing = Vec::new();
         let mut scratch = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            Self::stored_key(self.id, self.suffix, key, &mut scratch);
+            Self::stored_key(self.id, self.distribution, key, &mut scratch);
             let k = scratch.as_slice();
             out.push(match (self.buffer.get(k), self.cache.get(k)) {
                 (Some(p), _) => p.value.as_deref().map(<[u8]>::to_vec),
@@ -613,8 +653,8 @@ mod tests {
         // The suffix is left out of the vnode: the rows of one key share one.
         let mut a = Vec::new();
         let mut b = Vec::new();
-        StateTable::stored_key(id, 2, b"k1\x00\x01", &mut a);
-        StateTable::stored_key(id, 2, b"k1\xff\xff", &mut b);
+        StateTable::stored_key(id, Distribution::DropSuffix(2), b"k1\x00\x01", &mut a);
+        StateTable::stored_key(id, Distribution::DropSuffix(2), b"k1\xff\xff", &mut b);
         assert_eq!(a[4..6], b[4..6]);
         assert_eq!(a[4..6], vnode(b"k1").to_be_bytes());
 
@@ -622,6 +662,31 @@ mod tests {
         let mut memory = StateTable::write_only(id);
         memory.insert_new(b"k", b"v");
         assert_eq!(memory.entries_in_memory(), 0);
+    }
+
+    #[test]
+    fn length_prefixed_keys_hash_their_distribution_key_only() {
+        let d = Distribution::LengthPrefixed;
+        let key = |jk: Option<&[u8]>, rest: &[u8]| {
+            let mut k = match jk {
+                Some(j) => {
+                    let mut k = (j.len() as u32).to_be_bytes().to_vec();
+                    k.extend_from_slice(j);
+                    k
+                }
+                None => u32::MAX.to_be_bytes().to_vec(),
+            };
+            k.extend_from_slice(rest);
+            k
+        };
+        assert_eq!(
+            d.of(&key(Some(b"join"), b"pk1")),
+            &key(Some(b"join"), b"")[..]
+        );
+        assert_eq!(d.of(&key(None, b"pk1")), &u32::MAX.to_be_bytes()[..]);
+        // Malformed keys hash what there is, without panicking.
+        assert_eq!(d.of(b"\x00\x00\x00\x09ab"), b"\x00\x00\x00\x09ab");
+        assert_eq!(d.of(b"ab"), b"ab");
     }
 
     #[test]

@@ -18,6 +18,23 @@ use datafusion::datasource::MemTable;
 use sluice::config::ServerConfig;
 use sluice::connectors::OutRecord;
 
+/// Starts an engine on `config` again after the previous one on its data
+/// directory was shut down and dropped: RocksDB releases its lock when the
+/// last handle of the previous engine goes, which background tasks may hold
+/// for a moment.
+pub async fn restart_engine(config: &ServerConfig) -> Arc<sluice::engine::Engine> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match sluice::engine::Engine::start(config.clone()).await {
+            Ok(e) => return e,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("engine start: {e}"),
+        }
+    }
+}
+
 /// An engine in `dir` that checkpoints often, so restarts in tests resume from
 /// recent state.
 pub fn engine_config(dir: &Path) -> ServerConfig {
