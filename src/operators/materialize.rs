@@ -259,6 +259,37 @@ impl MaterializedTable {
         self.rows_to_batch(&smallest_keys(picked, limit))
     }
 
+    /// The table keeps its rows in a state table (its query checkpoints).
+    pub fn is_stored(&self) -> bool {
+        self.stored.read().is_some()
+    }
+
+    /// [`select_range`](Self::select_range) in pieces: the rows between
+    /// `lower` and `upper` in key order, handed to `emit` in batches of at
+    /// most `batch_rows` rows until it returns false. A stored table reads
+    /// them from one snapshot of the committed rows, merging its vnodes, so
+    /// memory follows the batch, not the result.
+    pub fn stream_range(
+        &self,
+        lower: std::ops::Bound<&[u8]>,
+        upper: std::ops::Bound<&[u8]>,
+        limit: Option<usize>,
+        batch_rows: usize,
+        mut emit: impl FnMut(RecordBatch) -> Result<bool>,
+    ) -> Result<()> {
+        let Some(stored) = self.stored() else {
+            emit(self.select_range(lower, upper, limit)?)?;
+            return Ok(());
+        };
+        let ranges = stored.id.key_ranges(lower, upper);
+        stored
+            .state
+            .merge_ranges(&ranges, KEY_HEADER, limit, batch_rows, |entries| {
+                let rows: Vec<&[u8]> = entries.iter().map(|(_, v)| v.as_slice()).collect();
+                emit(self.rows_to_batch(&rows)?)
+            })
+    }
+
     /// The rows of `keys` (one array per key column) that the table has, in
     /// key order, each once.
     pub fn rows_of_keys(&self, keys: &[ArrayRef]) -> Result<RecordBatch> {

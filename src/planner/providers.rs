@@ -14,7 +14,10 @@ use datafusion::common::ScalarValue;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::catalog::{Relation, SourceConnector};
@@ -23,6 +26,9 @@ use crate::connectors::{LogReader, SharedBackend, StartFrom};
 use crate::error::SluiceError;
 use crate::formats::RecordDecoder;
 use crate::operators::MaterializedTable;
+
+/// Lower and upper bound of a key range, in the key's row format.
+type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
 /// A table's materialized rows: a pull query sees a consistent snapshot.
 pub struct MaterializedProvider {
@@ -72,6 +78,23 @@ impl TableProvider for MaterializedProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some((lower, upper)) = self.streamed_range(filters)? {
+            let stream = RangeStream {
+                table: self.table.clone(),
+                lower,
+                upper,
+                limit,
+                schema: self.table.schema(),
+            };
+            return Ok(Arc::new(StreamingTableExec::try_new(
+                self.table.schema(),
+                vec![Arc::new(stream)],
+                projection,
+                Vec::new(),
+                false,
+                limit,
+            )?));
+        }
         let batch = self
             .read(filters, limit)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -80,6 +103,54 @@ impl TableProvider for MaterializedProvider {
             self.table.schema(),
             projection.cloned(),
         )?)
+    }
+}
+
+/// Rows a streamed scan hands on at a time.
+const STREAM_BATCH_ROWS: usize = 8192;
+
+/// A key range of a stored table, read in batches by a blocking task from one
+/// snapshot of its committed rows (see `MaterializedTable::stream_range`).
+struct RangeStream {
+    table: Arc<MaterializedTable>,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    limit: Option<usize>,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for RangeStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RangeStream")
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl PartitionStream for RangeStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        // Two batches in flight: the reader stays one batch ahead of the query.
+        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
+        let tx = builder.tx();
+        let table = self.table.clone();
+        let (lower, upper, limit) = (self.lower.clone(), self.upper.clone(), self.limit);
+        builder.spawn_blocking(move || {
+            table
+                .stream_range(
+                    lower.as_ref().map(Vec::as_slice),
+                    upper.as_ref().map(Vec::as_slice),
+                    limit,
+                    STREAM_BATCH_ROWS,
+                    // A failed send: the query was cancelled or has enough.
+                    |batch| Ok(tx.blocking_send(Ok(batch)).is_ok()),
+                )
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        });
+        builder.build()
     }
 }
 
@@ -96,6 +167,47 @@ impl MaterializedProvider {
         }
     }
 
+    /// The key range to stream, when the table is stored and `filters`
+    /// select no point keys: a range, or every row.
+    fn streamed_range(&self, filters: &[Expr]) -> Result<Option<KeyBounds>> {
+        use super::key_filters::{select, KeySelection};
+        if !self.table.is_stored() {
+            return Ok(None);
+        }
+        let keys = self.searchable_keys();
+        let (lower, upper) = match select(filters, &keys) {
+            KeySelection::Points(_) => return Ok(None),
+            KeySelection::All => return Ok(Some((Bound::Unbounded, Bound::Unbounded))),
+            KeySelection::Range { lower, upper } => (lower, upper),
+        };
+        let bounds = (self.encode_bound(lower)?, self.encode_bound(upper)?);
+        Ok(Some(match bounds {
+            (Some(lo), Some(hi)) => (lo, hi),
+            _ => (Bound::Unbounded, Bound::Unbounded),
+        }))
+    }
+
+    /// A key bound in the key's row format; `None` when the key type cannot
+    /// hold it (then every row is read, and DataFusion filters).
+    fn encode_bound(&self, bound: Bound<ScalarValue>) -> Result<Option<Bound<Vec<u8>>>> {
+        let (value, included) = match bound {
+            Bound::Unbounded => return Ok(Some(Bound::Unbounded)),
+            Bound::Included(v) => (v, true),
+            Bound::Excluded(v) => (v, false),
+        };
+        let encoded = self
+            .table
+            .encode_keys(&[value.to_array()?])
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(encoded.into_iter().next().flatten().map(|k| {
+            if included {
+                Bound::Included(k)
+            } else {
+                Bound::Excluded(k)
+            }
+        }))
+    }
+
     /// The rows `filters` and `limit` leave to read, in key order.
     fn read(&self, filters: &[Expr], limit: Option<usize>) -> crate::error::Result<RecordBatch> {
         use super::key_filters::{select, KeySelection};
@@ -109,24 +221,7 @@ impl MaterializedProvider {
                 self.table.rows_of_keys(&columns)
             }
             KeySelection::Range { lower, upper } => {
-                let encode =
-                    |b: Bound<ScalarValue>| -> crate::error::Result<Option<Bound<Vec<u8>>>> {
-                        let (value, included) = match b {
-                            Bound::Unbounded => return Ok(Some(Bound::Unbounded)),
-                            Bound::Included(v) => (v, true),
-                            Bound::Excluded(v) => (v, false),
-                        };
-                        let encoded = self.table.encode_keys(&[value.to_array()?])?;
-                        // A bound the key type cannot hold: read everything.
-                        Ok(encoded.into_iter().next().flatten().map(|k| {
-                            if included {
-                                Bound::Included(k)
-                            } else {
-                                Bound::Excluded(k)
-                            }
-                        }))
-                    };
-                match (encode(lower)?, encode(upper)?) {
+                match (self.encode_bound(lower)?, self.encode_bound(upper)?) {
                     (Some(lo), Some(hi)) => self.table.select_range(
                         lo.as_ref().map(Vec::as_slice),
                         hi.as_ref().map(Vec::as_slice),

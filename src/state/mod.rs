@@ -280,6 +280,67 @@ impl QueryState {
         Ok(entries)
     }
 
+    /// The committed entries of the ranges `[start, end)`, merged into one
+    /// sequence ordered by their keys past the first `header` bytes (each
+    /// range holds one vnode of a table, whose keys are in order within it),
+    /// as of one snapshot, handed to `emit` in pieces of at most `piece`
+    /// entries (keys with the header, values). At most `limit` entries in
+    /// all; stops early when `emit` returns false. Memory: one entry per
+    /// range and one piece, whatever the number of entries.
+    pub fn merge_ranges(
+        &self,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        header: usize,
+        limit: Option<usize>,
+        piece: usize,
+        mut emit: impl FnMut(Vec<(Vec<u8>, Vec<u8>)>) -> Result<bool>,
+    ) -> Result<()> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let cf = self.handle()?;
+        let snapshot = self.db.snapshot();
+        let mut iters = Vec::with_capacity(ranges.len());
+        // (key past the header, range) of each range's next entry.
+        let mut next: BinaryHeap<Reverse<(Vec<u8>, usize)>> = BinaryHeap::new();
+        for (i, (start, end)) in ranges.iter().enumerate() {
+            let mut opts = rocksdb::ReadOptions::default();
+            opts.set_iterate_upper_bound(end.clone());
+            let mut iter = snapshot.raw_iterator_cf_opt(&cf, opts);
+            iter.seek(start);
+            if let Some(k) = iter.key() {
+                next.push(Reverse((k.get(header..).unwrap_or_default().to_vec(), i)));
+            }
+            iter.status().map_err(|e| err("scanning state", e))?;
+            iters.push(iter);
+        }
+        let piece = piece.max(1);
+        let mut out = Vec::with_capacity(piece);
+        let mut left = limit.unwrap_or(usize::MAX);
+        while left > 0 {
+            let Some(Reverse((_, i))) = next.pop() else {
+                break;
+            };
+            let iter = &mut iters[i];
+            if let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+                out.push((k.to_vec(), v.to_vec()));
+                left -= 1;
+            }
+            iter.next();
+            if let Some(k) = iter.key() {
+                next.push(Reverse((k.get(header..).unwrap_or_default().to_vec(), i)));
+            }
+            iter.status().map_err(|e| err("scanning state", e))?;
+            if out.len() == piece && !emit(std::mem::replace(&mut out, Vec::with_capacity(piece)))?
+            {
+                return Ok(());
+            }
+        }
+        if !out.is_empty() {
+            emit(out)?;
+        }
+        Ok(())
+    }
+
     /// Every committed (key, value) whose stored key starts with `prefix`.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let cf = self.handle()?;
