@@ -452,7 +452,7 @@ impl Operator for SessionAggregate {
                 Some(mut sessions) => {
                     let value = self.encode_sessions(&mut sessions);
                     self.sessions.insert(key.clone(), sessions);
-                    self.table.put(&key, &value?);
+                    self.table.put_at_barrier(batch, &key, &value?);
                 }
             }
         }

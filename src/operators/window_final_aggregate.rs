@@ -332,6 +332,7 @@ impl WindowFinalAggregate {
     #[allow(clippy::too_many_arguments)]
     fn write_changed(
         table: &mut StateTable,
+        batch: &mut StateWriteBatch,
         scratch: &mut Vec<u8>,
         keys: &Keys,
         state_rows: &RowConverter,
@@ -355,17 +356,13 @@ impl WindowFinalAggregate {
         };
         let rows = aggregate_inputs::RowBytes::convert(state_rows, columns)?;
         let mut value = Vec::new();
-        for (j, &(slot, stored)) in changed.iter().enumerate() {
+        for (j, &(slot, _)) in changed.iter().enumerate() {
             let g = slot as usize;
             value.clear();
             value.extend_from_slice(&rowtime[g].to_be_bytes());
             value.extend_from_slice(rows.row(if all { g } else { j }));
             group_key(&keys.bytes[key_ids[g] as usize], end, start, scratch);
-            if stored {
-                table.put(scratch, &value);
-            } else {
-                table.insert_new(scratch, &value);
-            }
+            table.put_at_barrier(batch, scratch, &value);
         }
         Ok(())
     }
@@ -843,6 +840,7 @@ impl Operator for WindowFinalAggregate {
                 let columns = pane.consolidate(&self.aggregates)?;
                 Self::write_changed(
                     &mut self.table,
+                    batch,
                     &mut self.scratch,
                     &self.keys,
                     &self.state_rows,
@@ -882,6 +880,7 @@ impl Operator for WindowFinalAggregate {
                 let slots = window.changes.take();
                 Self::write_changed(
                     &mut self.table,
+                    batch,
                     &mut self.scratch,
                     &self.keys,
                     &self.state_rows,

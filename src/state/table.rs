@@ -317,6 +317,23 @@ impl StateTable {
         self.write(key, Some(value.into()), true);
     }
 
+    /// For a write-only table whose operator writes its changes at the
+    /// barrier itself, just before [`StateTable::flush`]: writes `key →
+    /// value` straight into the checkpoint's batch, without the epoch
+    /// buffer (nothing can follow it in this epoch). A buffered change of the
+    /// key is dropped, this write being the later one.
+    pub fn put_at_barrier(&mut self, batch: &mut StateWriteBatch, key: &[u8], value: &[u8]) {
+        debug_assert!(!self.cached, "only write-only tables skip the buffer");
+        if self.store.is_none() {
+            return;
+        }
+        Self::stored_key(self.id, self.distribution, key, &mut self.scratch);
+        if let Some(old) = self.buffer.remove(self.scratch.as_slice()) {
+            self.usage.sub(entry_size(&self.scratch, &old.value));
+        }
+        batch.write_raw(&self.scratch, Some(value));
+    }
+
     pub fn delete(&mut self, key: &[u8]) {
         self.write(key, None, false);
     }
