@@ -904,18 +904,15 @@ impl Engine {
         let state = self.state.query(&meta.id)?;
         let first_epoch = state.epoch()?;
         if first_epoch > 0 {
-            state.readable_format().map_err(|e| match e {
+            let format = state.readable_format().map_err(|e| match e {
                 SluiceError::IncompatibleState(m) => {
                     SluiceError::IncompatibleState(format!("query {}: {m}", meta.id))
                 }
                 e => e,
             })?;
-        }
-        // Never misread state: a stream-table join checkpointed by a build
-        // before state format 2 numbered its inputs differently.
-        if first_epoch > 0 && !plan.lookups.is_empty() {
-            let format = state.format()?;
-            if format < 2 {
+            // Never misread state: a stream-table join checkpointed by a build
+            // before state format 2 numbered its inputs differently.
+            if format < 2 && !plan.lookups.is_empty() {
                 return Err(SluiceError::IncompatibleState(format!(
                     "query {} was checkpointed by an older Sluice (state format {format}; this \
                      build writes {}), whose stream-table joins kept no copy of the table: \
@@ -1401,8 +1398,6 @@ fn session_start(session: &Session) -> StartFrom {
     }
 }
 
-/// Makes a stream query's output match an existing stream's columns (INSERT INTO):
-/// same number of columns, renamed and cast to the target's names and types.
 /// Refuses to run a query whose state was checkpointed under another plan
 /// shape than the one planned now (its operators' state ids would point at
 /// other operators' state); records the plan when the query has no state yet,
@@ -1430,6 +1425,8 @@ fn check_plan_identity(
     state.record_plan(signature)
 }
 
+/// Makes a stream query's output match an existing stream's columns (INSERT INTO):
+/// same number of columns, renamed and cast to the target's names and types.
 fn conform_to(plan: &mut StreamPlan, target: &Relation) -> Result<()> {
     let target_schema = target.schema();
     if plan.schema.fields().len() != target_schema.fields().len() {

@@ -20,7 +20,7 @@ use super::join_rows::{assemble, stored_columns, take_columns, JoinKeys};
 use super::{JoinOperator, Side, SideWatermarks};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
-use crate::state::table::{StateTable, StateTableId};
+use crate::state::table::{length_prefixed_key, split_length_prefixed, StateTable, StateTableId};
 use crate::state::{QueryState, StateWriteBatch};
 
 type Bytes = Box<[u8]>;
@@ -40,30 +40,6 @@ struct Table {
     /// whole at restore.
     store: StateTable,
     scratch: Vec<u8>,
-}
-
-/// The state key of a row: its join key, length-prefixed (`u32::MAX`: NULL),
-/// then its primary key.
-fn row_key(join_key: Option<&[u8]>, pk: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    match join_key {
-        Some(k) => {
-            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            out.extend_from_slice(k);
-        }
-        None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
-    }
-    out.extend_from_slice(pk);
-}
-
-/// The join key and primary key of a state key written by [`row_key`].
-fn parse_row_key(key: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
-    let len = u32::from_be_bytes(key.get(..4)?.try_into().ok()?);
-    if len == u32::MAX {
-        return Some((None, key.get(4..)?));
-    }
-    let end = 4 + len as usize;
-    Some((Some(key.get(4..end)?), key.get(end..)?))
 }
 
 impl Table {
@@ -106,7 +82,7 @@ impl Table {
     fn remove(&mut self, pk: &Bytes) -> Option<(Option<Bytes>, Bytes)> {
         let old = self.current.remove(pk)?;
         if self.store.persists() {
-            row_key(old.0.as_deref(), pk, &mut self.scratch);
+            length_prefixed_key(old.0.as_deref(), pk, &mut self.scratch);
             self.store.delete(&self.scratch);
         }
         if let Some(k) = &old.0 {
@@ -122,7 +98,7 @@ impl Table {
 
     fn insert(&mut self, pk: Bytes, join_key: Option<Bytes>, row: Bytes) {
         if self.store.persists() {
-            row_key(join_key.as_deref(), &pk, &mut self.scratch);
+            length_prefixed_key(join_key.as_deref(), &pk, &mut self.scratch);
             self.store.put(&self.scratch, &row);
         }
         self.hold(pk, join_key, row);
@@ -373,31 +349,19 @@ impl JoinOperator for ChangelogJoin {
                 StateTable::write_only(StateTableId::of_node(id, s as u8)).length_prefixed();
             table.store.attach(state);
             for (key, row) in table.store.scan()? {
-                let (join_key, pk) = parse_row_key(&key).ok_or_else(corrupt)?;
+                let (join_key, pk) = split_length_prefixed(&key).ok_or_else(corrupt)?;
                 table.hold(pk.into(), join_key.map(Bytes::from), row.into());
             }
         }
         // Before state format 5 the rows were stored under the operator's node
-        // id, keyed `[side][primary key]` with the join key in the value; they
-        // are written to the tables now and flushed at the next checkpoint.
+        // id, keyed `[side][primary key]`, valued `[join key, length-prefixed]
+        // [row]`; they are written to the tables now and flushed at the next
+        // checkpoint.
         for (key, value) in state.scan(id)? {
             let (&s, pk) = key.split_first().ok_or_else(corrupt)?;
             let table = self.sides.get_mut(s as usize).ok_or_else(corrupt)?;
-            let len = value
-                .get(..4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(corrupt)?;
-            let (join_key, row) = if len == u32::MAX {
-                (None, value.get(4..).ok_or_else(corrupt)?)
-            } else {
-                let len = len as usize;
-                (
-                    Some(Bytes::from(value.get(4..4 + len).ok_or_else(corrupt)?)),
-                    value.get(4 + len..).ok_or_else(corrupt)?,
-                )
-            };
-            table.insert(pk.into(), join_key, row.into());
+            let (join_key, row) = split_length_prefixed(&value).ok_or_else(corrupt)?;
+            table.insert(pk.into(), join_key.map(Bytes::from), row.into());
             self.legacy.push(key);
         }
         Ok(())

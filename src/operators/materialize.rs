@@ -233,8 +233,8 @@ impl MaterializedTable {
 
     /// The rows whose key (row format) lies between `lower` and `upper`, in
     /// key order; with a limit, only that many, of the smallest keys. A stored
-    /// table reads the range in each vnode (a seek and the keys in range), so
-    /// the cost follows the result, not the table.
+    /// table reads the range in each vnode (a seek and the keys in range,
+    /// merged by key), so the cost follows the result, not the table.
     pub fn select_range(
         &self,
         lower: std::ops::Bound<&[u8]>,
@@ -248,15 +248,12 @@ impl MaterializedTable {
                 limit,
             );
         };
-        // The smallest `limit` keys are among the first `limit` of each vnode.
-        let entries = stored
-            .state
-            .scan_ranges(&stored.id.key_ranges(lower, upper), limit)?;
-        let picked = entries
-            .iter()
-            .map(|(k, v)| (&k[KEY_HEADER..], v.as_slice()))
-            .collect();
-        self.rows_to_batch(&smallest_keys(picked, limit))
+        let mut batches = Vec::new();
+        self.merge_stored(&stored, (lower, upper), limit, SCAN_BATCH_ROWS, |batch| {
+            batches.push(batch);
+            Ok(true)
+        })?;
+        Ok(arrow::compute::concat_batches(&self.schema, &batches)?)
     }
 
     /// The table keeps its rows in a state table (its query checkpoints).
@@ -277,10 +274,22 @@ impl MaterializedTable {
         batch_rows: usize,
         mut emit: impl FnMut(RecordBatch) -> Result<bool>,
     ) -> Result<()> {
-        let Some(stored) = self.stored() else {
-            emit(self.select_range(lower, upper, limit)?)?;
-            return Ok(());
-        };
+        match self.stored() {
+            Some(stored) => self.merge_stored(&stored, (lower, upper), limit, batch_rows, emit),
+            None => emit(self.select_range(lower, upper, limit)?).map(|_| ()),
+        }
+    }
+
+    /// The committed rows of a key range of a stored table, from one
+    /// snapshot with its vnodes merged by key, in batches.
+    fn merge_stored(
+        &self,
+        stored: &StoredRows,
+        (lower, upper): (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>),
+        limit: Option<usize>,
+        batch_rows: usize,
+        mut emit: impl FnMut(RecordBatch) -> Result<bool>,
+    ) -> Result<()> {
         let ranges = stored.id.key_ranges(lower, upper);
         stored
             .state
@@ -407,6 +416,9 @@ fn smallest_keys<'a>(mut picked: Vec<(&'a [u8], &'a [u8])>, limit: Option<usize>
     picked.sort_unstable_by(|a, b| a.0.cmp(b.0));
     picked.into_iter().map(|(_, r)| r).collect()
 }
+
+/// Rows a scan of a stored table reads into one batch.
+pub const SCAN_BATCH_ROWS: usize = 8192;
 
 /// How long the rows of a windowed table stay queryable after their window ends.
 #[derive(Debug, Clone, Copy)]

@@ -457,10 +457,7 @@ impl Operator for SessionAggregate {
             }
         }
         self.table.flush(batch);
-        let now = self.memory_size();
-        let before = self.usage.bytes();
-        self.usage.add(now);
-        self.usage.sub(before);
+        self.usage.set(self.memory_size());
         Ok(())
     }
 
@@ -489,8 +486,7 @@ impl Operator for SessionAggregate {
             }
             self.sessions.insert(key, sessions);
         }
-        let now = self.memory_size();
-        self.usage.add(now);
+        self.usage.set(self.memory_size());
         Ok(())
     }
 }

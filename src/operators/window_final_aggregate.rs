@@ -45,7 +45,7 @@ use crate::error::{Result, SluiceError};
 use crate::sql::WindowKind;
 use crate::state::budget::MemoryUse;
 use crate::state::table::{StateTable, StateTableId};
-use crate::state::{QueryState, StateWriteBatch};
+use crate::state::{QueryState, StateReader, StateWriteBatch};
 
 /// The key of the watermark in the meta table (and, before state format 5,
 /// among the groups: group keys were at least 16 bytes, so it cannot collide).
@@ -100,6 +100,9 @@ struct Keys {
     /// drops to zero.
     refs: Vec<u32>,
     free: Vec<u32>,
+    /// Bytes of the interned keys (for the memory budget, without a walk
+    /// over every key at each checkpoint).
+    held: usize,
 }
 
 impl Keys {
@@ -108,6 +111,7 @@ impl Keys {
             return id;
         }
         let key: Box<[u8]> = key.into();
+        self.held += key.len();
         let id = match self.free.pop() {
             Some(id) => {
                 self.bytes[id as usize] = key.clone();
@@ -132,7 +136,7 @@ impl Keys {
     /// Frees `id` if no open window holds it (once, however often it is called).
     fn forget_if_unused(&mut self, id: u32) {
         if self.refs[id as usize] == 0 && self.ids.remove(&self.bytes[id as usize]).is_some() {
-            self.bytes[id as usize] = Box::default();
+            self.held -= std::mem::take(&mut self.bytes[id as usize]).len();
             self.free.push(id);
         }
     }
@@ -339,7 +343,7 @@ impl WindowFinalAggregate {
         (start, end): (i64, i64),
         key_ids: &[u32],
         rowtime: &[i64],
-        changed: Vec<(u32, bool)>,
+        changed: Vec<u32>,
         columns: &[ArrayRef],
     ) -> Result<()> {
         let all = changed.len() == key_ids.len();
@@ -347,7 +351,7 @@ impl WindowFinalAggregate {
         let columns = if all {
             columns
         } else {
-            let idx = UInt32Array::from_iter_values(changed.iter().map(|(s, _)| *s));
+            let idx = UInt32Array::from(changed.clone());
             taken = columns
                 .iter()
                 .map(|c| take(c, &idx, None))
@@ -356,7 +360,7 @@ impl WindowFinalAggregate {
         };
         let rows = aggregate_inputs::RowBytes::convert(state_rows, columns)?;
         let mut value = Vec::new();
-        for (j, &(slot, _)) in changed.iter().enumerate() {
+        for (j, &slot) in changed.iter().enumerate() {
             let g = slot as usize;
             value.clear();
             value.extend_from_slice(&rowtime[g].to_be_bytes());
@@ -369,8 +373,7 @@ impl WindowFinalAggregate {
 
     /// Bytes the open groups hold: keys, accumulators, slots.
     fn memory_size(&self) -> usize {
-        let keys: usize = self.keys.bytes.iter().map(|k| k.len()).sum::<usize>()
-            + self.keys.bytes.len() * SLOT_OVERHEAD;
+        let keys = self.keys.held + self.keys.bytes.len() * SLOT_OVERHEAD;
         let windows: usize = self
             .windows
             .values()
@@ -895,10 +898,7 @@ impl Operator for WindowFinalAggregate {
         }
         self.table.flush(batch);
         self.meta.flush(batch);
-        let now = self.memory_size();
-        let before = self.usage.bytes();
-        self.usage.add(now);
-        self.usage.sub(before);
+        self.usage.set(self.memory_size());
         Ok(())
     }
 
@@ -908,16 +908,9 @@ impl Operator for WindowFinalAggregate {
         self.table.attach(state);
         self.meta.attach(state);
         self.usage.join(state.budget().clone());
-        let corrupt = || SluiceError::State("corrupt window state".into());
-        let i64_at = |b: &[u8], at: usize| -> Result<i64> {
-            let bytes: [u8; 8] = b
-                .get(at..at + 8)
-                .and_then(|s| s.try_into().ok())
-                .ok_or_else(corrupt)?;
-            Ok(i64::from_be_bytes(bytes))
-        };
+        let i64_of = |b: &[u8]| StateReader::new(b, "window").i64();
         if let Some((_, v)) = self.meta.scan()?.first() {
-            self.watermark = i64_at(v, 0)?;
+            self.watermark = i64_of(v)?;
         }
         let stored = self.table.scan()?;
         // Before state format 5 the groups were stored under the operator's
@@ -930,18 +923,18 @@ impl Operator for WindowFinalAggregate {
         }
         for (k, v) in &legacy {
             if k.as_slice() == WATERMARK_KEY {
-                self.watermark = i64_at(v, 0)?;
+                self.watermark = i64_of(v)?;
             } else {
-                let key = k.get(16..).ok_or_else(corrupt)?;
-                groups.push((i64_at(k, 0)?, i64_at(k, 8)?, key, v, false));
+                let mut times = StateReader::new(k, "window");
+                let (end, start) = (times.i64()?, times.i64()?);
+                groups.push((end, start, &k[16..], v, false));
             }
         }
         self.legacy = legacy.iter().map(|(k, _)| k.clone()).collect();
         if !groups.is_empty() {
             self.restore_groups(&groups)?;
         }
-        let now = self.memory_size();
-        self.usage.add(now);
+        self.usage.set(self.memory_size());
         Ok(())
     }
 }
@@ -1007,12 +1000,7 @@ impl WindowFinalAggregate {
                     &mut rowtime,
                     key_id,
                 );
-                rowtime[g] = i64::from_be_bytes(
-                    value
-                        .get(..8)
-                        .and_then(|s| s.try_into().ok())
-                        .ok_or_else(corrupt)?,
-                );
+                rowtime[g] = StateReader::new(value, "window").i64()?;
                 if current {
                     changes.mark_stored(g);
                 } else if self.track {

@@ -70,21 +70,16 @@ impl SlotChanges {
         !self.pending.is_empty()
     }
 
-    /// The slots to write at this checkpoint, in slot order, each paired with
-    /// whether an earlier checkpoint wrote it; from now on they count as
-    /// written and unchanged.
-    pub fn take(&mut self) -> Vec<(u32, bool)> {
+    /// The slots to write at this checkpoint, in slot order; from now on
+    /// they count as written and unchanged.
+    pub fn take(&mut self) -> Vec<u32> {
         let mut slots = std::mem::take(&mut self.pending);
         slots.sort_unstable();
+        for &s in &slots {
+            self.changed[s as usize] = false;
+            self.stored[s as usize] = true;
+        }
         slots
-            .into_iter()
-            .map(|s| {
-                let i = s as usize;
-                self.changed[i] = false;
-                let before = std::mem::replace(&mut self.stored[i], true);
-                (s, before)
-            })
-            .collect()
     }
 
     /// Whether a checkpoint wrote `slot` (its entry must be deleted when the
@@ -114,11 +109,14 @@ mod tests {
         assert!(!c.any());
         c.mark(&[2, 0, 2]);
         assert!(c.any());
-        assert_eq!(c.take(), vec![(0, false), (2, false)]);
+        assert!(!c.stored(0) && !c.stored(2));
+        assert_eq!(c.take(), vec![0, 2]);
         assert!(!c.any());
         assert!(c.stored(0) && !c.stored(1) && c.stored(2));
         c.mark(&[1, 2]);
-        assert_eq!(c.take(), vec![(1, false), (2, true)]);
+        assert!(!c.stored(1) && c.stored(2));
+        assert_eq!(c.take(), vec![1, 2]);
+        assert!(c.stored(1));
         let mut r = SlotChanges::default();
         r.mark_stored(3);
         assert!(r.stored(3) && !r.any());

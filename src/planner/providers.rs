@@ -106,9 +106,6 @@ impl TableProvider for MaterializedProvider {
     }
 }
 
-/// Rows a streamed scan hands on at a time.
-const STREAM_BATCH_ROWS: usize = 8192;
-
 /// A key range of a stored table, read in batches by a blocking task from one
 /// snapshot of its committed rows (see `MaterializedTable::stream_range`).
 struct RangeStream {
@@ -144,7 +141,7 @@ impl PartitionStream for RangeStream {
                     lower.as_ref().map(Vec::as_slice),
                     upper.as_ref().map(Vec::as_slice),
                     limit,
-                    STREAM_BATCH_ROWS,
+                    crate::operators::materialize::SCAN_BATCH_ROWS,
                     // A failed send: the query was cancelled or has enough.
                     |batch| Ok(tx.blocking_send(Ok(batch)).is_ok()),
                 )

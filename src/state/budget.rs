@@ -120,6 +120,16 @@ impl MemoryUse {
             b.shrink(n);
         }
     }
+
+    /// Counts `n` bytes from now on, for a holder that measures its whole
+    /// memory at once rather than each change.
+    pub fn set(&mut self, n: usize) {
+        if n >= self.bytes {
+            self.add(n - self.bytes);
+        } else {
+            self.sub(self.bytes - n);
+        }
+    }
 }
 
 impl Drop for MemoryUse {

@@ -39,8 +39,10 @@ const PLAN_KEY: &[u8] = b"plan";
 ///   3's layout is still read, and moved into the tables at the next
 ///   checkpoint).
 /// - 5: window aggregates with EMIT FINAL keep their groups in a state table
-///   keyed `[key][end][start]` and write only the groups that changed (format
-///   4's layout is still read, and moved at the next checkpoint).
+///   keyed `[key][end][start]` and write only the groups that changed;
+///   session aggregates keep each key's sessions, and table-table joins each
+///   side's rows, in state tables (format 4's layouts are still read, and
+///   moved at the next checkpoint).
 pub const STATE_FORMAT: u32 = 5;
 
 fn err(context: &str, e: rocksdb::Error) -> SluiceError {
@@ -355,33 +357,6 @@ impl QueryState {
                 break;
             }
             out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// The committed entries of each range `[start, end)`, at most `limit`
-    /// of each, all read through one iterator: every range sees the same
-    /// commit.
-    pub fn scan_ranges(
-        &self,
-        ranges: &[(Vec<u8>, Vec<u8>)],
-        limit: Option<usize>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let cf = self.handle()?;
-        let mut iter = self.db.raw_iterator_cf(&cf);
-        let mut out = Vec::new();
-        for (start, end) in ranges {
-            iter.seek(start);
-            let mut taken = 0;
-            while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-                if k >= end.as_slice() || limit.is_some_and(|n| taken >= n) {
-                    break;
-                }
-                out.push((k.to_vec(), v.to_vec()));
-                taken += 1;
-                iter.next();
-            }
-            iter.status().map_err(|e| err("scanning state", e))?;
         }
         Ok(out)
     }

@@ -170,18 +170,38 @@ impl Distribution {
         match self {
             Distribution::Whole => key,
             Distribution::DropSuffix(n) => &key[..key.len().saturating_sub(n)],
-            Distribution::LengthPrefixed => {
-                let len = key
-                    .get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_be_bytes);
-                match len {
-                    Some(u32::MAX) | None => &key[..key.len().min(4)],
-                    Some(l) => &key[..key.len().min(4 + l as usize)],
-                }
-            }
+            // A malformed key hashes whole.
+            Distribution::LengthPrefixed => match split_length_prefixed(key) {
+                Some((_, rest)) => &key[..key.len() - rest.len()],
+                None => key,
+            },
         }
     }
+}
+
+/// A key of a [`Distribution::LengthPrefixed`] table: `distribution` after
+/// its `u32` BE length (`u32::MAX` for `None`), then `rest`.
+pub fn length_prefixed_key(distribution: Option<&[u8]>, rest: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    match distribution {
+        Some(d) => {
+            out.extend_from_slice(&(d.len() as u32).to_be_bytes());
+            out.extend_from_slice(d);
+        }
+        None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
+    }
+    out.extend_from_slice(rest);
+}
+
+/// The distribution key and the rest of a key written by
+/// [`length_prefixed_key`]; `None` when it is malformed.
+pub fn split_length_prefixed(key: &[u8]) -> Option<(Option<&[u8]>, &[u8])> {
+    let len = u32::from_be_bytes(key.get(..4)?.try_into().ok()?);
+    if len == u32::MAX {
+        return Some((None, &key[4..]));
+    }
+    let end = 4usize.checked_add(len as usize)?;
+    Some((Some(key.get(4..end)?), key.get(end..)?))
 }
 
 fn entry_size(key: &[u8], value: &Option<Bytes>) -> usize {
@@ -704,6 +724,16 @@ mod tests {
         // Malformed keys hash what there is, without panicking.
         assert_eq!(d.of(b"\x00\x00\x00\x09ab"), b"\x00\x00\x00\x09ab");
         assert_eq!(d.of(b"ab"), b"ab");
+        let mut written = Vec::new();
+        length_prefixed_key(Some(b"join"), b"pk1", &mut written);
+        assert_eq!(written, key(Some(b"join"), b"pk1"));
+        assert_eq!(
+            split_length_prefixed(&written),
+            Some((Some(&b"join"[..]), &b"pk1"[..]))
+        );
+        length_prefixed_key(None, b"pk1", &mut written);
+        assert_eq!(split_length_prefixed(&written), Some((None, &b"pk1"[..])));
+        assert_eq!(split_length_prefixed(b"\x00\x00\x00\x09ab"), None);
     }
 
     #[test]
