@@ -1,29 +1,118 @@
 //! The operator graph of a query: a chain of operators after each input, chains
-//! joined pairwise by two-input operators into one tree whose root feeds the sink.
+//! combined by multi-input operators (joins) into one tree whose root feeds
+//! the sink. Every message kind flows through it: chunks, watermarks, checkpoint
+//! barriers (aligned where inputs meet) and the end of an input.
 //!
 //! Node indices are the operators' state ids, so a plan must build its nodes in
 //! the same order every time it is planned (the planner walks the SQL plan
 //! deterministically: left input, right input, then the join).
 
-use crate::dataflow::Message;
+use std::collections::VecDeque;
+
+use crate::dataflow::{Barrier, Message};
 use crate::error::Result;
-use crate::operators::{JoinOperator, Operator, Side};
+use crate::operators::{Checkpoint, Operator};
 use crate::state::{QueryState, StateWriteBatch};
 
+/// Where messages go: input `n` of a node, or the query's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
-    Node(usize, Side),
+    Node(usize, usize),
     Output,
 }
 
-enum Stage {
-    Unary(Box<dyn Operator>),
-    Join(Box<dyn JoinOperator>),
+struct Node {
+    op: Box<dyn Operator>,
+    target: Target,
+    /// Per input: it delivered the barrier now being aligned.
+    barrier_seen: Vec<bool>,
+    /// Per input: it ended.
+    ended: Vec<bool>,
+    /// Messages from inputs that are past the barrier being aligned, in
+    /// arrival order: they belong to the next epoch, so they wait until the
+    /// barrier has passed.
+    held: VecDeque<(usize, Message)>,
 }
 
-struct Node {
-    stage: Stage,
-    target: Target,
+impl Node {
+    fn new(op: Box<dyn Operator>) -> Node {
+        let inputs = op.inputs().max(1);
+        Node {
+            op,
+            target: Target::Output,
+            barrier_seen: vec![false; inputs],
+            ended: vec![false; inputs],
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Hands `msg` from `input` to the operator; what it emits goes to `out`.
+    fn accept(
+        &mut self,
+        state_id: u16,
+        input: usize,
+        msg: Message,
+        writes: &mut StateWriteBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        if self.barrier_seen.get(input).copied().unwrap_or(false) {
+            self.held.push_back((input, msg));
+            return Ok(());
+        }
+        match msg {
+            Message::Chunk(c) => self.op.on_chunk(input, c, out),
+            Message::Watermark(w) => self.op.on_watermark(input, w, out),
+            Message::Barrier(barrier) => self.on_barrier(state_id, input, barrier, writes, out),
+            Message::End => {
+                let Some(ended) = self.ended.get_mut(input) else {
+                    return Ok(());
+                };
+                if std::mem::replace(ended, true) {
+                    return Ok(());
+                }
+                self.op.on_end(input, out)?;
+                if self.ended.iter().all(|e| *e) {
+                    out.push(Message::End);
+                }
+                Ok(())
+            }
+            other @ (Message::Late(_) | Message::RowErrors(_)) => {
+                out.push(other);
+                Ok(())
+            }
+        }
+    }
+
+    /// Aligns the barrier: the operator checkpoints once every input has
+    /// delivered it, then the barrier goes on and the held messages follow.
+    fn on_barrier(
+        &mut self,
+        state_id: u16,
+        input: usize,
+        barrier: Barrier,
+        writes: &mut StateWriteBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        if let Some(seen) = self.barrier_seen.get_mut(input) {
+            *seen = true;
+        }
+        if !self.barrier_seen.iter().all(|s| *s) {
+            return Ok(());
+        }
+        self.barrier_seen.iter_mut().for_each(|s| *s = false);
+        let mut checkpoint = Checkpoint {
+            state_id,
+            epoch: barrier.epoch,
+            writes,
+        };
+        self.op.on_barrier(&mut checkpoint, out)?;
+        out.push(Message::Barrier(barrier));
+        let held = std::mem::take(&mut self.held);
+        for (input, msg) in held {
+            self.accept(state_id, input, msg, writes, out)?;
+        }
+        Ok(())
+    }
 }
 
 /// Operators wired from numbered inputs to one output.
@@ -32,6 +121,9 @@ pub struct Dataflow {
     /// Where each input's messages enter (several places when the query reads
     /// the input more than once).
     inputs: Vec<Vec<Target>>,
+    /// State written by the operators a barrier has passed, until the pipeline
+    /// takes it to commit (see [`Dataflow::take_checkpoint`]).
+    writes: StateWriteBatch,
 }
 
 impl Dataflow {
@@ -40,6 +132,7 @@ impl Dataflow {
         Dataflow {
             nodes: Vec::new(),
             inputs: vec![vec![Target::Output]],
+            writes: StateWriteBatch::default(),
         }
     }
 
@@ -56,48 +149,53 @@ impl Dataflow {
         self.inputs.len()
     }
 
-    /// Appends `op` at the output; returns its node id.
+    /// Appends the single-input `op` at the output; returns its node id.
     pub fn push(&mut self, op: Box<dyn Operator>) -> usize {
-        self.append(Stage::Unary(op))
+        let id = self.nodes.len();
+        self.retarget(0, Target::Node(id, 0));
+        self.nodes.push(Node::new(op));
+        id
     }
 
     /// Replaces the operator at node `id` (which must be a single-input node).
     pub fn replace(&mut self, id: usize, op: Box<dyn Operator>) {
         if let Some(node) = self.nodes.get_mut(id) {
-            node.stage = Stage::Unary(op);
+            let target = node.target;
+            *node = Node::new(op);
+            node.target = target;
         }
     }
 
     /// Joins two flows: `left`'s inputs keep their numbers, `right`'s follow them.
-    pub fn join(mut left: Dataflow, mut right: Dataflow, op: Box<dyn JoinOperator>) -> Dataflow {
-        let offset = left.nodes.len();
-        let join_at = offset + right.nodes.len();
-        left.retarget(0, Target::Node(join_at, Side::Left));
-        right.retarget(offset, Target::Node(join_at, Side::Right));
-        left.nodes.extend(right.nodes);
-        left.inputs.extend(right.inputs);
-        left.nodes.push(Node {
-            stage: Stage::Join(op),
-            target: Target::Output,
-        });
-        left
+    pub fn join(left: Dataflow, right: Dataflow, op: Box<dyn Operator>) -> Dataflow {
+        Dataflow::combine(vec![left, right], op)
     }
 
-    fn append(&mut self, stage: Stage) -> usize {
-        let id = self.nodes.len();
-        self.retarget(0, Target::Node(id, Side::Left));
-        self.nodes.push(Node {
-            stage,
-            target: Target::Output,
-        });
-        id
+    /// Feeds each flow's output into the matching input of `op` (which reads
+    /// `flows.len()` inputs): the flows' inputs are numbered in order, their
+    /// nodes placed in order, then `op`.
+    pub fn combine(flows: Vec<Dataflow>, op: Box<dyn Operator>) -> Dataflow {
+        debug_assert_eq!(op.inputs(), flows.len());
+        let at = flows.iter().map(|f| f.nodes.len()).sum::<usize>();
+        let mut combined = Dataflow {
+            nodes: Vec::with_capacity(at + 1),
+            inputs: Vec::new(),
+            writes: StateWriteBatch::default(),
+        };
+        for (input, mut flow) in flows.into_iter().enumerate() {
+            flow.retarget(combined.nodes.len(), Target::Node(at, input));
+            combined.nodes.extend(flow.nodes);
+            combined.inputs.extend(flow.inputs);
+        }
+        combined.nodes.push(Node::new(op));
+        combined
     }
 
     /// Moves every node index up by `offset` (the nodes are placed after
     /// `offset` others) and sends what went to the output to `output` instead.
     fn retarget(&mut self, offset: usize, output: Target) {
         let moved = |t: Target| match t {
-            Target::Node(i, s) => Target::Node(i + offset, s),
+            Target::Node(i, n) => Target::Node(i + offset, n),
             Target::Output => output,
         };
         for node in &mut self.nodes {
@@ -120,89 +218,73 @@ impl Dataflow {
     }
 
     /// Pushes one message from `input` through the graph; returns what reaches
-    /// the output.
+    /// the output. A barrier entered this way is aligned with the same
+    /// barrier from the other inputs; [`Dataflow::process_barrier`] enters it
+    /// at every input at once.
     pub fn process(&mut self, input: usize, msg: Message) -> Result<Vec<Message>> {
         let Some(targets) = self.inputs.get(input) else {
-            return self.process_from(Target::Output, msg);
+            return Ok(vec![msg]);
         };
-        let Some(&last) = targets.last() else {
+        let targets = targets.clone();
+        let Some((&last, others)) = targets.split_last() else {
             return Ok(Vec::new());
         };
-        let others = targets.len() - 1;
-        if others == 0 {
-            return self.process_from(last, msg);
-        }
         let mut out = Vec::new();
         // Chunks share their Arrow buffers: a copy per reader is cheap.
-        if matches!(msg, Message::Chunk(_) | Message::Watermark(_)) {
-            for k in 0..others {
-                let target = self.inputs[input][k];
-                out.extend(self.process_from(target, msg.clone())?);
-            }
+        for &target in others {
+            out.extend(self.process_from(target, msg.clone())?);
         }
         out.extend(self.process_from(last, msg)?);
         Ok(out)
     }
 
+    /// A barrier from the source task, which reads every input: it cuts all
+    /// of them at once, so it enters at each.
+    pub fn process_barrier(&mut self, barrier: Barrier) -> Result<Vec<Message>> {
+        let mut out = Vec::new();
+        for input in 0..self.inputs.len() {
+            out.extend(self.process(input, Message::Barrier(barrier.clone()))?);
+        }
+        Ok(out)
+    }
+
+    /// The state the operators wrote for the barrier that reached the output.
+    pub fn take_checkpoint(&mut self) -> StateWriteBatch {
+        std::mem::take(&mut self.writes)
+    }
+
     fn process_from(&mut self, mut target: Target, msg: Message) -> Result<Vec<Message>> {
         let mut current = vec![msg];
-        while let Target::Node(i, side) = target {
+        while let Target::Node(i, input) = target {
             let node = &mut self.nodes[i];
             let mut next = Vec::with_capacity(current.len());
             for m in current {
-                match (&mut node.stage, m) {
-                    (Stage::Unary(op), Message::Chunk(c)) => op.on_chunk(c, &mut next)?,
-                    (Stage::Unary(op), Message::Watermark(w)) => op.on_watermark(w, &mut next)?,
-                    (Stage::Join(op), Message::Chunk(c)) => op.on_chunk(side, c, &mut next)?,
-                    (Stage::Join(op), Message::Watermark(w)) => {
-                        op.on_watermark(side, w, &mut next)?
-                    }
-                    (_, other) => next.push(other),
-                }
+                node.accept(i as u16, input, m, &mut self.writes, &mut next)?;
             }
             current = next;
             target = node.target;
+            if current.is_empty() {
+                break;
+            }
         }
         Ok(current)
     }
 
     pub fn state_entries(&self) -> usize {
-        self.nodes
-            .iter()
-            .map(|n| match &n.stage {
-                Stage::Unary(op) => op.state_entries(),
-                Stage::Join(op) => op.state_entries(),
-            })
-            .sum()
-    }
-
-    pub fn snapshot(&mut self, batch: &mut StateWriteBatch) -> Result<()> {
-        for (i, node) in self.nodes.iter_mut().enumerate() {
-            match &mut node.stage {
-                Stage::Unary(op) => op.snapshot(i as u16, batch)?,
-                Stage::Join(op) => op.snapshot(i as u16, batch)?,
-            }
-        }
-        Ok(())
+        self.nodes.iter().map(|n| n.op.state_entries()).sum()
     }
 
     /// Tells every operator that no checkpoint will come (see
     /// [`Operator::without_checkpoints`]).
     pub fn without_checkpoints(&mut self) {
         for node in &mut self.nodes {
-            match &mut node.stage {
-                Stage::Unary(op) => op.without_checkpoints(),
-                Stage::Join(op) => op.without_checkpoints(),
-            }
+            node.op.without_checkpoints();
         }
     }
 
     pub fn restore(&mut self, state: &QueryState) -> Result<()> {
         for (i, node) in self.nodes.iter_mut().enumerate() {
-            match &mut node.stage {
-                Stage::Unary(op) => op.restore(i as u16, state)?,
-                Stage::Join(op) => op.restore(i as u16, state)?,
-            }
+            node.op.restore(i as u16, state)?;
         }
         Ok(())
     }
@@ -215,17 +297,16 @@ impl Dataflow {
     /// expression differently still runs the query; a change of what an
     /// operator stores is a change of `state::STATE_FORMAT`.
     pub fn signature(&self) -> String {
+        // The text is stored with the state: it must not change between builds.
         let target = |t: &Target| match t {
-            Target::Node(i, Side::Left) => format!("{i}"),
-            Target::Node(i, Side::Right) => format!("{i}.right"),
+            Target::Node(i, 0) => format!("{i}"),
+            Target::Node(i, 1) => format!("{i}.right"),
+            Target::Node(i, n) => format!("{i}.{n}"),
             Target::Output => "out".into(),
         };
         let mut lines = Vec::with_capacity(self.nodes.len() + self.inputs.len());
         for (i, node) in self.nodes.iter().enumerate() {
-            let described = match &node.stage {
-                Stage::Unary(op) => op.describe(),
-                Stage::Join(op) => op.describe(),
-            };
+            let described = node.op.describe();
             let kind = described.split(':').next().unwrap_or_default().trim();
             lines.push(format!("{i} {kind} -> {}", target(&node.target)));
         }
@@ -236,27 +317,27 @@ impl Dataflow {
         lines.join("\n")
     }
 
-    /// For EXPLAIN: each chain from its source up, a join followed by its two
+    /// For EXPLAIN: each chain from its source up, a join followed by its
     /// inputs indented.
     pub fn explain(&self, sources: &[String]) -> Vec<String> {
         self.lines_into(Target::Output, sources)
     }
 
     fn feeders(&self, target: Target) -> Vec<Feeder> {
-        let mut feeders: Vec<(Side, Feeder)> = Vec::new();
+        let mut feeders: Vec<(usize, Feeder)> = Vec::new();
         for (i, targets) in self.inputs.iter().enumerate() {
             for t in targets {
-                if let Some(side) = side_into(*t, target) {
-                    feeders.push((side, Feeder::Input(i)));
+                if let Some(input) = input_into(*t, target) {
+                    feeders.push((input, Feeder::Input(i)));
                 }
             }
         }
         for (i, n) in self.nodes.iter().enumerate() {
-            if let Some(side) = side_into(n.target, target) {
-                feeders.push((side, Feeder::Node(i)));
+            if let Some(input) = input_into(n.target, target) {
+                feeders.push((input, Feeder::Node(i)));
             }
         }
-        feeders.sort_by_key(|(s, _)| *s == Side::Right);
+        feeders.sort_by_key(|(input, _)| *input);
         feeders.into_iter().map(|(_, f)| f).collect()
     }
 
@@ -268,22 +349,22 @@ impl Dataflow {
                     "Source: {}",
                     sources.get(i).map(String::as_str).unwrap_or("?")
                 )),
-                Feeder::Node(i) => match &self.nodes[i].stage {
-                    Stage::Unary(op) => {
-                        lines.extend(self.lines_into(Target::Node(i, Side::Left), sources));
+                Feeder::Node(i) => {
+                    let op = &self.nodes[i].op;
+                    if op.inputs() == 1 {
+                        lines.extend(self.lines_into(Target::Node(i, 0), sources));
                         lines.push(op.describe());
-                    }
-                    Stage::Join(op) => {
+                    } else {
                         lines.push(op.describe());
-                        for side in [Side::Left, Side::Right] {
+                        for input in 0..op.inputs() {
                             lines.extend(
-                                self.lines_into(Target::Node(i, side), sources)
+                                self.lines_into(Target::Node(i, input), sources)
                                     .into_iter()
                                     .map(|l| format!("    {l}")),
                             );
                         }
                     }
-                },
+                }
             }
         }
         lines
@@ -295,10 +376,11 @@ enum Feeder {
     Node(usize),
 }
 
-fn side_into(t: Target, target: Target) -> Option<Side> {
+/// The input of `target` that `t` feeds, if it feeds `target`.
+fn input_into(t: Target, target: Target) -> Option<usize> {
     match (t, target) {
-        (Target::Output, Target::Output) => Some(Side::Left),
-        (Target::Node(i, s), Target::Node(j, sj)) if i == j && s == sj => Some(s),
+        (Target::Output, Target::Output) => Some(0),
+        (Target::Node(i, n), Target::Node(j, m)) if i == j && n == m => Some(n),
         _ => None,
     }
 }
@@ -313,41 +395,183 @@ mod tests {
     use super::*;
     use crate::dataflow::Chunk;
 
-    /// Records which side each chunk reached.
-    struct Sides(Arc<Mutex<Vec<(Side, usize)>>>);
+    type Log = Arc<Mutex<Vec<String>>>;
 
-    impl JoinOperator for Sides {
-        fn describe(&self) -> String {
-            "Sides".into()
+    /// Logs what reaches it as `name:event@input` and passes chunks on.
+    struct Recorder {
+        name: &'static str,
+        inputs: usize,
+        log: Log,
+    }
+
+    impl Recorder {
+        fn boxed(name: &'static str, inputs: usize, log: &Log) -> Box<dyn Operator> {
+            Box::new(Recorder {
+                name,
+                inputs,
+                log: log.clone(),
+            })
         }
 
-        fn on_chunk(&mut self, side: Side, chunk: Chunk, _: &mut Vec<Message>) -> Result<()> {
-            self.0.lock().unwrap().push((side, chunk.num_rows()));
+        fn note(&self, event: String) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{}:{event}", self.name));
+        }
+    }
+
+    impl Operator for Recorder {
+        fn describe(&self) -> String {
+            self.name.into()
+        }
+
+        fn inputs(&self) -> usize {
+            self.inputs
+        }
+
+        fn on_chunk(&mut self, input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+            self.note(format!("rows{}@{input}", chunk.num_rows()));
+            out.push(Message::Chunk(chunk));
             Ok(())
         }
 
-        fn on_watermark(&mut self, _: Side, _: i64, _: &mut Vec<Message>) -> Result<()> {
+        fn on_barrier(&mut self, c: &mut Checkpoint<'_>, _: &mut Vec<Message>) -> Result<()> {
+            self.note(format!("barrier{}", c.epoch));
+            c.writes.put(c.state_id, self.name.as_bytes(), vec![]);
+            Ok(())
+        }
+
+        fn on_end(&mut self, input: usize, _: &mut Vec<Message>) -> Result<()> {
+            self.note(format!("end@{input}"));
             Ok(())
         }
     }
 
+    fn chunk(rows: i64) -> Message {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let values: Vec<i64> = (0..rows).collect();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values))]).unwrap();
+        let rowtime = Int64Array::from(vec![0; rows as usize]);
+        Message::Chunk(Chunk::new(batch, rowtime, None))
+    }
+
+    fn barrier(epoch: u64) -> Barrier {
+        Barrier {
+            epoch,
+            offsets: Arc::new(Vec::new()),
+        }
+    }
+
+    fn kinds(out: &[Message]) -> Vec<String> {
+        out.iter()
+            .map(|m| match m {
+                Message::Chunk(c) => format!("rows{}", c.num_rows()),
+                Message::Barrier(b) => format!("barrier{}", b.epoch),
+                Message::End => "end".into(),
+                _ => "other".into(),
+            })
+            .collect()
+    }
+
+    /// `((in0 ⋈ in1) ⋈ in2) → tail`: a three-way join is two two-input
+    /// operators, no special stage.
+    fn three_way(log: &Log) -> Dataflow {
+        let inner = Dataflow::join(
+            Dataflow::input(),
+            Dataflow::input(),
+            Recorder::boxed("inner", 2, log),
+        );
+        let mut flow = Dataflow::join(inner, Dataflow::input(), Recorder::boxed("outer", 2, log));
+        flow.push(Recorder::boxed("tail", 1, log));
+        flow
+    }
+
     #[test]
     fn a_shared_input_feeds_every_place_that_reads_it() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Log::default();
         let mut flow = Dataflow::join(
             Dataflow::input(),
             Dataflow::input(),
-            Box::new(Sides(seen.clone())),
+            Recorder::boxed("join", 2, &log),
         );
         flow.share_input(1, 0);
         assert_eq!(flow.input_count(), 1);
-        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        let batch =
-            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
-        let chunk = Chunk::new(batch, Int64Array::from(vec![0, 0, 0]), None);
-        flow.process(0, Message::Chunk(chunk)).unwrap();
-        assert_eq!(*seen.lock().unwrap(), [(Side::Left, 3), (Side::Right, 3)]);
+        flow.process(0, chunk(3)).unwrap();
+        assert_eq!(*log.lock().unwrap(), ["join:rows3@0", "join:rows3@1"]);
+        let out = flow.process_barrier(barrier(1)).unwrap();
+        assert_eq!(
+            kinds(&out),
+            ["barrier1"],
+            "both sides deliver it, it passes once"
+        );
         let plan = flow.explain(&["s".into()]);
-        assert_eq!(plan, ["Sides", "    Source: s", "    Source: s"]);
+        assert_eq!(plan, ["join", "    Source: s", "    Source: s"]);
+    }
+
+    #[test]
+    fn barriers_flow_through_operators_and_align_where_inputs_meet() {
+        let log = Log::default();
+        let mut flow = three_way(&log);
+        assert_eq!(flow.input_count(), 3);
+        let mut out = Vec::new();
+        out.extend(flow.process(0, Message::Barrier(barrier(7))).unwrap());
+        // Input 0 is past the barrier: its next rows belong to the next epoch.
+        out.extend(flow.process(0, chunk(1)).unwrap());
+        out.extend(flow.process(1, chunk(2)).unwrap());
+        out.extend(flow.process(1, Message::Barrier(barrier(7))).unwrap());
+        out.extend(flow.process(2, chunk(3)).unwrap());
+        out.extend(flow.process(2, Message::Barrier(barrier(7))).unwrap());
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "inner:rows2@1",
+                "outer:rows2@0",
+                "tail:rows2@0",
+                "inner:barrier7",
+                // Released by the inner join, then held again by the outer
+                // one, whose input 0 is now past the barrier.
+                "inner:rows1@0",
+                "outer:rows3@1",
+                "tail:rows3@0",
+                "outer:barrier7",
+                "outer:rows1@0",
+                // Each operator sees the barrier before the next epoch's rows.
+                "tail:barrier7",
+                "tail:rows1@0",
+            ]
+        );
+        assert_eq!(kinds(&out), ["rows2", "rows3", "barrier7", "rows1"]);
+        let writes = flow.take_checkpoint();
+        assert_eq!(writes.len(), 3, "every operator wrote at the barrier");
+        assert!(flow.take_checkpoint().is_empty());
+    }
+
+    #[test]
+    fn the_end_of_input_passes_a_join_once_every_input_has_ended() {
+        let log = Log::default();
+        let mut flow = three_way(&log);
+        assert!(flow.process(0, Message::End).unwrap().is_empty());
+        assert!(
+            flow.process(0, Message::End).unwrap().is_empty(),
+            "ends once"
+        );
+        assert!(flow.process(2, Message::End).unwrap().is_empty());
+        let out = flow.process(1, Message::End).unwrap();
+        assert_eq!(kinds(&out), ["end"]);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "inner:end@0",
+                "outer:end@1",
+                "inner:end@1",
+                "outer:end@0",
+                "tail:end@0"
+            ]
+        );
+        // A barrier after the end still checkpoints every operator.
+        let out = flow.process_barrier(barrier(2)).unwrap();
+        assert_eq!(kinds(&out), ["barrier2"]);
+        assert_eq!(flow.take_checkpoint().len(), 3);
     }
 }

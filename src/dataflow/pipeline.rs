@@ -9,11 +9,11 @@ use tokio::sync::mpsc;
 
 use super::metrics::QueryMetrics;
 use super::row_errors::RowErrorPolicy;
-use super::{Chunk, Dataflow, Message};
+use super::{Barrier, Chunk, Dataflow, Message};
 use crate::connectors::{record_size, LogWriter};
 use crate::error::{Result, SluiceError};
 use crate::formats::RecordEncoder;
-use crate::state::{QueryState, StateWriteBatch};
+use crate::state::QueryState;
 
 /// Where a pipeline's output goes.
 #[async_trait]
@@ -140,79 +140,90 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Runs until the input ends or the consumer goes away.
-    /// Messages arrive tagged with the number of the input they come from.
+    /// Runs until the source stops (closes the channel) or the consumer goes
+    /// away. Messages arrive tagged with the number of the input they come from.
     pub async fn run(mut self, mut rx: mpsc::Receiver<(usize, Message)>) -> Result<()> {
         if self.state.is_none() {
             self.flow.without_checkpoints();
         }
         while let Some((input, msg)) = rx.recv().await {
-            match msg {
-                msg @ (Message::Chunk(_) | Message::Watermark(_) | Message::Late(_)) => {
+            let mut out = match msg {
+                Message::Barrier(barrier) => self.flow.process_barrier(barrier)?,
+                Message::RowErrors(errors) => {
+                    self.errors.expression_errors(errors).await?;
+                    continue;
+                }
+                msg => {
                     if matches!(msg, Message::Chunk(_)) {
                         QueryMetrics::add(&self.metrics.batches, 1);
                     }
                     // A watermark can close windows, so it produces rows too.
-                    let mut out = self.flow.process(input, msg)?;
-                    // Row errors first: under on_error='fail' nothing of this
-                    // message may reach the sink.
-                    if out.iter().any(|m| matches!(m, Message::RowErrors(_))) {
-                        let (errors, rest): (Vec<_>, Vec<_>) = out
-                            .into_iter()
-                            .partition(|m| matches!(m, Message::RowErrors(_)));
-                        for e in errors {
-                            if let Message::RowErrors(e) = e {
-                                self.errors.expression_errors(e).await?;
-                            }
-                        }
-                        out = rest;
-                    }
-                    let entries = self.flow.state_entries();
-                    self.metrics
-                        .state_entries
-                        .store(entries as u64, std::sync::atomic::Ordering::Relaxed);
-                    for m in out {
-                        match m {
-                            Message::Chunk(c) => {
-                                let n = c.num_rows() as u64;
-                                if !self.sink.write(c).await? {
-                                    return Ok(());
-                                }
-                                QueryMetrics::add(&self.metrics.records_out, n);
-                            }
-                            Message::Late(c) => {
-                                QueryMetrics::add(&self.metrics.late_records, c.num_rows() as u64);
-                                if let Some(late) = self.late_sink.as_mut() {
-                                    late.write(c).await?;
-                                }
-                            }
-                            _ => {}
-                        }
+                    self.flow.process(input, msg)?
+                }
+            };
+            // Row errors first: under on_error='fail' nothing of this
+            // message may reach the sink.
+            if out.iter().any(|m| matches!(m, Message::RowErrors(_))) {
+                let (errors, rest): (Vec<_>, Vec<_>) = out
+                    .into_iter()
+                    .partition(|m| matches!(m, Message::RowErrors(_)));
+                for e in errors {
+                    if let Message::RowErrors(e) = e {
+                        self.errors.expression_errors(e).await?;
                     }
                 }
-                Message::Barrier(barrier) => {
-                    let mut batch = StateWriteBatch::default();
-                    self.flow.snapshot(&mut batch)?;
-                    // Output first, then state + offsets: after a crash the sink may
-                    // repeat rows (at-least-once) but state never runs ahead of input.
-                    self.sink.flush().await?;
-                    if let Some(late) = self.late_sink.as_mut() {
-                        late.flush().await?;
-                    }
-                    if let Some(state) = &self.state {
-                        let (entries, bytes) = (batch.len() as u64, batch.bytes() as u64);
-                        state.commit(batch, barrier.epoch, &barrier.offsets)?;
-                        QueryMetrics::add(&self.metrics.checkpoints, 1);
-                        QueryMetrics::add(&self.metrics.checkpoint_entries, entries);
-                        QueryMetrics::add(&self.metrics.checkpoint_bytes, bytes);
-                    }
-                }
-                Message::End => {
-                    self.sink.flush().await?;
-                    return Ok(());
-                }
-                Message::RowErrors(errors) => self.errors.expression_errors(errors).await?,
+                out = rest;
             }
+            let entries = self.flow.state_entries();
+            self.metrics
+                .state_entries
+                .store(entries as u64, std::sync::atomic::Ordering::Relaxed);
+            for m in out {
+                match m {
+                    Message::Chunk(c) => {
+                        let n = c.num_rows() as u64;
+                        if !self.sink.write(c).await? {
+                            return Ok(());
+                        }
+                        QueryMetrics::add(&self.metrics.records_out, n);
+                    }
+                    Message::Late(c) => {
+                        QueryMetrics::add(&self.metrics.late_records, c.num_rows() as u64);
+                        if let Some(late) = self.late_sink.as_mut() {
+                            late.write(c).await?;
+                        }
+                    }
+                    Message::Barrier(barrier) => self.commit(barrier).await?,
+                    // Every input ended: everything is out; a last barrier may follow.
+                    Message::End => self.flush().await?,
+                    Message::Watermark(_) | Message::RowErrors(_) => {}
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.sink.flush().await?;
+        if let Some(late) = self.late_sink.as_mut() {
+            late.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// The barrier passed every operator: commits their state with the
+    /// source offsets it carries.
+    async fn commit(&mut self, barrier: Barrier) -> Result<()> {
+        let batch = self.flow.take_checkpoint();
+        // Output first, then state + offsets: after a crash the sink may
+        // repeat rows (at-least-once) but state never runs ahead of input.
+        self.flush().await?;
+        if let Some(state) = &self.state {
+            let (entries, bytes) = (batch.len() as u64, batch.bytes() as u64);
+            state.commit(batch, barrier.epoch, &barrier.offsets)?;
+            QueryMetrics::add(&self.metrics.checkpoints, 1);
+            QueryMetrics::add(&self.metrics.checkpoint_entries, entries);
+            QueryMetrics::add(&self.metrics.checkpoint_bytes, bytes);
         }
         Ok(())
     }

@@ -97,23 +97,18 @@ impl SourceTask {
         let order = self.lookups_first();
         let mut busy = false;
         loop {
-            for i in 0..self.inputs.len() {
-                if readings[i].finished || !self.inputs[i].bounded {
+            for (i, (input, reading)) in self.inputs.iter_mut().zip(&mut readings).enumerate() {
+                if reading.finished || !input.bounded {
                     continue;
                 }
-                let input = &mut self.inputs[i];
                 let exhausted = input.reader.caught_up().await.map_err(|e| {
                     SluiceError::connector(format!("reading '{}'", input.relation.topic), e)
                 })?;
                 if exhausted {
                     // End of input: every window closes and EMIT FINAL results come out.
-                    readings[i].finished = true;
-                    if let Some(w) = readings[i].watermarks.finish() {
-                        readings[i].watermark = w;
-                        let msg = self.watermark_message(&readings, i);
-                        if tx.send(msg).await.is_err() {
-                            return Ok(());
-                        }
+                    reading.finished = true;
+                    if tx.send((i, Message::End)).await.is_err() {
+                        return Ok(());
                     }
                 }
             }
@@ -121,14 +116,23 @@ impl SourceTask {
                 .iter()
                 .zip(&self.inputs)
                 .all(|(r, input)| r.finished || input.lookup);
+            if inputs_done {
+                // The streams ended; the tables they are joined with end with
+                // them, so that the joins pass the end on.
+                for (i, reading) in readings.iter_mut().enumerate() {
+                    if !std::mem::replace(&mut reading.finished, true) {
+                        let _ = tx.send((i, Message::End)).await;
+                    }
+                }
+            }
             if inputs_done || *self.drain.borrow() {
-                // A last checkpoint, so a restart neither repeats nor loses anything.
+                // A last checkpoint, so a restart neither repeats nor loses
+                // anything. Closing the channel then stops the pipeline.
                 if self.checkpoint_interval.is_some() {
                     let _ = tx
                         .send((0, Message::Barrier(self.barrier(epoch + 1))))
                         .await;
                 }
-                let _ = tx.send((0, Message::End)).await;
                 return Ok(());
             }
             let wait = match next_barrier {

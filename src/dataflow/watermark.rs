@@ -83,14 +83,6 @@ impl WatermarkTracker {
             candidate
         })
     }
-
-    /// The end of a bounded input: every window can close.
-    pub fn finish(&mut self) -> Option<i64> {
-        (self.emitted < i64::MAX).then(|| {
-            self.emitted = i64::MAX;
-            i64::MAX
-        })
-    }
 }
 
 #[cfg(test)]
@@ -156,7 +148,5 @@ mod tests {
         // Everything idle: the largest partition watermark.
         let much_later = later + Duration::from_secs(5);
         assert_eq!(w.advance(much_later), None);
-        assert_eq!(w.finish(), Some(i64::MAX));
-        assert_eq!(w.finish(), None);
     }
 }

@@ -17,11 +17,11 @@ use datafusion::common::{HashMap, HashSet};
 use super::evaluate::row_errors;
 use super::interval_join::JoinKind;
 use super::join_rows::{assemble, stored_columns, take_columns, JoinKeys};
-use super::{JoinOperator, Side, SideWatermarks};
+use super::{Checkpoint, Operator, Side, SideWatermarks};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
 use crate::state::table::{length_prefixed_key, split_length_prefixed, StateTable, StateTableId};
-use crate::state::{QueryState, StateWriteBatch};
+use crate::state::QueryState;
 
 type Bytes = Box<[u8]>;
 
@@ -274,7 +274,11 @@ impl ChangelogJoin {
     }
 }
 
-impl JoinOperator for ChangelogJoin {
+impl Operator for ChangelogJoin {
+    fn inputs(&self) -> usize {
+        2
+    }
+
     fn describe(&self) -> String {
         format!(
             "ChangelogJoin: {} ON {}",
@@ -283,7 +287,8 @@ impl JoinOperator for ChangelogJoin {
         )
     }
 
-    fn on_chunk(&mut self, side: Side, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+        let side = Side::of_input(input);
         let n = chunk.num_rows();
         if n == 0 {
             return Ok(());
@@ -321,7 +326,8 @@ impl JoinOperator for ChangelogJoin {
         Ok(())
     }
 
-    fn on_watermark(&mut self, side: Side, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+    fn on_watermark(&mut self, input: usize, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        let side = Side::of_input(input);
         if let Some(w) = self.watermarks.update(side, watermark) {
             out.push(Message::Watermark(w));
         }
@@ -332,7 +338,12 @@ impl JoinOperator for ChangelogJoin {
         self.sides.iter().map(|t| t.current.len()).sum()
     }
 
-    fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+    fn on_barrier(
+        &mut self,
+        checkpoint: &mut Checkpoint<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let (id, batch) = (checkpoint.state_id, &mut *checkpoint.writes);
         for key in self.legacy.drain(..) {
             batch.delete(id, &key);
         }

@@ -31,7 +31,7 @@ impl Operator for Filter {
         format!("Filter: {}", self.predicate)
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         let mut failures = Vec::new();
         let value = evaluate(&self.predicate, &chunk.batch, &mut failures)?;
         // A row whose predicate fails is NULL there, so it does not pass.

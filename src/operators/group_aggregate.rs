@@ -29,12 +29,12 @@ use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::evaluate::{evaluate, evaluate_all, predicate_mask, row_errors};
-use super::Operator;
+use super::{Checkpoint, Operator};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
 use crate::state::budget::MemoryUse;
 use crate::state::table::{StateTable, StateTableId};
-use crate::state::{QueryState, StateWriteBatch};
+use crate::state::QueryState;
 
 /// Memory of a group besides its key and accumulators: its index entry and
 /// its slot in every per-group vector (an estimate, for the budget).
@@ -485,7 +485,7 @@ impl Operator for GroupAggregate {
         )
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         if chunk.ops.is_some() && !self.retracting {
             return Err(SluiceError::Internal(
                 "GroupAggregate received a changelog without retraction support".into(),
@@ -640,7 +640,12 @@ impl Operator for GroupAggregate {
         self.index.len()
     }
 
-    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+    fn on_watermark(
+        &mut self,
+        _input: usize,
+        watermark: i64,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
         if let Some(chunk) = self.close_windows(watermark)? {
             out.push(Message::Chunk(chunk));
         }
@@ -648,7 +653,19 @@ impl Operator for GroupAggregate {
         Ok(())
     }
 
-    fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+    fn on_end(&mut self, _input: usize, out: &mut Vec<Message>) -> Result<()> {
+        if let Some(chunk) = self.close_windows(i64::MAX)? {
+            out.push(Message::Chunk(chunk));
+        }
+        Ok(())
+    }
+
+    fn on_barrier(
+        &mut self,
+        checkpoint: &mut Checkpoint<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let (id, batch) = (checkpoint.state_id, &mut *checkpoint.writes);
         for key in self.legacy.drain(..) {
             batch.delete(id, &key);
         }
@@ -742,6 +759,8 @@ pub fn aggregate_field(function: &AggregateFunctionExpr) -> Field {
 
 #[cfg(test)]
 mod tests {
+    use crate::operators::checkpoint;
+    use crate::state::StateWriteBatch;
     use std::collections::BTreeMap;
 
     use super::*;
@@ -935,11 +954,12 @@ mod tests {
                 assert_eq!(op.group_count(), 0, "restore loaded groups up front");
             }
             let mut out = Vec::new();
-            op.on_chunk(chunk(i, rows, retracting), &mut out).unwrap();
+            op.on_chunk(0, chunk(i, rows, retracting), &mut out)
+                .unwrap();
             apply(out, &mut got, &mut times);
             if i % 10 == 9 {
                 let mut batch = StateWriteBatch::default();
-                op.snapshot(5, &mut batch).unwrap();
+                checkpoint(&mut op, 5, &mut batch).unwrap();
                 epoch += 1;
                 q.commit(batch, epoch, &[]).unwrap();
                 assert!(
@@ -1005,11 +1025,11 @@ mod tests {
         let mut times = BTreeMap::new();
         for (i, rows) in first.iter().enumerate() {
             let mut out = Vec::new();
-            op.on_chunk(chunk(i, rows, false), &mut out).unwrap();
+            op.on_chunk(0, chunk(i, rows, false), &mut out).unwrap();
             apply(out, &mut got, &mut times);
         }
         let mut batch = StateWriteBatch::default();
-        op.snapshot(5, &mut batch).unwrap();
+        checkpoint(&mut op, 5, &mut batch).unwrap();
         current.commit(batch, 1, &[]).unwrap();
         let mut table = StateTable::write_only(StateTableId::of_node(5, 0));
         table.attach(&current);
@@ -1026,7 +1046,7 @@ mod tests {
         op.restore(5, &old).unwrap();
         assert_eq!(op.group_count(), groups.len());
         let mut batch = StateWriteBatch::default();
-        op.snapshot(5, &mut batch).unwrap();
+        checkpoint(&mut op, 5, &mut batch).unwrap();
         old.commit(batch, 2, &[]).unwrap();
         assert!(old.scan(5).unwrap().is_empty(), "format 3 keys were kept");
         let mut table = StateTable::write_only(StateTableId::of_node(5, 0));
@@ -1038,7 +1058,8 @@ mod tests {
         op.restore(5, &old).unwrap();
         for (i, rows) in rest.iter().enumerate() {
             let mut out = Vec::new();
-            op.on_chunk(chunk(100 + i, rows, false), &mut out).unwrap();
+            op.on_chunk(0, chunk(100 + i, rows, false), &mut out)
+                .unwrap();
             apply(out, &mut got, &mut times);
         }
         assert_eq!(got, oracle(&input, false));

@@ -34,12 +34,12 @@ use super::evaluate::{batch_errors, row_errors};
 use super::join_rows::{
     assemble, filter_mask, indices, null_columns, stored_columns, take_columns, JoinKeys,
 };
-use super::{JoinOperator, Side, SideWatermarks};
+use super::{Checkpoint, Operator, Side, SideWatermarks};
 use crate::dataflow::{Chunk, Message};
 use crate::error::{Result, SluiceError};
 use crate::state::key::Key;
 use crate::state::table::{StateTable, StateTableId};
-use crate::state::{QueryState, StateWriteBatch};
+use crate::state::QueryState;
 
 /// Which unmatched rows an outer join keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,7 +401,11 @@ impl IntervalJoin {
     }
 }
 
-impl JoinOperator for IntervalJoin {
+impl Operator for IntervalJoin {
+    fn inputs(&self) -> usize {
+        2
+    }
+
     fn describe(&self) -> String {
         let bound = |ms: i64| match ms {
             i64::MIN => "-∞".to_string(),
@@ -428,7 +432,8 @@ impl JoinOperator for IntervalJoin {
         )
     }
 
-    fn on_chunk(&mut self, side: Side, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+        let side = Side::of_input(input);
         if chunk.ops.is_some() {
             return Err(SluiceError::Internal(
                 "an interval join received a changelog".into(),
@@ -574,7 +579,8 @@ impl JoinOperator for IntervalJoin {
         Ok(())
     }
 
-    fn on_watermark(&mut self, side: Side, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+    fn on_watermark(&mut self, input: usize, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        let side = Side::of_input(input);
         self.watermarks.update(side, watermark);
         self.expire(out)?;
         let w = self.output_watermark();
@@ -585,11 +591,23 @@ impl JoinOperator for IntervalJoin {
         Ok(())
     }
 
+    /// No row of `input` will come: the other side's rows need not wait for
+    /// it, and unmatched ones of an outer join come out now.
+    fn on_end(&mut self, input: usize, out: &mut Vec<Message>) -> Result<()> {
+        self.watermarks.update(Side::of_input(input), i64::MAX);
+        self.expire(out)
+    }
+
     fn state_entries(&self) -> usize {
         self.sides.iter().map(Buffer::len).sum()
     }
 
-    fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+    fn on_barrier(
+        &mut self,
+        checkpoint: &mut Checkpoint<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let (id, batch) = (checkpoint.state_id, &mut *checkpoint.writes);
         for key in self.legacy.drain(..) {
             batch.delete(id, &key);
         }
@@ -749,6 +767,8 @@ fn parse_legacy_row_key(key: &[u8]) -> Option<(u8, i64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operators::checkpoint;
+    use crate::state::StateWriteBatch;
     use arrow::array::{AsArray, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use datafusion::physical_expr::expressions::Column;
@@ -837,18 +857,24 @@ mod tests {
     fn a_row_is_kept_until_no_row_of_the_other_side_can_match() {
         let mut j = join(JoinKind::Left);
         let mut out = Vec::new();
-        j.on_chunk(Side::Left, chunk("l", &[("a", 1, 10_000)]), &mut out)
-            .unwrap();
+        j.on_chunk(
+            Side::Left.index(),
+            chunk("l", &[("a", 1, 10_000)]),
+            &mut out,
+        )
+        .unwrap();
         // The right side's watermark reaches the last time that can still match.
-        j.on_watermark(Side::Right, 13_000, &mut out).unwrap();
-        j.on_watermark(Side::Left, 20_000, &mut out).unwrap();
+        j.on_watermark(Side::Right.index(), 13_000, &mut out)
+            .unwrap();
+        j.on_watermark(Side::Left.index(), 20_000, &mut out)
+            .unwrap();
         assert_eq!(
             results(&out).0,
             vec![],
             "nothing is padded while a match can come"
         );
         j.on_chunk(
-            Side::Right,
+            Side::Right.index(),
             chunk("r", &[("a", 7, 13_000), ("a", 8, 13_001)]),
             &mut out,
         )
@@ -856,7 +882,8 @@ mod tests {
         assert_eq!(results(&out).0, vec![(Some(1), Some(7))]);
         // Past the interval the row goes; it matched, so it is not padded.
         out.clear();
-        j.on_watermark(Side::Right, 13_001, &mut out).unwrap();
+        j.on_watermark(Side::Right.index(), 13_001, &mut out)
+            .unwrap();
         assert_eq!(results(&out).0, vec![]);
         assert_eq!(j.sides[0].len(), 0);
     }
@@ -866,16 +893,22 @@ mod tests {
         let mut j = join(JoinKind::Left);
         let mut out = Vec::new();
         j.on_chunk(
-            Side::Left,
+            Side::Left.index(),
             chunk("l", &[("a", 1, 10_000), ("b", 2, 10_500)]),
             &mut out,
         )
         .unwrap();
-        j.on_chunk(Side::Right, chunk("r", &[("a", 5, 8_999)]), &mut out)
-            .unwrap();
+        j.on_chunk(
+            Side::Right.index(),
+            chunk("r", &[("a", 5, 8_999)]),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(results(&out).0, vec![], "8,999 is before 10,000 - 1,000");
-        j.on_watermark(Side::Left, 20_000, &mut out).unwrap();
-        j.on_watermark(Side::Right, 13_001, &mut out).unwrap();
+        j.on_watermark(Side::Left.index(), 20_000, &mut out)
+            .unwrap();
+        j.on_watermark(Side::Right.index(), 13_001, &mut out)
+            .unwrap();
         assert_eq!(results(&out).0, vec![(Some(1), None)]);
         // Row b (10,500) is still to be padded: the output watermark must not
         // pass it, or a windowed aggregate downstream would drop it as late.
@@ -887,7 +920,8 @@ mod tests {
             last_watermark.is_some_and(|w| w <= 10_500),
             "{last_watermark:?}"
         );
-        j.on_watermark(Side::Right, 20_000, &mut out).unwrap();
+        j.on_watermark(Side::Right.index(), 20_000, &mut out)
+            .unwrap();
         assert_eq!(results(&out).0, vec![(Some(1), None), (Some(2), None)]);
     }
 
@@ -899,23 +933,27 @@ mod tests {
         let mut j = join(JoinKind::Inner);
         j.restore(3, &state).unwrap();
         let mut out = Vec::new();
-        j.on_watermark(Side::Left, 5_000, &mut out).unwrap();
+        j.on_watermark(Side::Left.index(), 5_000, &mut out).unwrap();
         j.on_chunk(
-            Side::Left,
+            Side::Left.index(),
             chunk("l", &[("a", 1, 4_999), ("a", 2, 6_000)]),
             &mut out,
         )
         .unwrap();
         assert_eq!(results(&out).1, 1);
         let mut batch = StateWriteBatch::default();
-        j.snapshot(3, &mut batch).unwrap();
+        checkpoint(&mut j, 3, &mut batch).unwrap();
         state.commit(batch, 1, &[]).unwrap();
         let mut restored = join(JoinKind::Inner);
         restored.restore(3, &state).unwrap();
         assert_eq!(restored.watermarks.left, 5_000);
         let mut out = Vec::new();
         restored
-            .on_chunk(Side::Right, chunk("r", &[("a", 9, 7_000)]), &mut out)
+            .on_chunk(
+                Side::Right.index(),
+                chunk("r", &[("a", 9, 7_000)]),
+                &mut out,
+            )
             .unwrap();
         assert_eq!(results(&out).0, vec![(Some(2), Some(9))]);
     }
@@ -931,25 +969,26 @@ mod tests {
         let mut j = join(JoinKind::Inner);
         j.restore(3, &state).unwrap();
         let mut out = Vec::new();
-        j.on_chunk(Side::Left, chunk("l", &[("a", 1, 1_000)]), &mut out)
+        j.on_chunk(Side::Left.index(), chunk("l", &[("a", 1, 1_000)]), &mut out)
             .unwrap();
         let mut batch = StateWriteBatch::default();
-        j.snapshot(3, &mut batch).unwrap();
+        checkpoint(&mut j, 3, &mut batch).unwrap();
         // The row and the operator's watermarks.
         assert_eq!(batch.len(), 2);
         state.commit(batch, 1, &[]).unwrap();
 
         // Rows buffered and freed in one interval, and the committed row freed.
         j.on_chunk(
-            Side::Left,
+            Side::Left.index(),
             chunk("l", &[("b", 2, 2_000), ("c", 3, 2_500), ("b", 4, 50_000)]),
             &mut out,
         )
         .unwrap();
-        j.on_watermark(Side::Right, 40_000, &mut out).unwrap();
+        j.on_watermark(Side::Right.index(), 40_000, &mut out)
+            .unwrap();
         assert_eq!(j.state_entries(), 1);
         let mut batch = StateWriteBatch::default();
-        j.snapshot(3, &mut batch).unwrap();
+        checkpoint(&mut j, 3, &mut batch).unwrap();
         // The committed row's delete, the live row, the watermarks.
         assert_eq!(batch.len(), 3);
         state.commit(batch, 2, &[]).unwrap();
@@ -959,7 +998,11 @@ mod tests {
         assert_eq!(restored.state_entries(), 1);
         let mut out = Vec::new();
         restored
-            .on_chunk(Side::Right, chunk("r", &[("b", 9, 49_500)]), &mut out)
+            .on_chunk(
+                Side::Right.index(),
+                chunk("r", &[("b", 9, 49_500)]),
+                &mut out,
+            )
             .unwrap();
         assert_eq!(results(&out).0, vec![(Some(4), Some(9))]);
     }
@@ -1004,7 +1047,7 @@ mod tests {
         migrated.restore(3, &state).unwrap();
         assert_eq!(migrated.watermarks.left, 5_000);
         let mut batch = StateWriteBatch::default();
-        migrated.snapshot(3, &mut batch).unwrap();
+        checkpoint(&mut migrated, 3, &mut batch).unwrap();
         state.commit(batch, 2, &[]).unwrap();
         assert!(state.scan(3).unwrap().is_empty(), "old keys deleted");
 
@@ -1014,7 +1057,11 @@ mod tests {
         assert!(restored.legacy.is_empty());
         let mut out = Vec::new();
         restored
-            .on_chunk(Side::Right, chunk("r", &[("a", 9, 7_000)]), &mut out)
+            .on_chunk(
+                Side::Right.index(),
+                chunk("r", &[("a", 9, 7_000)]),
+                &mut out,
+            )
             .unwrap();
         assert_eq!(results(&out).0, vec![(Some(2), Some(9))]);
     }

@@ -22,11 +22,11 @@ use datafusion::physical_plan::PhysicalExpr;
 use super::aggregate_inputs::conform;
 use super::evaluate::{evaluate_all, row_errors};
 use super::join_rows::{cast_to, null_key_rows, stored_columns};
-use super::{JoinOperator, Side};
+use super::{Checkpoint, Operator, Side};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::Result;
 use crate::state::table::{StateTable, StateTableId};
-use crate::state::{QueryState, StateWriteBatch};
+use crate::state::QueryState;
 
 /// The table side: its columns and which of them form its primary key.
 pub struct LookupTable {
@@ -197,7 +197,11 @@ impl LookupJoin {
     }
 }
 
-impl JoinOperator for LookupJoin {
+impl Operator for LookupJoin {
+    fn inputs(&self) -> usize {
+        2
+    }
+
     fn describe(&self) -> String {
         format!(
             "LookupJoin: {} {} ON key = [{}] (own copy of the table)",
@@ -211,7 +215,8 @@ impl JoinOperator for LookupJoin {
         )
     }
 
-    fn on_chunk(&mut self, side: Side, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+        let side = Side::of_input(input);
         if chunk.num_rows() == 0 {
             return Ok(());
         }
@@ -222,7 +227,8 @@ impl JoinOperator for LookupJoin {
     }
 
     /// Only events produce rows, so only the stream's time moves the output's.
-    fn on_watermark(&mut self, side: Side, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+    fn on_watermark(&mut self, input: usize, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        let side = Side::of_input(input);
         if side == Side::Left && watermark > self.watermark {
             self.watermark = watermark;
             out.push(Message::Watermark(watermark));
@@ -234,7 +240,12 @@ impl JoinOperator for LookupJoin {
         self.table.entries_in_memory()
     }
 
-    fn snapshot(&mut self, _id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+    fn on_barrier(
+        &mut self,
+        checkpoint: &mut Checkpoint<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let batch = &mut *checkpoint.writes;
         self.table.flush(batch);
         Ok(())
     }

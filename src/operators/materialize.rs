@@ -19,12 +19,12 @@ use datafusion::common::hash_map::EntryRef;
 use datafusion::common::{HashMap, HashSet};
 use parking_lot::RwLock;
 
-use super::Operator;
+use super::{Checkpoint, Operator};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::Result;
 use crate::state::key::Key;
 use crate::state::table::{StateTable, StateTableId, KEY_HEADER};
-use crate::state::{QueryState, StateWriteBatch};
+use crate::state::QueryState;
 
 /// The rows of one table, keyed by its key columns (Arrow row format) and stored as
 /// Arrow rows, so a snapshot converts back to columns in one vectorised pass.
@@ -527,7 +527,7 @@ impl Operator for Materialize {
         }
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         if self.rows.is_some() {
             self.store_chunk(&chunk)?;
             out.push(Message::Chunk(chunk));
@@ -557,10 +557,15 @@ impl Operator for Materialize {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
-        // The end of a bounded input closes every window but is not time passing:
-        // the windows stay queryable.
-        if let Some(r) = self.retention.filter(|_| watermark < i64::MAX) {
+    fn on_watermark(
+        &mut self,
+        _input: usize,
+        watermark: i64,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        // The end of a bounded input (`on_end`) closes every window but is not
+        // time passing: the windows stay queryable.
+        if let Some(r) = self.retention {
             while let Some(entry) = self.expiry.first_entry() {
                 if entry.key().saturating_add(r.retention_ms) > watermark {
                     break;
@@ -581,7 +586,12 @@ impl Operator for Materialize {
         Ok(())
     }
 
-    fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+    fn on_barrier(
+        &mut self,
+        checkpoint: &mut Checkpoint<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let (id, batch) = (checkpoint.state_id, &mut *checkpoint.writes);
         // Without a store (never restored) there is nothing to write.
         if let Some(table) = self.rows.as_mut() {
             for key in self.legacy.drain(..) {
@@ -625,6 +635,8 @@ impl Operator for Materialize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operators::checkpoint;
+    use crate::state::StateWriteBatch;
     use arrow::array::{Int8Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
 
@@ -696,7 +708,7 @@ mod tests {
         let mut epoch = 1;
         let mut checkpoint = |op: &mut Materialize| {
             let mut batch = StateWriteBatch::default();
-            op.snapshot(4, &mut batch).unwrap();
+            checkpoint(op, 4, &mut batch).unwrap();
             epoch += 1;
             state.commit(batch, epoch, &[]).unwrap();
         };
@@ -706,6 +718,7 @@ mod tests {
 
         let mut out = Vec::new();
         op.on_chunk(
+            0,
             chunk(&[("b", None), ("c", Some("2")), ("a", Some("3"))]),
             &mut out,
         )
@@ -755,9 +768,9 @@ mod tests {
         let stored = MaterializedTable::new(schema, vec![0]).unwrap();
         let mut op = Materialize::new(stored.clone());
         op.restore(2, &state).unwrap();
-        op.on_chunk(chunk(&rows), &mut Vec::new()).unwrap();
+        op.on_chunk(0, chunk(&rows), &mut Vec::new()).unwrap();
         let mut batch = StateWriteBatch::default();
-        op.snapshot(2, &mut batch).unwrap();
+        checkpoint(&mut op, 2, &mut batch).unwrap();
         state.commit(batch, 1, &[]).unwrap();
 
         let key = |k: &str| {

@@ -57,38 +57,21 @@ impl Side {
         }
     }
 
+    /// The side a join's input number stands for.
+    pub fn of_input(input: usize) -> Side {
+        if input == 0 {
+            Side::Left
+        } else {
+            Side::Right
+        }
+    }
+
     pub fn other(self) -> Side {
         match self {
             Side::Left => Side::Right,
             Side::Right => Side::Left,
         }
     }
-}
-
-/// An operator with two inputs (joins). Its watermark is the smaller of its
-/// inputs' (see [`SideWatermarks`]).
-pub trait JoinOperator: Send {
-    fn describe(&self) -> String;
-
-    fn on_chunk(&mut self, side: Side, chunk: Chunk, out: &mut Vec<Message>) -> Result<()>;
-
-    fn on_watermark(&mut self, side: Side, watermark: i64, out: &mut Vec<Message>) -> Result<()>;
-
-    fn state_entries(&self) -> usize {
-        0
-    }
-
-    fn snapshot(&mut self, _id: u16, _batch: &mut StateWriteBatch) -> Result<()> {
-        Ok(())
-    }
-
-    fn restore(&mut self, _id: u16, _state: &QueryState) -> Result<()> {
-        Ok(())
-    }
-
-    /// The query never checkpoints (push queries, benchmarks): changes need not
-    /// be tracked for `snapshot`.
-    fn without_checkpoints(&mut self) {}
 }
 
 /// The watermarks of a two-input operator's inputs.
@@ -133,14 +116,59 @@ impl SideWatermarks {
     }
 }
 
+/// Where an operator writes its state when a checkpoint barrier passes it.
+pub struct Checkpoint<'a> {
+    /// The operator's state id (its node position in the query's dataflow).
+    pub state_id: u16,
+    pub epoch: u64,
+    /// The epoch's writes; they commit atomically with the source offsets.
+    pub writes: &'a mut StateWriteBatch,
+}
+
+/// The one protocol every operator speaks, one input or several. Messages
+/// come tagged with the number of the input they arrived on (0 for
+/// single-input operators; 0 left and 1 right for joins).
+///
+/// The dataflow calls `on_barrier` once every input has delivered the
+/// barrier (alignment) and forwards the barrier after it; it calls `on_end`
+/// for each input that ends and forwards the end once every input has ended.
 pub trait Operator: Send {
     /// For EXPLAIN and logs.
     fn describe(&self) -> String;
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()>;
+    /// How many inputs the operator reads.
+    fn inputs(&self) -> usize {
+        1
+    }
 
-    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()>;
+
+    /// Event time on `input` is complete up to `watermark`. The default passes
+    /// it on, which is right for single-input operators only.
+    fn on_watermark(
+        &mut self,
+        _input: usize,
+        watermark: i64,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
         out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+
+    /// A checkpoint barrier has arrived on every input: write the state
+    /// changed since the last checkpoint into `checkpoint`. Output pushed here
+    /// goes downstream before the barrier.
+    fn on_barrier(
+        &mut self,
+        _checkpoint: &mut Checkpoint<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Nothing more will arrive on `input` (a bounded input was read to its
+    /// end): whatever waits for time on that input can close now.
+    fn on_end(&mut self, _input: usize, _out: &mut Vec<Message>) -> Result<()> {
         Ok(())
     }
 
@@ -149,17 +177,30 @@ pub trait Operator: Send {
         0
     }
 
-    /// Writes state changed since the last checkpoint under operator id `id`.
-    fn snapshot(&mut self, _id: u16, _batch: &mut StateWriteBatch) -> Result<()> {
-        Ok(())
-    }
-
-    /// Loads the state written by `snapshot` (called once, before any input).
+    /// Loads the state written at barriers under state id `id` (called once,
+    /// before any input).
     fn restore(&mut self, _id: u16, _state: &QueryState) -> Result<()> {
         Ok(())
     }
 
     /// The query never checkpoints (push queries, benchmarks): changes need not
-    /// be tracked for `snapshot`.
+    /// be tracked for `on_barrier`.
     fn without_checkpoints(&mut self) {}
+}
+
+/// Passes a checkpoint barrier of epoch 1 through `op` alone (operator tests).
+#[cfg(test)]
+pub(crate) fn checkpoint<O: Operator + ?Sized>(
+    op: &mut O,
+    state_id: u16,
+    writes: &mut StateWriteBatch,
+) -> Result<Vec<Message>> {
+    let mut out = Vec::new();
+    let mut checkpoint = Checkpoint {
+        state_id,
+        epoch: 1,
+        writes,
+    };
+    op.on_barrier(&mut checkpoint, &mut out)?;
+    Ok(out)
 }

@@ -36,7 +36,7 @@ impl Operator for Project {
         )
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         let n = chunk.num_rows();
         let mut columns = Vec::with_capacity(self.exprs.len());
         let mut failures = Vec::new();

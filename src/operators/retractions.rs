@@ -14,11 +14,11 @@ use arrow::compute::interleave;
 use arrow::record_batch::RecordBatch;
 
 use super::materialize::MaterializedTable;
-use super::Operator;
+use super::{Checkpoint, Operator};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::Result;
 use crate::state::table::{StateTable, StateTableId};
-use crate::state::{QueryState, StateWriteBatch};
+use crate::state::QueryState;
 
 pub struct ChangelogRetractions {
     /// The input table's layout: its key and row encodings (it holds no rows).
@@ -49,7 +49,7 @@ impl Operator for ChangelogRetractions {
         self.current.entries_in_memory()
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         let n = chunk.num_rows();
         if n == 0 {
             return Ok(());
@@ -115,7 +115,12 @@ impl Operator for ChangelogRetractions {
         Ok(())
     }
 
-    fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+    fn on_barrier(
+        &mut self,
+        checkpoint: &mut Checkpoint<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let (id, batch) = (checkpoint.state_id, &mut *checkpoint.writes);
         for key in self.legacy.drain(..) {
             batch.delete(id, &key);
         }
@@ -138,6 +143,8 @@ impl Operator for ChangelogRetractions {
 
 #[cfg(test)]
 mod tests {
+    use crate::operators::checkpoint;
+    use crate::state::StateWriteBatch;
     use std::collections::HashMap;
 
     use super::*;
@@ -221,7 +228,7 @@ mod tests {
                 }
             }
             let mut out = Vec::new();
-            op.on_chunk(chunk(&rows), &mut out).unwrap();
+            op.on_chunk(0, chunk(&rows), &mut out).unwrap();
             let mut got = Vec::new();
             for m in out {
                 let Message::Chunk(c) = m else { continue };
@@ -245,7 +252,7 @@ mod tests {
             assert_eq!(got, want, "round {round}");
             if round % 10 == 9 {
                 let mut batch = StateWriteBatch::default();
-                op.snapshot(1, &mut batch).unwrap();
+                checkpoint(&mut op, 1, &mut batch).unwrap();
                 state.commit(batch, round + 1, &[]).unwrap();
             }
         }

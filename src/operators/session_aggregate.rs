@@ -23,12 +23,12 @@ use datafusion::scalar::ScalarValue;
 use super::aggregate_inputs::{self, WindowColumns};
 use super::evaluate::{evaluate_all, row_errors};
 use super::group_aggregate::AggregateSpec;
-use super::Operator;
+use super::{Checkpoint, Operator};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
 use crate::state::budget::MemoryUse;
 use crate::state::table::{StateTable, StateTableId};
-use crate::state::{QueryState, StateReader, StateWriteBatch};
+use crate::state::{QueryState, StateReader};
 
 /// Bytes a key's session list costs beside its key and accumulators, for the
 /// memory budget.
@@ -328,6 +328,54 @@ impl SessionAggregate {
     }
 }
 
+impl SessionAggregate {
+    /// Emits (under EMIT FINAL) and drops the sessions whose end plus grace is
+    /// at or before `bound`.
+    fn close_sessions(&mut self, bound: i64, out: &mut Vec<Message>) -> Result<()> {
+        let mut closing: Vec<Box<[u8]>> = Vec::new();
+        while let Some(Reverse((end, _))) = self.expiry.peek() {
+            if end.saturating_add(self.grace) > bound {
+                break;
+            }
+            if let Some(Reverse((_, key))) = self.expiry.pop() {
+                closing.push(key);
+            }
+        }
+        closing.sort();
+        closing.dedup();
+        let mut items = Vec::new();
+        let mut closed_keys = Vec::new();
+        for key in closing {
+            let Some(sessions) = self.sessions.get(&key) else {
+                continue;
+            };
+            for (idx, s) in sessions.iter().enumerate() {
+                if s.end.saturating_add(self.grace) <= bound {
+                    items.push((key.clone(), s.start, s.end, Some((idx, s.rowtime))));
+                }
+            }
+            closed_keys.push(key);
+        }
+        if self.emit_final && !items.is_empty() {
+            let chunk = self.rows(items)?;
+            out.push(Message::Chunk(chunk));
+        }
+        for key in closed_keys {
+            if let Some(sessions) = self.sessions.get_mut(&key) {
+                let before = sessions.len();
+                sessions.retain(|s| s.end.saturating_add(self.grace) > bound);
+                if sessions.len() != before {
+                    self.state_dirty.insert(key.clone());
+                }
+                if sessions.is_empty() {
+                    self.sessions.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Operator for SessionAggregate {
     fn describe(&self) -> String {
         format!(
@@ -338,7 +386,7 @@ impl Operator for SessionAggregate {
         )
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         let n = chunk.num_rows();
         if n == 0 {
             return Ok(());
@@ -397,52 +445,27 @@ impl Operator for SessionAggregate {
         self.sessions.values().map(Vec::len).sum()
     }
 
-    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
-        let mut closing: Vec<Box<[u8]>> = Vec::new();
-        while let Some(Reverse((end, _))) = self.expiry.peek() {
-            if end.saturating_add(self.grace) > watermark {
-                break;
-            }
-            if let Some(Reverse((_, key))) = self.expiry.pop() {
-                closing.push(key);
-            }
-        }
-        closing.sort();
-        closing.dedup();
-        let mut items = Vec::new();
-        let mut closed_keys = Vec::new();
-        for key in closing {
-            let Some(sessions) = self.sessions.get(&key) else {
-                continue;
-            };
-            for (idx, s) in sessions.iter().enumerate() {
-                if s.end.saturating_add(self.grace) <= watermark {
-                    items.push((key.clone(), s.start, s.end, Some((idx, s.rowtime))));
-                }
-            }
-            closed_keys.push(key);
-        }
-        if self.emit_final && !items.is_empty() {
-            let chunk = self.rows(items)?;
-            out.push(Message::Chunk(chunk));
-        }
-        for key in closed_keys {
-            if let Some(sessions) = self.sessions.get_mut(&key) {
-                let before = sessions.len();
-                sessions.retain(|s| s.end.saturating_add(self.grace) > watermark);
-                if sessions.len() != before {
-                    self.state_dirty.insert(key.clone());
-                }
-                if sessions.is_empty() {
-                    self.sessions.remove(&key);
-                }
-            }
-        }
+    fn on_watermark(
+        &mut self,
+        _input: usize,
+        watermark: i64,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        self.close_sessions(watermark, out)?;
         out.push(Message::Watermark(watermark));
         Ok(())
     }
 
-    fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+    fn on_end(&mut self, _input: usize, out: &mut Vec<Message>) -> Result<()> {
+        self.close_sessions(i64::MAX, out)
+    }
+
+    fn on_barrier(
+        &mut self,
+        checkpoint: &mut Checkpoint<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let (id, batch) = (checkpoint.state_id, &mut *checkpoint.writes);
         for key in self.legacy.drain(..) {
             batch.delete(id, &key);
         }
@@ -499,6 +522,8 @@ pub fn window_column_type() -> DataType {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operators::checkpoint;
+    use crate::state::StateWriteBatch;
     use arrow::array::{Float64Array, StringArray};
     use arrow::datatypes::{Field, Schema};
     use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -595,11 +620,11 @@ mod tests {
         op.restore(0, &state).unwrap();
         let mut out = Vec::new();
         for (i, (chunk, watermark)) in input.iter().enumerate() {
-            op.on_chunk(chunk.clone(), &mut out).unwrap();
-            op.on_watermark(*watermark, &mut out).unwrap();
+            op.on_chunk(0, chunk.clone(), &mut out).unwrap();
+            op.on_watermark(0, *watermark, &mut out).unwrap();
             if restart_every.is_some_and(|n| i % n == n - 1) {
                 let mut batch = StateWriteBatch::default();
-                op.snapshot(0, &mut batch).unwrap();
+                checkpoint(&mut op, 0, &mut batch).unwrap();
                 state
                     .commit(batch, i as u64 + 1, &[vec![(0, i as i64)]])
                     .unwrap();
@@ -607,7 +632,7 @@ mod tests {
                 op.restore(0, &state).unwrap();
             }
         }
-        op.on_watermark(i64::MAX, &mut out).unwrap();
+        op.on_end(0, &mut out).unwrap();
         let options = FormatOptions::default().with_null("NULL");
         let mut rows = Vec::new();
         for m in &out {
@@ -659,8 +684,8 @@ mod tests {
         let mut op = operator(true);
         let mut out = Vec::new();
         for (chunk, watermark) in &input[..20] {
-            op.on_chunk(chunk.clone(), &mut out).unwrap();
-            op.on_watermark(*watermark, &mut out).unwrap();
+            op.on_chunk(0, chunk.clone(), &mut out).unwrap();
+            op.on_watermark(0, *watermark, &mut out).unwrap();
         }
         // Format 4 wrote each key's list under the node id.
         let mut batch = StateWriteBatch::default();
@@ -676,7 +701,7 @@ mod tests {
         restored.restore(0, &state).unwrap();
         assert_eq!(restored.state_entries(), op.state_entries());
         let mut batch = StateWriteBatch::default();
-        restored.snapshot(0, &mut batch).unwrap();
+        checkpoint(&mut restored, 0, &mut batch).unwrap();
         assert_eq!(batch.len(), 2 * keys.len(), "old keys deleted, new written");
         state.commit(batch, 2, &[vec![(0, 0)]]).unwrap();
         assert!(state.scan(0).unwrap().is_empty());

@@ -28,12 +28,12 @@ use datafusion::physical_plan::PhysicalExpr;
 use super::aggregate_inputs::RowBytes;
 use super::evaluate::{evaluate_all, row_errors};
 use super::join_rows::{cast_to, stored_columns};
-use super::Operator;
+use super::{Checkpoint, Operator};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
 use crate::state::budget::MemoryUse;
 use crate::state::table::{StateTable, StateTableId};
-use crate::state::{QueryState, StateReader, StateWriteBatch};
+use crate::state::{QueryState, StateReader};
 
 /// Memory of a partition besides its rows (an estimate, for the budget).
 const PARTITION_OVERHEAD: usize = 96;
@@ -278,7 +278,7 @@ impl Operator for TopN {
         )
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         if chunk.ops.is_some() {
             return Err(SluiceError::Internal("a Top-N received a changelog".into()));
         }
@@ -357,7 +357,12 @@ impl Operator for TopN {
         self.partitions.values().map(|p| p.ranked.len()).sum()
     }
 
-    fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+    fn on_barrier(
+        &mut self,
+        checkpoint: &mut Checkpoint<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let (id, batch) = (checkpoint.state_id, &mut *checkpoint.writes);
         for key in self.legacy.drain(..) {
             batch.delete(id, &key);
         }
@@ -385,6 +390,8 @@ impl Operator for TopN {
 
 #[cfg(test)]
 mod tests {
+    use crate::operators::checkpoint;
+    use crate::state::StateWriteBatch;
     use arrow::array::{AsArray, StringArray};
     use arrow::compute::SortOptions;
     use arrow::datatypes::{DataType, Field, Schema, UInt64Type};
@@ -430,7 +437,7 @@ mod tests {
     /// (key, price, row number) of what `op` emits for `rows`.
     fn run(op: &mut TopN, rows: &[(&str, i64)]) -> Vec<(String, i64, u64)> {
         let mut out = Vec::new();
-        op.on_chunk(chunk(rows), &mut out).unwrap();
+        op.on_chunk(0, chunk(rows), &mut out).unwrap();
         let mut result = Vec::new();
         for m in out {
             let Message::Chunk(c) = m else { continue };
@@ -487,7 +494,7 @@ mod tests {
         op.restore(3, &state).unwrap();
         run(&mut op, &[("a", 5), ("a", 7), ("b", 1)]);
         let mut batch = StateWriteBatch::default();
-        op.snapshot(3, &mut batch).unwrap();
+        checkpoint(&mut op, 3, &mut batch).unwrap();
         state.commit(batch, 1, &[]).unwrap();
         let mut restored = top(2);
         restored.restore(3, &state).unwrap();
@@ -535,7 +542,7 @@ mod tests {
             );
             if round % 10 == 9 {
                 let mut batch = StateWriteBatch::default();
-                op.snapshot(3, &mut batch).unwrap();
+                checkpoint(&mut op, 3, &mut batch).unwrap();
                 state.commit(batch, round + 1, &[]).unwrap();
                 assert!(budget.used() <= 8 << 10, "{} bytes", budget.used());
             }

@@ -13,11 +13,11 @@ use arrow::compute::take;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
-use super::Operator;
+use super::{Checkpoint, Operator};
 use crate::dataflow::{Chunk, Message};
 use crate::error::Result;
 use crate::sql::WindowKind;
-use crate::state::{QueryState, StateWriteBatch};
+use crate::state::QueryState;
 
 /// Calls `f(start, end)` for every window of `kind` containing event time `t`,
 /// oldest first.
@@ -107,7 +107,7 @@ impl Operator for WindowAssign {
         )
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         let n = chunk.num_rows();
         let mut rows: Vec<u32> = Vec::with_capacity(n);
         let mut starts: Vec<i64> = Vec::with_capacity(n);
@@ -174,12 +174,15 @@ impl Operator for WindowAssign {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+    fn on_watermark(
+        &mut self,
+        _input: usize,
+        watermark: i64,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
         if watermark > self.watermark {
             self.watermark = watermark;
-            // The end-of-input watermark is not saved: input added to a file later
-            // must not be late after a restart.
-            self.watermark_dirty = watermark < i64::MAX;
+            self.watermark_dirty = true;
         }
         out.push(Message::Watermark(watermark));
         Ok(())
@@ -188,7 +191,12 @@ impl Operator for WindowAssign {
     // The watermark is state: after a restart, events replayed from the last
     // checkpoint must be judged late exactly as before, or a closed window would
     // reopen with part of its events.
-    fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+    fn on_barrier(
+        &mut self,
+        checkpoint: &mut Checkpoint<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let (id, batch) = (checkpoint.state_id, &mut *checkpoint.writes);
         if std::mem::take(&mut self.watermark_dirty) {
             batch.put(id, b"watermark", self.watermark.to_be_bytes().to_vec());
         }
@@ -228,11 +236,12 @@ mod tests {
         ]));
         let mut op = WindowAssign::new(kind, grace, schema);
         let mut out = Vec::new();
-        op.on_watermark(watermark, &mut out).unwrap();
+        op.on_watermark(0, watermark, &mut out).unwrap();
         out.clear();
         let values = Int32Array::from_iter_values(0..times.len() as i32);
         let batch = RecordBatch::try_new(input, vec![Arc::new(values)]).unwrap();
         op.on_chunk(
+            0,
             Chunk::new(batch, Int64Array::from(times.to_vec()), None),
             &mut out,
         )

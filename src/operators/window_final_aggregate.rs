@@ -39,7 +39,7 @@ use super::group_aggregate::AggregateSpec;
 use super::window_assign::windows_of;
 use super::window_panes::{self, Pane, PaneAccumulator};
 use super::window_state::{group_key, parse_group_key, SlotChanges, TIME_SUFFIX};
-use super::Operator;
+use super::{Checkpoint, Operator};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
 use crate::sql::WindowKind;
@@ -740,6 +740,39 @@ impl Rows {
     }
 }
 
+impl WindowFinalAggregate {
+    /// Emits and drops the windows whose end plus grace is at or before `bound`.
+    fn close_windows(&mut self, bound: i64, out: &mut Vec<Message>) -> Result<()> {
+        let closes = |end: &i64| end.saturating_add(self.grace) <= bound;
+        match self.layout {
+            Some(layout) => {
+                let closed: Vec<(i64, i64)> = self
+                    .open
+                    .iter()
+                    .take_while(|(end, _)| closes(end))
+                    .map(|(e, s)| (*e, *s))
+                    .collect();
+                for (end, start) in closed {
+                    self.open.remove(&end);
+                    let chunk = self.close_window(start, end)?;
+                    out.push(Message::Chunk(chunk));
+                }
+                self.drop_panes(layout, bound);
+            }
+            None => {
+                let closed: Vec<i64> = self.windows.keys().copied().take_while(closes).collect();
+                for end in closed {
+                    if let Some(window) = self.windows.remove(&end) {
+                        let chunk = self.emit(end, window)?;
+                        out.push(Message::Chunk(chunk));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Operator for WindowFinalAggregate {
     fn describe(&self) -> String {
         format!(
@@ -761,7 +794,7 @@ impl Operator for WindowFinalAggregate {
             + self.panes.values().map(|p| p.key_ids.len()).sum::<usize>()
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         let n = chunk.num_rows();
         if n == 0 {
             return Ok(());
@@ -782,52 +815,40 @@ impl Operator for WindowFinalAggregate {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+    fn on_watermark(
+        &mut self,
+        _input: usize,
+        watermark: i64,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        let closes = |end: &i64| end.saturating_add(self.grace) <= watermark;
-        match self.layout {
-            Some(layout) => {
-                let closed: Vec<(i64, i64)> = self
-                    .open
-                    .iter()
-                    .take_while(|(end, _)| closes(end))
-                    .map(|(e, s)| (*e, *s))
-                    .collect();
-                for (end, start) in closed {
-                    self.open.remove(&end);
-                    let chunk = self.close_window(start, end)?;
-                    out.push(Message::Chunk(chunk));
-                }
-                self.drop_panes(layout, watermark);
-            }
-            None => {
-                let closed: Vec<i64> = self.windows.keys().copied().take_while(closes).collect();
-                for end in closed {
-                    if let Some(window) = self.windows.remove(&end) {
-                        let chunk = self.emit(end, window)?;
-                        out.push(Message::Chunk(chunk));
-                    }
-                }
-            }
-        }
+        self.close_windows(watermark, out)?;
         out.push(Message::Watermark(watermark));
         Ok(())
+    }
+
+    /// Every window closes, but the watermark stays where time had brought it:
+    /// input added to a file later must not be late after a restart.
+    fn on_end(&mut self, _input: usize, out: &mut Vec<Message>) -> Result<()> {
+        self.close_windows(i64::MAX, out)
     }
 
     fn without_checkpoints(&mut self) {
         self.track = false;
     }
 
-    fn snapshot(&mut self, id: u16, batch: &mut StateWriteBatch) -> Result<()> {
+    fn on_barrier(
+        &mut self,
+        checkpoint: &mut Checkpoint<'_>,
+        _out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let (id, batch) = (checkpoint.state_id, &mut *checkpoint.writes);
         for key in self.legacy.drain(..) {
             batch.delete(id, &key);
         }
         // With the watermark restored, an event replayed after a crash cannot
-        // reopen a window that had closed. Not the end-of-input watermark:
-        // input added to a file later must not be late after a restart.
-        if self.watermark < i64::MAX {
-            self.meta.put(WATERMARK_KEY, &self.watermark.to_be_bytes());
-        }
+        // reopen a window that had closed.
+        self.meta.put(WATERMARK_KEY, &self.watermark.to_be_bytes());
         if let Some(layout) = self.layout {
             let changed: Vec<i64> = self
                 .panes
@@ -1043,6 +1064,7 @@ impl WindowFinalAggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operators::checkpoint;
     use arrow::array::StringArray;
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -1214,11 +1236,11 @@ mod tests {
         let mut rows = Vec::new();
         let mut out = Vec::new();
         for (i, (chunk, watermark)) in input.iter().enumerate() {
-            op.on_chunk(chunk.clone(), &mut out).unwrap();
-            op.on_watermark(*watermark, &mut out).unwrap();
+            op.on_chunk(0, chunk.clone(), &mut out).unwrap();
+            op.on_watermark(0, *watermark, &mut out).unwrap();
             if restart_every.is_some_and(|n| i % n == n - 1) {
                 let mut batch = StateWriteBatch::default();
-                op.snapshot(0, &mut batch).unwrap();
+                checkpoint(&mut op, 0, &mut batch).unwrap();
                 state
                     .commit(batch, i as u64, &[vec![(0, i as i64)]])
                     .unwrap();
@@ -1226,7 +1248,7 @@ mod tests {
                 op.restore(0, &state).unwrap();
             }
         }
-        op.on_watermark(i64::MAX, &mut out).unwrap();
+        op.on_end(0, &mut out).unwrap();
         for m in &out {
             if let Message::Chunk(c) = m {
                 format(c, &mut rows, exact_percentile);
@@ -1304,9 +1326,9 @@ mod tests {
     }
 
     /// Entries a checkpoint of `op` writes (groups, deletes and the watermark).
-    fn checkpoint(op: &mut WindowFinalAggregate, state: &QueryState, epoch: u64) -> usize {
+    fn commit(op: &mut WindowFinalAggregate, state: &QueryState, epoch: u64) -> usize {
         let mut batch = StateWriteBatch::default();
-        op.snapshot(0, &mut batch).unwrap();
+        checkpoint(op, 0, &mut batch).unwrap();
         let n = batch.len();
         state.commit(batch, epoch, &[vec![(0, 0)]]).unwrap();
         n
@@ -1333,15 +1355,16 @@ mod tests {
             op.restore(0, &state).unwrap();
             let mut out = Vec::new();
             let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
-            op.on_chunk(chunk_of(&keys, 1_000), &mut out).unwrap();
+            op.on_chunk(0, chunk_of(&keys, 1_000), &mut out).unwrap();
             // 100 groups and the watermark.
-            assert_eq!(checkpoint(&mut op, &state, 1), 101, "panes: {panes}");
-            op.on_chunk(chunk_of(&keys[..1], 2_000), &mut out).unwrap();
-            assert_eq!(checkpoint(&mut op, &state, 2), 2, "panes: {panes}");
+            assert_eq!(commit(&mut op, &state, 1), 101, "panes: {panes}");
+            op.on_chunk(0, chunk_of(&keys[..1], 2_000), &mut out)
+                .unwrap();
+            assert_eq!(commit(&mut op, &state, 2), 2, "panes: {panes}");
             // A window opens and closes between two checkpoints; the first
             // closes (its 100 stored groups are deleted).
-            op.on_chunk(chunk_of(&keys, 25_000), &mut out).unwrap();
-            op.on_watermark(60_000, &mut out).unwrap();
+            op.on_chunk(0, chunk_of(&keys, 25_000), &mut out).unwrap();
+            op.on_watermark(0, 60_000, &mut out).unwrap();
             let emitted: usize = out
                 .iter()
                 .map(|m| match m {
@@ -1350,7 +1373,7 @@ mod tests {
                 })
                 .sum();
             assert_eq!(emitted, if panes { 400 } else { 200 }, "panes: {panes}");
-            assert_eq!(checkpoint(&mut op, &state, 3), 101, "panes: {panes}");
+            assert_eq!(commit(&mut op, &state, 3), 101, "panes: {panes}");
             let mut restored = operator_of(&functions, kind);
             restored.restore(0, &state).unwrap();
             assert_eq!(restored.state_entries(), 0);
@@ -1370,8 +1393,8 @@ mod tests {
         let mut op = operator_of(&functions, tumbling);
         let mut out = Vec::new();
         let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
-        op.on_chunk(chunk_of(&keys, 1_000), &mut out).unwrap();
-        op.on_watermark(500, &mut out).unwrap();
+        op.on_chunk(0, chunk_of(&keys, 1_000), &mut out).unwrap();
+        op.on_watermark(0, 500, &mut out).unwrap();
         let mut batch = StateWriteBatch::default();
         let window = op.windows.get_mut(&10_000).unwrap();
         let mut columns: Vec<ArrayRef> = Vec::new();
@@ -1396,16 +1419,16 @@ mod tests {
         assert_eq!(restored.state_entries(), 10);
         // The next checkpoint moves them: 11 old keys deleted (groups and
         // watermark), 10 groups and the watermark written.
-        assert_eq!(checkpoint(&mut restored, &state, 2), 22);
+        assert_eq!(commit(&mut restored, &state, 2), 22);
         assert!(state.scan(0).unwrap().is_empty());
         let mut again = operator_of(&functions, tumbling);
         again.restore(0, &state).unwrap();
         assert_eq!(again.state_entries(), 10);
         again
-            .on_chunk(chunk_of(&keys[..1], 2_000), &mut out)
+            .on_chunk(0, chunk_of(&keys[..1], 2_000), &mut out)
             .unwrap();
         let mut out = Vec::new();
-        again.on_watermark(i64::MAX, &mut out).unwrap();
+        again.on_end(0, &mut out).unwrap();
         let Message::Chunk(c) = &out[0] else {
             panic!("no rows")
         };

@@ -36,7 +36,7 @@ impl Operator for WindowResults {
         )
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         // A delete stands for a row a HAVING filtered out: as a stream, no row.
         let chunk = match &chunk.ops {
             Some(ops) if ops.values().contains(&(Op::Delete as i8)) => {
@@ -63,13 +63,13 @@ impl Operator for WindowResults {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
-        // The end of a bounded input stays the end.
-        let w = match watermark {
-            i64::MAX => i64::MAX,
-            w => w.saturating_sub(self.grace),
-        };
-        out.push(Message::Watermark(w));
+    fn on_watermark(
+        &mut self,
+        _input: usize,
+        watermark: i64,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        out.push(Message::Watermark(watermark.saturating_sub(self.grace)));
         Ok(())
     }
 }
@@ -111,8 +111,8 @@ mod tests {
         );
         let mut op = WindowResults::new(1, 2_000);
         let mut out = Vec::new();
-        op.on_chunk(chunk, &mut out).unwrap();
-        op.on_watermark(22_000, &mut out).unwrap();
+        op.on_chunk(0, chunk, &mut out).unwrap();
+        op.on_watermark(0, 22_000, &mut out).unwrap();
         let [Message::Chunk(c), Message::Watermark(w)] = out.as_slice() else {
             panic!("{out:?}")
         };

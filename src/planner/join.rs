@@ -23,7 +23,7 @@ use crate::operators::changelog_join::TableInput;
 use crate::operators::interval_join::{Interval, JoinKind};
 use crate::operators::join_rows::JoinKeys;
 use crate::operators::lookup_join::LookupTable;
-use crate::operators::{ChangelogJoin, Filter, IntervalJoin, JoinOperator, LookupJoin};
+use crate::operators::{ChangelogJoin, Filter, IntervalJoin, LookupJoin, Operator};
 
 const INTERVAL_HINT: &str = "bound a stream-stream join in event time: JOIN r WITHIN 1 HOUR ON l.id = r.id, \
 or ON l.id = r.id AND r.ts BETWEEN l.ts - INTERVAL '1' HOUR AND l.ts + INTERVAL '1' HOUR (ts being each stream's timestamp column)";
@@ -108,7 +108,7 @@ fn join_kind(join: &Join) -> Result<JoinKind> {
 }
 
 /// One flow from two: `left`'s inputs first, then `right`'s, into `op`.
-fn merge(left: Partial, right: Partial, op: Box<dyn JoinOperator>, join: &Join) -> Partial {
+fn merge(left: Partial, right: Partial, op: Box<dyn Operator>, join: &Join) -> Partial {
     Partial {
         sources: left.sources.into_iter().chain(right.sources).collect(),
         flow: Dataflow::join(left.flow, right.flow, op),

@@ -15,7 +15,7 @@ impl Operator for Passthrough {
         "Passthrough".into()
     }
 
-    fn on_chunk(&mut self, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+    fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
         out.push(Message::Chunk(chunk));
         Ok(())
     }
