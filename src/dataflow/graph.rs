@@ -222,18 +222,19 @@ impl Dataflow {
     /// barrier from the other inputs; [`Dataflow::process_barrier`] enters it
     /// at every input at once.
     pub fn process(&mut self, input: usize, msg: Message) -> Result<Vec<Message>> {
-        let Some(targets) = self.inputs.get(input) else {
+        let Some(places) = self.inputs.get(input).map(Vec::len) else {
             return Ok(vec![msg]);
         };
-        let targets = targets.clone();
-        let Some((&last, others)) = targets.split_last() else {
+        if places == 0 {
             return Ok(Vec::new());
-        };
+        }
         let mut out = Vec::new();
         // Chunks share their Arrow buffers: a copy per reader is cheap.
-        for &target in others {
+        for k in 0..places - 1 {
+            let target = self.inputs[input][k];
             out.extend(self.process_from(target, msg.clone())?);
         }
+        let last = self.inputs[input][places - 1];
         out.extend(self.process_from(last, msg)?);
         Ok(out)
     }
