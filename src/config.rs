@@ -21,6 +21,9 @@ pub struct ServerConfig {
     /// What a bad record or a failing expression does to a query that does not
     /// say (`WITH (on_error=...)`).
     pub on_error: crate::catalog::OnError,
+    /// What a query's output promises across crashes when it does not say
+    /// (`WITH (processing_guarantee=...)`).
+    pub processing_guarantee: crate::catalog::ProcessingGuarantee,
     /// Memory a pull query may use (DataFusion's memory pool, shared by the pull
     /// queries running at once, and the size of one query's result).
     pub max_query_memory: usize,
@@ -50,6 +53,7 @@ impl Default for ServerConfig {
             checkpoint_interval: Duration::from_secs(1),
             dead_letter_topic: None,
             on_error: crate::catalog::OnError::Continue,
+            processing_guarantee: crate::catalog::ProcessingGuarantee::ExactlyOnce,
             max_query_memory: DEFAULT_MAX_QUERY_MEMORY,
             max_connections: 256,
             max_push_queries: 64,

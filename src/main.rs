@@ -99,6 +99,12 @@ struct ServeArgs {
     /// or `fail` (stop the query).
     #[arg(long, env = "SLUICE_ON_ERROR", default_value = "continue", value_parser = parse_on_error)]
     on_error: sluice::catalog::OnError,
+    /// What a query's output promises across crashes when it does not say
+    /// (WITH (processing_guarantee=...)): `exactly_once` (results become
+    /// visible when their checkpoint commits) or `at_least_once` (visible at
+    /// once, repeated after a crash).
+    #[arg(long, env = "SLUICE_PROCESSING_GUARANTEE", default_value = "exactly_once", value_parser = parse_guarantee)]
+    processing_guarantee: sluice::catalog::ProcessingGuarantee,
     /// Memory pull queries may use, in MiB (shared by the pull queries running
     /// at once; also the largest result one may hold).
     #[arg(long, env = "SLUICE_MAX_QUERY_MEMORY_MB", default_value_t = 1024)]
@@ -155,6 +161,11 @@ async fn run() -> anyhow::Result<()> {
 fn parse_on_error(text: &str) -> Result<sluice::catalog::OnError, String> {
     sluice::catalog::OnError::parse(text)
         .ok_or_else(|| format!("'{text}' is neither 'continue' nor 'fail'"))
+}
+
+fn parse_guarantee(text: &str) -> Result<sluice::catalog::ProcessingGuarantee, String> {
+    sluice::catalog::ProcessingGuarantee::parse(text)
+        .ok_or_else(|| format!("'{text}' is neither 'exactly_once' nor 'at_least_once'"))
 }
 
 fn parse_properties(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
@@ -228,6 +239,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
         dead_letter_topic: args.dead_letter_topic,
         on_error: args.on_error,
+        processing_guarantee: args.processing_guarantee,
         max_query_memory: (args.max_query_memory.max(1) as usize) << 20,
         max_connections: args.max_connections.max(1),
         max_push_queries: args.max_push_queries,

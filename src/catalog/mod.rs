@@ -42,6 +42,41 @@ pub struct QueryMeta {
     /// (`WITH (on_error=...)`); `None` follows the server's `--on-error`.
     #[serde(default)]
     pub on_error: Option<OnError>,
+    /// What its output promises across crashes (`WITH
+    /// (processing_guarantee=...)`); `None` follows the server's default.
+    #[serde(default)]
+    pub processing_guarantee: Option<ProcessingGuarantee>,
+}
+
+/// What a query's output promises across crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    /// Each result is in the output once: it becomes visible when the
+    /// checkpoint that produced it commits.
+    #[default]
+    ExactlyOnce,
+    /// Results are visible as soon as they are written; after a crash the
+    /// results since the last checkpoint are written again.
+    AtLeastOnce,
+}
+
+impl ProcessingGuarantee {
+    /// Sluice's names, and ksqlDB's (`processing.guarantee`).
+    pub fn parse(text: &str) -> Option<ProcessingGuarantee> {
+        match text.to_ascii_lowercase().replace('-', "_").as_str() {
+            "exactly_once" | "exactly_once_v2" => Some(ProcessingGuarantee::ExactlyOnce),
+            "at_least_once" => Some(ProcessingGuarantee::AtLeastOnce),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessingGuarantee::ExactlyOnce => "exactly_once",
+            ProcessingGuarantee::AtLeastOnce => "at_least_once",
+        }
+    }
 }
 
 /// What a row-level problem (an undecodable record, an expression that fails, an

@@ -335,11 +335,83 @@ impl super::LogWriter for FileWriter {
         self.file.flush().map_err(|e| self.io(e))?;
         self.file.get_ref().sync_data().map_err(|e| self.io(e))
     }
+
+    /// The file's length once the epoch's lines are synced: after a crash
+    /// the file is cut back to the length of the last committed epoch.
+    async fn prepare(&mut self, _epoch: u64) -> Result<Vec<u8>> {
+        self.flush().await?;
+        let len = self
+            .file
+            .get_ref()
+            .metadata()
+            .map_err(|e| self.io(e))?
+            .len();
+        Ok(len.to_be_bytes().to_vec())
+    }
+
+    async fn recover(&mut self, _epoch: u64, prepared: Option<&[u8]>) -> Result<()> {
+        use std::io::Write;
+        let Some(len) = prepared.and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+            return Ok(());
+        };
+        let len = u64::from_be_bytes(len);
+        self.file.flush().map_err(|e| self.io(e))?;
+        let file = self.file.get_ref();
+        let now = file.metadata().map_err(|e| self.io(e))?.len();
+        if now > len {
+            tracing::info!(
+                path = %self.path.display(),
+                committed = len,
+                dropped = now - len,
+                "cutting off lines written after the last committed checkpoint"
+            );
+            file.set_len(len)
+                .and_then(|_| file.sync_data())
+                .map_err(|e| self.io(e))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::{LogWriter, OutRecord};
+
+    fn line(text: &str) -> OutRecord {
+        OutRecord {
+            key: None,
+            value: Some(Bytes::copy_from_slice(text.as_bytes())),
+            timestamp: 1,
+            partition: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_sink_is_cut_back_to_its_last_committed_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "{\"before\":0}\n").unwrap();
+        let path = path.to_str().unwrap();
+        let mut w = FileWriter::create(path, false).unwrap();
+        // First start: what the file held is the baseline.
+        w.recover(0, None).await.unwrap();
+        let base = w.prepare(0).await.unwrap();
+        w.send(vec![line("{\"x\":1}")]).await.unwrap();
+        let one = w.prepare(1).await.unwrap();
+        w.commit(1).await.unwrap();
+        w.send(vec![line("{\"x\":2}")]).await.unwrap();
+        w.prepare(2).await.unwrap();
+        drop(w); // the crash: epoch 2 never committed
+        let mut w = FileWriter::create(path, false).unwrap();
+        w.recover(1, Some(&one)).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            "{\"before\":0}\n{\"x\":1}\n"
+        );
+        w.recover(0, Some(&base)).await.unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "{\"before\":0}\n");
+    }
 
     #[test]
     fn globs() {

@@ -19,6 +19,12 @@
 //! it is implied by the position) so that recovery and readers can check that frames
 //! are where the index says they are.
 //!
+//! Frames of an exactly-once publish (see [`staged`]) end with a trailer after the
+//! value: `1` on every frame but the last, and on the last `2 | epoch: u64 |
+//! producer_len: u16 | producer`. Recovery cuts off a publish whose last frame is
+//! missing and remembers, per producer, the last epoch published, so that
+//! publishing an epoch again after a crash adds nothing.
+//!
 //! # Durability
 //!
 //! [`LogWriter::send`] writes the frames with one `write(2)` per partition before it
@@ -58,6 +64,8 @@ use super::{
     partition_for_key, ConnectorError, LogBackend, LogReader, LogRecord, LogWriter, OutRecord,
     Result, StartFrom, TopicInfo,
 };
+
+mod staged;
 
 const META_FILE: &str = "meta.json";
 const LOCK_FILE: &str = "LOCK";
@@ -336,6 +344,23 @@ impl Topic {
         })
     }
 
+    /// The partition `record` goes to: its own, by its key's hash as Kafka
+    /// places keys, or round robin without a key.
+    fn partition_of(&self, record: &OutRecord) -> Result<i32> {
+        let n = self.partitions.len() as i32;
+        match (record.partition, &record.key) {
+            (Some(p), _) if (0..n).contains(&p) => Ok(p),
+            (Some(p), _) => Err(ConnectorError::InvalidRequest(format!(
+                "partition {p} does not exist in topic '{}' ({n} partitions)",
+                self.name
+            ))),
+            (None, Some(key)) => Ok(partition_for_key(key, n)),
+            (None, None) => {
+                Ok((self.round_robin.fetch_add(1, Ordering::Relaxed) % n as u32) as i32)
+            }
+        }
+    }
+
     fn check_not_deleted(&self) -> Result<()> {
         if self.deleted.load(Ordering::Acquire) {
             Err(ConnectorError::UnknownTopic(self.name.clone()))
@@ -373,6 +398,8 @@ struct PartitionState {
     /// Set when a failed append could not be rolled back: appending more would put
     /// records after garbage, so the partition refuses writes until reopened.
     poisoned: Option<String>,
+    /// Per producer, the last epoch it published (see [`staged`]).
+    published: HashMap<Box<[u8]>, u64>,
 }
 
 /// What recovery found in a partition file.
@@ -380,6 +407,8 @@ struct Recovered {
     len: u64,
     end_offset: i64,
     index: Vec<IndexEntry>,
+    /// Per producer, the last epoch it published (see [`staged`]).
+    published: HashMap<Box<[u8]>, u64>,
 }
 
 impl Partition {
@@ -405,6 +434,7 @@ impl Partition {
                 index: recovered.index,
                 encode_buf: Vec::new(),
                 poisoned: None,
+                published: recovered.published,
             }),
         })
     }
@@ -465,6 +495,137 @@ impl Partition {
         Ok(())
     }
 
+    /// Appends the records staged in the file `staged` (frames as
+    /// [`encode_frame`] writes them) as `producer`'s publish of `epoch`: one
+    /// group of frames, the last carrying producer and epoch, that readers see
+    /// all at once. Returns false, adding nothing, when this producer has
+    /// published `epoch` or a later one here already.
+    fn publish(&self, staged: &Path, producer: &[u8], epoch: u64) -> Result<bool> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if let Some(reason) = &state.poisoned {
+            return Err(io_err(
+                &self.path,
+                io::Error::other(format!(
+                    "partition refuses writes after an earlier failure: {reason}"
+                )),
+            ));
+        }
+        if state.published.get(producer).is_some_and(|&e| e >= epoch) {
+            return Ok(false);
+        }
+        let start_len = self.committed_len.load(Ordering::Relaxed);
+        let start_offset = self.end_offset.load(Ordering::Relaxed);
+        let index_len = state.index.len();
+        let mut buf = std::mem::take(&mut state.encode_buf);
+        buf.clear();
+        let result = self.write_publish(state, staged, producer, epoch, start_len, &mut buf);
+        // Do not keep a huge buffer around after one exceptionally large publish.
+        if buf.capacity() <= 16 << 20 {
+            state.encode_buf = buf;
+        }
+        match result {
+            Ok((written, end_offset)) => {
+                if end_offset == start_offset {
+                    return Ok(false);
+                }
+                state.published.insert(producer.into(), epoch);
+                self.committed_len
+                    .store(start_len + written, Ordering::Release);
+                self.end_offset.store(end_offset, Ordering::Release);
+                Ok(true)
+            }
+            Err(e) => {
+                state.index.truncate(index_len);
+                if let Err(trunc) = self.file.set_len(start_len) {
+                    state.poisoned = Some(format!(
+                        "publish failed ({e}) and truncation failed ({trunc})"
+                    ));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies the staged frames into the partition file, in pieces; returns
+    /// the bytes written and the next offset. Nothing is visible to readers yet.
+    fn write_publish(
+        &self,
+        state: &mut PartitionState,
+        staged: &Path,
+        producer: &[u8],
+        epoch: u64,
+        start_len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<(u64, i64)> {
+        const PIECE: usize = 4 << 20;
+        let file = File::open(staged).map_err(|e| io_err(staged, e))?;
+        let mut reader = BufReader::with_capacity(RECOVERY_BUFFER, file);
+        let mut offset = self.end_offset.load(Ordering::Relaxed);
+        let mut written = 0u64;
+        let mut last_indexed = state.index.last().map_or(0, |e| e.position);
+        let (mut header, mut prev_header) = ([0u8; FRAME_HEADER], [0u8; FRAME_HEADER]);
+        let (mut body, mut prev_body) = (Vec::new(), Vec::new());
+        let mut have_prev = false;
+        loop {
+            let got = read_full(&mut reader, &mut header).map_err(|e| io_err(staged, e))?;
+            let more = match got {
+                0 => false,
+                FRAME_HEADER => {
+                    let len = frame_body_len(&header).map_err(|e| corrupt(staged, e))?;
+                    body.resize(len, 0);
+                    let got = read_full(&mut reader, &mut body).map_err(|e| io_err(staged, e))?;
+                    if got < len {
+                        return Err(corrupt(staged, "staged frame cut short"));
+                    }
+                    true
+                }
+                _ => return Err(corrupt(staged, "staged frame header cut short")),
+            };
+            if have_prev {
+                let frame =
+                    decode_frame(&prev_header, &prev_body).map_err(|e| corrupt(staged, e))?;
+                let position = start_len + written + buf.len() as u64;
+                if position - last_indexed >= INDEX_INTERVAL_BYTES {
+                    state.index.push(IndexEntry { offset, position });
+                    last_indexed = position;
+                }
+                let publish = if more {
+                    Publish::Continues
+                } else {
+                    Publish::Last { epoch, producer }
+                };
+                encode_frame_parts(
+                    buf,
+                    offset,
+                    frame.timestamp,
+                    frame.key,
+                    frame.value,
+                    Some(publish),
+                )?;
+                offset += 1;
+                if buf.len() >= PIECE {
+                    (&*self.file)
+                        .write_all(buf)
+                        .map_err(|e| io_err(&self.path, e))?;
+                    written += buf.len() as u64;
+                    buf.clear();
+                }
+            }
+            if !more {
+                break;
+            }
+            std::mem::swap(&mut header, &mut prev_header);
+            std::mem::swap(&mut body, &mut prev_body);
+            have_prev = true;
+        }
+        (&*self.file)
+            .write_all(buf)
+            .map_err(|e| io_err(&self.path, e))?;
+        written += buf.len() as u64;
+        Ok((written, offset))
+    }
+
     /// Where a reader that wants `offset` starts reading: a frame boundary at or before
     /// it, and the offset of the frame there. Offsets past the end start at the end.
     fn seek_point(&self, offset: i64) -> (IndexEntry, i64) {
@@ -494,11 +655,64 @@ impl Partition {
     }
 }
 
+/// Where a frame stands in an exactly-once publish (the frame trailer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Publish<'a> {
+    /// More frames of the same publish follow.
+    Continues,
+    /// The last frame of `producer`'s publish of `epoch`.
+    Last { epoch: u64, producer: &'a [u8] },
+}
+
+const TRAILER_CONTINUES: u8 = 1;
+const TRAILER_LAST: u8 = 2;
+
+impl Publish<'_> {
+    fn encoded_len(&self) -> usize {
+        match self {
+            Publish::Continues => 1,
+            Publish::Last { producer, .. } => 1 + 8 + 2 + producer.len(),
+        }
+    }
+
+    fn encode(&self, buf: &mut Vec<u8>) {
+        match self {
+            Publish::Continues => buf.push(TRAILER_CONTINUES),
+            Publish::Last { epoch, producer } => {
+                buf.push(TRAILER_LAST);
+                buf.extend_from_slice(&epoch.to_le_bytes());
+                buf.extend_from_slice(&(producer.len() as u16).to_le_bytes());
+                buf.extend_from_slice(producer);
+            }
+        }
+    }
+}
+
 /// Appends one frame for `record` at `offset` to `buf`.
 fn encode_frame(buf: &mut Vec<u8>, offset: i64, record: &OutRecord) -> Result<()> {
-    let key_len = record.key.as_ref().map_or(0, |k| k.len());
-    let value_len = record.value.as_ref().map_or(0, |v| v.len());
-    let body_len = BODY_FIXED + key_len + value_len;
+    encode_frame_parts(
+        buf,
+        offset,
+        record.timestamp,
+        record.key.as_deref(),
+        record.value.as_deref(),
+        None,
+    )
+}
+
+/// Appends one frame to `buf`, with the trailer of a publish when `publish` is set.
+fn encode_frame_parts(
+    buf: &mut Vec<u8>,
+    offset: i64,
+    timestamp: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    publish: Option<Publish<'_>>,
+) -> Result<()> {
+    let key_len = key.map_or(0, |k| k.len());
+    let value_len = value.map_or(0, |v| v.len());
+    let trailer_len = publish.as_ref().map_or(0, Publish::encoded_len);
+    let body_len = BODY_FIXED + key_len + value_len + trailer_len;
     if body_len > MAX_RECORD_BYTES {
         return Err(ConnectorError::InvalidRequest(format!(
             "record of {body_len} bytes is larger than the local log accepts ({MAX_RECORD_BYTES} bytes)"
@@ -509,8 +723,8 @@ fn encode_frame(buf: &mut Vec<u8>, offset: i64, record: &OutRecord) -> Result<()
     buf.extend_from_slice(&(body_len as u32).to_le_bytes());
     buf.extend_from_slice(&[0; 4]); // checksum, patched below
     buf.extend_from_slice(&offset.to_le_bytes());
-    buf.extend_from_slice(&record.timestamp.to_le_bytes());
-    for field in [&record.key, &record.value] {
+    buf.extend_from_slice(&timestamp.to_le_bytes());
+    for field in [key, value] {
         match field {
             Some(bytes) => {
                 buf.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
@@ -518,6 +732,9 @@ fn encode_frame(buf: &mut Vec<u8>, offset: i64, record: &OutRecord) -> Result<()
             }
             None => buf.extend_from_slice(&(-1i32).to_le_bytes()),
         }
+    }
+    if let Some(publish) = publish {
+        publish.encode(buf);
     }
     let crc = crc32::checksum(&buf[start + FRAME_HEADER..]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -530,6 +747,7 @@ struct FrameView<'a> {
     timestamp: i64,
     key: Option<&'a [u8]>,
     value: Option<&'a [u8]>,
+    publish: Option<Publish<'a>>,
 }
 
 /// Reads the body length from a frame header, checking it is plausible.
@@ -576,18 +794,37 @@ fn decode_frame<'a>(header: &[u8], body: &'a [u8]) -> std::result::Result<FrameV
     };
     let key = field()?;
     let value = field()?;
-    if at != body.len() {
-        return Err(format!(
-            "{} unexpected bytes after the value",
-            body.len() - at
-        ));
-    }
+    let publish = decode_trailer(&body[at..])?;
     Ok(FrameView {
         offset,
         timestamp,
         key,
         value,
+        publish,
     })
+}
+
+/// The publish trailer of a frame (`rest`: the body after the value).
+fn decode_trailer(rest: &[u8]) -> std::result::Result<Option<Publish<'_>>, String> {
+    let unexpected = || format!("{} unexpected bytes after the value", rest.len());
+    match rest.split_first() {
+        None => Ok(None),
+        Some((&TRAILER_CONTINUES, [])) => Ok(Some(Publish::Continues)),
+        Some((&TRAILER_LAST, tail)) if tail.len() >= 10 => {
+            let mut epoch = [0u8; 8];
+            epoch.copy_from_slice(&tail[..8]);
+            let len = u16::from_le_bytes([tail[8], tail[9]]) as usize;
+            let producer = &tail[10..];
+            if producer.len() != len {
+                return Err(unexpected());
+            }
+            Ok(Some(Publish::Last {
+                epoch: u64::from_le_bytes(epoch),
+                producer,
+            }))
+        }
+        Some(_) => Err(unexpected()),
+    }
 }
 
 /// Reads until `buf` is full or the end of the input; returns the bytes read.
@@ -623,6 +860,10 @@ fn recover_partition(path: &Path, file: &File) -> Result<Recovered> {
     let mut offset: i64 = 0;
     let mut header = [0u8; FRAME_HEADER];
     let mut body = Vec::new();
+    let mut published: HashMap<Box<[u8]>, u64> = HashMap::new();
+    // Where the publish whose last frame has not been seen yet starts:
+    // (position, offset, index length).
+    let mut open_publish: Option<(u64, i64, usize)> = None;
     let torn: Option<String> = loop {
         let got = read_full(&mut reader, &mut header).map_err(|e| io_err(path, e))?;
         if got == 0 {
@@ -647,7 +888,22 @@ fn recover_partition(path: &Path, file: &File) -> Result<Recovered> {
             break Some("incomplete frame body".to_string());
         }
         match decode_frame(&header, &body) {
-            Ok(frame) if frame.offset == offset => {}
+            Ok(frame) if frame.offset == offset => match frame.publish {
+                Some(Publish::Continues) => {
+                    open_publish.get_or_insert((position, offset, index.len()));
+                }
+                Some(Publish::Last { epoch, producer }) => {
+                    open_publish = None;
+                    let last = published.entry(producer.into()).or_insert(epoch);
+                    *last = (*last).max(epoch);
+                }
+                // Publishes hold the partition's lock, so nothing else is
+                // written inside one.
+                None if open_publish.is_some() => {
+                    break Some("a record inside an unfinished publish".to_string())
+                }
+                None => {}
+            },
             Ok(frame) => {
                 break Some(format!(
                     "frame carries offset {} where {offset} was expected",
@@ -661,6 +917,20 @@ fn recover_partition(path: &Path, file: &File) -> Result<Recovered> {
         }
         position += frame_len;
         offset += 1;
+    };
+    // A publish cut short by a crash is dropped whole: its epoch is
+    // published again from staging.
+    let torn = match (open_publish, torn) {
+        (Some((start, first, index_len)), torn) => {
+            position = start;
+            offset = first;
+            index.truncate(index_len);
+            Some(match torn {
+                Some(reason) => format!("{reason}, inside an unfinished publish"),
+                None => "a publish without its last record".to_string(),
+            })
+        }
+        (None, torn) => torn,
     };
     if let Some(reason) = torn {
         tracing::warn!(
@@ -679,6 +949,7 @@ fn recover_partition(path: &Path, file: &File) -> Result<Recovered> {
         len: position,
         end_offset: offset,
         index,
+        published,
     })
 }
 
@@ -800,6 +1071,18 @@ impl LogBackend for LocalLog {
         Ok(Box::new(reader))
     }
 
+    async fn exactly_once_writer(
+        &self,
+        topic: &str,
+        producer: &str,
+    ) -> Result<Option<Box<dyn LogWriter>>> {
+        let topic = self.topic(topic).await?;
+        let dir = staged::staging_dir(&self.dir, &topic.name, producer);
+        Ok(Some(Box::new(staged::StagedWriter::new(
+            topic, dir, producer,
+        ))))
+    }
+
     async fn writer(&self, topic: &str) -> Result<Box<dyn LogWriter>> {
         let topic = self.topic(topic).await?;
         let partitions = topic.partitions.len();
@@ -826,24 +1109,11 @@ impl LogWriter for LocalWriter {
         if records.is_empty() {
             return Ok(());
         }
-        let n = self.topic.partitions.len() as i32;
         for list in &mut self.by_partition {
             list.clear();
         }
         for (i, record) in records.iter().enumerate() {
-            let p = match (record.partition, &record.key) {
-                (Some(p), _) if (0..n).contains(&p) => p,
-                (Some(p), _) => {
-                    return Err(ConnectorError::InvalidRequest(format!(
-                        "partition {p} does not exist in topic '{}' ({n} partitions)",
-                        self.topic.name
-                    )))
-                }
-                (None, Some(key)) => partition_for_key(key, n),
-                (None, None) => {
-                    (self.topic.round_robin.fetch_add(1, Ordering::Relaxed) % n as u32) as i32
-                }
-            };
+            let p = self.topic.partition_of(record)?;
             self.by_partition[p as usize].push(i);
         }
         // The writes go to the page cache and take microseconds, so they run inline

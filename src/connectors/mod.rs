@@ -91,6 +91,16 @@ pub trait LogBackend: Send + Sync + 'static {
     /// Opens a reader over every partition of `topic`.
     async fn reader(&self, topic: &str, start: StartFrom) -> Result<Box<dyn LogReader>>;
     async fn writer(&self, topic: &str) -> Result<Box<dyn LogWriter>>;
+    /// A writer whose records become visible only when the checkpoint they
+    /// belong to commits (see [`LogWriter::prepare`]), written as `producer`
+    /// (one per query and incarnation); `None` when the backend cannot.
+    async fn exactly_once_writer(
+        &self,
+        _topic: &str,
+        _producer: &str,
+    ) -> Result<Option<Box<dyn LogWriter>>> {
+        Ok(None)
+    }
 }
 
 /// Reads records from all partitions of one topic.
@@ -122,11 +132,38 @@ pub trait LogReader: Send {
 }
 
 /// Produces records to one topic.
+///
+/// Exactly-once writers take part in a query's checkpoints in two phases
+/// (see docs/architecture.md, "The sink protocol"): what is sent in an epoch
+/// is made durable by `prepare`, committed with the query's state, and made
+/// visible by `commit`; `recover` finishes or drops what a crash left. The
+/// defaults are an at-least-once writer's: records are visible once sent.
 #[async_trait]
 pub trait LogWriter: Send {
     async fn send(&mut self, records: Vec<OutRecord>) -> Result<()>;
     /// Returns once everything sent so far is durable in the log.
     async fn flush(&mut self) -> Result<()>;
+
+    /// Phase one of `epoch`'s checkpoint: everything sent since the last
+    /// `prepare` is durable. Returns what `recover` needs to know about it;
+    /// the bytes are committed with the checkpoint.
+    async fn prepare(&mut self, _epoch: u64) -> Result<Vec<u8>> {
+        self.flush().await?;
+        Ok(Vec::new())
+    }
+
+    /// Phase two: the checkpoint of `epoch` is committed.
+    async fn commit(&mut self, _epoch: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Before anything is sent: `epoch` is the query's last committed
+    /// checkpoint and `prepared` what `prepare` returned for it (`None`
+    /// before the first). Completes that epoch's output and drops output
+    /// of later epochs, which a crash left uncommitted.
+    async fn recover(&mut self, _epoch: u64, _prepared: Option<&[u8]>) -> Result<()> {
+        Ok(())
+    }
 
     /// The largest record (key + value bytes) the log accepts; larger ones must
     /// not be sent (they would fail the whole send).

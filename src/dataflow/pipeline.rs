@@ -15,13 +15,34 @@ use crate::error::{Result, SluiceError};
 use crate::formats::RecordEncoder;
 use crate::state::QueryState;
 
-/// Where a pipeline's output goes.
+/// Where a pipeline's output goes. Sinks take part in checkpoints in two
+/// phases (`prepare`, then `commit` once the checkpoint is durable; see
+/// docs/architecture.md, "The sink protocol"); the defaults are those of a
+/// sink whose rows are visible as soon as they are written.
 #[async_trait]
 pub trait Sink: Send {
     /// Returns false when the consumer is gone and the query should stop.
     async fn write(&mut self, chunk: Chunk) -> Result<bool>;
-    /// Makes everything written so far durable (before a checkpoint commits).
+    /// Makes everything written so far durable.
     async fn flush(&mut self) -> Result<()>;
+
+    /// Phase one of `epoch`'s checkpoint; returns what `recover` needs,
+    /// committed with the checkpoint.
+    async fn prepare(&mut self, _epoch: u64) -> Result<Vec<u8>> {
+        self.flush().await?;
+        Ok(Vec::new())
+    }
+
+    /// Phase two: `epoch`'s checkpoint is committed.
+    async fn commit(&mut self, _epoch: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// At start, with the last committed epoch and what its `prepare`
+    /// returned: completes that epoch's output, drops anything later.
+    async fn recover(&mut self, _epoch: u64, _prepared: Option<&[u8]>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Writes rows to a topic (persistent queries).
@@ -75,6 +96,24 @@ impl Sink for TopicSink {
             .await
             .map_err(|e| SluiceError::connector(format!("flushing '{}'", self.topic), e))
     }
+
+    async fn prepare(&mut self, epoch: u64) -> Result<Vec<u8>> {
+        self.writer.prepare(epoch).await.map_err(|e| {
+            SluiceError::connector(format!("preparing epoch {epoch} of '{}'", self.topic), e)
+        })
+    }
+
+    async fn commit(&mut self, epoch: u64) -> Result<()> {
+        self.writer.commit(epoch).await.map_err(|e| {
+            SluiceError::connector(format!("committing epoch {epoch} of '{}'", self.topic), e)
+        })
+    }
+
+    async fn recover(&mut self, epoch: u64, prepared: Option<&[u8]>) -> Result<()> {
+        self.writer.recover(epoch, prepared).await.map_err(|e| {
+            SluiceError::connector(format!("recovering the output of '{}'", self.topic), e)
+        })
+    }
 }
 
 /// Sends rows to a client (push queries); stops after `limit` rows.
@@ -120,6 +159,10 @@ impl Sink for NullSink {
     }
 }
 
+/// The names sinks' checkpoint bytes are kept under.
+const OUTPUT_SINK: &str = "out";
+const LATE_SINK: &str = "late";
+
 pub struct Pipeline {
     pub flow: Dataflow,
     pub sink: Box<dyn Sink>,
@@ -146,6 +189,7 @@ impl Pipeline {
         if self.state.is_none() {
             self.flow.without_checkpoints();
         }
+        self.recover_sinks().await?;
         while let Some((input, msg)) = rx.recv().await {
             let mut out = match msg {
                 Message::Barrier(barrier) => self.flow.process_barrier(barrier)?,
@@ -211,19 +255,61 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The barrier passed every operator: commits their state with the
-    /// source offsets it carries.
+    /// The sinks, by the names their checkpoint bytes are kept under.
+    fn sinks(&mut self) -> impl Iterator<Item = (&'static str, &mut Box<dyn Sink>)> {
+        std::iter::once((OUTPUT_SINK, &mut self.sink))
+            .chain(self.late_sink.as_mut().map(|s| (LATE_SINK, s)))
+    }
+
+    /// Before any input: each sink completes the output of the last committed
+    /// checkpoint and drops what a crash left after it. A sink that has no
+    /// checkpoint yet records where it starts, so that the output of a first
+    /// epoch that never commits can be dropped too.
+    async fn recover_sinks(&mut self) -> Result<()> {
+        let Some(state) = self.state.clone() else {
+            return Ok(());
+        };
+        let epoch = state.epoch()?;
+        for (name, sink) in self.sinks() {
+            let saved = state.sink_state(name)?;
+            sink.recover(epoch, saved.as_deref()).await?;
+            if saved.is_none() {
+                let baseline = sink.prepare(epoch).await?;
+                if !baseline.is_empty() {
+                    state.record_sink_state(name, &baseline)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The barrier passed every operator: the sinks prepare the epoch's
+    /// output, the operators' state commits with the source offsets and the
+    /// sinks' bytes in one write, then the sinks commit. A crash before the
+    /// write leaves the epoch to be read again and its staged output
+    /// dropped; after it, `recover_sinks` finishes publishing it.
     async fn commit(&mut self, barrier: Barrier) -> Result<()> {
-        let batch = self.flow.take_checkpoint();
-        // Output first, then state + offsets: after a crash the sink may
-        // repeat rows (at-least-once) but state never runs ahead of input.
-        self.flush().await?;
-        if let Some(state) = &self.state {
-            let (entries, bytes) = (batch.len() as u64, batch.bytes() as u64);
-            state.commit(batch, barrier.epoch, &barrier.offsets)?;
-            QueryMetrics::add(&self.metrics.checkpoints, 1);
-            QueryMetrics::add(&self.metrics.checkpoint_entries, entries);
-            QueryMetrics::add(&self.metrics.checkpoint_bytes, bytes);
+        let mut batch = self.flow.take_checkpoint();
+        let epoch = barrier.epoch;
+        let mut prepared = Vec::new();
+        for (name, sink) in self.sinks() {
+            prepared.push((name, sink.prepare(epoch).await?));
+        }
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        for (name, bytes) in prepared {
+            if !bytes.is_empty() {
+                batch.put_sink_state(name, bytes);
+            }
+        }
+        let (entries, bytes) = (batch.len() as u64, batch.bytes() as u64);
+        state.commit(batch, epoch, &barrier.offsets)?;
+        QueryMetrics::add(&self.metrics.checkpoints, 1);
+        QueryMetrics::add(&self.metrics.checkpoint_entries, entries);
+        QueryMetrics::add(&self.metrics.checkpoint_bytes, bytes);
+        for (_, sink) in self.sinks() {
+            sink.commit(epoch).await?;
         }
         Ok(())
     }

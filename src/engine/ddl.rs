@@ -7,8 +7,8 @@ use sqlparser::ast::{Ident, Query};
 
 use super::{done, Engine, Session, StatementResult};
 use crate::catalog::{
-    ColumnMeta, FormatMeta, KeyFormat, OnError, QueryMeta, QueryStatus, Relation, SourceConnector,
-    ValueFormat,
+    ColumnMeta, FormatMeta, KeyFormat, OnError, ProcessingGuarantee, QueryMeta, QueryStatus,
+    Relation, SourceConnector, ValueFormat,
 };
 use crate::connectors::StartFrom;
 use crate::dataflow::dead_letter::DeadLetters;
@@ -42,6 +42,7 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "processing_time",
     "late_topic",
     "on_error",
+    "processing_guarantee",
 ];
 
 /// A duration property (`watermark_delay = '5 seconds'`) in milliseconds.
@@ -407,13 +408,15 @@ impl Engine {
         let connector = source_connector(&c.with)?;
         declared_or_generated_columns(&c, &connector, &mut columns)?;
         let key_count = columns.iter().filter(|c| c.key).count();
-        if c.with.contains_key("on_error") {
-            return Err(with_error(
-                &c.with,
-                "on_error",
-                "on_error belongs to a CREATE ... AS SELECT".into(),
-                "CREATE STREAM s WITH (on_error='fail') AS SELECT ...",
-            ));
+        for key in ["on_error", "processing_guarantee"] {
+            if c.with.contains_key(key) {
+                return Err(with_error(
+                    &c.with,
+                    key,
+                    format!("{key} belongs to a CREATE ... AS SELECT"),
+                    &format!("CREATE STREAM s WITH ({key}='...') AS SELECT ..."),
+                ));
+            }
         }
         if c.with.contains_key("late_topic") {
             return Err(with_error(
@@ -507,6 +510,7 @@ impl Engine {
                 error: None,
                 late_topic: None,
                 on_error: None,
+                processing_guarantee: None,
             })
         } else {
             None
@@ -624,6 +628,20 @@ impl Engine {
                 )
             })?),
         };
+        let processing_guarantee = match c.with.get("processing_guarantee") {
+            None => None,
+            Some(v) => Some(ProcessingGuarantee::parse(&v.value).ok_or_else(|| {
+                with_error(
+                    &c.with,
+                    "processing_guarantee",
+                    format!(
+                        "processing_guarantee '{}' is neither 'exactly_once' nor 'at_least_once'",
+                        v.value
+                    ),
+                    "processing_guarantee='at_least_once' shows results before their checkpoint commits",
+                )
+            })?),
+        };
         if plan.sources.len() > 1 && c.with.contains_key("late_topic") {
             return Err(with_error(
                 &c.with,
@@ -736,6 +754,7 @@ impl Engine {
                 error: None,
                 late_topic: c.with.get("late_topic").map(|v| v.value.clone()),
                 on_error,
+                processing_guarantee,
             }
         };
         self.materialized.write().remove(&name);
@@ -820,6 +839,7 @@ impl Engine {
                 error: None,
                 late_topic: None,
                 on_error: None,
+                processing_guarantee: None,
             }
         };
         self.catalog
@@ -887,6 +907,39 @@ impl Engine {
             .await?
         };
         self.run_plan(meta, plan, StartFrom::Earliest).await
+    }
+
+    /// The writer of a query's output topic: exactly-once (records visible
+    /// when their checkpoint commits) unless the query or the server asks
+    /// for at-least-once, or the backend cannot.
+    async fn topic_writer(
+        &self,
+        meta: &QueryMeta,
+        state: &crate::state::QueryState,
+        topic: &str,
+        role: &str,
+    ) -> Result<Box<dyn crate::connectors::LogWriter>> {
+        let failed = |e| SluiceError::connector(format!("writing topic '{topic}'"), e);
+        let guarantee = meta
+            .processing_guarantee
+            .unwrap_or(self.config.processing_guarantee);
+        if guarantee == ProcessingGuarantee::ExactlyOnce {
+            let producer = format!("{}{role}", state.producer(&meta.id)?);
+            if let Some(writer) = self
+                .backend
+                .exactly_once_writer(topic, &producer)
+                .await
+                .map_err(failed)?
+            {
+                return Ok(writer);
+            }
+            tracing::warn!(
+                query = %meta.id,
+                backend = self.backend.kind(),
+                "exactly-once output is not available on this backend yet; writing at least once"
+            );
+        }
+        self.backend.writer(topic).await.map_err(failed)
     }
 
     /// Starts a planned persistent query: source → operators → (materialize) → topic.
@@ -993,9 +1046,7 @@ impl Engine {
                     )))
                 }
                 SourceConnector::Topic => {
-                    self.backend.writer(&sink_rel.topic).await.map_err(|e| {
-                        SluiceError::connector(format!("writing topic '{}'", sink_rel.topic), e)
-                    })?
+                    self.topic_writer(meta, &state, &sink_rel.topic, "").await?
                 }
             };
             Box::new(
@@ -1011,9 +1062,7 @@ impl Engine {
             Some(t) => {
                 self.ensure_topic(t, None, source_rel.partitions, &WithOptions::new())
                     .await?;
-                let writer = self.backend.writer(t).await.map_err(|e| {
-                    SluiceError::connector(format!("writing late-events topic '{t}'"), e)
-                })?;
+                let writer = self.topic_writer(meta, &state, t, ".late").await?;
                 Some(Box::new(
                     TopicSink::new(RecordEncoder::new(&source_rel), writer, t.clone())
                         .with_errors(errors.clone()),

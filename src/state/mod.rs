@@ -25,6 +25,15 @@ const OFFSETS_KEY: &[u8] = b"offsets";
 const EPOCH_KEY: &[u8] = b"epoch";
 const FORMAT_KEY: &[u8] = b"format";
 const PLAN_KEY: &[u8] = b"plan";
+const PRODUCER_KEY: &[u8] = b"producer";
+/// Followed by the sink's name: what the sink's `prepare` returned.
+const SINK_KEY_PREFIX: &[u8] = b"sink.";
+
+fn sink_key(sink: &str) -> Vec<u8> {
+    let mut key = SINK_KEY_PREFIX.to_vec();
+    key.extend_from_slice(sink.as_bytes());
+    prefixed(META_OPERATOR, &key)
+}
 
 /// The layout of a query's state this build writes. Checkpoints written before
 /// the key existed are format 1.
@@ -259,6 +268,60 @@ impl QueryState {
             .map_err(|e| err("recording the plan", e))
     }
 
+    /// What sink `sink` prepared for the last committed checkpoint (see
+    /// `LogWriter::prepare`).
+    pub fn sink_state(&self, sink: &str) -> Result<Option<Vec<u8>>> {
+        let cf = self.handle()?;
+        self.db
+            .get_cf(&cf, sink_key(sink))
+            .map_err(|e| err("reading a sink's checkpoint", e))
+    }
+
+    /// Records sink `sink`'s state outside a checkpoint (its baseline, before
+    /// the query's first checkpoint that has one).
+    pub fn record_sink_state(&self, sink: &str, value: &[u8]) -> Result<()> {
+        let cf = self.handle()?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .put_cf_opt(&cf, sink_key(sink), value, &wo)
+            .map_err(|e| err("recording a sink's checkpoint", e))
+    }
+
+    /// The name this query's state writes its exactly-once output under,
+    /// made when first asked: a query created again (new state) gets a new
+    /// one, so what an earlier incarnation published never hides its output.
+    pub fn producer(&self, query_id: &str) -> Result<String> {
+        let cf = self.handle()?;
+        let key = prefixed(META_OPERATOR, PRODUCER_KEY);
+        if let Some(raw) = self
+            .db
+            .get_cf(&cf, &key)
+            .map_err(|e| err("reading the producer name", e))?
+        {
+            return Ok(String::from_utf8_lossy(&raw).into_owned());
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name: String = format!("{query_id}.{nanos:x}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .put_cf_opt(&cf, &key, name.as_bytes(), &wo)
+            .map_err(|e| err("recording the producer name", e))?;
+        Ok(name)
+    }
+
     /// The committed values of `keys` (stored keys, as state tables build
     /// them), in one batched read.
     pub fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -441,6 +504,11 @@ impl StateWriteBatch {
     }
 
     /// A change under a key that is already complete (a state table's).
+    /// What sink `sink` prepared for this checkpoint.
+    pub fn put_sink_state(&mut self, sink: &str, value: Vec<u8>) {
+        self.ops.push((sink_key(sink), Some(value)));
+    }
+
     pub fn write_raw(&mut self, key: &[u8], value: Option<&[u8]>) {
         self.ops.push((key.to_vec(), value.map(<[u8]>::to_vec)));
     }
