@@ -238,7 +238,10 @@ mod tests {
         let mut reader = log.reader(topic, StartFrom::Earliest).await.unwrap();
         let mut out = Vec::new();
         loop {
-            let got = reader.poll(10_000, Duration::from_millis(20)).await.unwrap();
+            let got = reader
+                .poll(10_000, Duration::from_millis(20))
+                .await
+                .unwrap();
             if got.is_empty() && reader.caught_up().await.unwrap() {
                 break;
             }
@@ -277,7 +280,10 @@ mod tests {
             .unwrap();
         assert!(values(&log, "out").await.is_empty(), "staged, not visible");
         w.prepare(1).await.unwrap();
-        assert!(values(&log, "out").await.is_empty(), "prepared, not visible");
+        assert!(
+            values(&log, "out").await.is_empty(),
+            "prepared, not visible"
+        );
         w.commit(1).await.unwrap();
         let mut got = values(&log, "out").await;
         got.sort();
@@ -325,7 +331,10 @@ mod tests {
         // The crash: the publish's last record never reached the file, and
         // the staged epoch was not removed yet.
         let len = fs::metadata(&partition_file).unwrap().len();
-        let file = OpenOptions::new().write(true).open(&partition_file).unwrap();
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&partition_file)
+            .unwrap();
         file.set_len(len - 3).unwrap();
         drop(file);
         copy_dir(&staged_copy, &staged);
