@@ -107,6 +107,7 @@ async fn graceful_restart_checkpoints_first_so_outputs_are_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
     // A long interval: without the final checkpoint on shutdown, everything since
     // the start would be replayed and the copy below would hold duplicates.
+    // At-least-once, so that the rows are visible before that checkpoint.
     let mut server = TestServer::start(
         &dir.path().join("data"),
         &["--checkpoint-interval-ms", "60000"],
@@ -114,7 +115,7 @@ async fn graceful_restart_checkpoints_first_so_outputs_are_not_repeated() {
     server
         .ksql_ok(
             "CREATE STREAM events (k VARCHAR KEY, v INT) WITH (kafka_topic='events', partitions=2);
-             CREATE STREAM copy AS SELECT k, v FROM events;",
+             CREATE STREAM copy WITH (processing_guarantee='at_least_once') AS SELECT k, v FROM events;",
         )
         .await;
     server.ksql_ok(&insert_batch(0, 300)).await;
@@ -140,6 +141,56 @@ async fn graceful_restart_checkpoints_first_so_outputs_are_not_repeated() {
         serde_json::json!([400, 400]),
         "no record twice after a graceful restart"
     );
+}
+
+/// Exactly-once output is staged until its checkpoint commits; at-least-once
+/// output is visible at once; `checkpoint_interval` sets a query's own pace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_output_appears_when_its_checkpoint_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(
+        &dir.path().join("data"),
+        &["--checkpoint-interval-ms", "600000"],
+    );
+    server
+        .ksql_ok(
+            "CREATE STREAM events (k VARCHAR KEY, v INT) WITH (kafka_topic='events', partitions=2);
+             CREATE STREAM slow AS SELECT k, v FROM events;
+             CREATE STREAM quick WITH (checkpoint_interval='300 ms') AS SELECT k, v FROM events;
+             CREATE STREAM eager WITH (processing_guarantee='at_least_once') AS SELECT k, v FROM events;",
+        )
+        .await;
+    server.ksql_ok(&insert_batch(0, 300)).await;
+    for stream in ["quick", "eager"] {
+        server
+            .wait_for(
+                &format!("SELECT COUNT(*) FROM {stream}"),
+                Duration::from_secs(30),
+                |r| r[0][0] == 300,
+            )
+            .await;
+    }
+    assert_eq!(
+        server.pull("SELECT COUNT(*) FROM slow").await[0][0],
+        0,
+        "nothing of an epoch is visible before its checkpoint"
+    );
+    let (status, body) = server
+        .ksql("CREATE STREAM bad WITH (processing_guarantee='twice') AS SELECT k FROM events;")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    // A graceful stop checkpoints every query, which publishes its output.
+    server.stop();
+    server.restart();
+    server
+        .wait_for("SELECT COUNT(*) FROM slow", Duration::from_secs(30), |r| {
+            r[0][0] == 300
+        })
+        .await;
+    let rows = server
+        .pull("SELECT COUNT(*), COUNT(DISTINCT v) FROM slow")
+        .await;
+    assert_eq!(rows[0], serde_json::json!([300, 300]));
 }
 
 /// `n` rows of `events`, one per key `g0 .. g{n-1}`, each with value `round`.

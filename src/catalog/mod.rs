@@ -46,6 +46,10 @@ pub struct QueryMeta {
     /// (processing_guarantee=...)`); `None` follows the server's default.
     #[serde(default)]
     pub processing_guarantee: Option<ProcessingGuarantee>,
+    /// Milliseconds between its checkpoints (`WITH (checkpoint_interval=...)`);
+    /// `None` follows the server's `--checkpoint-interval-ms`.
+    #[serde(default)]
+    pub checkpoint_interval_ms: Option<i64>,
 }
 
 /// What a query's output promises across crashes.

@@ -43,6 +43,7 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "late_topic",
     "on_error",
     "processing_guarantee",
+    "checkpoint_interval",
 ];
 
 /// A duration property (`watermark_delay = '5 seconds'`) in milliseconds.
@@ -408,7 +409,7 @@ impl Engine {
         let connector = source_connector(&c.with)?;
         declared_or_generated_columns(&c, &connector, &mut columns)?;
         let key_count = columns.iter().filter(|c| c.key).count();
-        for key in ["on_error", "processing_guarantee"] {
+        for key in ["on_error", "processing_guarantee", "checkpoint_interval"] {
             if c.with.contains_key(key) {
                 return Err(with_error(
                     &c.with,
@@ -511,6 +512,7 @@ impl Engine {
                 late_topic: None,
                 on_error: None,
                 processing_guarantee: None,
+                checkpoint_interval_ms: None,
             })
         } else {
             None
@@ -642,6 +644,15 @@ impl Engine {
                 )
             })?),
         };
+        let checkpoint_interval_ms = duration_option(&c.with, "checkpoint_interval")?;
+        if checkpoint_interval_ms.is_some_and(|ms| ms < 10) {
+            return Err(with_error(
+                &c.with,
+                "checkpoint_interval",
+                "checkpoint_interval must be at least 10 ms".into(),
+                "checkpoint_interval='100 ms'",
+            ));
+        }
         if plan.sources.len() > 1 && c.with.contains_key("late_topic") {
             return Err(with_error(
                 &c.with,
@@ -755,6 +766,7 @@ impl Engine {
                 late_topic: c.with.get("late_topic").map(|v| v.value.clone()),
                 on_error,
                 processing_guarantee,
+                checkpoint_interval_ms,
             }
         };
         self.materialized.write().remove(&name);
@@ -840,6 +852,7 @@ impl Engine {
                 late_topic: None,
                 on_error: None,
                 processing_guarantee: None,
+                checkpoint_interval_ms: None,
             }
         };
         self.catalog
@@ -1084,7 +1097,11 @@ impl Engine {
             inputs,
             metrics,
             errors,
-            checkpoint_interval: Some(self.config.checkpoint_interval),
+            checkpoint_interval: Some(
+                meta.checkpoint_interval_ms
+                    .map(|ms| std::time::Duration::from_millis(ms.max(10) as u64))
+                    .unwrap_or(self.config.checkpoint_interval),
+            ),
             budget: Some(self.state.budget().clone()),
             first_epoch,
             drain: drain_rx,
