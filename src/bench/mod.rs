@@ -19,6 +19,7 @@
 pub mod generator;
 mod inprocess;
 mod kafka;
+pub mod latency;
 pub mod nexmark;
 pub mod pull;
 pub mod state;
@@ -97,6 +98,9 @@ pub enum BenchSuite {
     Pull(pull::PullBenchArgs),
     /// A GROUP BY whose state is larger than the state memory budget.
     State(state::StateBenchArgs),
+    /// Event-to-visible latency of a query's output, per checkpoint interval
+    /// and processing guarantee.
+    Latency(latency::LatencyBenchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -294,6 +298,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchSuite::Nexmark(nexmark_args)) => return nexmark::run(nexmark_args).await,
         Some(BenchSuite::Pull(pull_args)) => return pull::run(pull_args).await,
         Some(BenchSuite::State(state_args)) => return state::run(state_args).await,
+        Some(BenchSuite::Latency(latency_args)) => return latency::run(latency_args).await,
         None => {}
     }
     anyhow::ensure!(args.events > 0, "--events must be at least 1");
