@@ -85,11 +85,19 @@ fn epoch_dir(dir: &Path, epoch: u64) -> PathBuf {
 /// removes it. Partitions this producer already published `epoch` to are
 /// skipped, so a publish cut short by a crash can simply run again.
 fn publish_epoch(topic: &Topic, staged: &Path, producer: &str, epoch: u64) -> Result<()> {
-    for p in 0..topic.partitions.len() {
+    let mut published = Vec::new();
+    for (p, partition) in topic.partitions.iter().enumerate() {
         let path = partition_path(staged, p as i32);
-        if path.exists() {
-            topic.partitions[p].publish(&path, producer.as_bytes(), epoch)?;
+        if path.exists() && partition.publish(&path, producer.as_bytes(), epoch)? {
+            published.push(partition);
         }
+    }
+    // On disk before the staged copy goes, or a power cut could lose both.
+    for partition in published {
+        partition
+            .file
+            .sync_data()
+            .map_err(|e| io_err(&partition.path, e))?;
     }
     fs::remove_dir_all(staged).map_err(|e| io_err(staged, e))
 }
