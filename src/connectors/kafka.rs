@@ -38,6 +38,8 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::local_log::validate_topic_name;
+
+mod transactional;
 use super::{
     ConnectorError, LogBackend, LogReader, LogRecord, LogWriter, OutRecord, Result, StartFrom,
     TopicInfo,
@@ -89,6 +91,9 @@ pub struct KafkaBackend {
     admin: AdminClient<DefaultClientContext>,
     /// Used only for metadata requests, which must never auto-create topics.
     metadata: Arc<BaseConsumer>,
+    /// Where transactional writers keep their epoch's records until the
+    /// transaction commits; `None`: no exactly-once writers.
+    staging: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for KafkaBackend {
@@ -116,8 +121,25 @@ impl KafkaBackend {
                     .create()
                     .map_err(|e| kafka_err("creating the metadata client", e))?,
             ),
+            staging: None,
         };
         Ok(Arc::new(backend))
+    }
+
+    /// [`KafkaBackend::new`], with exactly-once writers that keep a copy of
+    /// their open epoch under `staging` (see `transactional`).
+    pub fn with_staging(
+        brokers: &str,
+        extra: &[(String, String)],
+        staging: &std::path::Path,
+    ) -> Result<Arc<Self>> {
+        let backend = Arc::into_inner(Self::new(brokers, extra)?).ok_or_else(|| {
+            ConnectorError::InvalidRequest("the Kafka backend was shared while built".into())
+        })?;
+        Ok(Arc::new(KafkaBackend {
+            staging: Some(staging.to_path_buf()),
+            ..backend
+        }))
     }
 
     /// The brokers this backend talks to.
@@ -189,7 +211,10 @@ fn consumer_config(brokers: &str, extra: &[(String, String)], group_id: &str) ->
         // librdkafka's default (1 s) pauses fetching after each burst whenever the
         // local queue drains, capping a fast query at ~150k records/s; 10 ms
         // measured 5x faster end to end (docs/benchmarks.md). Overridable.
-        .set("fetch.queue.backoff.ms", "10");
+        .set("fetch.queue.backoff.ms", "10")
+        // Output of exactly-once queries is read once its transaction
+        // commits (librdkafka's default too; said here because it matters).
+        .set("isolation.level", "read_committed");
     for (key, value) in extra {
         config.set(key, value);
     }
@@ -384,7 +409,41 @@ impl LogBackend for KafkaBackend {
         Ok(Box::new(reader))
     }
 
+    async fn exactly_once_writer(
+        &self,
+        topic: &str,
+        producer: &str,
+    ) -> Result<Option<Box<dyn LogWriter>>> {
+        let Some(staging) = &self.staging else {
+            return Ok(None);
+        };
+        let mut config = producer_config(&self.brokers, &self.extra);
+        config
+            .set("transactional.id", format!("sluice-{producer}"))
+            .set("transaction.timeout.ms", "60000");
+        let inner = self.producer_writer(topic, &config).await?;
+        let marker: BaseConsumer = consumer_config(
+            &self.brokers,
+            &self.extra,
+            &transactional::marker_group(producer),
+        )
+        .create()
+        .map_err(|e| kafka_err("creating the epoch marker's client", e))?;
+        let dir = staging.join(topic).join(producer);
+        Ok(Some(Box::new(transactional::TransactionalWriter::new(
+            inner, marker, dir,
+        ))))
+    }
+
     async fn writer(&self, topic: &str) -> Result<Box<dyn LogWriter>> {
+        let config = producer_config(&self.brokers, &self.extra);
+        Ok(Box::new(self.producer_writer(topic, &config).await?))
+    }
+}
+
+impl KafkaBackend {
+    /// A writer of `topic` with a producer made from `config`.
+    async fn producer_writer(&self, topic: &str, config: &ClientConfig) -> Result<KafkaWriter> {
         validate_topic_name(topic)?;
         // Check first: a producer would otherwise auto-create a missing topic with the
         // broker's default partition count.
@@ -393,7 +452,7 @@ impl LogBackend for KafkaBackend {
         }
         let deliveries = Arc::new(Deliveries::default());
         let producer = ThreadedProducer::from_config_and_context(
-            &producer_config(&self.brokers, &self.extra),
+            config,
             WriterContext {
                 deliveries: deliveries.clone(),
             },
@@ -407,12 +466,12 @@ impl LogBackend for KafkaBackend {
             .find(|(k, _)| k == "message.max.bytes")
             .and_then(|(_, v)| v.parse::<usize>().ok())
             .unwrap_or(1_000_000);
-        Ok(Box::new(KafkaWriter {
+        Ok(KafkaWriter {
             topic: topic.to_string(),
             producer: Arc::new(producer),
             deliveries,
             max_record_bytes: limit.saturating_sub(RECORD_OVERHEAD_BYTES),
-        }))
+        })
     }
 }
 

@@ -741,6 +741,39 @@ fn encode_frame_parts(
     Ok(())
 }
 
+/// Appends `record` to `buf` as a staged frame (see [`read_staged`]): the
+/// local log's frame format, which other writers that stage output (Kafka's
+/// transactional writer) use too.
+pub(crate) fn encode_staged(buf: &mut Vec<u8>, record: &OutRecord) -> Result<()> {
+    encode_frame(buf, 0, record)
+}
+
+/// Every record of a file of staged frames ([`encode_staged`]), with their
+/// partitions left to the writer.
+pub(crate) fn read_staged(path: &Path) -> Result<Vec<OutRecord>> {
+    let data = fs::read(path).map_err(|e| io_err(path, e))?;
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let header = data
+            .get(at..at + FRAME_HEADER)
+            .ok_or_else(|| corrupt(path, "staged frame header cut short"))?;
+        let len = frame_body_len(header).map_err(|e| corrupt(path, e))?;
+        let body = data
+            .get(at + FRAME_HEADER..at + FRAME_HEADER + len)
+            .ok_or_else(|| corrupt(path, "staged frame cut short"))?;
+        let frame = decode_frame(header, body).map_err(|e| corrupt(path, e))?;
+        records.push(OutRecord {
+            partition: None,
+            timestamp: frame.timestamp,
+            key: frame.key.map(Bytes::copy_from_slice),
+            value: frame.value.map(Bytes::copy_from_slice),
+        });
+        at += FRAME_HEADER + len;
+    }
+    Ok(records)
+}
+
 /// A decoded frame body, borrowing from the buffer it was read from.
 struct FrameView<'a> {
     offset: i64,

@@ -74,9 +74,12 @@ impl Engine {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| SluiceError::io(format!("creating {}", config.data_dir.display()), e))?;
         let backend: SharedBackend = match &config.kafka_brokers {
-            Some(brokers) => KafkaBackend::new(brokers, &config.kafka_properties).map_err(|e| {
-                SluiceError::connector(format!("connecting to Kafka at {brokers}"), e)
-            })?,
+            Some(brokers) => KafkaBackend::with_staging(
+                brokers,
+                &config.kafka_properties,
+                &config.data_dir.join("kafka-staging"),
+            )
+            .map_err(|e| SluiceError::connector(format!("connecting to Kafka at {brokers}"), e))?,
             None => LocalLog::open(&config.data_dir.join("log"))
                 .map_err(|e| SluiceError::connector("opening the local log", e))?,
         };
