@@ -17,9 +17,8 @@ use anyhow::Context;
 use super::kafka::execute;
 use super::Scratch;
 use crate::catalog::ProcessingGuarantee;
-use crate::config::ServerConfig;
 use crate::connectors::{OutRecord, StartFrom};
-use crate::engine::{Engine, Session};
+use crate::engine::Session;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LatencyBenchArgs {
@@ -70,13 +69,7 @@ async fn measure(
     guarantee: ProcessingGuarantee,
 ) -> anyhow::Result<String> {
     let scratch = Scratch::new()?;
-    let engine = Engine::start(ServerConfig {
-        data_dir: scratch.0.join("engine"),
-        kafka_brokers: None,
-        ..Default::default()
-    })
-    .await
-    .context("starting the engine")?;
+    let engine = super::local_engine(&scratch).await?;
     let mut session = Session::new();
     execute(
         &engine,

@@ -282,6 +282,18 @@ impl Drop for Scratch {
     }
 }
 
+/// An engine on the local log in `scratch`, with the default settings.
+async fn local_engine(scratch: &Scratch) -> anyhow::Result<std::sync::Arc<crate::engine::Engine>> {
+    use anyhow::Context;
+    crate::engine::Engine::start(crate::config::ServerConfig {
+        data_dir: scratch.0.join("engine"),
+        kafka_brokers: None,
+        ..Default::default()
+    })
+    .await
+    .context("starting the engine")
+}
+
 /// `KEY=VALUE` pairs.
 fn parse_properties(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     raw.iter()

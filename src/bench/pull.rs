@@ -15,7 +15,6 @@ use futures::StreamExt;
 
 use super::kafka::execute;
 use super::Scratch;
-use crate::config::ServerConfig;
 use crate::connectors::OutRecord;
 use crate::engine::{Engine, Session, StatementResult};
 
@@ -103,13 +102,7 @@ fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
 pub async fn run(args: PullBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.keys >= 100, "--keys must be at least 100");
     let scratch = Scratch::new()?;
-    let engine = Engine::start(ServerConfig {
-        data_dir: scratch.0.join("engine"),
-        kafka_brokers: None,
-        ..Default::default()
-    })
-    .await
-    .context("starting the engine")?;
+    let engine = super::local_engine(&scratch).await?;
     let mut session = Session::new();
     execute(
         &engine,

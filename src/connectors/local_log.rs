@@ -439,18 +439,24 @@ impl Partition {
         })
     }
 
-    /// Appends `records` with one write, assigning consecutive offsets.
-    fn append<'a>(&self, records: impl Iterator<Item = &'a OutRecord>) -> Result<()> {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        if let Some(reason) = &state.poisoned {
-            return Err(io_err(
+    /// Refuses writes after a failed write that could not be rolled back.
+    fn check_writable(&self, state: &PartitionState) -> Result<()> {
+        match &state.poisoned {
+            Some(reason) => Err(io_err(
                 &self.path,
                 io::Error::other(format!(
                     "partition refuses writes after an earlier failure: {reason}"
                 )),
-            ));
+            )),
+            None => Ok(()),
         }
+    }
+
+    /// Appends `records` with one write, assigning consecutive offsets.
+    fn append<'a>(&self, records: impl Iterator<Item = &'a OutRecord>) -> Result<()> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        self.check_writable(state)?;
         let start_len = self.committed_len.load(Ordering::Relaxed);
         let start_offset = self.end_offset.load(Ordering::Relaxed);
         let index_len = state.index.len();
@@ -503,14 +509,7 @@ impl Partition {
     fn publish(&self, staged: &Path, producer: &[u8], epoch: u64) -> Result<bool> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
-        if let Some(reason) = &state.poisoned {
-            return Err(io_err(
-                &self.path,
-                io::Error::other(format!(
-                    "partition refuses writes after an earlier failure: {reason}"
-                )),
-            ));
-        }
+        self.check_writable(state)?;
         if state.published.get(producer).is_some_and(|&e| e >= epoch) {
             return Ok(false);
         }
