@@ -39,6 +39,10 @@ pub(super) struct StagedWriter {
     /// Per partition: the open epoch's staging file, once a record went there.
     open: Vec<Option<BufWriter<File>>>,
     buf: Vec<u8>,
+    /// The publish of the last committed epoch, copying in the background
+    /// while the query goes on with the next one; finished before the next
+    /// `prepare` (and by `flush`), so epochs are published in order.
+    publishing: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 impl StagedWriter {
@@ -50,6 +54,18 @@ impl StagedWriter {
             producer: producer.to_string(),
             open: (0..partitions).map(|_| None).collect(),
             buf: Vec::new(),
+            publishing: None,
+        }
+    }
+
+    /// Waits for the background publish, if one runs; its failure fails the
+    /// query, whose restart publishes the epoch again from staging.
+    async fn finish_publishing(&mut self) -> Result<()> {
+        match self.publishing.take() {
+            Some(task) => task.await.map_err(|e| {
+                ConnectorError::InvalidRequest(format!("publishing staged output: {e}"))
+            })?,
+            None => Ok(()),
         }
     }
 
@@ -126,12 +142,14 @@ impl LogWriter for StagedWriter {
         result
     }
 
-    /// Staged records are not in the topic: nothing to flush there.
+    /// Staged records are not in the topic until their epoch commits; this
+    /// waits for the publish of a committed epoch to finish.
     async fn flush(&mut self) -> Result<()> {
-        Ok(())
+        self.finish_publishing().await
     }
 
     async fn prepare(&mut self, epoch: u64) -> Result<Vec<u8>> {
+        self.finish_publishing().await?;
         let files: Vec<BufWriter<File>> = self.open.iter_mut().filter_map(Option::take).collect();
         if files.is_empty() {
             return Ok(Vec::new());
@@ -157,24 +175,26 @@ impl LogWriter for StagedWriter {
         Ok(Vec::new())
     }
 
+    /// Starts publishing the committed epoch and returns: the copy runs on
+    /// a blocking thread while the query processes the next epoch.
     async fn commit(&mut self, epoch: u64) -> Result<()> {
+        self.finish_publishing().await?;
         let staged = epoch_dir(&self.dir, epoch);
-        let (topic, producer) = (self.topic.clone(), self.producer.clone());
-        let published = blocking(move || {
-            if !staged.exists() {
-                return Ok(false);
-            }
-            publish_epoch(&topic, &staged, &producer, epoch)?;
-            Ok(true)
-        })
-        .await?;
-        if published {
-            self.wake_readers();
+        if !staged.exists() {
+            return Ok(());
         }
+        let (topic, producer) = (self.topic.clone(), self.producer.clone());
+        self.publishing = Some(tokio::task::spawn_blocking(move || {
+            let published = publish_epoch(&topic, &staged, &producer, epoch);
+            // Wake readers even after a failure: earlier partitions got rows.
+            topic.appended.send_modify(|v| *v = v.wrapping_add(1));
+            published
+        }));
         Ok(())
     }
 
     async fn recover(&mut self, epoch: u64, _prepared: Option<&[u8]>) -> Result<()> {
+        self.finish_publishing().await?;
         self.open.iter_mut().for_each(|f| *f = None);
         let (topic, producer, dir) = (self.topic.clone(), self.producer.clone(), self.dir.clone());
         let published = blocking(move || {
@@ -293,10 +313,12 @@ mod tests {
             "prepared, not visible"
         );
         w.commit(1).await.unwrap();
+        w.flush().await.unwrap();
         let mut got = values(&log, "out").await;
         got.sort();
         assert_eq!(got, ["1", "2", "3"]);
         w.commit(1).await.unwrap();
+        w.flush().await.unwrap();
         assert_eq!(values(&log, "out").await.len(), 3, "a commit is done once");
 
         // Epoch 2 is prepared, then the process dies before its checkpoint
@@ -310,6 +332,7 @@ mod tests {
         w.send(vec![rec("a", "5")]).await.unwrap();
         w.prepare(2).await.unwrap();
         w.commit(2).await.unwrap();
+        w.flush().await.unwrap();
         let mut got = values(&log, "out").await;
         got.sort();
         assert_eq!(got, ["1", "2", "3", "5"]);
@@ -334,6 +357,7 @@ mod tests {
             w.prepare(1).await.unwrap();
             copy_dir(&staged, &staged_copy);
             w.commit(1).await.unwrap();
+            w.flush().await.unwrap();
             assert_eq!(values(&log, "out").await.len(), 51);
         }
         // The crash: the publish's last record never reached the file, and
@@ -377,6 +401,7 @@ mod tests {
         other.send(vec![rec("k", "new")]).await.unwrap();
         other.prepare(1).await.unwrap();
         other.commit(1).await.unwrap();
+        other.flush().await.unwrap();
         assert_eq!(values(&log, "out").await.len(), 52);
     }
 }
