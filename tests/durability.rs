@@ -160,8 +160,16 @@ async fn exactly_once_output_appears_when_its_checkpoint_commits() {
              CREATE STREAM eager WITH (processing_guarantee='at_least_once') AS SELECT k, v FROM events;",
         )
         .await;
+    // As ksqlDB clients set it: a session property for the queries created.
+    let (status, body) = server
+        .ksql_with(
+            "CREATE STREAM eager_too AS SELECT k, v FROM events;",
+            serde_json::json!({ "processing.guarantee": "at_least_once" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     server.ksql_ok(&insert_batch(0, 300)).await;
-    for stream in ["quick", "eager"] {
+    for stream in ["quick", "eager", "eager_too"] {
         server
             .wait_for(
                 &format!("SELECT COUNT(*) FROM {stream}"),

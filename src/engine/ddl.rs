@@ -631,7 +631,7 @@ impl Engine {
             })?),
         };
         let processing_guarantee = match c.with.get("processing_guarantee") {
-            None => None,
+            None => session_guarantee(session)?,
             Some(v) => Some(ProcessingGuarantee::parse(&v.value).ok_or_else(|| {
                 with_error(
                     &c.with,
@@ -851,7 +851,7 @@ impl Engine {
                 error: None,
                 late_topic: None,
                 on_error: None,
-                processing_guarantee: None,
+                processing_guarantee: session_guarantee(session)?,
                 checkpoint_interval_ms: None,
             }
         };
@@ -1448,6 +1448,19 @@ fn declared_or_generated_columns(
         })?;
     }
     Ok(())
+}
+
+/// The guarantee the session set for the queries it creates (ksqlDB's
+/// `processing.guarantee`), if any.
+fn session_guarantee(session: &Session) -> Result<Option<ProcessingGuarantee>> {
+    match session.processing_guarantee() {
+        None => Ok(None),
+        Some(v) => ProcessingGuarantee::parse(v).map(Some).ok_or_else(|| {
+            SluiceError::sql(format!(
+                "processing.guarantee '{v}' is neither 'exactly_once' nor 'at_least_once'"
+            ))
+        }),
+    }
 }
 
 /// Where a new persistent query starts reading: earliest, unless the session set

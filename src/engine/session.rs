@@ -37,6 +37,19 @@ impl Session {
         self
     }
 
+    /// The processing guarantee set for queries this session creates
+    /// (`SET 'processing.guarantee' = 'exactly_once_v2'`, as in ksqlDB), if any.
+    pub fn processing_guarantee(&self) -> Option<&str> {
+        [
+            "processing.guarantee",
+            "ksql.streams.processing.guarantee",
+            "processing_guarantee",
+        ]
+        .iter()
+        .find_map(|k| self.properties.get(*k))
+        .map(String::as_str)
+    }
+
     /// `auto.offset.reset` for push queries; ksqlDB's default is `latest`.
     /// Accepts both `auto.offset.reset` and `ksql.streams.auto.offset.reset`.
     pub fn offset_reset_earliest(&self) -> bool {

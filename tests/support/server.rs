@@ -133,9 +133,18 @@ impl TestServer {
 
     /// POST /ksql; panics on a transport error, returns (status, body).
     pub async fn ksql(&self, sql: &str) -> (u16, serde_json::Value) {
+        self.ksql_with(sql, serde_json::json!({})).await
+    }
+
+    /// POST /ksql with ksqlDB's `streamsProperties`.
+    pub async fn ksql_with(
+        &self,
+        sql: &str,
+        properties: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         let resp = reqwest::Client::new()
             .post(format!("{}/ksql", self.http()))
-            .json(&serde_json::json!({ "ksql": sql, "streamsProperties": {} }))
+            .json(&serde_json::json!({ "ksql": sql, "streamsProperties": properties }))
             .send()
             .await
             .expect("POST /ksql");
