@@ -420,7 +420,10 @@ impl LogBackend for KafkaBackend {
         let mut config = producer_config(&self.brokers, &self.extra);
         config
             .set("transactional.id", format!("sluice-{producer}"))
-            .set("transaction.timeout.ms", "60000");
+            // Kafka's largest by default: a long checkpoint interval must not
+            // outlive its transaction. An abandoned one (a crash) is aborted
+            // when the restarted query's producer starts, not by this timeout.
+            .set("transaction.timeout.ms", "900000");
         let inner = self.producer_writer(topic, &config).await?;
         let marker: BaseConsumer = consumer_config(
             &self.brokers,

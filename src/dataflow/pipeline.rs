@@ -295,19 +295,18 @@ impl Pipeline {
         for (name, sink) in self.sinks() {
             prepared.push((name, sink.prepare(epoch).await?));
         }
-        let Some(state) = &self.state else {
-            return Ok(());
-        };
-        for (name, bytes) in prepared {
-            if !bytes.is_empty() {
-                batch.put_sink_state(name, bytes);
+        if let Some(state) = &self.state {
+            for (name, bytes) in prepared {
+                if !bytes.is_empty() {
+                    batch.put_sink_state(name, bytes);
+                }
             }
+            let (entries, bytes) = (batch.len() as u64, batch.bytes() as u64);
+            state.commit(batch, epoch, &barrier.offsets)?;
+            QueryMetrics::add(&self.metrics.checkpoints, 1);
+            QueryMetrics::add(&self.metrics.checkpoint_entries, entries);
+            QueryMetrics::add(&self.metrics.checkpoint_bytes, bytes);
         }
-        let (entries, bytes) = (batch.len() as u64, batch.bytes() as u64);
-        state.commit(batch, epoch, &barrier.offsets)?;
-        QueryMetrics::add(&self.metrics.checkpoints, 1);
-        QueryMetrics::add(&self.metrics.checkpoint_entries, entries);
-        QueryMetrics::add(&self.metrics.checkpoint_bytes, bytes);
         for (_, sink) in self.sinks() {
             sink.commit(epoch).await?;
         }
