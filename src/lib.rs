@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod catalog;
+pub mod chunk;
 pub mod config;
 pub mod connectors;
 pub mod dataflow;

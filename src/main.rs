@@ -178,7 +178,8 @@ fn parse_properties(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 async fn nexmark_gen(args: NexmarkGenArgs) -> anyhow::Result<()> {
-    use sluice::connectors::nexmark::{export, EventType, NexmarkConfig};
+    use sluice::bench::nexmark_export as export;
+    use sluice::connectors::nexmark::{EventType, NexmarkConfig};
     anyhow::ensure!(args.events > 0, "--events must be at least 1");
     let mut tables = Vec::new();
     for t in &args.tables {

@@ -283,10 +283,10 @@ async fn exported_json_lines_hold_the_same_rows_as_the_source() {
     config.events = Some(5_000);
     config.seed = 9;
     config.partitions = 2;
-    let exported = nexmark::export::export(
+    let exported = sluice::bench::nexmark_export::export(
         &config,
         &EventType::ALL,
-        &nexmark::export::Target::Directory(out.clone()),
+        &sluice::bench::nexmark_export::Target::Directory(out.clone()),
     )
     .await
     .unwrap();

@@ -21,6 +21,7 @@ mod inprocess;
 mod kafka;
 pub mod latency;
 pub mod nexmark;
+pub mod nexmark_export;
 pub mod pull;
 pub mod state;
 pub mod usage;

@@ -22,12 +22,13 @@ use anyhow::{anyhow, bail, Context};
 use clap::ValueEnum;
 
 use super::kafka::{counter, execute, settled_records_out, Tansu, STALL_TIMEOUT};
+use super::nexmark_export as export;
 use super::usage::Meter;
 use super::{inprocess, print_row, RunResult, Scratch, TABLE_HEADER};
 use crate::catalog::SourceConnector;
 use crate::config::ServerConfig;
 use crate::connectors::kafka::KafkaBackend;
-use crate::connectors::nexmark::{self, export, EventType, NexmarkConfig};
+use crate::connectors::nexmark::{self, EventType, NexmarkConfig};
 use crate::connectors::StartFrom;
 use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::query::{QueryHandle, RunStatus};
@@ -270,7 +271,7 @@ pub(super) async fn run_inprocess(
         let SourceConnector::Nexmark(table_config) = &relation.connector else {
             bail!("{source} is not a nexmark source");
         };
-        let reader = nexmark::open_relation(&relation, table_config, &StartFrom::Earliest)?;
+        let reader = nexmark::open_relation(relation.schema(), table_config, &StartFrom::Earliest)?;
         inputs.push(SourceInput {
             relation,
             reader: Box::new(reader),

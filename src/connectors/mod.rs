@@ -5,6 +5,7 @@
 //! sees these traits, so the same query runs unchanged on either backend.
 
 pub mod file;
+pub mod generated;
 pub mod kafka;
 pub mod local_log;
 pub mod nexmark;
@@ -126,7 +127,7 @@ pub trait LogReader: Send {
 
     /// A source that generates Arrow rows itself (nexmark) returns itself here; the
     /// source task then takes chunks from it instead of decoding records.
-    fn as_chunk_source(&mut self) -> Option<&mut dyn crate::dataflow::generated::ChunkSource> {
+    fn as_chunk_source(&mut self) -> Option<&mut dyn generated::ChunkSource> {
         None
     }
 }

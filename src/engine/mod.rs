@@ -7,6 +7,7 @@ mod insert;
 pub mod metrics;
 mod params;
 mod pg_catalog;
+pub mod pg_types;
 mod query;
 pub mod result;
 pub mod session;

@@ -1009,8 +1009,8 @@ fn format_type(oid: u32, typmod: Option<i64>) -> String {
 /// and its type modifier.
 fn column_type(dt: &DataType) -> (u32, i32) {
     (
-        crate::serve::pg_type(dt).oid(),
-        crate::serve::pg_type_modifier(dt),
+        super::pg_types::pg_type(dt).oid(),
+        super::pg_types::pg_type_modifier(dt),
     )
 }
 
@@ -1424,7 +1424,7 @@ fn settings() -> Vec<(&'static str, String, &'static str)> {
         ("server_encoding", "UTF8".into(), "string"),
         (
             "server_version",
-            crate::serve::SERVER_VERSION.to_string(),
+            super::pg_types::SERVER_VERSION.to_string(),
             "string",
         ),
         ("server_version_num", "150000".into(), "integer"),
@@ -1919,7 +1919,7 @@ fn array_bound(name: &'static str, upper: bool) -> ScalarUDF {
 fn functions(source: SnapshotSource) -> Vec<ScalarUDF> {
     let version = format!(
         "PostgreSQL {} on {}-{}, compiled by rustc, 64-bit",
-        crate::serve::SERVER_VERSION,
+        super::pg_types::SERVER_VERSION,
         std::env::consts::ARCH,
         std::env::consts::OS
     );

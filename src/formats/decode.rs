@@ -18,8 +18,8 @@ use super::key::KeyDecoder;
 use super::rowtime;
 use super::strict_int;
 use crate::catalog::{Relation, ValueFormat};
+use crate::chunk::{Chunk, Op, Origin};
 use crate::connectors::LogRecord;
-use crate::dataflow::{Chunk, Op, Origin};
 use crate::error::Result;
 
 /// A record that could not be decoded; it is skipped, counted and optionally sent

@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::key::encode_keys;
 use crate::catalog::{KeyFormat, Relation, ValueFormat};
+use crate::chunk::{Chunk, Op};
 use crate::connectors::OutRecord;
-use crate::dataflow::{Chunk, Op};
 use crate::error::Result;
 
 /// Encodes rows for one relation's topic.

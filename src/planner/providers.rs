@@ -282,7 +282,7 @@ pub async fn open_reader(
             .map(|r| Box::new(r) as Box<dyn LogReader>)
             .map_err(|e| SluiceError::connector(format!("reading '{path}'"), e)),
         SourceConnector::Nexmark(config) => {
-            crate::connectors::nexmark::open_relation(relation, config, &start)
+            crate::connectors::nexmark::open_relation(relation.schema(), config, &start)
                 .map(|r| Box::new(r) as Box<dyn LogReader>)
                 .map_err(|e| SluiceError::Catalog(format!("{}: {e}", relation.name)))
         }

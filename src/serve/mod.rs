@@ -25,8 +25,7 @@ use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use crate::error::SqlPosition;
 
-/// The version string reported to clients (pgwire `server_version`, `/info`).
-pub const SERVER_VERSION: &str = concat!("15.0 (Sluice ", env!("CARGO_PKG_VERSION"), ")");
+pub use crate::engine::pg_types::SERVER_VERSION;
 
 /// Byte offset of a 1-based (line, column-in-characters) position in `text`.
 ///

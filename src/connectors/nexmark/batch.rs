@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::fields::{self, Channels, EventRng};
 use super::model::{self, Clock, EventType};
-use crate::dataflow::Chunk;
+use crate::chunk::Chunk;
 
 /// The columns of each event type, in the standard order, with their SQL types.
 pub fn columns(table: EventType) -> &'static [(&'static str, &'static str)] {

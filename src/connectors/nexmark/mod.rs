@@ -12,7 +12,6 @@
 
 pub mod batch;
 pub mod config;
-pub mod export;
 pub mod fields;
 pub mod model;
 pub mod reader;
@@ -76,14 +75,13 @@ pub fn projection(
         .collect()
 }
 
-/// Opens the source of a nexmark relation: its declared columns decide which
-/// columns are generated.
+/// Opens the source of a nexmark relation whose declared columns are
+/// `schema`: they decide which columns are generated.
 pub fn open_relation(
-    relation: &crate::catalog::Relation,
+    schema: arrow::datatypes::SchemaRef,
     config: &NexmarkConfig,
     start: &crate::connectors::StartFrom,
 ) -> Result<NexmarkReader, ColumnError> {
-    let schema = relation.schema();
     let declared: Vec<(String, DataType)> = schema
         .fields()
         .iter()

@@ -17,8 +17,8 @@ use super::batch::BatchGenerator;
 use super::config::NexmarkConfig;
 use super::fields::Channels;
 use super::model::EventType;
+use crate::connectors::generated::{ChunkSource, GeneratedRows};
 use crate::connectors::{ConnectorError, LogReader, LogRecord, StartFrom};
-use crate::dataflow::generated::{ChunkSource, GeneratedRows};
 
 pub struct NexmarkReader {
     config: NexmarkConfig,

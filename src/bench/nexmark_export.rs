@@ -8,12 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::batch;
-use super::config::NexmarkConfig;
-use super::fields::Channels;
-use super::model::EventType;
-use super::reader::NexmarkReader;
 use crate::catalog::{ColumnMeta, FormatMeta, KeyFormat, Relation, ValueFormat};
+use crate::connectors::nexmark::fields::Channels;
+use crate::connectors::nexmark::{batch, EventType, NexmarkConfig, NexmarkReader};
 use crate::connectors::{LogBackend, StartFrom};
 use crate::error::{Result, SluiceError};
 use crate::formats::RecordEncoder;
