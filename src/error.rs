@@ -48,7 +48,7 @@ pub enum SluiceError {
     Connector {
         context: String,
         #[source]
-        source: crate::connectors::ConnectorError,
+        source: ConnectorError,
     },
     #[error("state store: {0}")]
     State(String),
@@ -117,10 +117,7 @@ impl SluiceError {
         }
     }
 
-    pub fn connector(
-        context: impl Into<String>,
-        source: crate::connectors::ConnectorError,
-    ) -> Self {
+    pub fn connector(context: impl Into<String>, source: ConnectorError) -> Self {
         SluiceError::Connector {
             context: context.into(),
             source,
@@ -212,4 +209,31 @@ fn arrow_sqlstate(e: &arrow::error::ArrowError) -> &'static str {
         ArrowError::ComputeError(_) | ArrowError::InvalidArgumentError(_) => "22000",
         _ => "XX000",
     }
+}
+
+/// What a log backend (the local log, Kafka, files) reports. It lives here,
+/// below the connectors, so that [`SluiceError`] can carry it without the
+/// error types depending on the connectors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error("local log {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("local log {path} is corrupt: {detail}")]
+    Corrupt { path: String, detail: String },
+    #[error("invalid topic name '{name}': {reason}")]
+    InvalidTopicName { name: String, reason: String },
+    /// The caller asked for something the backend cannot do (a partition that does
+    /// not exist, a record larger than the log accepts, ...).
+    #[error("{0}")]
+    InvalidRequest(String),
 }

@@ -53,29 +53,7 @@ pub enum StartFrom {
     Offsets(Vec<(i32, i64)>),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectorError {
-    #[error("topic '{0}' does not exist")]
-    UnknownTopic(String),
-    #[error("topic '{0}' already exists")]
-    TopicExists(String),
-    #[error("kafka: {0}")]
-    Kafka(String),
-    #[error("local log {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("local log {path} is corrupt: {detail}")]
-    Corrupt { path: String, detail: String },
-    #[error("invalid topic name '{name}': {reason}")]
-    InvalidTopicName { name: String, reason: String },
-    /// The caller asked for something the backend cannot do (a partition that does
-    /// not exist, a record larger than the log accepts, ...).
-    #[error("{0}")]
-    InvalidRequest(String),
-}
+pub use crate::error::ConnectorError;
 
 pub type Result<T> = std::result::Result<T, ConnectorError>;
 
