@@ -67,6 +67,8 @@ use super::{
 
 mod staged;
 
+pub(crate) use staged::{create_staging_file, epoch_path, staged_epochs, sync_staging_file};
+
 const META_FILE: &str = "meta.json";
 const LOCK_FILE: &str = "LOCK";
 const META_FORMAT: u32 = 1;
@@ -83,6 +85,9 @@ pub const MAX_RECORD_BYTES: usize = 64 << 20;
 /// The sparse index gets an entry at the first frame after every this many bytes, so
 /// positioning a reader scans at most about this much.
 const INDEX_INTERVAL_BYTES: u64 = 64 << 10;
+/// A partition's encoding buffer is dropped after a write larger than this,
+/// so one exceptionally large batch does not keep its memory.
+const MAX_KEPT_BUFFER: usize = 16 << 20;
 /// Readers read partition files in chunks of this size.
 const READ_CHUNK: usize = 256 << 10;
 /// Recovery reads with a buffer of this size.
@@ -121,7 +126,7 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn io_err(path: &Path, source: io::Error) -> ConnectorError {
+pub(crate) fn io_err(path: &Path, source: io::Error) -> ConnectorError {
     ConnectorError::Io {
         path: path.display().to_string(),
         source,
@@ -277,7 +282,7 @@ fn partition_path(dir: &Path, partition: i32) -> PathBuf {
 }
 
 /// fsyncs a directory so that entries created or renamed in it are durable.
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_err(dir, e))
@@ -359,6 +364,11 @@ impl Topic {
                 Ok((self.round_robin.fetch_add(1, Ordering::Relaxed) % n as u32) as i32)
             }
         }
+    }
+
+    /// Wakes readers waiting for records of the topic (or for its deletion).
+    fn wake_readers(&self) {
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     fn check_not_deleted(&self) -> Result<()> {
@@ -452,6 +462,25 @@ impl Partition {
         }
     }
 
+    /// Undoes a failed write of frames that started at byte `start_len`: their
+    /// index entries go and the file is cut back, so the next write starts on
+    /// a frame boundary. If even that fails, the partition refuses writes
+    /// until it is reopened.
+    fn roll_back(
+        &self,
+        state: &mut PartitionState,
+        index_len: usize,
+        start_len: u64,
+        failure: &dyn std::fmt::Display,
+    ) {
+        state.index.truncate(index_len);
+        if let Err(trunc) = self.file.set_len(start_len) {
+            state.poisoned = Some(format!(
+                "write failed ({failure}) and truncation failed ({trunc})"
+            ));
+        }
+    }
+
     /// Appends `records` with one write, assigning consecutive offsets.
     fn append<'a>(&self, records: impl Iterator<Item = &'a OutRecord>) -> Result<()> {
         let mut guard = self.state.lock();
@@ -481,21 +510,14 @@ impl Partition {
         }
 
         if let Err(e) = (&*self.file).write_all(buf) {
-            state.index.truncate(index_len);
-            // Part of the batch may have reached the file; cut it off so the next append
-            // starts on a frame boundary. If even that fails, stop writing here.
-            if let Err(trunc) = self.file.set_len(start_len) {
-                state.poisoned = Some(format!(
-                    "write failed ({e}) and truncation failed ({trunc})"
-                ));
-            }
+            // Part of the batch may have reached the file.
+            self.roll_back(state, index_len, start_len, &e);
             return Err(io_err(&self.path, e));
         }
         self.committed_len
             .store(start_len + buf.len() as u64, Ordering::Release);
         self.end_offset.store(offset, Ordering::Release);
-        // Do not keep a huge buffer around after one exceptionally large batch.
-        if buf.capacity() > 16 << 20 {
+        if buf.capacity() > MAX_KEPT_BUFFER {
             *buf = Vec::new();
         }
         Ok(())
@@ -519,8 +541,7 @@ impl Partition {
         let mut buf = std::mem::take(&mut state.encode_buf);
         buf.clear();
         let result = self.write_publish(state, staged, producer, epoch, start_len, &mut buf);
-        // Do not keep a huge buffer around after one exceptionally large publish.
-        if buf.capacity() <= 16 << 20 {
+        if buf.capacity() <= MAX_KEPT_BUFFER {
             state.encode_buf = buf;
         }
         match result {
@@ -535,12 +556,7 @@ impl Partition {
                 Ok(true)
             }
             Err(e) => {
-                state.index.truncate(index_len);
-                if let Err(trunc) = self.file.set_len(start_len) {
-                    state.poisoned = Some(format!(
-                        "publish failed ({e}) and truncation failed ({trunc})"
-                    ));
-                }
+                self.roll_back(state, index_len, start_len, &e);
                 Err(e)
             }
         }
@@ -567,20 +583,7 @@ impl Partition {
         let (mut body, mut prev_body) = (Vec::new(), Vec::new());
         let mut have_prev = false;
         loop {
-            let got = read_full(&mut reader, &mut header).map_err(|e| io_err(staged, e))?;
-            let more = match got {
-                0 => false,
-                FRAME_HEADER => {
-                    let len = frame_body_len(&header).map_err(|e| corrupt(staged, e))?;
-                    body.resize(len, 0);
-                    let got = read_full(&mut reader, &mut body).map_err(|e| io_err(staged, e))?;
-                    if got < len {
-                        return Err(corrupt(staged, "staged frame cut short"));
-                    }
-                    true
-                }
-                _ => return Err(corrupt(staged, "staged frame header cut short")),
-            };
+            let more = read_staged_frame(&mut reader, staged, &mut header, &mut body)?;
             if have_prev {
                 let frame =
                     decode_frame(&prev_header, &prev_body).map_err(|e| corrupt(staged, e))?;
@@ -750,27 +753,43 @@ pub(crate) fn encode_staged(buf: &mut Vec<u8>, record: &OutRecord) -> Result<()>
 /// Every record of a file of staged frames ([`encode_staged`]), with their
 /// partitions left to the writer.
 pub(crate) fn read_staged(path: &Path) -> Result<Vec<OutRecord>> {
-    let data = fs::read(path).map_err(|e| io_err(path, e))?;
+    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let mut reader = BufReader::with_capacity(RECOVERY_BUFFER, file);
+    let (mut header, mut body) = ([0u8; FRAME_HEADER], Vec::new());
     let mut records = Vec::new();
-    let mut at = 0;
-    while at < data.len() {
-        let header = data
-            .get(at..at + FRAME_HEADER)
-            .ok_or_else(|| corrupt(path, "staged frame header cut short"))?;
-        let len = frame_body_len(header).map_err(|e| corrupt(path, e))?;
-        let body = data
-            .get(at + FRAME_HEADER..at + FRAME_HEADER + len)
-            .ok_or_else(|| corrupt(path, "staged frame cut short"))?;
-        let frame = decode_frame(header, body).map_err(|e| corrupt(path, e))?;
+    while read_staged_frame(&mut reader, path, &mut header, &mut body)? {
+        let frame = decode_frame(&header, &body).map_err(|e| corrupt(path, e))?;
         records.push(OutRecord {
             partition: None,
             timestamp: frame.timestamp,
             key: frame.key.map(Bytes::copy_from_slice),
             value: frame.value.map(Bytes::copy_from_slice),
         });
-        at += FRAME_HEADER + len;
     }
     Ok(records)
+}
+
+/// Reads the next frame of a staged file (`path`, for errors) into `header`
+/// and `body`; false at the end of the file. Staged files are synced before
+/// anyone reads them, so a frame cut short is corruption, not a torn tail.
+fn read_staged_frame(
+    reader: &mut impl Read,
+    path: &Path,
+    header: &mut [u8; FRAME_HEADER],
+    body: &mut Vec<u8>,
+) -> Result<bool> {
+    match read_full(reader, header).map_err(|e| io_err(path, e))? {
+        0 => Ok(false),
+        FRAME_HEADER => {
+            let len = frame_body_len(header).map_err(|e| corrupt(path, e))?;
+            body.resize(len, 0);
+            if read_full(reader, body).map_err(|e| io_err(path, e))? < len {
+                return Err(corrupt(path, "staged frame cut short"));
+            }
+            Ok(true)
+        }
+        _ => Err(corrupt(path, "staged frame header cut short")),
+    }
 }
 
 /// A decoded frame body, borrowing from the buffer it was read from.
@@ -1075,7 +1094,7 @@ impl LogBackend for LocalLog {
         if let Some(topic) = topics.remove(name) {
             topic.deleted.store(true, Ordering::Release);
             // Wake readers blocked in poll so they notice the deletion.
-            topic.appended.send_modify(|v| *v += 1);
+            topic.wake_readers();
         }
         let root = self.dir.clone();
         let name_owned = name.to_string();
@@ -1162,7 +1181,7 @@ impl LogWriter for LocalWriter {
             self.dirty[p] = true;
         }
         // Wake readers even on a partial failure: earlier partitions did get records.
-        self.topic.appended.send_modify(|v| *v = v.wrapping_add(1));
+        self.topic.wake_readers();
         result
     }
 

@@ -21,7 +21,7 @@
 //! <data>/kafka-staging/<topic>/<producer>/epoch-<E>.log  prepared, commit pending
 //! ```
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +33,10 @@ use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{blocking, kafka_err, KafkaWriter};
-use crate::connectors::local_log::{encode_staged, read_staged};
+use crate::connectors::local_log::{
+    create_staging_file, encode_staged, epoch_path, io_err, read_staged, staged_epochs, sync_dir,
+    sync_staging_file,
+};
 use crate::connectors::{ConnectorError, LogWriter, OutRecord, Result};
 
 /// How long a transaction call may take before the query fails (and is
@@ -41,15 +44,8 @@ use crate::connectors::{ConnectorError, LogWriter, OutRecord, Result};
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 const OPEN_FILE: &str = "open.log";
 
-fn io_err(path: &Path, source: std::io::Error) -> ConnectorError {
-    ConnectorError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 fn epoch_file(dir: &Path, epoch: u64) -> PathBuf {
-    dir.join(format!("epoch-{epoch}.log"))
+    epoch_path(dir, epoch, ".log")
 }
 
 /// The consumer group whose offset for partition 0 of the output topic
@@ -171,14 +167,7 @@ impl LogWriter for TransactionalWriter {
     async fn send(&mut self, records: Vec<OutRecord>) -> Result<()> {
         self.begin()?;
         if self.open.is_none() {
-            fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
-            let path = self.dir.join(OPEN_FILE);
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| io_err(&path, e))?;
-            self.open = Some(BufWriter::with_capacity(1 << 20, file));
+            self.open = Some(create_staging_file(&self.dir.join(OPEN_FILE))?);
         }
         self.buf.clear();
         for record in &records {
@@ -204,17 +193,13 @@ impl LogWriter for TransactionalWriter {
         self.inner.flush().await?;
         self.mark(epoch).await?;
         if let Some(open) = self.open.take() {
-            let file = open
-                .into_inner()
-                .map_err(|e| io_err(&self.dir, e.into_error()))?;
             let dir = self.dir.clone();
             blocking("syncing the staged epoch", move || {
-                file.sync_data().map_err(|e| io_err(&dir, e))?;
+                let path = dir.join(OPEN_FILE);
+                sync_staging_file(open, &path)?;
                 let prepared = epoch_file(&dir, epoch);
-                fs::rename(dir.join(OPEN_FILE), &prepared).map_err(|e| io_err(&prepared, e))?;
-                File::open(&dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| io_err(&dir, e))
+                fs::rename(&path, &prepared).map_err(|e| io_err(&prepared, e))?;
+                sync_dir(&dir)
             })
             .await?;
         }
@@ -248,25 +233,12 @@ impl LogWriter for TransactionalWriter {
         if !self.dir.exists() {
             return Ok(());
         }
-        let mut staged: Vec<u64> = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(|e| io_err(&self.dir, e))? {
-            let entry = entry.map_err(|e| io_err(&self.dir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name == OPEN_FILE {
-                let path = entry.path();
-                fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
-            } else if let Some(e) = name
-                .strip_prefix("epoch-")
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse().ok())
-            {
-                staged.push(e);
-            }
+        let open = self.dir.join(OPEN_FILE);
+        if open.exists() {
+            fs::remove_file(&open).map_err(|e| io_err(&open, e))?;
         }
-        staged.sort_unstable();
         let mut committed = None;
-        for e in staged {
+        for e in staged_epochs(&self.dir, ".log")? {
             let path = epoch_file(&self.dir, e);
             if e <= epoch {
                 let marker = match committed {

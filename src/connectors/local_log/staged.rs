@@ -72,29 +72,63 @@ impl StagedWriter {
     fn stage(&mut self, partition: usize) -> Result<&mut BufWriter<File>> {
         let slot = &mut self.open[partition];
         if slot.is_none() {
-            let dir = self.dir.join(OPEN_DIR);
-            fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-            let path = partition_path(&dir, partition as i32);
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| io_err(&path, e))?;
-            *slot = Some(BufWriter::with_capacity(1 << 20, file));
+            let path = partition_path(&self.dir.join(OPEN_DIR), partition as i32);
+            *slot = Some(create_staging_file(&path)?);
         }
         slot.as_mut().ok_or_else(|| {
             ConnectorError::InvalidRequest("staging file vanished after opening".into())
         })
     }
-
-    /// Wakes readers waiting for records of the topic.
-    fn wake_readers(&self) {
-        self.topic.appended.send_modify(|v| *v = v.wrapping_add(1));
-    }
 }
 
 fn epoch_dir(dir: &Path, epoch: u64) -> PathBuf {
-    dir.join(format!("{EPOCH_PREFIX}{epoch}"))
+    epoch_path(dir, epoch, "")
+}
+
+/// `<dir>/epoch-<epoch><suffix>`: where a prepared epoch is staged (a
+/// directory here, a file for Kafka's transactional writer).
+pub(crate) fn epoch_path(dir: &Path, epoch: u64, suffix: &str) -> PathBuf {
+    dir.join(format!("{EPOCH_PREFIX}{epoch}{suffix}"))
+}
+
+/// The epochs staged in `dir` as `epoch-<E><suffix>`, in order.
+pub(crate) fn staged_epochs(dir: &Path, suffix: &str) -> Result<Vec<u64>> {
+    let mut epochs = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        let name = entry.file_name();
+        if let Some(e) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(EPOCH_PREFIX))
+            .and_then(|n| n.strip_suffix(suffix))
+            .and_then(|n| n.parse().ok())
+        {
+            epochs.push(e);
+        }
+    }
+    epochs.sort_unstable();
+    Ok(epochs)
+}
+
+/// Opens (creating it and its directory) a file records are staged in.
+pub(crate) fn create_staging_file(path: &Path) -> Result<BufWriter<File>> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    Ok(BufWriter::with_capacity(1 << 20, file))
+}
+
+/// Writes out and syncs a staging file (`path`, for errors).
+pub(crate) fn sync_staging_file(file: BufWriter<File>, path: &Path) -> Result<()> {
+    let file = file
+        .into_inner()
+        .map_err(|e| io_err(path, e.into_error()))?;
+    file.sync_data().map_err(|e| io_err(path, e))
 }
 
 /// Publishes every partition staged in `staged` (an `epoch-E` directory) and
@@ -158,10 +192,7 @@ impl LogWriter for StagedWriter {
         blocking(move || {
             let open = dir.join(OPEN_DIR);
             for file in files {
-                let file = file
-                    .into_inner()
-                    .map_err(|e| io_err(&open, e.into_error()))?;
-                file.sync_data().map_err(|e| io_err(&open, e))?;
+                sync_staging_file(file, &open)?;
             }
             sync_dir(&open)?;
             let prepared = epoch_dir(&dir, epoch);
@@ -187,7 +218,7 @@ impl LogWriter for StagedWriter {
         self.publishing = Some(tokio::task::spawn_blocking(move || {
             let published = publish_epoch(&topic, &staged, &producer, epoch);
             // Wake readers even after a failure: earlier partitions got rows.
-            topic.appended.send_modify(|v| *v = v.wrapping_add(1));
+            topic.wake_readers();
             published
         }));
         Ok(())
@@ -205,21 +236,8 @@ impl LogWriter for StagedWriter {
             if open.exists() {
                 fs::remove_dir_all(&open).map_err(|e| io_err(&open, e))?;
             }
-            let mut staged: Vec<u64> = Vec::new();
-            for entry in fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
-                let entry = entry.map_err(|e| io_err(&dir, e))?;
-                let name = entry.file_name();
-                if let Some(e) = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix(EPOCH_PREFIX))
-                    .and_then(|n| n.parse().ok())
-                {
-                    staged.push(e);
-                }
-            }
-            staged.sort_unstable();
             let mut published = false;
-            for e in staged {
+            for e in staged_epochs(&dir, "")? {
                 let path = epoch_dir(&dir, e);
                 if e <= epoch {
                     // Committed, perhaps not (fully) published before the crash.
@@ -236,7 +254,7 @@ impl LogWriter for StagedWriter {
         })
         .await?;
         if published {
-            self.wake_readers();
+            self.topic.wake_readers();
         }
         Ok(())
     }
