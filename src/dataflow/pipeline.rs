@@ -238,9 +238,9 @@ impl Pipeline {
                         }
                     }
                     Message::Barrier(barrier) => self.commit(barrier).await?,
-                    // Every input ended: everything is out; a last barrier may follow.
-                    Message::End => self.flush().await?,
-                    Message::Watermark(_) | Message::RowErrors(_) => {}
+                    // Every input ended: the source's last barrier and the
+                    // channel's close follow, and the close flushes.
+                    Message::End | Message::Watermark(_) | Message::RowErrors(_) => {}
                 }
             }
         }
