@@ -103,7 +103,7 @@ struct ServeArgs {
     /// (WITH (processing_guarantee=...)): `exactly_once` (results become
     /// visible when their checkpoint commits) or `at_least_once` (visible at
     /// once, repeated after a crash).
-    #[arg(long, env = "SLUICE_PROCESSING_GUARANTEE", default_value = "exactly_once", value_parser = parse_guarantee)]
+    #[arg(long, env = "SLUICE_PROCESSING_GUARANTEE", default_value = "exactly_once", value_parser = sluice::catalog::ProcessingGuarantee::parse)]
     processing_guarantee: sluice::catalog::ProcessingGuarantee,
     /// Memory pull queries may use, in MiB (shared by the pull queries running
     /// at once; also the largest result one may hold).
@@ -161,11 +161,6 @@ async fn run() -> anyhow::Result<()> {
 fn parse_on_error(text: &str) -> Result<sluice::catalog::OnError, String> {
     sluice::catalog::OnError::parse(text)
         .ok_or_else(|| format!("'{text}' is neither 'continue' nor 'fail'"))
-}
-
-fn parse_guarantee(text: &str) -> Result<sluice::catalog::ProcessingGuarantee, String> {
-    sluice::catalog::ProcessingGuarantee::parse(text)
-        .ok_or_else(|| format!("'{text}' is neither 'exactly_once' nor 'at_least_once'"))
 }
 
 fn parse_properties(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {

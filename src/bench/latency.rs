@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
-
 use super::kafka::execute;
 use super::Scratch;
 use crate::catalog::ProcessingGuarantee;
@@ -165,10 +163,7 @@ pub async fn run(args: LatencyBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
     let mut guarantees = Vec::new();
     for g in &args.guarantees {
-        guarantees.push(
-            ProcessingGuarantee::parse(g)
-                .with_context(|| format!("'{g}' is neither exactly_once nor at_least_once"))?,
-        );
+        guarantees.push(ProcessingGuarantee::parse(g).map_err(anyhow::Error::msg)?);
     }
     let mut rows = Vec::new();
     for &interval in &args.intervals {

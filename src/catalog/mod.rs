@@ -66,12 +66,15 @@ pub enum ProcessingGuarantee {
 }
 
 impl ProcessingGuarantee {
-    /// Sluice's names, and ksqlDB's (`processing.guarantee`).
-    pub fn parse(text: &str) -> Option<ProcessingGuarantee> {
+    /// Sluice's names, and ksqlDB's (`processing.guarantee`); the error
+    /// says what else is accepted.
+    pub fn parse(text: &str) -> Result<ProcessingGuarantee, String> {
         match text.to_ascii_lowercase().replace('-', "_").as_str() {
-            "exactly_once" | "exactly_once_v2" => Some(ProcessingGuarantee::ExactlyOnce),
-            "at_least_once" => Some(ProcessingGuarantee::AtLeastOnce),
-            _ => None,
+            "exactly_once" | "exactly_once_v2" => Ok(ProcessingGuarantee::ExactlyOnce),
+            "at_least_once" => Ok(ProcessingGuarantee::AtLeastOnce),
+            _ => Err(format!(
+                "'{text}' is neither 'exactly_once' nor 'at_least_once'"
+            )),
         }
     }
 

@@ -632,14 +632,11 @@ impl Engine {
         };
         let processing_guarantee = match c.with.get("processing_guarantee") {
             None => session_guarantee(session)?,
-            Some(v) => Some(ProcessingGuarantee::parse(&v.value).ok_or_else(|| {
+            Some(v) => Some(ProcessingGuarantee::parse(&v.value).map_err(|e| {
                 with_error(
                     &c.with,
                     "processing_guarantee",
-                    format!(
-                        "processing_guarantee '{}' is neither 'exactly_once' nor 'at_least_once'",
-                        v.value
-                    ),
+                    format!("processing_guarantee {e}"),
                     "processing_guarantee='at_least_once' shows results before their checkpoint commits",
                 )
             })?),
@@ -1455,11 +1452,9 @@ fn declared_or_generated_columns(
 fn session_guarantee(session: &Session) -> Result<Option<ProcessingGuarantee>> {
     match session.processing_guarantee() {
         None => Ok(None),
-        Some(v) => ProcessingGuarantee::parse(v).map(Some).ok_or_else(|| {
-            SluiceError::sql(format!(
-                "processing.guarantee '{v}' is neither 'exactly_once' nor 'at_least_once'"
-            ))
-        }),
+        Some(v) => ProcessingGuarantee::parse(v)
+            .map(Some)
+            .map_err(|e| SluiceError::sql(format!("processing.guarantee {e}"))),
     }
 }
 
