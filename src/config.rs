@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// Bytes of state all queries' state tables may hold in memory before
     /// they evict cached entries (which stay readable from RocksDB).
     pub state_memory_budget: usize,
+    /// Directories whose files clients may name in file sources, file sinks
+    /// and RUN SCRIPT; empty means the data directory alone.
+    pub allowed_paths: Vec<PathBuf>,
     /// Test only: plan every persistent query with one more pass-through
     /// operator, as a later planner might (see `planner::test_variant`).
     pub test_planner_variant: bool,
@@ -41,6 +44,17 @@ pub struct ServerConfig {
 
 /// Default for `--max-query-memory`: 1 GiB.
 pub const DEFAULT_MAX_QUERY_MEMORY: usize = 1 << 30;
+
+impl ServerConfig {
+    /// `allowed_paths`, or the data directory when none are given.
+    pub fn file_roots(&self) -> Vec<PathBuf> {
+        if self.allowed_paths.is_empty() {
+            vec![self.data_dir.clone()]
+        } else {
+            self.allowed_paths.clone()
+        }
+    }
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -58,6 +72,7 @@ impl Default for ServerConfig {
             max_connections: 256,
             max_push_queries: 64,
             state_memory_budget: crate::state::budget::DEFAULT_STATE_MEMORY_BUDGET,
+            allowed_paths: Vec::new(),
             test_planner_variant: false,
         }
     }

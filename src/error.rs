@@ -70,6 +70,10 @@ pub enum SluiceError {
     Internal(String),
 }
 
+/// How to allow a refused path.
+pub const PATHS_HINT: &str = "the server reads and writes files only under its --allowed-path \
+     directories (by default its data directory)";
+
 impl SluiceError {
     pub fn sql(message: impl Into<String>) -> Self {
         SluiceError::Sql {
@@ -149,6 +153,10 @@ impl SluiceError {
                 _ => "XX000",
             },
             SluiceError::Arrow(e) => arrow_sqlstate(e),
+            SluiceError::Connector {
+                source: ConnectorError::NotAllowed { .. },
+                ..
+            } => "42501",
             SluiceError::Connector { .. } => "08006",
             SluiceError::Io { .. } => "58030",
             _ => "XX000",
@@ -168,10 +176,15 @@ impl SluiceError {
     /// An error that may go away by itself (a topic or broker that is away, a
     /// file not there yet): the query is retried instead of left stopped.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            SluiceError::Connector { .. } | SluiceError::Io { .. } | SluiceError::State(_)
-        )
+        match self {
+            // Retrying does not make a refused path allowed.
+            SluiceError::Connector {
+                source: ConnectorError::NotAllowed { .. },
+                ..
+            } => false,
+            SluiceError::Connector { .. } | SluiceError::Io { .. } | SluiceError::State(_) => true,
+            _ => false,
+        }
     }
 
     /// The message without position and hint (those are separate fields in pgwire).
@@ -185,6 +198,10 @@ impl SluiceError {
     pub fn hint(&self) -> Option<&str> {
         match self {
             SluiceError::Sql { hint, .. } => hint.as_deref(),
+            SluiceError::Connector {
+                source: ConnectorError::NotAllowed { .. },
+                ..
+            } => Some(PATHS_HINT),
             _ => None,
         }
     }
@@ -236,4 +253,8 @@ pub enum ConnectorError {
     /// not exist, a record larger than the log accepts, ...).
     #[error("{0}")]
     InvalidRequest(String),
+    /// A client named a file the server must not touch (see
+    /// `connectors::file_access`).
+    #[error("path '{path}' is not allowed: {reason}")]
+    NotAllowed { path: String, reason: String },
 }

@@ -120,6 +120,16 @@ struct ServeArgs {
     /// they evict cached entries, which stay readable from RocksDB.
     #[arg(long, env = "SLUICE_STATE_MEMORY_BUDGET_MB", default_value_t = 512)]
     state_memory_budget: u64,
+    /// A directory whose files clients may name in file sources, file sinks
+    /// and RUN SCRIPT; repeatable. Default: the data directory alone. /proc,
+    /// /sys and /dev are refused wherever they appear.
+    #[arg(
+        long = "allowed-path",
+        env = "SLUICE_ALLOWED_PATHS",
+        value_delimiter = ',',
+        value_name = "DIR"
+    )]
+    allowed_paths: Vec<PathBuf>,
     /// Directory of .sql files to run at start-up, in name order.
     #[arg(long)]
     init: Option<PathBuf>,
@@ -240,6 +250,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections.max(1),
         max_push_queries: args.max_push_queries,
         state_memory_budget: (args.state_memory_budget.max(1) as usize) << 20,
+        allowed_paths: args.allowed_paths,
         test_planner_variant: false,
     };
     let pg = tokio::net::TcpListener::bind(&config.pg_addr)

@@ -2,6 +2,7 @@
 //! the end of the input, bad lines are counted, nested objects are STRUCT columns,
 //! and a restart after the end neither repeats nor loses input.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,9 +10,11 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use sluice::config::ServerConfig;
 use sluice::engine::{Engine, Session, StatementResult};
 
-async fn start(dir: &std::path::Path) -> Arc<Engine> {
+/// An engine on `data_dir` whose clients may name files under `inputs`.
+async fn start(data_dir: &Path, inputs: &Path) -> Arc<Engine> {
     Engine::start(ServerConfig {
-        data_dir: dir.to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
+        allowed_paths: vec![inputs.to_path_buf()],
         checkpoint_interval: Duration::from_millis(100),
         dead_letter_topic: Some("dead_letters".into()),
         ..Default::default()
@@ -98,7 +101,7 @@ async fn bounded_file_stream_finishes_and_survives_restart() {
     .unwrap();
     std::fs::write(input.join("ignored.txt"), "not matched by the glob\n").unwrap();
 
-    let engine = start(&dir.path().join("data")).await;
+    let engine = start(&dir.path().join("data"), dir.path()).await;
     exec(
         &engine,
         &format!(
@@ -157,6 +160,7 @@ async fn bounded_file_stream_finishes_and_survives_restart() {
     let engine = loop {
         match Engine::start(ServerConfig {
             data_dir: dir.path().join("data"),
+            allowed_paths: vec![dir.path().to_path_buf()],
             checkpoint_interval: Duration::from_millis(100),
             ..Default::default()
         })
@@ -193,7 +197,7 @@ async fn follow_tails_a_growing_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
     std::fs::write(&file, "{\"k\": \"a\"}\n").unwrap();
-    let engine = start(&dir.path().join("data")).await;
+    let engine = start(&dir.path().join("data"), dir.path()).await;
     exec(
         &engine,
         &format!(
@@ -253,7 +257,7 @@ async fn a_join_with_a_followed_file_table_is_not_held_back() {
         "{\"user\": \"u1\"}\n{\"user\": \"u2\"}\n{\"user\": \"u1\"}\n",
     )
     .unwrap();
-    let engine = start(&dir.path().join("data")).await;
+    let engine = start(&dir.path().join("data"), dir.path()).await;
     exec(
         &engine,
         &format!(
@@ -288,7 +292,7 @@ async fn file_sinks_write_json_lines_with_ops_for_tables() {
         "{\"k\":\"a\",\"v\":1}\n{\"k\":\"b\",\"v\":5}\n{\"k\":\"a\",\"v\":2}\n",
     )
     .unwrap();
-    let engine = start(&dir.path().join("data")).await;
+    let engine = start(&dir.path().join("data"), dir.path()).await;
     let out_stream = dir.path().join("big.jsonl");
     let out_table = dir.path().join("sums.jsonl");
     exec(
@@ -353,7 +357,7 @@ async fn end_of_file_closes_every_window() {
         "{\"auction\": 1, \"bid\": {\"price\": 99}, \"ts\": 3000}\n",
     )
     .unwrap();
-    let engine = start(dir.path()).await;
+    let engine = start(dir.path(), dir.path()).await;
     exec(
         &engine,
         &format!(
@@ -385,5 +389,142 @@ async fn end_of_file_closes_every_window() {
             && l.ends_with(" 1")),
         "the 3 s bid in the second file is late: {metrics}"
     );
+    engine.shutdown().await;
+}
+
+/// The error of the one statement in `sql`.
+async fn refused(engine: &Engine, sql: &str) -> sluice::error::SluiceError {
+    let mut session = Session::new();
+    match engine.execute(&mut session, sql).await.pop() {
+        Some(Err(e)) => e,
+        other => panic!("{sql} was not refused: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reach_only_files_under_the_allowed_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let outside = tempfile::tempdir().unwrap();
+    // A file outside, a script outside, and links to them from inside.
+    let secret = outside.path().join("secret.jsonl");
+    std::fs::write(&secret, "{\"k\": \"hunter2\"}\n").unwrap();
+    let script = outside.path().join("deploy.sh");
+    std::fs::write(&script, "#!/bin/sh\necho deployed\n").unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    let inputs = data.join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    std::fs::write(inputs.join("a.jsonl"), "{\"k\": \"a\"}\n").unwrap();
+    std::os::unix::fs::symlink(&secret, inputs.join("b.jsonl")).unwrap();
+    std::os::unix::fs::symlink(&script, data.join("out.jsonl")).unwrap();
+
+    // No --allowed-path: the data directory alone.
+    let engine = Engine::start(ServerConfig {
+        data_dir: data.clone(),
+        checkpoint_interval: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .expect("engine");
+    let check = |e: &sluice::error::SluiceError, path: &str| {
+        assert_eq!(e.sqlstate(), "42501", "{path}: {e}");
+        let text = format!("{e} {}", e.hint().unwrap_or_default());
+        assert!(text.contains("not allowed"), "{path}: {text}");
+        assert!(text.contains("--allowed-path"), "{path}: {text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("root:"),
+            "{text}"
+        );
+    };
+    for path in [
+        "/etc/passwd".to_string(),
+        "/proc/self/environ".to_string(),
+        secret.display().to_string(),
+        // Climbing out with `..` is judged by where it leads.
+        format!("{}/../../..{}", data.display(), secret.display()),
+        // A glob over a directory holding a link to the secret.
+        format!("{}/*.jsonl", inputs.display()),
+        inputs.join("b.jsonl").display().to_string(),
+    ] {
+        let e = refused(
+            &engine,
+            &format!("CREATE STREAM s (k VARCHAR) WITH (connector='file', path='{path}')"),
+        )
+        .await;
+        check(&e, &path);
+    }
+    // RUN SCRIPT reports no word of a file it must not read.
+    for path in ["/etc/passwd", "/proc/self/environ"] {
+        let e = refused(&engine, &format!("RUN SCRIPT '{path}'")).await;
+        check(&e, path);
+    }
+    // Sinks: not outside, not through a link, and the script is untouched.
+    exec(
+        &engine,
+        &format!(
+            "CREATE STREAM ok_in (k VARCHAR) WITH (connector='file', path='{}')",
+            inputs.join("a.jsonl").display()
+        ),
+    )
+    .await;
+    for path in [
+        script.display().to_string(),
+        data.join("out.jsonl").display().to_string(),
+    ] {
+        let e = refused(
+            &engine,
+            &format!(
+                "CREATE STREAM o WITH (connector='file', path='{path}') AS SELECT * FROM ok_in"
+            ),
+        )
+        .await;
+        assert_eq!(e.sqlstate(), "42501", "{path}: {e}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&script).unwrap(),
+        "#!/bin/sh\necho deployed\n"
+    );
+    // Inside the data directory a sink works.
+    exec(
+        &engine,
+        &format!(
+            "CREATE STREAM copied WITH (connector='file', path='{}') AS SELECT * FROM ok_in",
+            data.join("copied.jsonl").display()
+        ),
+    )
+    .await;
+    wait_finished(&engine, "CSAS_COPIED").await;
+    assert_eq!(
+        std::fs::read_to_string(data.join("copied.jsonl")).unwrap(),
+        "{\"k\":\"a\"}\n"
+    );
+    engine.shutdown().await;
+    drop(engine);
+
+    // Allowing the other directory lets the same statement read it; /proc stays
+    // refused even when `/` is allowed.
+    let engine = Engine::start(ServerConfig {
+        data_dir: data.clone(),
+        allowed_paths: vec![outside.path().to_path_buf(), "/".into()],
+        checkpoint_interval: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .expect("engine");
+    exec(
+        &engine,
+        &format!(
+            "CREATE STREAM s (k VARCHAR) WITH (connector='file', path='{}')",
+            secret.display()
+        ),
+    )
+    .await;
+    assert_eq!(rows(&engine, "SELECT k FROM s").await, vec!["hunter2"]);
+    let e = refused(
+        &engine,
+        "CREATE STREAM env (k VARCHAR) WITH (connector='file', path='/proc/self/environ')",
+    )
+    .await;
+    assert_eq!(e.sqlstate(), "42501", "{e}");
     engine.shutdown().await;
 }

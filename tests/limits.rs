@@ -442,8 +442,23 @@ async fn resources_are_bounded_with_clear_errors() {
         .expect("an aggregate over the same join fits");
     assert!(!count.is_empty());
 
-    // RUN SCRIPT reads regular files only.
+    // RUN SCRIPT reads regular files only: a device is refused wherever it
+    // is, a FIFO in the data directory would never end.
     let (status, body) = server.ksql("RUN SCRIPT '/dev/zero';").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not allowed"),
+        "{body}"
+    );
+    let fifo = dir.path().join("data").join("script.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (status, body) = server
+        .ksql(&format!("RUN SCRIPT '{}';", fifo.display()))
+        .await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["message"]

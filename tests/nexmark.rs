@@ -293,7 +293,12 @@ async fn exported_json_lines_hold_the_same_rows_as_the_source() {
     let counts: Vec<u64> = exported.iter().map(|e| e.rows).collect();
     assert_eq!(counts, vec![100, 300, 4_600]);
 
-    let engine = start(&dir.path().join("data")).await;
+    let engine = Engine::start(sluice::config::ServerConfig {
+        allowed_paths: vec![out.clone()],
+        ..engine_config(&dir.path().join("data"))
+    })
+    .await
+    .expect("engine");
     for table in EventType::ALL {
         let name = table.name();
         let columns = nexmark::batch::columns(table)

@@ -38,8 +38,11 @@ fn sluice_run(file: &Path, server: &TestServer) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelines_from_files_pull_and_push_over_both_protocols() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("data"), &[]);
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--allowed-path", examples.to_str().unwrap()],
+    );
 
     // `sluice run` twice: the second run must be a no-op, not an error.
     for round in 0..2 {

@@ -113,6 +113,11 @@ pub(super) async fn plan_sql(
         .with_default_catalog_and_schema("sluice", "public");
     let ctx = SessionContext::new_with_config(session_config);
     crate::functions::register(&ctx)?;
+    // Planning never reads: the scratch directory is all it could.
+    let files = Arc::new(
+        crate::connectors::file_access::FileAccess::new(&[scratch.to_path_buf()])
+            .map_err(|e| SluiceError::io("the planning directory", e))?,
+    );
     let mut catalog = Catalog::default();
     for relation in relations {
         ctx.register_table(
@@ -120,6 +125,7 @@ pub(super) async fn plan_sql(
             Arc::new(TopicProvider {
                 relation: relation.clone(),
                 backend: backend.clone(),
+                files: files.clone(),
             }),
         )?;
         catalog
@@ -133,6 +139,7 @@ pub(super) async fn plan_sql(
             Arc::new(TopicProvider {
                 relation: users.clone(),
                 backend: backend.clone(),
+                files: files.clone(),
             }),
         )?;
         catalog.relations.insert("users".into(), users);

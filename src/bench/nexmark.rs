@@ -437,9 +437,10 @@ async fn run_files(
     }
     let dir = scratch.join("files");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let exported = export::export(config, &tables, &export::Target::Directory(dir)).await?;
+    let exported = export::export(config, &tables, &export::Target::Directory(dir.clone())).await?;
     let engine = Engine::start(ServerConfig {
         data_dir: scratch.join("engine-files"),
+        allowed_paths: vec![dir],
         kafka_brokers: None,
         checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms.max(10)),
         ..Default::default()

@@ -14,25 +14,34 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::file_access::FileAccess;
 use super::{ConnectorError, LogReader, LogRecord, Result, StartFrom};
 
-/// The files `path` names, in name order.
-pub fn list_files(path: &str) -> Result<Vec<PathBuf>> {
+/// The files `path` names, in name order; each one must be readable under
+/// `access` (a link in an allowed directory may point anywhere).
+pub fn list_files(path: &str, access: &FileAccess) -> Result<Vec<PathBuf>> {
     let io = |e: std::io::Error| ConnectorError::Io {
         path: path.to_string(),
         source: e,
     };
     let p = Path::new(path);
+    let globbed = p
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains('*'));
+    // Refuse before listing, so a refused directory's contents are not probed.
+    if globbed {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        access.readable(&dir.unwrap_or(Path::new(".")).to_string_lossy())?;
+    } else {
+        access.readable(path)?;
+    }
     let mut files: Vec<PathBuf> = if p.is_dir() {
         std::fs::read_dir(p)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|f| f.is_file())
             .collect()
-    } else if p
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().contains('*'))
-    {
+    } else if globbed {
         let pattern = p
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -59,6 +68,9 @@ pub fn list_files(path: &str) -> Result<Vec<PathBuf>> {
         )));
     };
     files.sort();
+    for f in &files {
+        access.readable(&f.to_string_lossy())?;
+    }
     Ok(files)
 }
 
@@ -101,8 +113,13 @@ pub struct FileReader {
 }
 
 impl FileReader {
-    pub fn open(path: &str, start: StartFrom, follow: bool) -> Result<FileReader> {
-        let files = list_files(path)?;
+    pub fn open(
+        path: &str,
+        access: &FileAccess,
+        start: StartFrom,
+        follow: bool,
+    ) -> Result<FileReader> {
+        let files = list_files(path, access)?;
         let mut first = vec![0u64; files.len()];
         if let StartFrom::Offsets(offsets) = &start {
             for (p, o) in offsets {
@@ -268,15 +285,19 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
-    pub fn create(path: &str, changelog: bool) -> Result<FileWriter> {
+    pub fn create(path: &str, access: &FileAccess, changelog: bool) -> Result<FileWriter> {
+        use std::os::unix::fs::OpenOptionsExt;
         let io = |e: std::io::Error| ConnectorError::Io {
             path: path.to_string(),
             source: e,
         };
+        let target = access.writable(path)?;
+        // O_NOFOLLOW: a link swapped in after the check is not followed either.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(path)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&target)
             .map_err(io)?;
         Ok(FileWriter {
             path: PathBuf::from(path),
@@ -378,6 +399,10 @@ mod tests {
     use super::*;
     use crate::connectors::{LogWriter, OutRecord};
 
+    fn allow(dir: &Path) -> FileAccess {
+        FileAccess::new(&[dir.to_path_buf()]).unwrap()
+    }
+
     fn line(text: &str) -> OutRecord {
         OutRecord {
             key: None,
@@ -393,7 +418,7 @@ mod tests {
         let path = dir.path().join("out.jsonl");
         std::fs::write(&path, "{\"before\":0}\n").unwrap();
         let path = path.to_str().unwrap();
-        let mut w = FileWriter::create(path, false).unwrap();
+        let mut w = FileWriter::create(path, &allow(dir.path()), false).unwrap();
         // First start: what the file held is the baseline.
         w.recover(0, None).await.unwrap();
         let base = w.prepare(0).await.unwrap();
@@ -403,7 +428,7 @@ mod tests {
         w.send(vec![line("{\"x\":2}")]).await.unwrap();
         w.prepare(2).await.unwrap();
         drop(w); // the crash: epoch 2 never committed
-        let mut w = FileWriter::create(path, false).unwrap();
+        let mut w = FileWriter::create(path, &allow(dir.path()), false).unwrap();
         w.recover(1, Some(&one)).await.unwrap();
         assert_eq!(
             std::fs::read_to_string(path).unwrap(),
@@ -428,7 +453,7 @@ mod tests {
         std::fs::write(dir.path().join("b.jsonl"), "{\"x\":3}\n").unwrap();
         std::fs::write(dir.path().join("a.jsonl"), "{\"x\":1}\n\n{\"x\":2}").unwrap();
         let path = dir.path().to_str().unwrap();
-        let mut r = FileReader::open(path, StartFrom::Earliest, false).unwrap();
+        let mut r = FileReader::open(path, &allow(dir.path()), StartFrom::Earliest, false).unwrap();
         let recs = r.poll(100, Duration::from_millis(1)).await.unwrap();
         let got: Vec<(i32, i64, String)> = recs
             .iter()
@@ -455,8 +480,13 @@ mod tests {
         );
         assert!(r.caught_up().await.unwrap());
         // Resuming at the next offsets seeks past what was read.
-        let mut r =
-            FileReader::open(path, StartFrom::Offsets(vec![(0, 8), (1, 8)]), false).unwrap();
+        let mut r = FileReader::open(
+            path,
+            &allow(dir.path()),
+            StartFrom::Offsets(vec![(0, 8), (1, 8)]),
+            false,
+        )
+        .unwrap();
         let recs = r.poll(100, Duration::from_millis(1)).await.unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].offset, 15);
@@ -465,7 +495,7 @@ mod tests {
             format!("{}:3", dir.path().join("a.jsonl").display())
         );
         let glob = format!("{path}/a*");
-        assert_eq!(list_files(&glob).unwrap().len(), 1);
-        assert!(list_files("/no/such/file.jsonl").is_err());
+        assert_eq!(list_files(&glob, &allow(dir.path())).unwrap().len(), 1);
+        assert!(list_files("/no/such/file.jsonl", &allow(dir.path())).is_err());
     }
 }

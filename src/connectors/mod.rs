@@ -5,6 +5,7 @@
 //! sees these traits, so the same query runs unchanged on either backend.
 
 pub mod file;
+pub mod file_access;
 pub mod generated;
 pub mod kafka;
 pub mod local_log;

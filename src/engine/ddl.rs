@@ -10,7 +10,7 @@ use crate::catalog::{
     ColumnMeta, FormatMeta, KeyFormat, OnError, ProcessingGuarantee, QueryMeta, QueryStatus,
     Relation, SourceConnector, ValueFormat,
 };
-use crate::connectors::StartFrom;
+use crate::connectors::{ConnectorError, StartFrom};
 use crate::dataflow::dead_letter::DeadLetters;
 use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::pipeline::{NullSink, Pipeline, Sink, TopicSink};
@@ -90,6 +90,20 @@ fn with_error(with: &WithOptions, key: &str, message: String, hint: &str) -> Slu
         with.get(key).map(|v| v.position),
         Some(hint.into()),
     )
+}
+
+/// A file path a client named was refused or could not be used. A refusal is a
+/// privilege error (42501), as Postgres reports `COPY … FROM '/etc/shadow'`.
+fn path_error(with: &WithOptions, path: &str, e: ConnectorError, hint: &str) -> SluiceError {
+    match e {
+        ConnectorError::NotAllowed { reason, .. } => SluiceError::Sql {
+            message: format!("path '{path}' is not allowed: {reason}"),
+            position: with.get("path").map(|v| v.position),
+            hint: Some(crate::error::PATHS_HINT.into()),
+            sqlstate: "42501",
+        },
+        other => with_error(with, "path", format!("path '{path}': {other}"), hint),
+    }
 }
 
 fn parse_topic_options(
@@ -478,14 +492,15 @@ impl Engine {
                 }
             }
             SourceConnector::File { path, .. } => {
-                let files = crate::connectors::file::list_files(path).map_err(|e| {
-                    with_error(
-                        &c.with,
-                        "path",
-                        format!("path '{path}': {e}"),
-                        "name a file, a directory or a glob such as /data/events-*.jsonl",
-                    )
-                })?;
+                let files =
+                    crate::connectors::file::list_files(path, &self.file_access).map_err(|e| {
+                        path_error(
+                            &c.with,
+                            path,
+                            e,
+                            "name a file, a directory or a glob such as /data/events-*.jsonl",
+                        )
+                    })?;
                 relation.topic = path.clone();
                 relation.partitions = files.len() as i32;
             }
@@ -725,16 +740,12 @@ impl Engine {
                     ));
                 }
                 // Create it now so mistakes in the path show before the query runs.
-                crate::connectors::file::FileWriter::create(path, relation.is_table()).map_err(
-                    |e| {
-                        with_error(
-                            &c.with,
-                            "path",
-                            format!("path '{path}': {e}"),
-                            "the directory must exist",
-                        )
-                    },
-                )?;
+                crate::connectors::file::FileWriter::create(
+                    path,
+                    &self.file_access,
+                    relation.is_table(),
+                )
+                .map_err(|e| path_error(&c.with, path, e, "the directory must exist"))?;
                 relation.topic = path.clone();
                 relation.partitions = 1;
             }
@@ -1002,9 +1013,14 @@ impl Engine {
                 StartFrom::Offsets(o) => o.iter().copied().collect(),
                 _ => BTreeMap::new(),
             };
-            let reader =
-                crate::planner::providers::open_reader(&self.backend, &relation, start, true)
-                    .await?;
+            let reader = crate::planner::providers::open_reader(
+                &self.backend,
+                &self.file_access,
+                &relation,
+                start,
+                true,
+            )
+            .await?;
             inputs.push(SourceInput {
                 // A file source without follow (or a nexmark source with a number
                 // of events) ends; the query then finishes when all inputs have.
@@ -1046,8 +1062,12 @@ impl Engine {
         } else {
             let writer: Box<dyn crate::connectors::LogWriter> = match &sink_rel.connector {
                 SourceConnector::File { path, .. } => Box::new(
-                    crate::connectors::file::FileWriter::create(path, sink_rel.is_table())
-                        .map_err(|e| SluiceError::connector(format!("writing '{path}'"), e))?,
+                    crate::connectors::file::FileWriter::create(
+                        path,
+                        &self.file_access,
+                        sink_rel.is_table(),
+                    )
+                    .map_err(|e| SluiceError::connector(format!("writing '{path}'"), e))?,
                 ),
                 SourceConnector::Nexmark(_) => {
                     return Err(SluiceError::Internal(format!(

@@ -27,6 +27,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::catalog::{Catalog, CatalogFile, Relation};
 use crate::config::ServerConfig;
+use crate::connectors::file_access::FileAccess;
 use crate::connectors::kafka::KafkaBackend;
 use crate::connectors::local_log::LocalLog;
 use crate::connectors::SharedBackend;
@@ -43,6 +44,8 @@ pub use session::Session;
 pub struct Engine {
     config: ServerConfig,
     backend: SharedBackend,
+    /// Which files clients may have the server read and write.
+    file_access: Arc<FileAccess>,
     state: StateStore,
     catalog_file: CatalogFile,
     catalog: RwLock<Catalog>,
@@ -96,6 +99,10 @@ impl Engine {
         let state = StateStore::open(&config.data_dir.join("state"))?.with_budget(
             crate::state::budget::MemoryBudget::new(config.state_memory_budget),
         );
+        let file_access = Arc::new(
+            FileAccess::new(&config.file_roots())
+                .map_err(|e| SluiceError::io("checking --allowed-path", e))?,
+        );
         let catalog_file = CatalogFile::new(&config.data_dir);
         let catalog = catalog_file.load()?;
         let session_config = SessionConfig::new()
@@ -113,6 +120,7 @@ impl Engine {
         let engine = Arc::new(Engine {
             config,
             backend,
+            file_access,
             state,
             catalog_file,
             catalog: RwLock::new(catalog),
@@ -193,6 +201,7 @@ impl Engine {
             Arc::new(TopicProvider {
                 relation: relation.clone(),
                 backend: self.backend.clone(),
+                files: self.file_access.clone(),
             })
         };
         self.ctx.deregister_table(name.as_str())?;
@@ -341,7 +350,7 @@ impl Engine {
                 "RUN SCRIPT nested more than 8 deep (does a script run itself?)",
             ));
         }
-        let text = read_script(path).await?;
+        let text = read_script(&self.file_access, path).await?;
         let statements = parse_script(&text).map_err(|e| match e {
             SluiceError::Sql {
                 message,
@@ -465,9 +474,13 @@ pub const MAX_SCRIPT_BYTES: u64 = 16 << 20;
 
 /// A script's text: only a regular file of at most [`MAX_SCRIPT_BYTES`] (a
 /// device or FIFO would never end, a huge file would fill memory).
-async fn read_script(path: &str) -> Result<String> {
+async fn read_script(access: &FileAccess, path: &str) -> Result<String> {
     use tokio::io::AsyncReadExt;
-    let meta = tokio::fs::metadata(path)
+    // Opened by its resolved name, the one the check allowed.
+    let resolved = access
+        .readable(path)
+        .map_err(|e| SluiceError::connector("RUN SCRIPT", e))?;
+    let meta = tokio::fs::metadata(&resolved)
         .await
         .map_err(|e| SluiceError::io(format!("reading script '{path}'"), e))?;
     if !meta.is_file() {
@@ -485,7 +498,7 @@ async fn read_script(path: &str) -> Result<String> {
             "split the script into several files",
         ));
     }
-    let file = tokio::fs::File::open(path)
+    let file = tokio::fs::File::open(&resolved)
         .await
         .map_err(|e| SluiceError::io(format!("reading script '{path}'"), e))?;
     // The file may have grown since it was measured: read no more than the limit.

@@ -136,9 +136,14 @@ impl Engine {
             } else {
                 start.clone()
             };
-            let reader =
-                crate::planner::providers::open_reader(&self.backend, &relation, from, true)
-                    .await?;
+            let reader = crate::planner::providers::open_reader(
+                &self.backend,
+                &self.file_access,
+                &relation,
+                from,
+                true,
+            )
+            .await?;
             inputs.push(SourceInput {
                 relation,
                 reader,

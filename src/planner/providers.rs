@@ -22,6 +22,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::catalog::{Relation, SourceConnector};
 use crate::connectors::file::FileReader;
+use crate::connectors::file_access::FileAccess;
 use crate::connectors::{LogReader, SharedBackend, StartFrom};
 use crate::error::SluiceError;
 use crate::formats::RecordDecoder;
@@ -259,6 +260,9 @@ fn bytes_order_is_sql_order(t: &arrow::datatypes::DataType) -> bool {
 pub struct TopicProvider {
     pub relation: Relation,
     pub backend: SharedBackend,
+    /// Confines a file stream's scan (its path was checked when created, but
+    /// the files it lists may have changed since).
+    pub files: Arc<FileAccess>,
 }
 
 impl fmt::Debug for TopicProvider {
@@ -273,14 +277,17 @@ impl fmt::Debug for TopicProvider {
 /// keeps a `follow = true` file source waiting for new lines.
 pub async fn open_reader(
     backend: &SharedBackend,
+    files: &FileAccess,
     relation: &Relation,
     start: StartFrom,
     tail: bool,
 ) -> crate::error::Result<Box<dyn LogReader>> {
     match &relation.connector {
-        SourceConnector::File { path, follow } => FileReader::open(path, start, *follow && tail)
-            .map(|r| Box::new(r) as Box<dyn LogReader>)
-            .map_err(|e| SluiceError::connector(format!("reading '{path}'"), e)),
+        SourceConnector::File { path, follow } => {
+            FileReader::open(path, files, start, *follow && tail)
+                .map(|r| Box::new(r) as Box<dyn LogReader>)
+                .map_err(|e| SluiceError::connector(format!("reading '{path}'"), e))
+        }
         SourceConnector::Nexmark(config) => {
             crate::connectors::nexmark::open_relation(relation.schema(), config, &start)
                 .map(|r| Box::new(r) as Box<dyn LogReader>)
@@ -297,6 +304,7 @@ impl TopicProvider {
     pub async fn read_all(
         relation: &Relation,
         backend: &SharedBackend,
+        files: &FileAccess,
     ) -> crate::error::Result<Vec<RecordBatch>> {
         if let SourceConnector::Nexmark(config) = &relation.connector {
             if config.events.is_none() {
@@ -309,7 +317,7 @@ impl TopicProvider {
                 ));
             }
         }
-        let mut reader = open_reader(backend, relation, StartFrom::Earliest, false).await?;
+        let mut reader = open_reader(backend, files, relation, StartFrom::Earliest, false).await?;
         let mut decoder = RecordDecoder::new(relation)?;
         let mut batches = Vec::new();
         loop {
@@ -363,7 +371,7 @@ impl TableProvider for TopicProvider {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batches = Self::read_all(&self.relation, &self.backend)
+        let batches = Self::read_all(&self.relation, &self.backend, &self.files)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(MemorySourceConfig::try_new_exec(
