@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+# curl is the HTTPS client of the TLS tests.
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"

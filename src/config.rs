@@ -37,6 +37,14 @@ pub struct ServerConfig {
     /// Directories whose files clients may name in file sources, file sinks
     /// and RUN SCRIPT; empty means the data directory alone.
     pub allowed_paths: Vec<PathBuf>,
+    /// `name:secret` lines (SCRAM-SHA-256 verifiers or passwords); with it
+    /// every pgwire and HTTP client must authenticate.
+    pub users_file: Option<PathBuf>,
+    /// PEM certificate chain and private key: TLS on pgwire, HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Serve a non-loopback address without `users_file`.
+    pub allow_unauthenticated: bool,
     /// Test only: plan every persistent query with one more pass-through
     /// operator, as a later planner might (see `planner::test_variant`).
     pub test_planner_variant: bool,
@@ -73,6 +81,10 @@ impl Default for ServerConfig {
             max_push_queries: 64,
             state_memory_budget: crate::state::budget::DEFAULT_STATE_MEMORY_BUDGET,
             allowed_paths: Vec::new(),
+            users_file: None,
+            tls_cert: None,
+            tls_key: None,
+            allow_unauthenticated: false,
             test_planner_variant: false,
         }
     }

@@ -35,6 +35,9 @@ enum Command {
     /// Measure events/second of continuous queries over generated pageviews
     /// (`sluice bench nexmark` for the Nexmark queries).
     Bench(sluice::bench::BenchArgs),
+    /// Print a SCRAM-SHA-256 verifier for a password read from standard input,
+    /// for a line `name:<verifier>` of the users file.
+    HashPassword,
     /// Write generated Nexmark events as JSON lines, one file or topic per event
     /// type, so other engines (and the Kafka benchmark) read the same data.
     NexmarkGen(NexmarkGenArgs),
@@ -130,6 +133,32 @@ struct ServeArgs {
         value_name = "DIR"
     )]
     allowed_paths: Vec<PathBuf>,
+    /// Users that may connect, one `name:secret` per line (a SCRAM-SHA-256
+    /// verifier from `sluice hash-password`, or a password). With it every
+    /// pgwire client authenticates with SCRAM and every HTTP client with
+    /// basic auth.
+    #[arg(long, env = "SLUICE_USERS_FILE", value_name = "FILE")]
+    users_file: Option<PathBuf>,
+    /// PEM certificate chain: TLS on pgwire (sslmode=require) and HTTPS.
+    #[arg(
+        long,
+        env = "SLUICE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "SLUICE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Serve a non-loopback address without --users-file (anyone who can
+    /// reach the port may query, change pipelines and read allowed files).
+    #[arg(long, env = "SLUICE_ALLOW_UNAUTHENTICATED")]
+    allow_unauthenticated: bool,
     /// Directory of .sql files to run at start-up, in name order.
     #[arg(long)]
     init: Option<PathBuf>,
@@ -165,6 +194,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Run { file, server } => run_file(&file, &server).await,
         Command::Bench(args) => sluice::bench::run(args).await,
         Command::NexmarkGen(args) => nexmark_gen(args).await,
+        Command::HashPassword => hash_password(),
     }
 }
 
@@ -228,6 +258,23 @@ async fn nexmark_gen(args: NexmarkGenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sluice hash-password`: the first line of standard input becomes a verifier.
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("no password on standard input (echo -n 'secret' | sluice hash-password)");
+    }
+    println!(
+        "{}",
+        sluice::serve::security::users::Verifier::new(password)
+    );
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut kafka_properties = Vec::new();
     for p in &args.kafka_properties {
@@ -251,8 +298,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_push_queries: args.max_push_queries,
         state_memory_budget: (args.state_memory_budget.max(1) as usize) << 20,
         allowed_paths: args.allowed_paths,
+        users_file: args.users_file,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        allow_unauthenticated: args.allow_unauthenticated,
         test_planner_variant: false,
     };
+    let security = sluice::serve::security::Security::from_config(&config)?;
+    // Before binding: a refused listener must never accept a connection.
+    for (listener, addr) in [("pgwire", &config.pg_addr), ("HTTP", &config.http_addr)] {
+        for resolved in tokio::net::lookup_host(addr)
+            .await
+            .with_context(|| format!("resolving the {listener} address {addr}"))?
+        {
+            security.check_exposure(listener, resolved)?;
+        }
+    }
     let pg = tokio::net::TcpListener::bind(&config.pg_addr)
         .await
         .with_context(|| format!("binding the Postgres listener on {}", config.pg_addr))?;
@@ -278,16 +339,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let pg_task = tokio::spawn(sluice::serve::pgwire::serve_pgwire(
-        engine.clone(),
-        pg,
-        stopped(stop_rx.clone()),
-    ));
-    let http_task = tokio::spawn(sluice::serve::http::serve_http(
-        engine.clone(),
-        http,
-        stopped(stop_rx.clone()),
-    ));
+    let pg_task = tokio::spawn({
+        let (engine, security, stop) = (engine.clone(), security.clone(), stop_rx.clone());
+        async move { sluice::serve::pgwire::serve_pgwire(engine, &security, pg, stopped(stop)).await }
+    });
+    let http_task = tokio::spawn({
+        let (engine, security, stop) = (engine.clone(), security.clone(), stop_rx.clone());
+        async move { sluice::serve::http::serve_http(engine, &security, http, stopped(stop)).await }
+    });
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

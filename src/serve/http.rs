@@ -59,6 +59,14 @@
 //!  "statementText": "...", "entities": [...]}
 //! ```
 //!
+//! ## Authentication and TLS
+//!
+//! With a users file every endpoint but `/healthz` needs HTTP basic auth
+//! (`Authorization: Basic …`, checked against the same SCRAM verifiers as
+//! pgwire); without it the answer is 401 with `WWW-Authenticate` and
+//! `{"@type": "generic_error", "error_code": 40100, ...}`, as ksqlDB answers.
+//! With a certificate the listener speaks HTTPS only (ALPN h2 and http/1.1).
+//!
 //! `line`/`column`/`hint` are `null` when unknown; positions are relative to
 //! the submitted text; `entities` holds the results of the statements that ran
 //! before the failing one. Malformed requests get HTTP 400 with
@@ -89,6 +97,8 @@ use tokio::sync::watch;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use super::arrow_convert::{sql_type_name, write_json_rows, JsonRowLayout};
+use super::security::users::Users;
+use super::security::Security;
 use super::split_statements;
 use crate::engine::result::{BatchStream, StatementResult};
 use crate::engine::session::Session;
@@ -121,6 +131,7 @@ fn router_with_shutdown(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) ->
 /// push queries stop) and waits for in-flight requests to finish.
 pub async fn serve_http<F>(
     engine: Arc<Engine>,
+    security: &Security,
     listener: TcpListener,
     shutdown: F,
 ) -> anyhow::Result<()>
@@ -129,7 +140,17 @@ where
 {
     let (tx, rx) = watch::channel(false);
     let max_connections = engine.config().max_connections;
-    let app = router_with_shutdown(engine, rx);
+    let mut app = router_with_shutdown(engine, rx);
+    if let Some(users) = &security.users {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            users.clone(),
+            basic_auth,
+        ));
+    }
+    let tls = match &security.tls {
+        Some(tls) => Some(tls.acceptor(&[b"h2", b"http/1.1"])?),
+        None => None,
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client that never finishes its headers is dropped, not held open.
     builder
@@ -162,11 +183,35 @@ where
             None => Router::new().fallback(too_many_connections),
         };
         let service = TowerToHyperService::new(service);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
-        let conn = graceful.watch(conn.into_owned());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(tls) => {
+                    // A client that never finishes its handshake is dropped like
+                    // one that never finishes its headers.
+                    let stream =
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(socket)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "HTTPS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
         });
@@ -183,6 +228,60 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The largest request body (a script of statements).
 const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Lets a request through with the credentials of a user in the users file;
+/// `/healthz` stays open for load balancers (it tells nothing but "up").
+async fn basic_auth(
+    State(users): State<Arc<Users>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
+    let credentials = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(basic_credentials);
+    if let Some((user, password)) = credentials {
+        // PBKDF2 takes milliseconds on purpose: off the async workers.
+        let ok = tokio::task::spawn_blocking(move || users.check_password(&user, &password))
+            .await
+            .unwrap_or(false);
+        if ok {
+            return next.run(request).await;
+        }
+    }
+    let mut response = json_response(
+        StatusCode::UNAUTHORIZED,
+        json!({
+            "@type": "generic_error",
+            "error_code": 40100,
+            "message": "authentication required: HTTP basic auth with a user of the server's users file",
+        }),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"sluice\", charset=\"UTF-8\""),
+    );
+    response
+}
+
+/// `user` and `password` of an `Authorization: Basic …` header.
+fn basic_credentials(header: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
 
 async fn too_many_connections() -> Response {
     json_response(

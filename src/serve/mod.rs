@@ -17,6 +17,7 @@
 mod arrow_convert;
 pub mod http;
 pub mod pgwire;
+pub mod security;
 
 pub use arrow_convert::{pg_type, pg_type_modifier, sql_type_name};
 

@@ -22,7 +22,12 @@
 //!
 //! Query cancellation (psql's Ctrl-C, `pg_cancel_backend`-style CancelRequest)
 //! and the client disconnecting both drop the engine's result stream, which
-//! stops a push query. No authentication is performed.
+//! stops a push query.
+//!
+//! With a users file, every connection authenticates with SCRAM-SHA-256 (and
+//! SCRAM-SHA-256-PLUS, bound to the certificate, over TLS); a wrong password
+//! or an unknown user is `FATAL 28P01` alike. With a certificate, pgwire
+//! answers `SSLRequest`; see [`super::security`].
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -35,9 +40,12 @@ use async_trait::async_trait;
 use datafusion::scalar::ScalarValue;
 use futures::channel::oneshot;
 use futures::{stream, FutureExt, Sink, SinkExt, Stream, StreamExt};
+use pgwire::api::auth::mechanism::AuthMechanismFactory;
+use pgwire::api::auth::sasl::scram::{ScramAuth, ScramSecret};
+use pgwire::api::auth::sasl::{SaslMechanismFactory, SaslMechanisms};
 use pgwire::api::auth::{
-    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
-    DefaultServerParameterProvider, StartupHandler,
+    protocol_negotiation, save_startup_parameters_to_metadata, AuthDriver, AuthOutcome, AuthSource,
+    DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
@@ -48,9 +56,8 @@ use pgwire::api::results::{
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
-    PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator, Type, DEFAULT_NAME, METADATA_APPLICATION_NAME,
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, PgWireConnectionState,
+    PgWireServerHandlers, Type, DEFAULT_NAME, METADATA_APPLICATION_NAME, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
@@ -70,6 +77,8 @@ use super::arrow_convert::{
     arrow_type_for_pg, field_infos, numeric_from_binary, pg_type, CopyEncoder, CopyFormat,
     CopyOptions, PgRowEncoder, PG_EPOCH_DAYS, PG_EPOCH_MICROS,
 };
+use super::security::users::Users;
+use super::security::Security;
 use super::{significant_tokens, token_start, translate_position, SERVER_VERSION};
 use crate::engine::result::{BatchStream, StatementResult};
 use crate::engine::session::Session;
@@ -85,6 +94,7 @@ use crate::error::SluiceError;
 /// descriptors) are logged and retried, never fatal.
 pub async fn serve_pgwire<F>(
     engine: Arc<Engine>,
+    security: &Security,
     listener: TcpListener,
     shutdown: F,
 ) -> anyhow::Result<()>
@@ -92,7 +102,12 @@ where
     F: Future<Output = ()> + Send,
 {
     let max_connections = engine.config().max_connections;
-    let server = Arc::new(PgServer::new(engine));
+    let tls = match &security.tls {
+        // PostgreSQL 17's direct TLS negotiates ALPN "postgresql".
+        Some(tls) => Some(tls.acceptor(&[b"postgresql"])?),
+        None => None,
+    };
+    let server = Arc::new(PgServer::new(engine, security)?);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -104,8 +119,9 @@ where
                     // it with Postgres' own "too many clients" error.
                     let refuse = connections.len() >= max_connections;
                     let handlers = PgHandlers::new(Arc::clone(&server), &socket, refuse);
+                    let tls = tls.clone();
                     connections.spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!(%peer, error = %e, "pgwire connection ended with an error");
                         }
                     });
@@ -138,12 +154,35 @@ struct PgServer {
     engine: Arc<Engine>,
     /// Maps (pid, secret) from BackendKeyData to running queries, for cancel.
     cancels: Arc<ConnectionManager>,
-    pids: RandomPidSecretKeyGenerator,
-    parameters: DefaultServerParameterProvider,
+    /// Finishes the startup: pid and secret, cancel registration, server
+    /// parameters.
+    driver: AuthDriver<Arc<DefaultServerParameterProvider>>,
+    /// SCRAM for plain connections, and with channel binding for TLS ones
+    /// (offering SCRAM-SHA-256-PLUS without TLS would make libpq refuse);
+    /// `None` without a users file.
+    scram: Option<(SaslMechanisms, SaslMechanisms)>,
+}
+
+/// The users file as pgwire's SCRAM exchange asks for it.
+#[derive(Debug)]
+struct UsersSource(Arc<Users>);
+
+#[async_trait]
+impl AuthSource for UsersSource {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        // Only SCRAM is offered, which asks for the verifier below.
+        Err(PgWireError::InvalidPassword(
+            login.user().unwrap_or_default().to_string(),
+        ))
+    }
+
+    async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
+        Ok((self.0.scram_secret(login.user().unwrap_or_default()), None))
+    }
 }
 
 impl PgServer {
-    fn new(engine: Arc<Engine>) -> Self {
+    fn new(engine: Arc<Engine>, security: &Security) -> anyhow::Result<Self> {
         // ParameterStatus sent after authentication. Drivers read these:
         // psql and JDBC parse server_version, JDBC insists on UTF8 client
         // encoding and an ISO DateStyle, tokio-postgres and JDBC need
@@ -157,12 +196,31 @@ impl PgServer {
         parameters.integer_datetimes = true;
         parameters.standard_conforming_strings = true;
         parameters.is_superuser = false;
-        Self {
+        let cancels = Arc::new(ConnectionManager::new());
+        let driver = AuthDriver::new(Arc::new(parameters)).with_connection_manager(cancels.clone());
+        let scram = match &security.users {
+            Some(users) => {
+                let source: Arc<dyn AuthSource> = Arc::new(UsersSource(users.clone()));
+                let plain = ScramAuth::new(source.clone());
+                let mut bound = ScramAuth::new(source);
+                if let Some(pem) = &security.cert_pem {
+                    bound
+                        .configure_certificate(pem)
+                        .map_err(|e| anyhow::anyhow!("SCRAM channel binding: {e}"))?;
+                }
+                let registry = |s: ScramAuth| {
+                    SaslMechanisms::new(vec![Arc::new(s) as Arc<dyn SaslMechanismFactory>])
+                };
+                Some((registry(plain), registry(bound)))
+            }
+            None => None,
+        };
+        Ok(Self {
             engine,
-            cancels: Arc::new(ConnectionManager::new()),
-            pids: RandomPidSecretKeyGenerator::default(),
-            parameters,
-        }
+            cancels,
+            driver,
+            scram,
+        })
     }
 }
 
@@ -340,31 +398,61 @@ impl StartupHandler for PgConnection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        // No authentication: accept the startup message and report the server
-        // parameters. Other messages in this phase (passwords) are ignored.
-        if let PgWireFrontendMessage::Startup(ref startup) = message {
-            if self.refuse {
-                let max = self.server.engine.config().max_connections;
-                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                    "FATAL".into(),
-                    "53300".into(),
-                    format!("sorry, too many clients already (--max-connections {max})"),
-                ))));
+        let server = &self.server;
+        let outcome = match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                if self.refuse {
+                    let max = server.engine.config().max_connections;
+                    return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                        "FATAL".into(),
+                        "53300".into(),
+                        format!("sorry, too many clients already (--max-connections {max})"),
+                    ))));
+                }
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                match &server.scram {
+                    Some((plain, bound)) => {
+                        let sasl = if client.is_secure() { bound } else { plain };
+                        server
+                            .driver
+                            .begin_authentication(client, sasl.create())
+                            .await
+                    }
+                    // No users file: the connection is in. The driver registers
+                    // it for CancelRequests (unregistered when it is dropped).
+                    None => return server.driver.complete_authentication(client, None).await,
+                }
             }
-            protocol_negotiation(client, startup).await?;
-            save_startup_parameters_to_metadata(client, startup);
-            let (pid, secret) = self.server.pids.generate(client);
-            client.set_pid_and_secret_key(pid, secret.clone());
-            // Register for CancelRequests; the guard unregisters when the
-            // connection (and with it the session extensions) is dropped.
-            let (handle, guard) = self.server.cancels.register(pid, secret);
-            client
-                .session_extensions()
-                .insert::<Arc<ConnectionHandle>>(handle);
-            client.session_extensions().insert::<ConnectionGuard>(guard);
-            finish_authentication(client, &self.server.parameters).await?;
+            PgWireFrontendMessage::PasswordMessageFamily(m) => {
+                server.driver.advance_authentication(client, m).await
+            }
+            _ => return Ok(()),
+        };
+        match outcome {
+            Ok(AuthOutcome::InProgress) => Ok(()),
+            Ok(AuthOutcome::Authenticated { final_message, .. }) => {
+                server
+                    .driver
+                    .complete_authentication(client, final_message)
+                    .await
+            }
+            Err(PgWireError::InvalidPassword(_)) => {
+                let user = client.metadata().get(METADATA_USER).cloned();
+                tracing::info!(user = ?user, "pgwire password authentication failed");
+                // Postgres' wording, naming the user of the startup message
+                // (libpq leaves SCRAM's own user name empty).
+                Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "FATAL".into(),
+                    "28P01".into(),
+                    format!(
+                        "password authentication failed for user \"{}\"",
+                        user.unwrap_or_default()
+                    ),
+                ))))
+            }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 }
 
