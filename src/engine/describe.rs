@@ -2,12 +2,69 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::expr::{Cast, TryCast};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 
 use super::{Engine, Session};
 use crate::error::Result;
 use crate::planner;
 use crate::sql::{parser::parse_one, Statement};
+
+/// Parameter types DataFusion's inference leaves open (it types placeholders
+/// in comparisons, IN lists and BETWEEN only): a placeholder under a CAST
+/// takes the cast's type (`$1::text[]`), and `x = ANY($1)` (planned as
+/// `array_has($1, x)`) makes `$1` a list of `x`'s type, as Postgres infers.
+fn placeholder_types_beyond_datafusion(plan: &LogicalPlan) -> Vec<(String, DataType)> {
+    let mut found = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        let inputs = node.inputs();
+        let _ = node.apply_expressions(|e| {
+            e.apply(|e| {
+                match e {
+                    Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+                        if let Expr::Placeholder(p) = expr.as_ref() {
+                            found.push((p.id.clone(), field.data_type().clone()));
+                        }
+                    }
+                    Expr::ScalarFunction(f) if f.name() == "array_has" => {
+                        if let [Expr::Placeholder(p), needle] = f.args.as_slice() {
+                            let element = inputs
+                                .iter()
+                                .find_map(|i| needle.get_type(i.schema().as_ref()).ok());
+                            if let Some(t) = element {
+                                found.push((
+                                    p.id.clone(),
+                                    DataType::List(Arc::new(Field::new_list_field(t, true))),
+                                ));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        });
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// `n` of a `$n` placeholder.
+fn placeholder_index(e: &sqlparser::ast::Expr) -> Option<usize> {
+    match e {
+        sqlparser::ast::Expr::Value(v) => match &v.value {
+            sqlparser::ast::Value::Placeholder(p) => p
+                .trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i > 0),
+            _ => None,
+        },
+        _ => None,
+    }
+}
 
 pub(super) async fn describe_statement(
     engine: &Engine,
@@ -19,16 +76,13 @@ pub(super) async fn describe_statement(
         Statement::Select {
             query, emit: None, ..
         } => {
-            planner::check_relations(&engine.catalog.read(), &query)?;
-            let state = engine.session_state();
-            let statement = datafusion::sql::parser::Statement::Statement(Box::new(
-                sqlparser::ast::Statement::Query(query),
-            ));
-            let plan = state
-                .statement_to_plan(statement)
-                .await
-                .map_err(planner::df_error)?;
-            let params = plan.get_parameter_types().map_err(planner::df_error)?;
+            let (plan, _) = engine.pull_plan(&query).await?;
+            let mut params = plan.get_parameter_types().map_err(planner::df_error)?;
+            for (id, t) in placeholder_types_beyond_datafusion(&plan) {
+                if let Some(slot @ None) = params.get_mut(&id) {
+                    *slot = Some(t);
+                }
+            }
             let mut ordered: Vec<(usize, Option<DataType>)> = params
                 .into_iter()
                 .filter_map(|(name, t)| {
@@ -66,24 +120,35 @@ pub(super) async fn describe_statement(
             .await?;
             Ok((vec![], Some(plan.schema)))
         }
-        Statement::InsertValues { rows, .. } => {
-            // Count placeholders so drivers can bind them; their types are unknown.
-            let mut max = 0usize;
+        Statement::InsertValues {
+            target,
+            columns,
+            rows,
+        } => {
+            // A placeholder that is a whole value takes its column's type (what
+            // asyncpg and JDBC encode by); one inside an expression is unknown.
+            let (relation, targets) = engine.insert_targets(&target, &columns)?;
+            let schema = relation.schema();
+            let mut types: Vec<Option<DataType>> = Vec::new();
             for row in &rows {
-                for e in row {
-                    let _ = sqlparser::ast::visit_expressions(e, |e| {
-                        if let sqlparser::ast::Expr::Value(v) = e {
-                            if let sqlparser::ast::Value::Placeholder(p) = &v.value {
-                                if let Ok(i) = p.trim_start_matches('$').parse::<usize>() {
-                                    max = max.max(i);
-                                }
+                for (position, e) in row.iter().enumerate() {
+                    let column_type = targets
+                        .get(position)
+                        .map(|&c| schema.field(c).data_type().clone());
+                    let _ = sqlparser::ast::visit_expressions(e, |inner| {
+                        if let Some(i) = placeholder_index(inner) {
+                            if types.len() < i {
+                                types.resize(i, None);
+                            }
+                            if std::ptr::eq(inner, e) && types[i - 1].is_none() {
+                                types[i - 1] = column_type.clone();
                             }
                         }
                         std::ops::ControlFlow::<()>::Continue(())
                     });
                 }
             }
-            Ok((vec![None; max], None))
+            Ok((types, None))
         }
         Statement::Show(_) | Statement::Describe { .. } | Statement::Explain(_) => {
             // Run it: these are cheap and their schema is their result's.

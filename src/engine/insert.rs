@@ -8,19 +8,21 @@ use arrow::record_batch::RecordBatch;
 use sqlparser::ast::{Expr, Ident, Query, SetExpr, Values};
 
 use super::{Engine, StatementResult};
+use crate::catalog::Relation;
 use crate::dataflow::{Chunk, Op};
 use crate::error::{Result, SluiceError};
 use crate::formats::RecordEncoder;
 use crate::planner::{df_error, normalize_ident};
 
 impl Engine {
-    pub(super) async fn insert_values(
+    /// The relation an INSERT names, and which of its columns each VALUES
+    /// position fills.
+    pub(super) fn insert_targets(
         &self,
-        target: Ident,
-        columns: Vec<Ident>,
-        rows: Vec<Vec<Expr>>,
-    ) -> Result<StatementResult> {
-        let name = normalize_ident(&target);
+        target: &Ident,
+        columns: &[Ident],
+    ) -> Result<(Relation, Vec<usize>)> {
+        let name = normalize_ident(target);
         let relation = self
             .catalog
             .read()
@@ -29,7 +31,7 @@ impl Engine {
             .ok_or_else(|| {
                 SluiceError::undefined(
                     format!("stream or table '{name}' does not exist"),
-                    Some(crate::error::SqlPosition::of(&target)),
+                    Some(crate::error::SqlPosition::of(target)),
                     Some("SHOW STREAMS and SHOW TABLES list what exists".into()),
                 )
             })?;
@@ -60,6 +62,18 @@ impl Engine {
                 })
                 .collect::<Result<_>>()?
         };
+        Ok((relation, targets))
+    }
+
+    pub(super) async fn insert_values(
+        &self,
+        target: Ident,
+        columns: Vec<Ident>,
+        rows: Vec<Vec<Expr>>,
+    ) -> Result<StatementResult> {
+        let (relation, targets) = self.insert_targets(&target, &columns)?;
+        let name = relation.name.clone();
+        let schema = relation.schema();
         for (i, row) in rows.iter().enumerate() {
             if row.len() != targets.len() {
                 return Err(SluiceError::sql(format!(

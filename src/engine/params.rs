@@ -1,5 +1,7 @@
 //! Binding `$n` parameters (extended protocol) into a parsed statement.
 
+use arrow::datatypes::DataType;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::scalar::ScalarValue;
 use sqlparser::ast::{self, Expr, Value, ValueWithSpan};
 
@@ -74,25 +76,113 @@ fn literal(v: &ScalarValue) -> Expr {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
         | ScalarValue::Utf8View(Some(s)) => Expr::value(Value::SingleQuotedString(s.clone())),
-        other => {
-            // Timestamps, dates, ...: the text form cast back to the type.
-            let text = other.to_string();
-            let data_type = match other.data_type() {
-                arrow::datatypes::DataType::Date32 | arrow::datatypes::DataType::Date64 => {
-                    ast::DataType::Date
-                }
-                arrow::datatypes::DataType::Timestamp(_, _) => {
-                    ast::DataType::Timestamp(None, ast::TimezoneInfo::None)
-                }
-                _ => return Expr::value(Value::SingleQuotedString(text)),
-            };
-            Expr::Cast {
-                kind: ast::CastKind::Cast,
-                expr: Box::new(Expr::value(Value::SingleQuotedString(text))),
-                data_type,
-                array: false,
-                format: None,
+        ScalarValue::List(list) => {
+            // ARRAY[...] of the elements' literals; an empty array keeps its
+            // element type through a CAST.
+            let values = list.value(0);
+            let elements: Vec<Expr> = (0..values.len())
+                .map(|i| match ScalarValue::try_from_array(&values, i) {
+                    Ok(v) => literal(&v),
+                    Err(_) => Expr::value(Value::Null),
+                })
+                .collect();
+            let array = Expr::Array(ast::Array {
+                elem: elements,
+                named: true,
+            });
+            match sql_type(values.data_type()) {
+                Some(t) if values.is_empty() => cast(
+                    array,
+                    ast::DataType::Array(ast::ArrayElemTypeDef::SquareBracket(Box::new(t), None)),
+                ),
+                _ => array,
             }
         }
+        other => {
+            // Timestamps, dates, times: their ISO text (arrow's display, not
+            // ScalarValue's, which prints a timestamp as its raw integer) cast
+            // back to the type.
+            let text = display(other);
+            match sql_type(&other.data_type()) {
+                Some(t) => cast(Expr::value(Value::SingleQuotedString(text)), t),
+                None => Expr::value(Value::SingleQuotedString(text)),
+            }
+        }
+    }
+}
+
+fn cast(expr: Expr, data_type: ast::DataType) -> Expr {
+    Expr::Cast {
+        kind: ast::CastKind::Cast,
+        expr: Box::new(expr),
+        data_type,
+        array: false,
+        format: None,
+    }
+}
+
+/// The SQL type a bound value is cast back to, for types whose literal is text.
+fn sql_type(t: &DataType) -> Option<ast::DataType> {
+    Some(match t {
+        DataType::Date32 | DataType::Date64 => ast::DataType::Date,
+        // A zone-aware value is written with its offset; as TIMESTAMP it is the
+        // same instant in UTC, which is how Sluice keeps timestamps.
+        DataType::Timestamp(_, _) => ast::DataType::Timestamp(None, ast::TimezoneInfo::None),
+        DataType::Time32(_) | DataType::Time64(_) => {
+            ast::DataType::Time(None, ast::TimezoneInfo::None)
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ast::DataType::Text,
+        DataType::Boolean => ast::DataType::Boolean,
+        DataType::Int16 => ast::DataType::SmallInt(None),
+        DataType::Int32 => ast::DataType::Int(None),
+        DataType::Int64 => ast::DataType::BigInt(None),
+        DataType::Float32 => ast::DataType::Real,
+        DataType::Float64 => ast::DataType::DoublePrecision,
+        _ => return None,
+    })
+}
+
+/// A value's text as Arrow formats it (ISO 8601 for dates and times).
+fn display(v: &ScalarValue) -> String {
+    let options = FormatOptions::default();
+    v.to_array()
+        .ok()
+        .and_then(|array| {
+            ArrayFormatter::try_new(array.as_ref(), &options)
+                .ok()
+                .map(|f| f.value(0).to_string())
+        })
+        .unwrap_or_else(|| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_values_read_back_as_their_type() {
+        let ts = ScalarValue::TimestampMicrosecond(Some(1_709_296_200_000_000), None);
+        assert_eq!(
+            literal(&ts).to_string(),
+            "CAST('2024-03-01T12:30:00' AS TIMESTAMP)"
+        );
+        let tz =
+            ScalarValue::TimestampMicrosecond(Some(1_709_296_200_000_000), Some("+00:00".into()));
+        assert_eq!(
+            literal(&tz).to_string(),
+            "CAST('2024-03-01T12:30:00Z' AS TIMESTAMP)"
+        );
+        assert_eq!(
+            literal(&ScalarValue::Date32(Some(19_783))).to_string(),
+            "CAST('2024-03-01' AS DATE)"
+        );
+        let list = ScalarValue::List(ScalarValue::new_list(
+            &[ScalarValue::from("a"), ScalarValue::Utf8(None)],
+            &DataType::Utf8,
+            true,
+        ));
+        assert_eq!(literal(&list).to_string(), "ARRAY['a', NULL]");
+        let empty = ScalarValue::List(ScalarValue::new_list(&[], &DataType::Int64, true));
+        assert_eq!(literal(&empty).to_string(), "CAST(ARRAY[] AS BIGINT[])");
     }
 }

@@ -32,18 +32,10 @@ impl Engine {
         session: &Session,
         query: &Query,
     ) -> Result<StatementResult> {
-        // psql / driver catalog syntax (pg_catalog.rs); other queries run as written.
-        let rewritten = self.rewrite_pg_catalog_query(query);
-        let query = rewritten.as_ref().unwrap_or(query);
-        let names = planner::check_relations(&self.catalog.read(), query)?;
+        let (plan, names) = self.pull_plan(query).await?;
         for name in &names {
             self.check_table_available(name)?;
         }
-        let state = self.session_state();
-        let statement = datafusion::sql::parser::Statement::Statement(Box::new(
-            sqlparser::ast::Statement::Query(Box::new(query.clone())),
-        ));
-        let plan = state.statement_to_plan(statement).await.map_err(df_error)?;
         let df = self
             .ctx
             .execute_logical_plan(plan)
@@ -61,6 +53,25 @@ impl Engine {
         }
         let batches = super::result::collect_bounded(stream, self.config.max_query_memory).await?;
         Ok(StatementResult::Rows { schema, batches })
+    }
+
+    /// The DataFusion plan of a pull query, and the relations it reads. The
+    /// extended protocol's Describe plans the same way, so a statement resolves
+    /// the same names with and without parameters.
+    pub(super) async fn pull_plan(
+        &self,
+        query: &Query,
+    ) -> Result<(datafusion::logical_expr::LogicalPlan, Vec<String>)> {
+        // psql / driver catalog syntax (pg_catalog.rs); other queries run as written.
+        let rewritten = self.rewrite_pg_catalog_query(query);
+        let query = rewritten.as_ref().unwrap_or(query);
+        let names = planner::check_relations(&self.catalog.read(), query)?;
+        let state = self.session_state();
+        let statement = datafusion::sql::parser::Statement::Statement(Box::new(
+            sqlparser::ast::Statement::Query(Box::new(query.clone())),
+        ));
+        let plan = state.statement_to_plan(statement).await.map_err(df_error)?;
+        Ok((plan, names))
     }
 
     /// A table answers pull queries only if the query that keeps it started:

@@ -760,7 +760,7 @@ impl QueryParser for SluiceQueryParser {
         Ok(stmt
             .param_types
             .iter()
-            .map(|t| t.as_ref().map(pg_type).unwrap_or(Type::TEXT))
+            .map(|t| t.as_ref().map(pg_param_type).unwrap_or(Type::TEXT))
             .collect())
     }
 
@@ -1006,7 +1006,7 @@ fn decode_params(portal: &Portal<PreparedStatement>) -> PgWireResult<Vec<ScalarV
             let inferred = stmt.statement.param_types.get(idx).cloned().flatten();
             let ty = declared
                 .clone()
-                .or_else(|| inferred.as_ref().map(pg_type))
+                .or_else(|| inferred.as_ref().map(pg_param_type))
                 .unwrap_or(Type::TEXT);
             let binary = match &portal.parameter_format {
                 Format::UnifiedText => false,
@@ -1032,6 +1032,38 @@ fn decode_params(portal: &Portal<PreparedStatement>) -> PgWireResult<Vec<ScalarV
 
 type ParamError = (&'static str, String);
 
+/// How a parameter of Arrow type `dt` is described to the client: lists as
+/// Postgres arrays of their element type (so asyncpg and JDBC bind a list or
+/// an array), everything else as its result type.
+fn pg_param_type(dt: &DataType) -> Type {
+    match dt {
+        DataType::List(f) | DataType::LargeList(f) => {
+            let element = pg_type(f.data_type());
+            Type::from_oid(array_oid(&element)).unwrap_or(Type::TEXT_ARRAY)
+        }
+        other => pg_type(other),
+    }
+}
+
+/// The OID of the array type whose elements are `element`.
+fn array_oid(element: &Type) -> u32 {
+    match *element {
+        Type::BOOL => Type::BOOL_ARRAY.oid(),
+        Type::INT2 => Type::INT2_ARRAY.oid(),
+        Type::INT4 => Type::INT4_ARRAY.oid(),
+        Type::INT8 => Type::INT8_ARRAY.oid(),
+        Type::FLOAT4 => Type::FLOAT4_ARRAY.oid(),
+        Type::FLOAT8 => Type::FLOAT8_ARRAY.oid(),
+        Type::NUMERIC => Type::NUMERIC_ARRAY.oid(),
+        Type::BYTEA => Type::BYTEA_ARRAY.oid(),
+        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY.oid(),
+        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY.oid(),
+        Type::DATE => Type::DATE_ARRAY.oid(),
+        Type::TIME => Type::TIME_ARRAY.oid(),
+        _ => Type::TEXT_ARRAY.oid(),
+    }
+}
+
 /// Decodes one parameter value. `ty` is its wire type (used for binary
 /// values), `target` the Arrow type text values are parsed as.
 fn decode_param(
@@ -1045,6 +1077,9 @@ fn decode_param(
             .and_then(|t| ScalarValue::try_from(t).ok())
             .unwrap_or(ScalarValue::Null));
     };
+    if let postgres_types::Kind::Array(element) = ty.kind() {
+        return decode_array_param(raw, element, binary, target);
+    }
     if !binary {
         let text = std::str::from_utf8(raw)
             .map_err(|_| ("22021", "value is not valid UTF-8".to_string()))?;
@@ -1143,6 +1178,113 @@ fn decode_param(
             ))
         }
     })
+}
+
+/// A one-dimensional array parameter (`{a,b}` as text, or Postgres' binary
+/// array) as a List of its elements, each decoded like a parameter of the
+/// element type.
+fn decode_array_param(
+    raw: &[u8],
+    element: &Type,
+    binary: bool,
+    target: Option<&DataType>,
+) -> Result<ScalarValue, ParamError> {
+    use fallible_iterator::FallibleIterator;
+    let element_target = match target {
+        Some(DataType::List(f) | DataType::LargeList(f)) => Some(f.data_type().clone()),
+        _ => arrow_type_for_pg(element),
+    };
+    let decode = |v: Option<&[u8]>| decode_param(v, element, binary, element_target.as_ref());
+    let values: Vec<ScalarValue> = if binary {
+        let array = postgres_protocol::types::array_from_sql(raw)
+            .map_err(|e| ("08P01", format!("binary array: {e}")))?;
+        if array.dimensions().count().unwrap_or(0) > 1 {
+            return Err(("0A000", "multi-dimensional arrays are not supported".into()));
+        }
+        let mut values = Vec::new();
+        let mut elements = array.values();
+        while let Some(v) = elements
+            .next()
+            .map_err(|e| ("08P01", format!("binary array: {e}")))?
+        {
+            values.push(decode(v)?);
+        }
+        values
+    } else {
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| ("22021", "value is not valid UTF-8".to_string()))?;
+        parse_array_text(text)
+            .map_err(|e| ("22P02", format!("malformed array literal {text:?}: {e}")))?
+            .into_iter()
+            .map(|v| decode(v.as_deref().map(str::as_bytes)))
+            .collect::<Result<_, _>>()?
+    };
+    let element_type = element_target
+        .or_else(|| values.first().map(|v| v.data_type()))
+        .unwrap_or(DataType::Utf8);
+    let values = values
+        .into_iter()
+        .map(|v| {
+            if v.is_null() {
+                ScalarValue::try_from(&element_type).unwrap_or(v)
+            } else {
+                v
+            }
+        })
+        .collect::<Vec<_>>();
+    Ok(ScalarValue::List(ScalarValue::new_list(
+        &values,
+        &element_type,
+        true,
+    )))
+}
+
+/// The elements of a one-dimensional array literal in Postgres' text form:
+/// `{a,"b c",NULL,"q\"x"}`. Nested arrays are refused.
+fn parse_array_text(text: &str) -> Result<Vec<Option<String>>, String> {
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or("expected {...}")?;
+    let mut out = Vec::new();
+    if inner.trim().is_empty() {
+        return Ok(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let element = if chars.next_if_eq(&'"').is_some() {
+            let mut s = String::new();
+            loop {
+                match chars.next() {
+                    Some('\\') => s.push(chars.next().ok_or("unterminated escape")?),
+                    Some('"') => break,
+                    Some(c) => s.push(c),
+                    None => return Err("unterminated quoted element".into()),
+                }
+            }
+            Some(s)
+        } else {
+            let mut s = String::new();
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                match c {
+                    '{' | '}' => return Err("nested arrays are not supported".into()),
+                    '\\' => s.push(chars.next().ok_or("unterminated escape")?),
+                    c => s.push(c),
+                }
+            }
+            let s = s.trim_end().to_string();
+            (!s.eq_ignore_ascii_case("NULL")).then_some(s)
+        };
+        out.push(element);
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        match chars.next() {
+            Some(',') => continue,
+            None => return Ok(out),
+            Some(c) => return Err(format!("unexpected '{c}' after an element")),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1817,6 +1959,59 @@ mod tests {
                 .0,
             "22021"
         );
+    }
+
+    #[test]
+    fn array_parameters_in_text_and_binary() {
+        assert_eq!(
+            parse_array_text(r#"{a, "b c",NULL,"q\"x",\,}"#).unwrap(),
+            vec![
+                Some("a".to_string()),
+                Some("b c".to_string()),
+                None,
+                Some("q\"x".to_string()),
+                Some(",".to_string())
+            ]
+        );
+        assert_eq!(
+            parse_array_text("{}").unwrap(),
+            Vec::<Option<String>>::new()
+        );
+        assert!(parse_array_text("{{1},{2}}").is_err());
+        assert!(parse_array_text("a,b").is_err());
+        assert!(parse_array_text(r#"{"a}"#).is_err());
+
+        let list = |v: Vec<Option<i32>>| {
+            ScalarValue::List(ScalarValue::new_list(
+                &v.into_iter().map(ScalarValue::Int32).collect::<Vec<_>>(),
+                &DataType::Int32,
+                true,
+            ))
+        };
+        let text = decode_param(Some(b"{1,NULL,3}"), &Type::INT4_ARRAY, false, None).unwrap();
+        assert_eq!(text, list(vec![Some(1), None, Some(3)]));
+        // Binary, as asyncpg and JDBC send it (postgres-protocol's encoder).
+        let mut raw = bytes::BytesMut::new();
+        postgres_protocol::types::array_to_sql(
+            [postgres_protocol::types::ArrayDimension {
+                len: 2,
+                lower_bound: 1,
+            }],
+            Type::INT4.oid(),
+            [Some(7), None],
+            |v: Option<i32>, buf| match v {
+                Some(v) => {
+                    postgres_protocol::types::int4_to_sql(v, buf);
+                    Ok(postgres_protocol::IsNull::No)
+                }
+                None => Ok(postgres_protocol::IsNull::Yes),
+            },
+            &mut raw,
+        )
+        .unwrap();
+        let binary = decode_param(Some(&raw), &Type::INT4_ARRAY, true, None).unwrap();
+        assert_eq!(binary, list(vec![Some(7), None]));
+        assert_eq!(pg_param_type(&binary.data_type()), Type::INT4_ARRAY);
     }
 
     #[test]

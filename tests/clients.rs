@@ -1,0 +1,62 @@
+//! Real client libraries against a real server: each script in tests/clients/
+//! connects with the drivers users have (psycopg 3, psycopg2, asyncpg, ...) and
+//! exits non-zero on the first answer that differs from Postgres'. The test
+//! command installs the drivers into `.tools/py` (see scripts/test.sh).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::server::TestServer;
+
+/// Where the Python drivers are installed; `None` when they are missing and
+/// the run does not require them.
+fn python_path() -> Option<PathBuf> {
+    let dir = std::env::var_os("SLUICE_PYTHON_CLIENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/py"));
+    let present = dir.join("psycopg").is_dir() && dir.join("asyncpg").is_dir();
+    if present {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("SLUICE_REQUIRE_CLIENTS").is_err(),
+        "SLUICE_REQUIRE_CLIENTS is set but the Python drivers are not in {}",
+        dir.display()
+    );
+    eprintln!(
+        "skipping: the Python drivers are not installed in {} (scripts/test.sh installs them)",
+        dir.display()
+    );
+    None
+}
+
+/// Runs tests/clients/`script` against `server`.
+fn run_script(script: &str, server: &TestServer, python_path: &Path) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .env("PYTHONPATH", python_path)
+        .env("SLUICE_PG_PORT", server.pg_port.to_string())
+        .env("SLUICE_HTTP_PORT", server.http_port.to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log_tail()
+    );
+}
+
+#[test]
+fn python_drivers_bind_parameters_of_every_type() {
+    let Some(py) = python_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    run_script("parameters.py", &server, &py);
+}
