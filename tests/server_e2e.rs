@@ -459,3 +459,50 @@ async fn serve_init_runs_a_directory_of_pipelines_every_start() {
     let queries = server.ksql_ok("SHOW QUERIES;").await.to_string();
     assert!(queries.contains("CTAS_ERROR_RATE"), "{queries}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_plain_text_and_tells_each_query_s_life() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("in.jsonl"), "{\"v\": 1}\n{\"v\": 2}\n").unwrap();
+    let server = TestServer::start(&data, &[]);
+    server
+        .ksql_ok(&format!(
+            "CREATE STREAM f (v INT) WITH (connector='file', path='{}');
+             CREATE STREAM doubled AS SELECT v * 2 AS w FROM f;
+             CREATE STREAM t (v INT) WITH (kafka_topic='t', partitions=1);
+             CREATE STREAM kept AS SELECT v FROM t;",
+            data.join("in.jsonl").display()
+        ))
+        .await;
+    server
+        .wait_for("SHOW QUERIES", Duration::from_secs(20), |rows| {
+            rows.iter().any(|r| {
+                r.to_string().contains("CSAS_DOUBLED") && r.to_string().contains("FINISHED")
+            })
+        })
+        .await;
+    server.ksql_ok("TERMINATE CSAS_KEPT_2;").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = server.log_text();
+        if log.contains("query terminated") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Written to a file, not a terminal: no colour codes.
+    assert!(!log.contains('\u{1b}'), "{log}");
+    let line = |needle: &str, query: &str| {
+        assert!(
+            log.lines().any(|l| l.contains(needle) && l.contains(query)),
+            "no '{needle}' line for {query}:\n{log}"
+        );
+    };
+    line("query started", "CSAS_DOUBLED_1");
+    line("query started", "CSAS_KEPT_2");
+    line("query finished: its input ended", "CSAS_DOUBLED_1");
+    line("records_in=2", "CSAS_DOUBLED_1");
+    line("query terminated", "CSAS_KEPT_2");
+}

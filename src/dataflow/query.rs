@@ -98,6 +98,9 @@ impl QueryHandle {
         let s = status.clone();
         let t = transient.clone();
         let qid = id.clone();
+        let drained = drain.subscribe();
+        let counts = metrics.clone();
+        tracing::info!(query = %id, "query started");
         let pipeline = tokio::spawn(async move {
             let result = AssertUnwindSafe(pipeline.run(rx))
                 .catch_unwind()
@@ -112,6 +115,16 @@ impl QueryHandle {
                     let mut status = s.lock();
                     if *status == RunStatus::Running {
                         *status = RunStatus::Finished;
+                        let records_in =
+                            counts.records_in.load(std::sync::atomic::Ordering::Relaxed);
+                        let records_out = counts
+                            .records_out
+                            .load(std::sync::atomic::Ordering::Relaxed);
+                        if *drained.borrow() {
+                            tracing::info!(query = %qid, records_in, records_out, "query stopped after a final checkpoint");
+                        } else {
+                            tracing::info!(query = %qid, records_in, records_out, "query finished: its input ended");
+                        }
                     }
                 }
             }

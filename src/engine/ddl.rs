@@ -1164,6 +1164,7 @@ impl Engine {
             if let Some(h) = self.running.lock().remove(id) {
                 h.stop();
             }
+            tracing::info!(query = %id, "query terminated: its output was dropped");
             self.forget_retries(id);
             self.catalog.write().queries.remove(id);
             self.state.drop_query(id)?;
@@ -1296,6 +1297,7 @@ impl Engine {
             if let Some(h) = self.running.lock().remove(id) {
                 h.stop();
             }
+            tracing::info!(query = %id, "query terminated");
             self.forget_retries(id);
             let mut catalog = self.catalog.write();
             catalog.queries.remove(id);
