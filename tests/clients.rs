@@ -60,3 +60,11 @@ fn python_drivers_bind_parameters_of_every_type() {
     let server = TestServer::start(&dir.path().join("data"), &[]);
     run_script("parameters.py", &server, &py);
 }
+
+#[test]
+fn transactions_savepoints_and_cursors_work_as_drivers_use_them() {
+    let Some(py) = python_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    run_script("cursors.py", &server, &py);
+}

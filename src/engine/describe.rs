@@ -68,7 +68,7 @@ fn placeholder_index(e: &sqlparser::ast::Expr) -> Option<usize> {
 
 pub(super) async fn describe_statement(
     engine: &Engine,
-    _session: &Session,
+    session: &Session,
     sql: &str,
 ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
     let parsed = parse_one(sql)?;
@@ -160,6 +160,7 @@ pub(super) async fn describe_statement(
                 _ => Ok((vec![], None)),
             }
         }
+        Statement::Fetch { name, .. } => Ok((vec![], session.cursors.schema(&name))),
         _ => Ok((vec![], None)),
     }
 }

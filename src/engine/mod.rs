@@ -1,6 +1,7 @@
 //! The engine: executes statements against the catalog, starts and stops queries,
 //! answers pull and push queries. Protocol front ends (`serve`) call only this.
 
+mod cursor;
 mod ddl;
 mod describe;
 mod insert;
@@ -335,6 +336,11 @@ impl Engine {
                 } => self.print_topic(&topic, from_beginning, limit).await,
                 Statement::Explain(inner) => self.explain(session, *inner).await,
                 Statement::ClientCompat { tag } => Ok(done(&tag, String::new())),
+                Statement::DeclareCursor { name, query } => {
+                    self.declare_cursor(session, name, *query).await
+                }
+                Statement::Fetch { name, count } => self.fetch(session, &name, count).await,
+                Statement::CloseCursor(name) => self.close_cursor(session, name),
             }
         })
     }

@@ -13,6 +13,8 @@ pub struct Session {
     ///
     /// [`StatementResult::Stream`]: super::StatementResult::Stream
     pub stream_results: bool,
+    /// Open cursors (DECLARE ... CURSOR), shared by clones of the session.
+    pub cursors: super::cursor::Cursors,
 }
 
 impl Session {

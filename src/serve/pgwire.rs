@@ -49,9 +49,9 @@ use pgwire::api::auth::{
 };
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{send_describe_response, ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    FieldFormat, FieldInfo, QueryResponse, Response, SendableRowStream, Tag,
+    DescribePortalResponse, FieldFormat, FieldInfo, QueryResponse, Response, SendableRowStream, Tag,
 };
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
@@ -62,7 +62,9 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::RowDescription;
-use pgwire::messages::extendedquery::{Execute, PortalSuspended};
+use pgwire::messages::extendedquery::{
+    Describe, Execute, PortalSuspended, TARGET_TYPE_BYTE_PORTAL,
+};
 use pgwire::messages::response::{
     CommandComplete, EmptyQueryResponse, ReadyForQuery, TransactionStatus,
 };
@@ -808,6 +810,33 @@ impl ExtendedQueryHandler for PgConnection {
         Arc::clone(&self.parser)
     }
 
+    /// A cursor from DECLARE is a portal in Postgres: psycopg describes it by
+    /// name to learn its columns. Other targets get pgwire's default.
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == TARGET_TYPE_BYTE_PORTAL {
+            if let Some(name) = message.name.as_deref() {
+                if client.portal_store().get_portal(name).is_none() {
+                    let schema = self.session.lock().await.cursors.schema(name);
+                    if let Some(schema) = schema {
+                        let fields = field_infos(&schema, &[]);
+                        return send_describe_response(
+                            client,
+                            &DescribePortalResponse::new(fields),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+        self._on_describe(client, message).await
+    }
+
     /// Replaces pgwire's default, which buffers all of a portal's rows before
     /// sending any (an unbounded push query would never answer).
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
@@ -1477,6 +1506,13 @@ where
 /// The CommandComplete tag for a statement without rows. INSERT carries the
 /// historical OID field (`INSERT 0 5`) that clients parse.
 fn command_tag(tag: &str, rows: Option<usize>) -> Tag {
+    // Postgres' tag for ROLLBACK TO SAVEPOINT; the longer name only tells
+    // status_after that the transaction goes on.
+    let tag = if tag == "ROLLBACK TO SAVEPOINT" {
+        "ROLLBACK"
+    } else {
+        tag
+    };
     let t = Tag::new(tag);
     match rows {
         Some(n) if tag.eq_ignore_ascii_case("INSERT") => t.with_oid(0).with_rows(n),
@@ -2109,6 +2145,14 @@ mod tests {
             TransactionStatus::Idle
         ));
         assert!(matches!(status_after("SET", idle), TransactionStatus::Idle));
+        assert!(matches!(
+            status_after("ROLLBACK TO SAVEPOINT", TransactionStatus::Transaction),
+            TransactionStatus::Transaction
+        ));
+        assert_eq!(
+            complete(command_tag("ROLLBACK TO SAVEPOINT", None)),
+            "ROLLBACK"
+        );
     }
 
     #[test]

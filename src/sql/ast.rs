@@ -162,4 +162,17 @@ pub enum Statement {
     ClientCompat {
         tag: String,
     },
+    /// `DECLARE name CURSOR FOR <SELECT>`: a pull query's rows, or a push
+    /// query's changes (a subscription), read a few at a time with FETCH.
+    DeclareCursor {
+        name: String,
+        query: Box<Statement>,
+    },
+    /// `FETCH [n | ALL | NEXT] [FROM | IN] name`; `None` is ALL.
+    Fetch {
+        name: String,
+        count: Option<u64>,
+    },
+    /// `CLOSE name | ALL`; `None` is ALL.
+    CloseCursor(Option<String>),
 }

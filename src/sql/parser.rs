@@ -205,12 +205,22 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<Statement> {
                 "UNSET" => parse_unset(&mut p)?,
                 "PRINT" => parse_print(&mut p)?,
                 "EXPLAIN" => parse_explain(&mut p, emit, window.clone())?,
-                "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "END" | "DISCARD" | "DEALLOCATE"
-                | "RESET" => {
+                "DECLARE" => parse_declare(&mut p, emit, window.clone())?,
+                "FETCH" => parse_fetch(&mut p)?,
+                "CLOSE" => parse_close(&mut p)?,
+                "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "END" | "ABORT" | "DISCARD"
+                | "DEALLOCATE" | "RESET" | "SAVEPOINT" | "RELEASE" => {
+                    p.next_token();
                     let tag = match head.as_str() {
                         "START" => "START TRANSACTION".to_string(),
                         "END" => "COMMIT".to_string(),
+                        "ABORT" => "ROLLBACK".to_string(),
                         "DISCARD" => "DISCARD ALL".to_string(),
+                        // Stays in the transaction, unlike ROLLBACK (see the
+                        // pgwire server's status_after).
+                        "ROLLBACK" if p.parse_keyword(Keyword::TO) => {
+                            "ROLLBACK TO SAVEPOINT".to_string()
+                        }
                         other => other.to_string(),
                     };
                     // Consume the rest: these carry no meaning for a streaming server.
@@ -657,6 +667,83 @@ fn parse_select(
     })
 }
 
+/// `DECLARE name [BINARY] [INSENSITIVE] [[NO] SCROLL] CURSOR [{WITH | WITHOUT}
+/// HOLD] FOR <SELECT>`. Every cursor behaves as WITH HOLD (there are no real
+/// transactions) and reads forward only.
+fn parse_declare(
+    p: &mut Parser,
+    emit: Option<EmitMode>,
+    window: Option<WindowClause>,
+) -> Result<Statement> {
+    const HINT: &str = "DECLARE c CURSOR FOR SELECT ...";
+    p.next_token(); // DECLARE
+    let name = p.parse_identifier().map_err(pe(HINT))?;
+    let _ = parse_word(p, "BINARY");
+    let _ = parse_word(p, "INSENSITIVE") || parse_word(p, "ASENSITIVE");
+    if parse_word(p, "NO") {
+        expect_word(p, "SCROLL", HINT)?;
+    } else if parse_word(p, "SCROLL") {
+        let t = p.peek_token();
+        return Err(SluiceError::sql_at(
+            "SCROLL cursors are not supported: a cursor reads forward only",
+            Some(position(t.span.start)),
+            Some("leave out SCROLL".into()),
+        ));
+    }
+    expect_word(p, "CURSOR", HINT)?;
+    if parse_word(p, "WITH") || parse_word(p, "WITHOUT") {
+        expect_word(p, "HOLD", HINT)?;
+    }
+    expect_word(p, "FOR", HINT)?;
+    let query = parse_select(p, emit, window)?;
+    Ok(Statement::DeclareCursor {
+        name: normalize_cursor(&name),
+        query: Box::new(query),
+    })
+}
+
+/// `FETCH [FORWARD] [n | ALL | NEXT] [FROM | IN] name`.
+fn parse_fetch(p: &mut Parser) -> Result<Statement> {
+    const HINT: &str = "FETCH 100 FROM c";
+    p.next_token(); // FETCH
+    let _ = parse_word(p, "FORWARD");
+    let count = if parse_word(p, "ALL") {
+        None
+    } else if parse_word(p, "NEXT") {
+        Some(1)
+    } else if let Token::Number(n, _) = p.peek_token().token {
+        p.next_token();
+        Some(n.parse::<u64>().map_err(|_| {
+            SluiceError::sql(format!("FETCH takes a count of rows, not '{n}'")).with_hint(HINT)
+        })?)
+    } else {
+        Some(1)
+    };
+    let _ = p.parse_keyword(Keyword::FROM) || p.parse_keyword(Keyword::IN);
+    let name = p.parse_identifier().map_err(pe(HINT))?;
+    Ok(Statement::Fetch {
+        name: normalize_cursor(&name),
+        count,
+    })
+}
+
+/// `CLOSE name | ALL`.
+fn parse_close(p: &mut Parser) -> Result<Statement> {
+    p.next_token(); // CLOSE
+    if p.parse_keyword(Keyword::ALL) {
+        return Ok(Statement::CloseCursor(None));
+    }
+    let name = p.parse_identifier().map_err(pe("CLOSE c"))?;
+    Ok(Statement::CloseCursor(Some(normalize_cursor(&name))))
+}
+
+fn normalize_cursor(name: &Ident) -> String {
+    match name.quote_style {
+        Some(_) => name.value.clone(),
+        None => name.value.to_ascii_lowercase(),
+    }
+}
+
 fn parse_drop(p: &mut Parser) -> Result<Statement> {
     p.next_token(); // DROP
     let kind = if parse_word(p, "STREAM") {
@@ -1090,6 +1177,38 @@ mod tests {
             }
         ));
         assert!(matches!(one("BEGIN"), Statement::ClientCompat { .. }));
+        for (sql, tag) in [
+            ("SAVEPOINT sa_1", "SAVEPOINT"),
+            ("RELEASE SAVEPOINT sa_1", "RELEASE"),
+            ("ROLLBACK TO SAVEPOINT sa_1", "ROLLBACK TO SAVEPOINT"),
+            ("ROLLBACK", "ROLLBACK"),
+            ("ABORT", "ROLLBACK"),
+        ] {
+            assert!(
+                matches!(one(sql), Statement::ClientCompat { tag: ref t } if t == tag),
+                "{sql}"
+            );
+        }
+        assert!(matches!(
+            one(r#"DECLARE "Big" NO SCROLL CURSOR WITH HOLD FOR SELECT n FROM nums EMIT CHANGES"#),
+            Statement::DeclareCursor { ref name, ref query }
+                if name == "Big" && matches!(**query, Statement::Select { emit: Some(EmitMode::Changes), .. })
+        ));
+        assert!(parse_script("DECLARE c SCROLL CURSOR FOR SELECT 1").is_err());
+        assert!(matches!(
+            one("FETCH FORWARD 25 FROM c"),
+            Statement::Fetch { ref name, count: Some(25) } if name == "c"
+        ));
+        assert!(matches!(
+            one("FETCH ALL IN c"),
+            Statement::Fetch { count: None, .. }
+        ));
+        assert!(matches!(
+            one("FETCH c"),
+            Statement::Fetch { count: Some(1), .. }
+        ));
+        assert!(matches!(one("CLOSE ALL"), Statement::CloseCursor(None)));
+        assert!(matches!(one("CLOSE C"), Statement::CloseCursor(Some(ref n)) if n == "c"));
         assert!(
             matches!(one("SHOW server_version"), Statement::Show(ShowWhat::Setting(ref s)) if s == "server_version")
         );
