@@ -68,3 +68,58 @@ fn transactions_savepoints_and_cursors_work_as_drivers_use_them() {
     let server = TestServer::start(&dir.path().join("data"), &[]);
     run_script("cursors.py", &server, &py);
 }
+
+#[test]
+fn copy_from_stdin_loads_text_and_csv() {
+    let Some(py) = python_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    run_script("copy_from.py", &server, &py);
+}
+
+/// psql `args`, with `input` on its standard input; its output, or a panic.
+fn psql(server: &TestServer, input: &str, command: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("psql")
+        .arg(server.pg_conn_string())
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", command])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "psql -c {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn psql_loads_a_csv_from_its_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    psql(
+        &server,
+        "",
+        "CREATE STREAM people (name VARCHAR, age INT) WITH (kafka_topic='people', partitions=1)",
+    );
+    let out = psql(
+        &server,
+        "name,age\nann,31\n\"bo, b\",\n",
+        "COPY people FROM STDIN WITH (FORMAT csv, HEADER)",
+    );
+    assert_eq!(out, "COPY 2");
+    assert_eq!(
+        psql(&server, "", "SELECT name || ':' || COALESCE(CAST(age AS VARCHAR), 'null') FROM people ORDER BY name"),
+        "ann:31\nbo, b:null"
+    );
+}

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, ArrayRef, Int64Array, Int8Array};
+use arrow::array::{new_null_array, ArrayRef, Int64Array, Int8Array, StringArray};
 use arrow::compute::{cast_with_options, concat_batches, CastOptions};
 use arrow::record_batch::RecordBatch;
 use sqlparser::ast::{Expr, Ident, Query, SetExpr, Values};
@@ -73,7 +73,6 @@ impl Engine {
     ) -> Result<StatementResult> {
         let (relation, targets) = self.insert_targets(&target, &columns)?;
         let name = relation.name.clone();
-        let schema = relation.schema();
         for (i, row) in rows.iter().enumerate() {
             if row.len() != targets.len() {
                 return Err(SluiceError::sql(format!(
@@ -121,7 +120,27 @@ impl Engine {
             return Ok(super::done("INSERT 0 0", "no rows".into()));
         };
         let values = concat_batches(&first.schema(), &batches)?;
-        let n = values.num_rows();
+        let n = self
+            .insert_columns(&relation, &targets, values.columns())
+            .await?;
+        Ok(StatementResult::Done {
+            tag: "INSERT".into(),
+            message: format!("{n} rows inserted into {name}"),
+            rows_affected: Some(n),
+        })
+    }
+
+    /// Writes rows to `relation`'s topic: `values` are columns (any type that
+    /// casts to the column's) for the relation columns `targets` names, the
+    /// others are NULL. Returns the number of rows.
+    pub(super) async fn insert_columns(
+        &self,
+        relation: &Relation,
+        targets: &[usize],
+        values: &[ArrayRef],
+    ) -> Result<usize> {
+        let n = values.first().map_or(0, |v| v.len());
+        let schema = relation.schema();
         let opts = CastOptions {
             safe: false,
             ..Default::default()
@@ -129,14 +148,15 @@ impl Engine {
         let mut out: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for (i, field) in schema.fields().iter().enumerate() {
             let col = match targets.iter().position(|&t| t == i) {
-                Some(pos) => cast_with_options(values.column(pos), field.data_type(), &opts)
-                    .map_err(|e| {
+                Some(pos) => {
+                    cast_with_options(&values[pos], field.data_type(), &opts).map_err(|e| {
                         SluiceError::sql(format!(
                             "value for column '{}' is not a {}: {e}",
                             field.name(),
                             crate::sql::types::sql_type_name(field.data_type())
                         ))
-                    })?,
+                    })?
+                }
                 None => new_null_array(field.data_type(), n),
             };
             out.push(col);
@@ -170,7 +190,7 @@ impl Engine {
             .is_table()
             .then(|| Int8Array::from(vec![Op::Upsert as i8; n]));
         let chunk = Chunk::new(batch, rowtime, ops);
-        let records = RecordEncoder::new(&relation).encode(&chunk)?;
+        let records = RecordEncoder::new(relation).encode(&chunk)?;
         let mut writer = self.backend.writer(&relation.topic).await.map_err(|e| {
             SluiceError::connector(format!("writing topic '{}'", relation.topic), e)
         })?;
@@ -180,10 +200,46 @@ impl Engine {
         writer.flush().await.map_err(|e| {
             SluiceError::connector(format!("flushing topic '{}'", relation.topic), e)
         })?;
-        Ok(StatementResult::Done {
-            tag: "INSERT".into(),
-            message: format!("{n} rows inserted into {name}"),
-            rows_affected: Some(n),
-        })
+        Ok(n)
+    }
+
+    /// `COPY target (columns) FROM STDIN`: rows of text fields (`None` is
+    /// NULL), each cast to its column's type. Returns the number of rows.
+    pub async fn insert_text_rows(
+        &self,
+        target: &Ident,
+        columns: &[Ident],
+        rows: &[Vec<Option<String>>],
+    ) -> Result<usize> {
+        let (relation, targets) = self.insert_targets(target, columns)?;
+        if let Some((i, row)) = rows
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.len() != targets.len())
+        {
+            return Err(SluiceError::Sql {
+                message: format!(
+                    "row {} has {} fields but {} columns are copied",
+                    i + 1,
+                    row.len(),
+                    targets.len()
+                ),
+                position: None,
+                hint: None,
+                sqlstate: "22P04",
+            });
+        }
+        let values: Vec<ArrayRef> = (0..targets.len())
+            .map(|c| {
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r[c].as_deref()))) as ArrayRef
+            })
+            .collect();
+        self.insert_columns(&relation, &targets, &values).await
+    }
+
+    /// Which columns `COPY target (columns) FROM STDIN` fills, checked before
+    /// the client sends any data.
+    pub fn copy_columns(&self, target: &Ident, columns: &[Ident]) -> Result<usize> {
+        self.insert_targets(target, columns).map(|(_, t)| t.len())
     }
 }

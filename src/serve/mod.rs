@@ -15,6 +15,7 @@
 //! [`StatementResult`]: crate::engine::result::StatementResult
 
 mod arrow_convert;
+mod copy_in;
 pub mod http;
 pub mod pgwire;
 pub mod security;

@@ -48,10 +48,12 @@ use pgwire::api::auth::{
     DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::copy::{send_copy_in_response, CopyHandler};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{send_describe_response, ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    DescribePortalResponse, FieldFormat, FieldInfo, QueryResponse, Response, SendableRowStream, Tag,
+    CopyResponse, DescribePortalResponse, FieldFormat, FieldInfo, QueryResponse, Response,
+    SendableRowStream, Tag,
 };
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
@@ -60,7 +62,7 @@ use pgwire::api::{
     PgWireServerHandlers, Type, DEFAULT_NAME, METADATA_APPLICATION_NAME, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail, CopyOutResponse};
 use pgwire::messages::data::RowDescription;
 use pgwire::messages::extendedquery::{
     Describe, Execute, PortalSuspended, TARGET_TYPE_BYTE_PORTAL,
@@ -79,6 +81,7 @@ use super::arrow_convert::{
     arrow_type_for_pg, field_infos, numeric_from_binary, pg_type, CopyEncoder, CopyFormat,
     CopyOptions, PgRowEncoder, PG_EPOCH_DAYS, PG_EPOCH_MICROS,
 };
+use super::copy_in::{self, CopyFrom, CopyIn};
 use super::security::users::Users;
 use super::security::Security;
 use super::{significant_tokens, token_start, translate_position, SERVER_VERSION};
@@ -234,6 +237,8 @@ struct PgConnection {
     session: Arc<Mutex<Session>>,
     parser: Arc<SluiceQueryParser>,
     probe: Option<ClientProbe>,
+    /// The COPY ... FROM STDIN receiving data, if one is.
+    copy_in: Mutex<Option<CopyIn>>,
 }
 
 /// The handler set pgwire asks for; all point at the same connection.
@@ -259,6 +264,7 @@ impl PgHandlers {
             session,
             parser,
             probe,
+            copy_in: Mutex::new(None),
         }))
     }
 }
@@ -273,6 +279,10 @@ impl PgWireServerHandlers for PgHandlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.0)
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
         Arc::clone(&self.0)
     }
 
@@ -459,6 +469,84 @@ impl StartupHandler for PgConnection {
 }
 
 // ---------------------------------------------------------------------------
+// COPY ... FROM STDIN (see copy_in.rs)
+// ---------------------------------------------------------------------------
+
+#[async_trait]
+impl CopyHandler for PgConnection {
+    async fn on_copy_data<C>(&self, _client: &mut C, data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.copy_in.lock().await;
+        let Some(state) = guard.as_mut() else {
+            return Ok(());
+        };
+        if state.failed.is_some() {
+            return Ok(());
+        }
+        if let Err(e) = state.push(&data.data) {
+            state.failed = Some(e);
+            return Ok(());
+        }
+        if state.rows.len() >= copy_in::BATCH_ROWS {
+            self.write_copied(state).await;
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(mut state) = self.copy_in.lock().await.take() else {
+            return Err(user_error(
+                "08P01",
+                "CopyDone without a COPY in progress".into(),
+            ));
+        };
+        if state.failed.is_none() {
+            if let Err(e) = state.finish() {
+                state.failed = Some(e);
+            }
+        }
+        self.write_copied(&mut state).await;
+        if let Some(e) = state.failed {
+            let kept = if state.written > 0 {
+                format!(" ({} rows before it were written)", state.written)
+            } else {
+                String::new()
+            };
+            return Err(user_error(
+                "22P04",
+                format!("COPY {}: {e}{kept}", state.copy.target),
+            ));
+        }
+        send_tag(client, Tag::new("COPY").with_rows(state.written)).await
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let written = self.copy_in.lock().await.take().map_or(0, |s| s.written);
+        user_error(
+            "57014",
+            format!(
+                "COPY from stdin failed: {} ({written} rows before it were written)",
+                fail.message
+            ),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Simple query protocol
 // ---------------------------------------------------------------------------
 
@@ -479,6 +567,11 @@ impl SimpleQueryHandler for PgConnection {
     {
         if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
             return Err(PgWireError::NotReadyForQuery);
+        }
+        if let Some(copy) = copy_in::parse(&query.query) {
+            // The data follows in CopyData messages (see the CopyHandler);
+            // pgwire sends ReadyForQuery after CopyDone.
+            return self.start_copy_in(client, &query.query, copy).await;
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
         let mut status = client.transaction_status();
@@ -518,6 +611,50 @@ impl SimpleQueryHandler for PgConnection {
 }
 
 impl PgConnection {
+    async fn start_copy_in<C>(
+        &self,
+        client: &mut C,
+        sql: &str,
+        copy: Result<CopyFrom, String>,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let copy = copy.map_err(|msg| user_error("0A000", msg))?;
+        let columns = self
+            .server
+            .engine
+            .copy_columns(&copy.target, &copy.columns)
+            .map_err(|e| user_error_info(error_info(&e, sql, sql, 0)))?;
+        *self.copy_in.lock().await = Some(CopyIn::new(copy));
+        client.set_state(PgWireConnectionState::CopyInProgress(false));
+        send_copy_in_response(
+            client,
+            CopyResponse::new(0, columns, stream::empty::<PgWireResult<CopyData>>()),
+        )
+        .await
+    }
+
+    /// Writes the rows a COPY collected so far; a failure is kept for
+    /// CopyDone, and the rest of the data is ignored.
+    async fn write_copied(&self, state: &mut CopyIn) {
+        if state.failed.is_some() || state.rows.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut state.rows);
+        match self
+            .server
+            .engine
+            .insert_text_rows(&state.copy.target, &state.copy.columns, &rows)
+            .await
+        {
+            Ok(n) => state.written += n,
+            Err(e) => state.failed = Some(e.message()),
+        }
+    }
+
     async fn run_simple_query<C>(
         &self,
         client: &mut C,
