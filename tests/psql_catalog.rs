@@ -166,7 +166,8 @@ fn psql_meta_commands_describe_streams_and_tables() {
     );
     assert_row(&psql(&server, "\\d clicks"), &["target", "text"]);
 
-    // information_schema (DataFusion's) lists them too.
+    // information_schema lists them too, the Postgres way: streams are views,
+    // columns count from 1, types have their Postgres names.
     let info = psql(
         &server,
         "SELECT table_schema, table_name FROM information_schema.tables \
@@ -183,6 +184,26 @@ fn psql_meta_commands_describe_streams_and_tables() {
     for column in ["user_id", "url", "status"] {
         assert_row(&columns, &["pageviews", column]);
     }
+    let typed = psql(
+        &server,
+        "SELECT column_name, ordinal_position, data_type, udt_name, is_nullable \
+         FROM information_schema.columns WHERE table_name = 'pageviews' ORDER BY ordinal_position",
+    );
+    assert_row(&typed, &["user_id", "1", "text", "text", "YES"]);
+    assert_row(&typed, &["status", "3", "integer", "int4", "YES"]);
+    let kinds = psql(
+        &server,
+        "SELECT table_name, table_type FROM information_schema.tables \
+         WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY table_name",
+    );
+    assert_row(&kinds, &["pageviews", "VIEW"]);
+    assert_row(&kinds, &["per_url", "BASE TABLE"]);
+    let counted = psql(
+        &server,
+        "SELECT 'bigints', COUNT(*) FROM information_schema.columns \
+         WHERE table_name = 'per_url' AND data_type = 'bigint' AND numeric_precision = 64",
+    );
+    assert_row(&counted, &["bigints", "1"]);
 
     // What drivers and dashboards ask on connect.
     let facts = psql(

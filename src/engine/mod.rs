@@ -4,6 +4,7 @@
 mod cursor;
 mod ddl;
 mod describe;
+mod information_schema;
 mod insert;
 pub mod metrics;
 mod params;
@@ -107,7 +108,7 @@ impl Engine {
         let catalog_file = CatalogFile::new(&config.data_dir);
         let catalog = catalog_file.load()?;
         let session_config = SessionConfig::new()
-            .with_information_schema(true)
+            .with_information_schema(false)
             .set_bool("datafusion.sql_parser.collect_spans", true)
             .with_default_catalog_and_schema("sluice", "public");
         // Pull queries share a bounded pool: a query needing more fails with

@@ -63,7 +63,7 @@ use crate::error::{Result, SluiceError};
 /// The database every client is connected to.
 pub(crate) const DATABASE: &str = "sluice";
 /// The one role: owner of everything.
-const ROLE: &str = "sluice";
+pub(super) const ROLE: &str = "sluice";
 const ROLE_OID: u32 = 10;
 const DATABASE_OID: u32 = 5;
 const NS_PG_CATALOG: u32 = 11;
@@ -80,7 +80,7 @@ const FIRST_USER_OID: u32 = 16_384;
 
 /// Postgres catalog column types, as Arrow types.
 #[derive(Clone, Copy, Debug)]
-enum Ty {
+pub(super) enum Ty {
     /// `oid`, `regproc`, `xid`: unsigned 32-bit.
     Oid,
     /// `name`, `text`, `"char"`, `pg_node_tree`, timestamps shown as text.
@@ -116,17 +116,17 @@ impl Ty {
     }
 }
 
-type Row = Vec<ScalarValue>;
-type RowsFn = fn(&Snapshot) -> Vec<Row>;
+pub(super) type Row = Vec<ScalarValue>;
+pub(super) type RowsFn = fn(&Snapshot) -> Vec<Row>;
 
 /// One `pg_catalog` table: its Postgres columns and how to produce its rows.
-struct TableDef {
-    name: &'static str,
-    oid: u32,
-    columns: &'static [(&'static str, Ty)],
+pub(super) struct TableDef {
+    pub(super) name: &'static str,
+    pub(super) oid: u32,
+    pub(super) columns: &'static [(&'static str, Ty)],
     /// `None`: Sluice has no such objects, the table is always empty (and the
     /// rewrite may treat joins with it as empty).
-    rows: Option<RowsFn>,
+    pub(super) rows: Option<RowsFn>,
 }
 
 use Ty::*;
@@ -884,9 +884,9 @@ fn table_def(name: &str) -> Option<&'static TableDef> {
 // ---------------------------------------------------------------------------
 
 /// A built-in Postgres type Sluice can put on the wire.
-struct PgTypeInfo {
+pub(super) struct PgTypeInfo {
     oid: u32,
-    name: &'static str,
+    pub(super) name: &'static str,
     /// What `format_type` prints.
     display: &'static str,
     len: i16,
@@ -987,12 +987,12 @@ const TYPES: &[PgTypeInfo] = &[
     arr(3807, "_jsonb", "jsonb[]", 3802),
 ];
 
-fn type_info(oid: u32) -> Option<&'static PgTypeInfo> {
+pub(super) fn type_info(oid: u32) -> Option<&'static PgTypeInfo> {
     TYPES.iter().find(|t| t.oid == oid)
 }
 
 /// `format_type(oid, typmod)`: the SQL name of a type, with its modifier.
-fn format_type(oid: u32, typmod: Option<i64>) -> String {
+pub(super) fn format_type(oid: u32, typmod: Option<i64>) -> String {
     let Some(info) = type_info(oid) else {
         return "???".to_string();
     };
@@ -1007,7 +1007,7 @@ fn format_type(oid: u32, typmod: Option<i64>) -> String {
 
 /// The wire type of an Arrow column (the same one the RowDescription carries)
 /// and its type modifier.
-fn column_type(dt: &DataType) -> (u32, i32) {
+pub(super) fn column_type(dt: &DataType) -> (u32, i32) {
     (
         super::pg_types::pg_type(dt).oid(),
         super::pg_types::pg_type_modifier(dt),
@@ -1020,7 +1020,7 @@ fn column_type(dt: &DataType) -> (u32, i32) {
 
 /// What the catalog tables are computed from: the user relations at scan time.
 pub(crate) struct Snapshot {
-    relations: Vec<Relation>,
+    pub(super) relations: Vec<Relation>,
 }
 
 /// A stable OID for a user relation, derived from its name (FNV-1a), so it
@@ -1036,7 +1036,7 @@ fn relation_oid(name: &str) -> u32 {
 
 /// `relkind` of a Sluice relation: streams are views, tables are tables, and a
 /// table declared with CREATE MATERIALIZED VIEW is a materialized view.
-fn relkind(r: &Relation) -> &'static str {
+pub(super) fn relkind(r: &Relation) -> &'static str {
     if !r.is_table() {
         "v"
     } else if is_materialized_view(r) {
@@ -1060,7 +1060,7 @@ fn is_materialized_view(r: &Relation) -> bool {
 
 /// The definition `pg_get_viewdef` and `pg_views` show: the statement that
 /// created the relation.
-fn definition(r: &Relation) -> String {
+pub(super) fn definition(r: &Relation) -> String {
     r.statement.clone()
 }
 
@@ -1126,10 +1126,10 @@ fn split_qualified(name: &str) -> Option<Vec<String>> {
     }
 }
 
-fn oid(v: u32) -> ScalarValue {
+pub(super) fn oid(v: u32) -> ScalarValue {
     ScalarValue::UInt32(Some(v))
 }
-fn text(v: impl Into<String>) -> ScalarValue {
+pub(super) fn text(v: impl Into<String>) -> ScalarValue {
     ScalarValue::Utf8(Some(v.into()))
 }
 fn boolean(v: bool) -> ScalarValue {
@@ -1138,13 +1138,13 @@ fn boolean(v: bool) -> ScalarValue {
 fn int2(v: i16) -> ScalarValue {
     ScalarValue::Int16(Some(v))
 }
-fn int4(v: i32) -> ScalarValue {
+pub(super) fn int4(v: i32) -> ScalarValue {
     ScalarValue::Int32(Some(v))
 }
 fn float4(v: f32) -> ScalarValue {
     ScalarValue::Float32(Some(v))
 }
-fn null() -> ScalarValue {
+pub(super) fn null() -> ScalarValue {
     ScalarValue::Null
 }
 
@@ -2092,23 +2092,30 @@ impl Engine {
     /// DataFusion context. Called once at startup.
     pub(super) fn register_pg_catalog(self: &Arc<Self>) -> Result<()> {
         let source = SnapshotSource(Arc::downgrade(self));
-        let schema = MemorySchemaProvider::new();
-        for def in TABLES {
-            let table = PgTable {
-                def,
-                schema: table_schema(def),
-                source: source.clone(),
-            };
-            schema
-                .register_table(def.name.to_string(), Arc::new(table))
-                .map_err(crate::planner::df_error)?;
-        }
         let catalog = self.ctx.catalog(DATABASE).ok_or_else(|| {
             SluiceError::Internal(format!("DataFusion catalog '{DATABASE}' is missing"))
         })?;
-        catalog
-            .register_schema("pg_catalog", Arc::new(schema))
-            .map_err(crate::planner::df_error)?;
+        // information_schema is Postgres' (ordinals from 1, Postgres type
+        // names), not DataFusion's, which the session leaves out.
+        for (name, tables) in [
+            ("pg_catalog", TABLES),
+            ("information_schema", super::information_schema::TABLES),
+        ] {
+            let schema = MemorySchemaProvider::new();
+            for def in tables {
+                let table = PgTable {
+                    def,
+                    schema: table_schema(def),
+                    source: source.clone(),
+                };
+                schema
+                    .register_table(def.name.to_string(), Arc::new(table))
+                    .map_err(crate::planner::df_error)?;
+            }
+            catalog
+                .register_schema(name, Arc::new(schema))
+                .map_err(crate::planner::df_error)?;
+        }
         for f in functions(source) {
             self.ctx.register_udf(f);
         }
