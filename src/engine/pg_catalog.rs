@@ -1970,6 +1970,13 @@ fn functions(source: SnapshotSource) -> Vec<ScalarUDF> {
                 .collect();
             Ok(Arc::new(out) as ArrayRef)
         }),
+        // `set_config(name, value, is_local)`: settings are not per session
+        // here, so it changes nothing and returns the value, as Postgres does
+        // (asyncpg sets `jit` this way before its type introspection).
+        udf("set_config", &[3], DataType::Utf8, |args, _| {
+            let out: StringArray = text_arg(&args[1])?.into_iter().collect();
+            Ok(Arc::new(out) as ArrayRef)
+        }),
         udf("pg_encoding_to_char", &[1], DataType::Utf8, |args, _| {
             let out: StringArray = int_arg(&args[0])?
                 .into_iter()

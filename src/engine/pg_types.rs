@@ -11,9 +11,9 @@ pub const SERVER_VERSION: &str = concat!("15.0 (Sluice ", env!("CARGO_PKG_VERSIO
 
 /// The Postgres type a column of Arrow type `dt` is described as.
 ///
-/// Lists, structs and maps are sent as `text` holding JSON; intervals,
-/// durations and anything else without a natural Postgres counterpart are sent
-/// as `text` in Arrow's display form.
+/// Lists of scalars are Postgres arrays; other lists, structs and maps are
+/// `json`; intervals, durations and anything else without a natural Postgres
+/// counterpart are sent as `text` in Arrow's display form.
 pub fn pg_type(dt: &DataType) -> Type {
     match dt {
         DataType::Boolean => Type::BOOL,
@@ -39,7 +39,50 @@ pub fn pg_type(dt: &DataType) -> Type {
         DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
         DataType::Dictionary(_, value) => pg_type(value),
         DataType::RunEndEncoded(_, values) => pg_type(values.data_type()),
+        // A list of scalars is a Postgres array of the element's type; lists
+        // of lists or structs, structs and maps travel as JSON.
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _)
+            if !is_nested(f.data_type()) =>
+        {
+            array_of(&pg_type(f.data_type()))
+        }
+        dt if is_nested(dt) => Type::JSON,
         _ => Type::TEXT,
+    }
+}
+
+/// Lists, structs, maps and unions: values with parts.
+pub fn is_nested(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Struct(_)
+            | DataType::Map(..)
+            | DataType::Union(..)
+    )
+}
+
+/// The array type whose elements are `element`.
+pub fn array_of(element: &Type) -> Type {
+    match *element {
+        Type::BOOL => Type::BOOL_ARRAY,
+        Type::INT2 => Type::INT2_ARRAY,
+        Type::INT4 => Type::INT4_ARRAY,
+        Type::INT8 => Type::INT8_ARRAY,
+        Type::FLOAT4 => Type::FLOAT4_ARRAY,
+        Type::FLOAT8 => Type::FLOAT8_ARRAY,
+        Type::NUMERIC => Type::NUMERIC_ARRAY,
+        Type::BYTEA => Type::BYTEA_ARRAY,
+        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
+        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
+        Type::DATE => Type::DATE_ARRAY,
+        Type::TIME => Type::TIME_ARRAY,
+        Type::JSON => Type::JSON_ARRAY,
+        _ => Type::TEXT_ARRAY,
     }
 }
 

@@ -184,6 +184,7 @@ impl Partial {
 /// Checks that every relation the query names exists, so the error can point at it.
 pub fn check_relations(catalog: &Catalog, query: &Query) -> Result<Vec<String>> {
     let functions = table_function_calls(query);
+    let ctes = cte_names(query);
     let mut names = Vec::new();
     let mut missing: Option<SluiceError> = None;
     let _ = ast::visit_relations(query, |name: &ast::ObjectName| {
@@ -193,7 +194,11 @@ pub fn check_relations(catalog: &Catalog, query: &Query) -> Result<Vec<String>> 
         }
         if let Some(ident) = name.0.last().and_then(|p| p.as_ident()) {
             let normalized = normalize_ident(ident);
-            if window::is_windowed_name(&normalized) {
+            if window::is_windowed_name(&normalized)
+                || (name.0.len() == 1 && ctes.contains(&normalized))
+            {
+                // A WITH query's own name (asyncpg's recursive type
+                // introspection has several): DataFusion resolves it.
                 return std::ops::ControlFlow::Continue(());
             }
             if catalog.relation(&normalized).is_none()
@@ -216,6 +221,25 @@ pub fn check_relations(catalog: &Catalog, query: &Query) -> Result<Vec<String>> 
         Some(e) => Err(e),
         None => Ok(names),
     }
+}
+
+/// The names WITH clauses define anywhere in a query (normalized).
+fn cte_names(query: &Query) -> Vec<String> {
+    struct Ctes(Vec<String>);
+    impl ast::Visitor for Ctes {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> std::ops::ControlFlow<()> {
+            if let Some(with) = &query.with {
+                for cte in &with.cte_tables {
+                    self.0.push(normalize_ident(&cte.alias.name));
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut ctes = Ctes(Vec::new());
+    let _ = ast::Visit::visit(query, &mut ctes);
+    ctes.0
 }
 
 /// The names called as table functions (`FROM f(args)`) in a query.
@@ -863,5 +887,32 @@ fn column_of(e: &Expr) -> Option<&datafusion::common::Column> {
         Expr::Column(c) => Some(c),
         Expr::Alias(a) => column_of(&a.expr),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(sql: &str) -> Query {
+        match crate::sql::parser::parse_one(sql).unwrap().statement {
+            crate::sql::Statement::Select { query, .. } => *query,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_a_with_clause_defines_are_not_missing_relations() {
+        let catalog = Catalog::default();
+        let q = query(
+            "WITH RECURSIVE tree(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM tree WHERE n < 3) \
+             SELECT * FROM (WITH inner_cte AS (SELECT n FROM tree) SELECT * FROM inner_cte) t",
+        );
+        assert!(check_relations(&catalog, &q).is_ok());
+        let missing = check_relations(&catalog, &query("WITH a AS (SELECT 1) SELECT * FROM b"));
+        assert!(missing
+            .unwrap_err()
+            .to_string()
+            .contains("'b' does not exist"));
     }
 }

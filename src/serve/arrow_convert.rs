@@ -18,7 +18,8 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Float32Array, Float64Array,
-    Int16Array, Int32Array, Int64Array, Time64MicrosecondArray, TimestampMicrosecondArray,
+    Int16Array, Int32Array, Int64Array, ListArray, Time64MicrosecondArray,
+    TimestampMicrosecondArray,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
@@ -32,6 +33,7 @@ use pgwire::api::Type;
 use pgwire::messages::data::DataRow;
 
 pub(crate) use crate::engine::pg_types::arrow_type_for_pg;
+use crate::engine::pg_types::is_nested;
 pub use crate::engine::pg_types::{pg_type, pg_type_modifier};
 
 /// Days from the Unix epoch to the Postgres epoch (2000-01-01).
@@ -141,6 +143,15 @@ fn wire_type(dt: &DataType) -> DataType {
         DataType::Time32(_) | DataType::Time64(_) => DataType::Time64(TimeUnit::Microsecond),
         DataType::Dictionary(_, value) => wire_type(value),
         DataType::RunEndEncoded(_, values) => wire_type(values.data_type()),
+        // Arrays: a List of wire-typed elements.
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _)
+            if !is_nested(f.data_type()) =>
+        {
+            DataType::List(Arc::new(Field::new_list_field(
+                wire_type(f.data_type()),
+                true,
+            )))
+        }
         other => other.clone(),
     }
 }
@@ -152,20 +163,6 @@ fn to_wire(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
     } else {
         cast(array, &target)
     }
-}
-
-fn is_nested(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::List(_)
-            | DataType::LargeList(_)
-            | DataType::ListView(_)
-            | DataType::LargeListView(_)
-            | DataType::FixedSizeList(..)
-            | DataType::Struct(_)
-            | DataType::Map(..)
-            | DataType::Union(..)
-    )
 }
 
 /// The columns of `batch` as wire arrays, after casting each to the type the
@@ -213,6 +210,11 @@ enum TextCell<'a> {
     Bool(&'a BooleanArray),
     Bytea(&'a BinaryArray),
     Json(NullableEncoder<'a>),
+    /// A Postgres array literal, `{1,NULL,"a b"}`, of its elements' text.
+    Array {
+        list: &'a ListArray,
+        elements: Box<TextCell<'a>>,
+    },
 }
 
 impl<'a> TextCell<'a> {
@@ -220,6 +222,13 @@ impl<'a> TextCell<'a> {
         Ok(match array.data_type() {
             DataType::Boolean => TextCell::Bool(array.as_boolean()),
             DataType::Binary => TextCell::Bytea(array.as_binary::<i32>()),
+            DataType::List(element) if !is_nested(element.data_type()) => {
+                let list = array.as_list::<i32>();
+                TextCell::Array {
+                    list,
+                    elements: Box::new(TextCell::try_new(element, list.values().as_ref())?),
+                }
+            }
             dt if is_nested(dt) => TextCell::Json(make_encoder(field, array, &JSON_OPTIONS)?),
             _ => TextCell::Display(ArrayFormatter::try_new(array, &PG_TEXT_FORMAT)?),
         })
@@ -248,8 +257,49 @@ impl<'a> TextCell<'a> {
                 e.encode(idx, out);
                 Ok(())
             }
+            TextCell::Array { list, elements } => {
+                let offsets = list.value_offsets();
+                let (start, end) = (offsets[idx] as usize, offsets[idx + 1] as usize);
+                let values = list.values();
+                out.push(b'{');
+                let mut item = Vec::new();
+                for (n, j) in (start..end).enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    if values.is_null(j) {
+                        out.extend_from_slice(b"NULL");
+                        continue;
+                    }
+                    item.clear();
+                    elements.write(j, &mut item)?;
+                    if needs_quotes(&item) {
+                        out.push(b'"');
+                        for &b in &item {
+                            if b == b'"' || b == b'\\' {
+                                out.push(b'\\');
+                            }
+                            out.push(b);
+                        }
+                        out.push(b'"');
+                    } else {
+                        out.extend_from_slice(&item);
+                    }
+                }
+                out.push(b'}');
+                Ok(())
+            }
         }
     }
+}
+
+/// Whether an array element must be quoted to read back as itself.
+fn needs_quotes(item: &[u8]) -> bool {
+    item.is_empty()
+        || item.eq_ignore_ascii_case(b"NULL")
+        || item
+            .iter()
+            .any(|b| matches!(b, b'{' | b'}' | b',' | b'"' | b'\\') || b.is_ascii_whitespace())
 }
 
 /// Renders the non-null values of one (wire) column in Postgres binary format.
@@ -267,6 +317,13 @@ enum BinaryCell<'a> {
     Bytea(&'a BinaryArray),
     /// `text` columns: the binary format of text is its UTF-8 bytes.
     Text(TextCell<'a>),
+    /// Postgres' binary array: dimensions, element OID, then each element in
+    /// its own binary format (postgres-protocol writes the frame).
+    Array {
+        list: &'a ListArray,
+        element_oid: u32,
+        elements: Box<BinaryCell<'a>>,
+    },
 }
 
 impl<'a> BinaryCell<'a> {
@@ -287,6 +344,14 @@ impl<'a> BinaryCell<'a> {
                 BinaryCell::Numeric(ArrayFormatter::try_new(array, &PG_TEXT_FORMAT)?, Vec::new())
             }
             DataType::Binary => BinaryCell::Bytea(array.as_binary::<i32>()),
+            DataType::List(element) if !is_nested(element.data_type()) => {
+                let list = array.as_list::<i32>();
+                BinaryCell::Array {
+                    list,
+                    element_oid: pg_type(element.data_type()).oid(),
+                    elements: Box::new(BinaryCell::try_new(element, list.values().as_ref())?),
+                }
+            }
             _ => BinaryCell::Text(TextCell::try_new(field, array)?),
         })
     }
@@ -311,6 +376,39 @@ impl<'a> BinaryCell<'a> {
             }
             BinaryCell::Bytea(a) => out.extend_from_slice(a.value(idx)),
             BinaryCell::Text(t) => t.write(idx, out)?,
+            BinaryCell::Array {
+                list,
+                element_oid,
+                elements,
+            } => {
+                let offsets = list.value_offsets();
+                let (start, end) = (offsets[idx] as usize, offsets[idx + 1] as usize);
+                let values = list.values();
+                // An empty array has no dimensions, as Postgres writes it.
+                let dimension = (end > start).then(|| postgres_protocol::types::ArrayDimension {
+                    len: i32::try_from(end - start).unwrap_or(i32::MAX),
+                    lower_bound: 1,
+                });
+                let mut buf = BytesMut::new();
+                let mut item = Vec::new();
+                postgres_protocol::types::array_to_sql(
+                    dimension,
+                    *element_oid,
+                    start..end,
+                    |j, buf| {
+                        if values.is_null(j) {
+                            return Ok(postgres_protocol::IsNull::Yes);
+                        }
+                        item.clear();
+                        elements.write(j, &mut item)?;
+                        buf.put_slice(&item);
+                        Ok(postgres_protocol::IsNull::No)
+                    },
+                    &mut buf,
+                )
+                .map_err(|e| ArrowError::ComputeError(format!("binary array: {e}")))?;
+                out.extend_from_slice(&buf);
+            }
         }
         Ok(())
     }
@@ -846,10 +944,29 @@ mod tests {
             (Date32, Type::DATE),
             (Time64(TimeUnit::Nanosecond), Type::TIME),
             (Decimal128(10, 2), Type::NUMERIC),
-            (List(Arc::new(Field::new("item", Int32, true))), Type::TEXT),
+            (
+                List(Arc::new(Field::new("item", Int32, true))),
+                Type::INT4_ARRAY,
+            ),
+            (
+                List(Arc::new(Field::new(
+                    "item",
+                    Timestamp(TimeUnit::Millisecond, None),
+                    true,
+                ))),
+                Type::TIMESTAMP_ARRAY,
+            ),
+            (
+                List(Arc::new(Field::new(
+                    "item",
+                    List(Arc::new(Field::new("item", Int32, true))),
+                    true,
+                ))),
+                Type::JSON,
+            ),
             (
                 Struct(vec![Field::new("a", Int32, true)].into()),
-                Type::TEXT,
+                Type::JSON,
             ),
             (Dictionary(Box::new(Int32), Box::new(Utf8)), Type::TEXT),
             (Dictionary(Box::new(Int32), Box::new(Int64)), Type::INT8),
@@ -937,7 +1054,7 @@ mod tests {
                 s("2022-01-08"),
                 s("123.45"),
                 s("\\x01ab"),
-                s("[1,null]"),
+                s("{1,NULL}"),
                 None,
             ]
         );
@@ -962,6 +1079,60 @@ mod tests {
         assert_eq!(infos[4].datatype(), &Type::TIMESTAMP);
         assert_eq!(infos[5].datatype(), &Type::TIMESTAMPTZ);
         assert_eq!(infos[7].type_modifier(), (10 << 16 | 2) + 4);
+    }
+
+    #[test]
+    fn arrays_in_text_and_binary() {
+        let strings = {
+            let mut b = arrow::array::ListBuilder::new(arrow::array::StringBuilder::new());
+            for v in ["a", "b c", "", "NULL", "q\"x", "{}"] {
+                b.values().append_value(v);
+            }
+            b.values().append_null();
+            b.append(true);
+            b.append(true); // empty
+            b.finish()
+        };
+        let ints = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(7), None]),
+            Some(vec![]),
+        ]);
+        let b = batch(vec![
+            ("s", Arc::new(strings) as ArrayRef),
+            ("i", Arc::new(ints)),
+        ]);
+        let text = PgRowEncoder::new(b.schema(), vec![]).encode(&b).unwrap();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            text_cells(&text[0]),
+            vec![s(r#"{a,"b c","","NULL","q\"x","{}",NULL}"#), s("{7,NULL}")]
+        );
+        assert_eq!(text_cells(&text[1]), vec![s("{}"), s("{}")]);
+
+        // Binary: read back with postgres-protocol's decoder.
+        use fallible_iterator::FallibleIterator;
+        let enc = PgRowEncoder::new(b.schema(), vec![FieldFormat::Binary; 2]);
+        assert_eq!(enc.field_infos()[1].datatype(), &Type::INT4_ARRAY);
+        let rows = enc.encode(&b).unwrap();
+        let first = cells(&rows[0]);
+        let ints = postgres_protocol::types::array_from_sql(first[1].as_ref().unwrap()).unwrap();
+        assert_eq!(ints.element_type(), Type::INT4.oid());
+        let values: Vec<Option<i32>> = ints
+            .values()
+            .map(|v| Ok(v.map(|b| i32::from_be_bytes(b.try_into().unwrap()))))
+            .collect()
+            .unwrap();
+        assert_eq!(values, vec![Some(7), None]);
+        let strings = postgres_protocol::types::array_from_sql(first[0].as_ref().unwrap()).unwrap();
+        assert_eq!(strings.element_type(), Type::TEXT.oid());
+        assert_eq!(strings.values().count().unwrap(), 7);
+        let empty = cells(&encode_second(&enc, &b))[1].clone().unwrap();
+        let empty = postgres_protocol::types::array_from_sql(&empty).unwrap();
+        assert_eq!(empty.dimensions().count().unwrap(), 0);
+    }
+
+    fn encode_second(enc: &PgRowEncoder, b: &RecordBatch) -> DataRow {
+        enc.encode(b).unwrap().remove(1)
     }
 
     fn batch_schema(b: &RecordBatch) -> SchemaRef {

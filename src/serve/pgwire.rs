@@ -899,7 +899,7 @@ impl QueryParser for SluiceQueryParser {
         Ok(stmt
             .param_types
             .iter()
-            .map(|t| t.as_ref().map(pg_param_type).unwrap_or(Type::TEXT))
+            .map(|t| t.as_ref().map(pg_type).unwrap_or(Type::TEXT))
             .collect())
     }
 
@@ -1172,7 +1172,7 @@ fn decode_params(portal: &Portal<PreparedStatement>) -> PgWireResult<Vec<ScalarV
             let inferred = stmt.statement.param_types.get(idx).cloned().flatten();
             let ty = declared
                 .clone()
-                .or_else(|| inferred.as_ref().map(pg_param_type))
+                .or_else(|| inferred.as_ref().map(pg_type))
                 .unwrap_or(Type::TEXT);
             let binary = match &portal.parameter_format {
                 Format::UnifiedText => false,
@@ -1197,38 +1197,6 @@ fn decode_params(portal: &Portal<PreparedStatement>) -> PgWireResult<Vec<ScalarV
 }
 
 type ParamError = (&'static str, String);
-
-/// How a parameter of Arrow type `dt` is described to the client: lists as
-/// Postgres arrays of their element type (so asyncpg and JDBC bind a list or
-/// an array), everything else as its result type.
-fn pg_param_type(dt: &DataType) -> Type {
-    match dt {
-        DataType::List(f) | DataType::LargeList(f) => {
-            let element = pg_type(f.data_type());
-            Type::from_oid(array_oid(&element)).unwrap_or(Type::TEXT_ARRAY)
-        }
-        other => pg_type(other),
-    }
-}
-
-/// The OID of the array type whose elements are `element`.
-fn array_oid(element: &Type) -> u32 {
-    match *element {
-        Type::BOOL => Type::BOOL_ARRAY.oid(),
-        Type::INT2 => Type::INT2_ARRAY.oid(),
-        Type::INT4 => Type::INT4_ARRAY.oid(),
-        Type::INT8 => Type::INT8_ARRAY.oid(),
-        Type::FLOAT4 => Type::FLOAT4_ARRAY.oid(),
-        Type::FLOAT8 => Type::FLOAT8_ARRAY.oid(),
-        Type::NUMERIC => Type::NUMERIC_ARRAY.oid(),
-        Type::BYTEA => Type::BYTEA_ARRAY.oid(),
-        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY.oid(),
-        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY.oid(),
-        Type::DATE => Type::DATE_ARRAY.oid(),
-        Type::TIME => Type::TIME_ARRAY.oid(),
-        _ => Type::TEXT_ARRAY.oid(),
-    }
-}
 
 /// Decodes one parameter value. `ty` is its wire type (used for binary
 /// values), `target` the Arrow type text values are parsed as.
@@ -2184,7 +2152,7 @@ mod tests {
         .unwrap();
         let binary = decode_param(Some(&raw), &Type::INT4_ARRAY, true, None).unwrap();
         assert_eq!(binary, list(vec![Some(7), None]));
-        assert_eq!(pg_param_type(&binary.data_type()), Type::INT4_ARRAY);
+        assert_eq!(pg_type(&binary.data_type()), Type::INT4_ARRAY);
     }
 
     #[test]

@@ -84,6 +84,14 @@ def psycopg3():
                 [("a",), ("b",)],
             )
             check(
+                f"psycopg3 {mode}: arrays and structs come back as lists and dicts",
+                cur.execute(
+                    "SELECT make_array(1, 2, NULL) AS a, make_array('x', 'y z', '') AS b, "
+                    "named_struct('n', 1, 's', 'v') AS c"
+                ).fetchone(),
+                ([1, 2, None], ["x", "y z", ""], {"n": 1, "s": "v"}),
+            )
+            check(
                 f"psycopg3 {mode}: pg_type with a parameter",
                 cur.execute("SELECT typname FROM pg_type WHERE oid = %s", (23,)).fetchall(),
                 [("int4",)],
