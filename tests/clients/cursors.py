@@ -4,19 +4,11 @@ nested transaction blocks (SAVEPOINT / RELEASE / ROLLBACK TO), a named
 cursor over a push query. Run by tests/clients.rs; exits non-zero on the
 first wrong answer."""
 
-import os
-import sys
-
 import psycopg
 
-DSN = f"host=127.0.0.1 port={os.environ['SLUICE_PG_PORT']} user=sluice dbname=sluice"
+from checks import DSN, check
 
 
-def check(what, got, want):
-    if got != want:
-        print(f"{what}: got {got!r}, want {want!r}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok: {what}")
 
 
 with psycopg.connect(DSN, autocommit=True) as c:

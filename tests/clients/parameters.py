@@ -6,26 +6,17 @@ exits non-zero on the first wrong answer."""
 import asyncio
 import datetime
 import decimal
-import os
-import sys
 
 import asyncpg
 import psycopg
 import psycopg2
 
-HOST = "127.0.0.1"
-PORT = int(os.environ["SLUICE_PG_PORT"])
-DSN = f"host={HOST} port={PORT} user=sluice dbname=sluice"
+from checks import DSN, HOST, PORT, check
+
 
 TS = datetime.datetime(2024, 3, 1, 12, 30, 0)
 TSTZ = datetime.datetime(2024, 3, 1, 13, 30, 0, tzinfo=datetime.timezone.utc)
 
-
-def check(what, got, want):
-    if got != want:
-        print(f"{what}: got {got!r}, want {want!r}", file=sys.stderr)
-        sys.exit(1)
-    print(f"ok: {what}")
 
 
 def setup():
