@@ -119,6 +119,27 @@ async fn bounded_file_stream_finishes_and_survives_restart() {
         rows(&engine, "SELECT * FROM per_auction ORDER BY auction").await,
         vec!["1 | 2 | 17 | c", "2 | 1 | 5 | b"]
     );
+    // The backfill's progress: every byte of both files read.
+    let bytes: u64 = ["part-1.jsonl", "part-2.jsonl"]
+        .iter()
+        .map(|f| std::fs::metadata(input.join(f)).unwrap().len())
+        .sum();
+    let shown = rows(&engine, "SHOW QUERIES").await;
+    let line = shown
+        .iter()
+        .find(|r| r.starts_with("CTAS_PER_AUCTION"))
+        .unwrap();
+    assert!(
+        line.contains(&format!("| caught up ({bytes} bytes) |")),
+        "{line}"
+    );
+    let metrics = engine.metrics_text();
+    assert!(
+        metrics.contains(
+            "sluice_query_progress_ratio{query=\"CTAS_PER_AUCTION_1\",unit=\"bytes\"} 1\n"
+        ),
+        "{metrics}"
+    );
     // A pull query reads the files too; a missing field is NULL.
     assert_eq!(
         rows(

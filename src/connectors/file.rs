@@ -98,6 +98,8 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 
 pub struct FileReader {
     files: Vec<PathBuf>,
+    /// Each file's length when opened (the end of a backfill).
+    sizes: Vec<u64>,
     /// Byte to start each file at (from a checkpoint).
     start: Vec<u64>,
     current: usize,
@@ -120,6 +122,10 @@ impl FileReader {
         follow: bool,
     ) -> Result<FileReader> {
         let files = list_files(path, access)?;
+        let sizes = files
+            .iter()
+            .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+            .collect();
         let mut first = vec![0u64; files.len()];
         if let StartFrom::Offsets(offsets) = &start {
             for (p, o) in offsets {
@@ -130,6 +136,7 @@ impl FileReader {
         }
         Ok(FileReader {
             files,
+            sizes,
             start: first,
             current: 0,
             reader: None,
@@ -243,6 +250,27 @@ impl LogReader for FileReader {
 
     async fn caught_up(&mut self) -> Result<bool> {
         Ok(!self.follow && self.current >= self.files.len())
+    }
+
+    fn position_unit(&self) -> &'static str {
+        "bytes"
+    }
+
+    /// Each file's length: the offset after its last line. A followed file's
+    /// last length is asked again, it grows.
+    fn end_offsets(&self) -> Vec<(i32, i64)> {
+        self.sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| {
+                let size = if self.follow && i + 1 == self.files.len() {
+                    std::fs::metadata(&self.files[i]).map_or(*size, |m| m.len())
+                } else {
+                    *size
+                };
+                (i as i32, i64::try_from(size).unwrap_or(i64::MAX))
+            })
+            .collect()
     }
 
     fn describe_position(&self, partition: i32, offset: i64) -> String {

@@ -99,6 +99,12 @@ pub trait LogReader: Send {
         Vec::new()
     }
 
+    /// What an offset counts: `records` for logs, `bytes` for files (so a
+    /// backfill's progress reads "4.1 MB of 9.8 MB").
+    fn position_unit(&self) -> &'static str {
+        "records"
+    }
+
     /// Where a record is, in the words users know the source by (error reports).
     fn describe_position(&self, partition: i32, offset: i64) -> String {
         format!("partition {partition}, offset {offset}")

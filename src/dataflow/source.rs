@@ -379,7 +379,8 @@ impl SourceTask {
             self.metrics.set_position(name, *p, *o);
         }
         for (p, end) in input.reader.end_offsets() {
-            self.metrics.set_end(name, p, end);
+            self.metrics
+                .set_end(name, p, end, input.reader.position_unit());
         }
         QueryMetrics::add(&self.metrics.records_in, records.len() as u64);
         let decoded = reading.decoder.decode(&records)?;

@@ -190,6 +190,38 @@ pub(super) fn render(engine: &Engine) -> String {
             );
         }
     }
+    let progress: Vec<(String, crate::dataflow::metrics::Progress)> = running
+        .iter()
+        .filter_map(|(id, h)| h.metrics.progress().map(|p| (id.clone(), p)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "# HELP sluice_query_progress_ratio How far a query has read its inputs (0 to 1), over the partitions whose end is known (a file backfill: bytes)."
+    );
+    let _ = writeln!(out, "# TYPE sluice_query_progress_ratio gauge");
+    for (id, p) in &progress {
+        let _ = writeln!(
+            out,
+            "sluice_query_progress_ratio{{query=\"{}\",unit=\"{}\"}} {}",
+            escape(id),
+            p.unit,
+            p.ratio()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_query_eta_seconds Seconds until a query has read up to its inputs' ends, at its rate so far."
+    );
+    let _ = writeln!(out, "# TYPE sluice_query_eta_seconds gauge");
+    for (id, p) in &progress {
+        if let Some(eta) = p.eta_seconds {
+            let _ = writeln!(
+                out,
+                "sluice_query_eta_seconds{{query=\"{}\"}} {eta}",
+                escape(id)
+            );
+        }
+    }
     let ids: Vec<String> = running.keys().cloned().collect();
     drop(running);
     let _ = writeln!(

@@ -88,21 +88,23 @@ impl Engine {
                                 q.error.clone().unwrap_or_else(|| "not running".into()),
                             ),
                         };
-                        let (records_in, records_out) = running
+                        let (records_in, records_out, progress) = running
                             .get(&q.id)
                             .map(|h| {
                                 (
                                     QueryMetrics::get(&h.metrics.records_in),
                                     QueryMetrics::get(&h.metrics.records_out),
+                                    h.metrics.progress().map(|p| p.describe()),
                                 )
                             })
-                            .unwrap_or((0, 0));
+                            .unwrap_or((0, 0, None));
                         vec![
                             q.id.clone(),
                             status,
                             q.sink.clone(),
                             records_in.to_string(),
                             records_out.to_string(),
+                            progress.unwrap_or_default(),
                             q.statement.clone(),
                             error,
                         ]
@@ -115,6 +117,7 @@ impl Engine {
                         "sink",
                         "records_in",
                         "records_out",
+                        "progress",
                         "statement",
                         "error",
                     ],
