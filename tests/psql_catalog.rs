@@ -22,6 +22,25 @@ fn psql_available() -> bool {
 /// Runs one `psql -c` command; returns its output (stdout, then stderr, where
 /// psql writes "Did not find any relations.") after asserting psql exited 0 and
 /// reported no error.
+/// Runs one `psql -c` command that must fail; returns psql's error output.
+fn psql_error(server: &TestServer, command: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-U", "sluice", "-d", "sluice"])
+        .arg("-p")
+        .arg(server.pg_port.to_string())
+        .arg("-c")
+        .arg(command)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("run psql");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("ERROR"),
+        "psql -c {command:?} did not fail: {stderr}"
+    );
+    stderr
+}
+
 fn psql(server: &TestServer, command: &str) -> String {
     let out = Command::new("psql")
         .args([
@@ -204,6 +223,32 @@ fn psql_meta_commands_describe_streams_and_tables() {
          WHERE table_name = 'per_url' AND data_type = 'bigint' AND numeric_precision = 64",
     );
     assert_row(&counted, &["bigints", "1"]);
+
+    // SHOW CREATE gives the statement back; SHOW of something Sluice does not
+    // have says what it does have.
+    let created = psql(&server, "SHOW CREATE TABLE per_url");
+    assert!(
+        created.contains(
+            "CREATE TABLE per_url AS SELECT url, COUNT(*) AS n FROM pageviews GROUP BY url"
+        ),
+        "{created}"
+    );
+    assert!(psql(&server, "SHOW CREATE VIEW pageviews").contains("CREATE STREAM pageviews"));
+    let wrong_kind = psql_error(&server, "SHOW CREATE STREAM per_url");
+    assert!(
+        wrong_kind.contains("stream 'per_url' does not exist"),
+        "{wrong_kind}"
+    );
+    let views = psql_error(&server, "SHOW VIEWS");
+    assert!(
+        views.contains("Sluice has no views") && views.contains("SHOW STREAMS"),
+        "{views}"
+    );
+    let unknown = psql_error(&server, "SHOW nonsense_setting");
+    assert!(
+        unknown.contains("unrecognized configuration parameter") && unknown.contains("SHOW CREATE"),
+        "{unknown}"
+    );
 
     // What drivers and dashboards ask on connect.
     let facts = psql(

@@ -12,9 +12,48 @@ use crate::dataflow::metrics::QueryMetrics;
 use crate::dataflow::query::RunStatus;
 use crate::error::{Result, SluiceError};
 use crate::planner::normalize_ident;
-use crate::sql::ShowWhat;
+use crate::sql::{RelationKind, ShowWhat};
 
 /// A result whose columns are all text.
+/// `SHOW x` for an `x` that is neither a Sluice list nor a Postgres setting.
+fn unknown_show(name: &str) -> SluiceError {
+    const TARGETS: &str = "SHOW STREAMS, TABLES, QUERIES, TOPICS or PROPERTIES; \
+        SHOW CREATE TABLE|STREAM|VIEW name; or a Postgres setting (SHOW server_version)";
+    // Plural object names other systems list (SHOW VIEWS, SHOW FUNCTIONS ...).
+    let objects = [
+        "views",
+        "functions",
+        "types",
+        "connectors",
+        "sources",
+        "sinks",
+        "users",
+        "roles",
+        "databases",
+        "schemas",
+        "indexes",
+        "variables",
+    ];
+    let message = if objects.contains(&name) {
+        let hint = match name {
+            "views" => " (streams are what Postgres clients see as views: SHOW STREAMS)",
+            _ => "",
+        };
+        format!(
+            "SHOW {}: Sluice has no {name} to list{hint}",
+            name.to_uppercase()
+        )
+    } else {
+        format!("unrecognized configuration parameter \"{name}\"")
+    };
+    SluiceError::Sql {
+        message,
+        position: None,
+        hint: Some(TARGETS.into()),
+        sqlstate: "42704",
+    }
+}
+
 pub(crate) fn text_rows(columns: &[&str], rows: Vec<Vec<String>>) -> Result<StatementResult> {
     let schema = Arc::new(Schema::new(
         columns
@@ -140,13 +179,34 @@ impl Engine {
             ShowWhat::Setting(name) => {
                 let value = super::pg_catalog::setting(&name)
                     .or_else(|| session.properties.get(&name).cloned())
-                    .ok_or_else(|| SluiceError::Sql {
-                        message: format!("unrecognized configuration parameter \"{name}\""),
-                        position: None,
-                        hint: Some("SHOW PROPERTIES lists Sluice's properties".into()),
-                        sqlstate: "42704",
-                    })?;
+                    .ok_or_else(|| unknown_show(&name))?;
                 text_rows(&[name.as_str()], vec![vec![value]])
+            }
+            ShowWhat::Create { kind, name } => {
+                let wanted = normalize_ident(&name);
+                let relation = self.catalog.read().relation(&wanted).cloned();
+                let relation = relation
+                    .filter(|r| match kind {
+                        Some(RelationKind::Table) => r.is_table(),
+                        Some(RelationKind::Stream) => !r.is_table(),
+                        None => true,
+                    })
+                    .ok_or_else(|| {
+                        let what = match kind {
+                            Some(RelationKind::Table) => "table",
+                            Some(RelationKind::Stream) => "stream",
+                            None => "stream or table",
+                        };
+                        SluiceError::undefined(
+                            format!("{what} '{wanted}' does not exist"),
+                            Some(crate::error::SqlPosition::of(&name)),
+                            Some("SHOW STREAMS and SHOW TABLES list what exists".into()),
+                        )
+                    })?;
+                text_rows(
+                    &["name", "create_sql"],
+                    vec![vec![relation.name.clone(), relation.statement.clone()]],
+                )
             }
             ShowWhat::Properties => {
                 let mut rows: Vec<Vec<String>> = vec![

@@ -106,6 +106,12 @@ pub enum ShowWhat {
     Properties,
     /// `SHOW server_version` and other Postgres settings drivers ask for.
     Setting(String),
+    /// `SHOW CREATE {STREAM | TABLE | VIEW | MATERIALIZED VIEW} name`: the
+    /// statement that made it. `kind` is what was asked for (VIEW: either).
+    Create {
+        kind: Option<RelationKind>,
+        name: Ident,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -791,6 +791,24 @@ fn parse_show(p: &mut Parser) -> Result<Statement> {
             expect_word(p, "VIEWS", "SHOW MATERIALIZED VIEWS")?;
             ShowWhat::Tables
         }
+        t if word_is(t, "CREATE") => {
+            const HINT: &str = "SHOW CREATE TABLE name (or STREAM, VIEW, MATERIALIZED VIEW)";
+            let kind = if parse_word(p, "STREAM") {
+                Some(RelationKind::Stream)
+            } else if p.parse_keyword(Keyword::TABLE) {
+                Some(RelationKind::Table)
+            } else if parse_word(p, "MATERIALIZED") {
+                expect_word(p, "VIEW", HINT)?;
+                Some(RelationKind::Table)
+            } else {
+                expect_word(p, "VIEW", HINT)?;
+                None
+            };
+            ShowWhat::Create {
+                kind,
+                name: parse_name(p)?,
+            }
+        }
         Token::Word(w) => {
             // A Postgres setting (SHOW server_version, SHOW TRANSACTION ISOLATION LEVEL).
             let mut name = w.value.to_ascii_lowercase();
