@@ -726,3 +726,43 @@ async fn a_lost_source_topic_is_retried_and_resumed_over_a_real_broker() {
         "{m}"
     );
 }
+
+/// ksqlDB's `/healthcheck` says when the broker is gone, and again when it is
+/// back is not asked here (the test broker keeps no data across restarts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_reports_the_broker_going_away() {
+    let broker = TestBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &["--kafka-brokers", &broker.addr]);
+    let http = reqwest::Client::new();
+    let check = || async {
+        let resp = http
+            .get(format!("{}/healthcheck", server.http()))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .expect("GET /healthcheck");
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        (status, body)
+    };
+    let (status, body) = check().await;
+    assert_eq!(status, 200, "{body}\n{}", server.log_tail());
+    assert_eq!(body["details"]["kafka"]["isHealthy"], true);
+    drop(broker);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = check().await;
+        if status == 503 {
+            assert_eq!(body["isHealthy"], false, "{body}");
+            assert_eq!(body["details"]["kafka"]["isHealthy"], false, "{body}");
+            assert_eq!(body["details"]["metastore"]["isHealthy"], true, "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still healthy without a broker: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

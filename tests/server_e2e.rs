@@ -506,3 +506,39 @@ async fn the_log_is_plain_text_and_tells_each_query_s_life() {
     line("records_in=2", "CSAS_DOUBLED_1");
     line("query terminated", "CSAS_KEPT_2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ksqldb_health_and_command_status_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    server
+        .ksql_ok(
+            "CREATE STREAM clicks (user_id VARCHAR KEY, url VARCHAR) WITH (kafka_topic='clicks', partitions=1);
+             CREATE TABLE per_user AS SELECT user_id, COUNT(*) AS n FROM clicks GROUP BY user_id;",
+        )
+        .await;
+    let http = reqwest::Client::new();
+    let health = http
+        .get(format!("{}/healthcheck", server.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"isHealthy": true, "details": {"metastore": {"isHealthy": true}, "kafka": {"isHealthy": true}}})
+    );
+    let status: serde_json::Value = http
+        .get(format!("{}/status", server.http()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        serde_json::json!({"commandStatuses": {"stream/CLICKS/create": "SUCCESS", "table/PER_USER/create": "SUCCESS"}})
+    );
+}

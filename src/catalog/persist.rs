@@ -17,6 +17,15 @@ impl CatalogFile {
         }
     }
 
+    /// Whether the catalog can be saved: its directory is there and writable
+    /// (a health check; the file itself appears with the first DDL).
+    pub fn writable(&self) -> bool {
+        self.path
+            .parent()
+            .and_then(|d| std::fs::metadata(d).ok())
+            .is_some_and(|m| m.is_dir() && !m.permissions().readonly())
+    }
+
     pub fn load(&self) -> Result<Catalog> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,

@@ -446,6 +446,47 @@ impl Engine {
         })
     }
 
+    /// ksqlDB's `GET /healthcheck`: the catalog (metastore) and the log
+    /// backend (kafka), which must answer a topic listing within two seconds.
+    pub async fn health(&self) -> (bool, serde_json::Value) {
+        let log = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            self.backend.list_topics(),
+        )
+        .await;
+        let log_healthy = matches!(log, Ok(Ok(_)));
+        let metastore_healthy = self.catalog_file.writable();
+        let healthy = log_healthy && metastore_healthy;
+        (
+            healthy,
+            serde_json::json!({
+                "isHealthy": healthy,
+                "details": {
+                    "metastore": {"isHealthy": metastore_healthy},
+                    "kafka": {"isHealthy": log_healthy},
+                },
+            }),
+        )
+    }
+
+    /// ksqlDB's `GET /status`: `"stream/NAME/create"` (or `table/...`) →
+    /// `SUCCESS` for every relation, as its command topic would show.
+    pub fn command_statuses(&self) -> serde_json::Value {
+        let catalog = self.catalog.read();
+        let statuses: serde_json::Map<String, serde_json::Value> = catalog
+            .relations
+            .values()
+            .map(|r| {
+                let kind = if r.is_table() { "table" } else { "stream" };
+                (
+                    format!("{kind}/{}/create", r.name.to_uppercase()),
+                    serde_json::Value::from("SUCCESS"),
+                )
+            })
+            .collect();
+        serde_json::json!({ "commandStatuses": statuses })
+    }
+
     /// Stops every query after a final checkpoint, so a graceful restart
     /// replays nothing.
     pub async fn shutdown(&self) {

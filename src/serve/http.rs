@@ -7,6 +7,8 @@
 //! | `POST /query`   | `{"sql": "..."}` (or `"ksql"`; properties in `"streamsProperties"` or `"properties"`) → NDJSON stream |
 //! | `GET /info`     | [`Engine::info`] |
 //! | `GET /healthz`  | `{"status":"ok"}` |
+//! | `GET /healthcheck` | ksqlDB's: `{"isHealthy", "details": {"metastore", "kafka"}}`, 503 when unhealthy |
+//! | `GET /status`   | ksqlDB's `{"commandStatuses": {"stream/NAME/create": "SUCCESS", ...}}` |
 //! | `GET /metrics`  | [`Engine::metrics_text`], `text/plain; version=0.0.4` |
 //!
 //! ## `POST /ksql` entities
@@ -120,6 +122,8 @@ fn router_with_shutdown(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) ->
         .route("/query", post(query))
         .route("/info", get(info))
         .route("/healthz", get(healthz))
+        .route("/healthcheck", get(healthcheck))
+        .route("/status", get(command_statuses))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
@@ -236,7 +240,7 @@ async fn basic_auth(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if request.uri().path() == "/healthz" {
+    if matches!(request.uri().path(), "/healthz" | "/healthcheck") {
         return next.run(request).await;
     }
     let credentials = request
@@ -439,6 +443,21 @@ async fn info(State(state): State<AppState>) -> Response {
 
 async fn healthz() -> Response {
     json_response(StatusCode::OK, json!({"status": "ok"}))
+}
+
+/// ksqlDB's health check: 200 when the catalog and the log answer, else 503.
+async fn healthcheck(State(state): State<AppState>) -> Response {
+    let (healthy, body) = state.engine.health().await;
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, body)
+}
+
+async fn command_statuses(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, state.engine.command_statuses())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
