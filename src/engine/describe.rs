@@ -132,20 +132,20 @@ pub(super) async fn describe_statement(
             let mut types: Vec<Option<DataType>> = Vec::new();
             for row in &rows {
                 for (position, e) in row.iter().enumerate() {
-                    let column_type = targets
-                        .get(position)
-                        .map(|&c| schema.field(c).data_type().clone());
+                    // Every placeholder counts, so drivers bind them all.
                     let _ = sqlparser::ast::visit_expressions(e, |inner| {
                         if let Some(i) = placeholder_index(inner) {
                             if types.len() < i {
                                 types.resize(i, None);
                             }
-                            if std::ptr::eq(inner, e) && types[i - 1].is_none() {
-                                types[i - 1] = column_type.clone();
-                            }
                         }
                         std::ops::ControlFlow::<()>::Continue(())
                     });
+                    if let (Some(i), Some(&column)) = (placeholder_index(e), targets.get(position))
+                    {
+                        types[i - 1]
+                            .get_or_insert_with(|| schema.field(column).data_type().clone());
+                    }
                 }
             }
             Ok((types, None))

@@ -208,9 +208,9 @@ impl PgServer {
                 let source: Arc<dyn AuthSource> = Arc::new(UsersSource(users.clone()));
                 let plain = ScramAuth::new(source.clone());
                 let mut bound = ScramAuth::new(source);
-                if let Some(pem) = &security.cert_pem {
+                if let Some(tls) = &security.tls {
                     bound
-                        .configure_certificate(pem)
+                        .configure_certificate(tls.cert_pem())
                         .map_err(|e| anyhow::anyhow!("SCRAM channel binding: {e}"))?;
                 }
                 let registry = |s: ScramAuth| {

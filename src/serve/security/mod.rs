@@ -21,8 +21,6 @@ pub struct Security {
     /// `--allow-unauthenticated`).
     pub users: Option<Arc<Users>>,
     pub tls: Option<Tls>,
-    /// PEM text of the certificate chain, for SCRAM channel binding.
-    pub cert_pem: Option<Vec<u8>>,
     allow_unauthenticated: bool,
 }
 
@@ -32,20 +30,14 @@ impl Security {
             Some(path) => Some(Arc::new(Users::load(path)?)),
             None => None,
         };
-        let (tls, cert_pem) = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => {
-                let pem = std::fs::read(cert).map_err(|e| {
-                    anyhow::anyhow!("reading the certificate {}: {e}", cert.display())
-                })?;
-                (Some(Tls::load(cert, key)?), Some(pem))
-            }
-            (None, None) => (None, None),
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+            (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         };
         Ok(Security {
             users,
             tls,
-            cert_pem,
             allow_unauthenticated: config.allow_unauthenticated,
         })
     }

@@ -17,6 +17,8 @@ use tokio_rustls::TlsAcceptor;
 pub struct Tls {
     certs: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
+    /// The chain's PEM text, for SCRAM channel binding (pgwire reads it).
+    pem: Vec<u8>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -29,8 +31,10 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
-        let certs = CertificateDer::pem_file_iter(cert)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        let pem = std::fs::read(cert)
+            .with_context(|| format!("reading the certificate chain {}", cert.display()))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("reading the certificate chain {}", cert.display()))?;
         if certs.is_empty() {
             anyhow::bail!("{} holds no PEM certificate", cert.display());
@@ -40,11 +44,17 @@ impl Tls {
         let tls = Tls {
             certs,
             key: Arc::new(key),
+            pem,
         };
         // A key that does not match the certificate fails here, not at the
         // first handshake.
         tls.acceptor(&[])?;
         Ok(tls)
+    }
+
+    /// The certificate chain as PEM text.
+    pub fn cert_pem(&self) -> &[u8] {
+        &self.pem
     }
 
     /// An acceptor offering `alpn` protocols (most preferred first).
