@@ -28,10 +28,13 @@ pub fn list_files(path: &str, access: &FileAccess) -> Result<Vec<PathBuf>> {
     let globbed = p
         .file_name()
         .is_some_and(|n| n.to_string_lossy().contains('*'));
+    let glob_dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     // Refuse before listing, so a refused directory's contents are not probed.
     if globbed {
-        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
-        access.readable(&dir.unwrap_or(Path::new(".")).to_string_lossy())?;
+        access.readable(&glob_dir.to_string_lossy())?;
     } else {
         access.readable(path)?;
     }
@@ -46,11 +49,7 @@ pub fn list_files(path: &str, access: &FileAccess) -> Result<Vec<PathBuf>> {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let dir = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::read_dir(dir)
+        std::fs::read_dir(glob_dir)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|f| {
