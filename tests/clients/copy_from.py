@@ -52,6 +52,13 @@ with psycopg.connect(DSN, autocommit=True) as c:
     except psycopg.Error as e:
         check("a bad value fails the COPY", "'n'" in str(e) and e.sqlstate is not None, True)
     check("the connection works after a failed COPY", c.execute("SELECT 1").fetchone(), (1,))
+    # The bad row's batch (both rows) was not written; the earlier loads stay.
+    check(
+        "a failed COPY writes nothing of the batch it failed in",
+        c.execute("SELECT COUNT(*) FROM loads WHERE k IN ('ok', 'bad')").fetchone(),
+        (0,),
+    )
+    check("earlier loads stay", c.execute("SELECT COUNT(*) FROM loads").fetchone(), (25_002,))
     try:
         c.execute("COPY loads FROM '/etc/passwd'")
         check("COPY FROM a server file is refused", "no error", "an error")
