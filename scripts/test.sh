@@ -12,6 +12,8 @@ command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 # curl is the HTTPS client of the TLS tests.
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need_apt+=(python3-pip)
+# node and npm run the JavaScript ksqlDB client (tests/clients/ksqldb_js.js).
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -31,15 +33,35 @@ export SLUICE_TANSU_BIN="$PWD/$TANSU"
 
 # The client libraries the client tests drive (tests/clients.rs), pinned.
 PY_CLIENTS=.tools/py
-PY_PINS=("psycopg[binary]==3.2.13" "psycopg2-binary==2.9.13" "asyncpg==0.30.0")
-if [ ! -f "$PY_CLIENTS/.installed" ] || [ "$(cat "$PY_CLIENTS/.installed")" != "${PY_PINS[*]}" ]; then
+PY_PINS=("psycopg[binary]==3.2.13" "psycopg2-binary==2.9.13" "asyncpg==0.30.0"
+  "requests==2.32.3" "six==1.16.0" "hyper==0.7.0")
+# ksql-python (with its dependencies above): its setup.py imports pip, which
+# pip's isolated builds lack, so it is built without isolation against a
+# wheel and setuptools of its own.
+KSQL_PIN="ksql==0.10.2"
+if [ ! -f "$PY_CLIENTS/.installed" ] || [ "$(cat "$PY_CLIENTS/.installed")" != "${PY_PINS[*]} $KSQL_PIN" ]; then
   echo "== installing the Python client libraries"
   PIP=$(command -v pip3 || command -v pip)
-  rm -rf "$PY_CLIENTS"
+  rm -rf "$PY_CLIENTS" .tools/pybuild
   "$PIP" install --quiet --target "$PY_CLIENTS" "${PY_PINS[@]}"
-  echo "${PY_PINS[*]}" > "$PY_CLIENTS/.installed"
+  "$PIP" install --quiet --target .tools/pybuild wheel==0.45.1 setuptools==75.8.0
+  PYTHONPATH="$PWD/.tools/pybuild" "$PIP" install --quiet --no-build-isolation --no-deps \
+    --target "$PY_CLIENTS" "$KSQL_PIN"
+  echo "${PY_PINS[*]} $KSQL_PIN" > "$PY_CLIENTS/.installed"
 fi
 export SLUICE_PYTHON_CLIENTS="$PWD/$PY_CLIENTS"
+
+# The JavaScript ksqlDB client, pinned.
+JS_CLIENTS=.tools/js
+JS_PINS="ksqldb-js@1.1.2"
+if [ ! -f "$JS_CLIENTS/.installed" ] || [ "$(cat "$JS_CLIENTS/.installed")" != "$JS_PINS" ]; then
+  echo "== installing the JavaScript client libraries"
+  rm -rf "$JS_CLIENTS"
+  mkdir -p "$JS_CLIENTS"
+  npm install --silent --no-audit --no-fund --prefix "$JS_CLIENTS" $JS_PINS
+  echo "$JS_PINS" > "$JS_CLIENTS/.installed"
+fi
+export SLUICE_JS_CLIENTS="$PWD/$JS_CLIENTS/node_modules"
 export SLUICE_REQUIRE_CLIENTS=1
 # psql is installed above, so the psql tests must run, not skip.
 export SLUICE_REQUIRE_PSQL=1

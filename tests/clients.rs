@@ -16,7 +16,9 @@ fn python_path() -> Option<PathBuf> {
     let dir = std::env::var_os("SLUICE_PYTHON_CLIENTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/py"));
-    let present = dir.join("psycopg").is_dir() && dir.join("asyncpg").is_dir();
+    let present = ["psycopg", "asyncpg", "ksql"]
+        .iter()
+        .all(|package| dir.join(package).is_dir());
     if present {
         return Some(dir);
     }
@@ -75,6 +77,14 @@ fn copy_from_stdin_loads_text_and_csv() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("data"), &[]);
     run_script("copy_from.py", &server, &py);
+}
+
+#[test]
+fn ksql_python_uses_the_ksqldb_rest_api() {
+    let Some(py) = python_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    run_script("ksql_python.py", &server, &py);
 }
 
 /// psql `args`, with `input` on its standard input; its output, or a panic.

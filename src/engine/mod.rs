@@ -6,6 +6,7 @@ mod ddl;
 mod describe;
 mod information_schema;
 mod insert;
+mod insert_json;
 pub mod metrics;
 mod params;
 mod pg_catalog;
@@ -40,6 +41,7 @@ use crate::planner::providers::{MaterializedProvider, TopicProvider};
 use crate::sql::{parse_script, ParsedStatement, Statement};
 use crate::state::StateStore;
 
+pub use insert_json::JsonInsert;
 pub use result::{BatchStream, StatementResult};
 pub use session::Session;
 
@@ -444,6 +446,26 @@ impl Engine {
             "tables": catalog.relations.values().filter(|r| r.is_table()).count(),
             "queries": catalog.queries.len(),
         })
+    }
+
+    /// A stream or table by its (folded) name.
+    pub fn relation(&self, name: &str) -> Option<Relation> {
+        self.catalog.read().relation(name).cloned()
+    }
+
+    /// The queries that read relation `name`: (query id, the relation it
+    /// writes, that relation's statement).
+    pub fn readers_of(&self, name: &str) -> Vec<(String, String, String)> {
+        self.catalog
+            .read()
+            .relations
+            .values()
+            .filter(|r| r.reads.iter().any(|read| read == name))
+            .filter_map(|r| {
+                let id = r.written_by.clone()?;
+                Some((id, r.name.clone(), r.statement.clone()))
+            })
+            .collect()
     }
 
     /// ksqlDB's `GET /healthcheck`: the catalog (metastore) and the log

@@ -13,4 +13,5 @@ mod strict_int;
 pub use decode::{BadRecord, Decoded, RecordDecoder};
 pub(crate) use encode::json_lines;
 pub use encode::RecordEncoder;
+pub use json::JsonValueDecoder;
 pub use rowtime::from_column as rowtime_of;

@@ -688,6 +688,11 @@ pub(crate) enum JsonRowLayout {
     /// Elements of a JSON array: rows are separated by `,`. `first` tracks
     /// whether a row was written yet, across batches.
     Comma { first: bool },
+    /// Elements of a JSON array after its first element: every row is
+    /// preceded by `,`.
+    Elements,
+    /// ksqlDB's v1 `/query` rows: `{"row":{"columns":[…]}},` and a newline.
+    V1Rows,
 }
 
 /// Appends every row of `batch` to `out` as a JSON array of its values in
@@ -713,6 +718,11 @@ pub(crate) fn write_json_rows(
             }
             *first = false;
         }
+        match layout {
+            JsonRowLayout::Elements => out.push(b','),
+            JsonRowLayout::V1Rows => out.extend_from_slice(br#"{"row":{"columns":"#),
+            _ => {}
+        }
         out.push(b'[');
         for (i, enc) in encoders.iter_mut().enumerate() {
             if i > 0 {
@@ -725,8 +735,10 @@ pub(crate) fn write_json_rows(
             }
         }
         out.push(b']');
-        if *layout == JsonRowLayout::Lines {
-            out.push(b'\n');
+        match layout {
+            JsonRowLayout::Lines => out.push(b'\n'),
+            JsonRowLayout::V1Rows => out.extend_from_slice(b"}},\n"),
+            _ => {}
         }
     }
     Ok(())

@@ -96,13 +96,17 @@ use super::security::Security;
 use crate::engine::session::Session;
 use crate::engine::Engine;
 use auth::basic_auth;
+use inserts::inserts_stream;
 use json::json_response;
-use query::query;
+use query::{close_query, query, query_stream, OpenQueries};
 use statements::ksql;
 
 mod auth;
+mod entities;
+mod inserts;
 mod json;
 mod query;
+mod row_stream;
 mod statements;
 #[cfg(test)]
 mod tests;
@@ -118,14 +122,24 @@ fn router_with_shutdown(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) ->
     Router::new()
         .route("/ksql", post(ksql))
         .route("/query", post(query))
+        .route("/query-stream", post(query_stream))
+        .route("/close-query", post(close_query))
         .route("/info", get(info))
         .route("/healthz", get(healthz))
         .route("/healthcheck", get(healthcheck))
         .route("/status", get(command_statuses))
+        .route("/status/{*command}", get(command_status))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
-        .with_state(AppState { engine, shutdown })
+        // An inserts stream is open as long as its client has rows to send:
+        // no body size or read timeout (its lines are bounded one by one).
+        .route("/inserts-stream", post(inserts_stream))
+        .with_state(AppState {
+            engine,
+            shutdown,
+            open_queries: Arc::default(),
+        })
 }
 
 /// Serves the HTTP API on an already-bound `listener` until `shutdown`
@@ -229,7 +243,7 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// How long a client may take to send its request body.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The largest request body (a script of statements).
-const MAX_BODY_BYTES: usize = 16 << 20;
+pub(super) const MAX_BODY_BYTES: usize = 16 << 20;
 
 async fn too_many_connections() -> Response {
     json_response(
@@ -246,6 +260,7 @@ async fn too_many_connections() -> Response {
 struct AppState {
     engine: Arc<Engine>,
     shutdown: watch::Receiver<bool>,
+    open_queries: Arc<OpenQueries>,
 }
 
 /// Completes when the server shuts down; never if the sender is gone.
@@ -335,6 +350,25 @@ async fn healthcheck(State(state): State<AppState>) -> Response {
 
 async fn command_statuses(State(state): State<AppState>) -> Response {
     json_response(StatusCode::OK, state.engine.command_statuses())
+}
+
+/// ksqlDB's `GET /status/{type}/{entity}/{action}`: one command's status.
+async fn command_status(
+    State(state): State<AppState>,
+    axum::extract::Path(command): axum::extract::Path<String>,
+) -> Response {
+    let statuses = state.engine.command_statuses();
+    match statuses["commandStatuses"].get(&command) {
+        Some(status) => json_response(StatusCode::OK, json!({"status": status, "message": ""})),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            json!({
+                "@type": "generic_error",
+                "error_code": 40400,
+                "message": format!("command {command} not found"),
+            }),
+        ),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

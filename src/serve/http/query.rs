@@ -1,26 +1,53 @@
 //! `POST /query`: a query's rows streamed as they come.
 
-use std::convert::Infallible;
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
-use futures::{stream, Stream, StreamExt};
-use serde_json::json;
-use tokio::sync::watch;
+use futures::stream;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::sync::oneshot;
 
-use super::json::column_header;
-use super::statements::{error_object, statement_results};
+use super::row_stream::{row_stream_response, Guard, Shape, StreamOptions};
+use super::statements::statement_results;
 use super::{bad_request, parse_body, session_for, wait_for_shutdown, AppState, QueryRequest};
-use crate::engine::result::BatchStream;
-use crate::engine::result::StatementResult;
-use crate::error::SluiceError;
-use crate::serve::arrow_convert::{write_json_rows, JsonRowLayout};
+use crate::engine::result::{BatchStream, StatementResult};
 
-pub(super) async fn query(State(state): State<AppState>, body: Bytes) -> Response {
+/// `POST /query`: ksqlDB's v1 answer (or the delimited one when `Accept`
+/// asks for it, as Sluice answered before).
+pub(super) async fn query(
+    State(state): State<AppState>,
+    version: Version,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let shape = Shape::from_accept(accept(&headers), Shape::V1);
+    run_query(state, version, shape, body).await
+}
+
+/// `POST /query-stream`: ksqlDB's v2 answer, delimited unless `Accept` asks
+/// for `application/json`.
+pub(super) async fn query_stream(
+    State(state): State<AppState>,
+    version: Version,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let shape = Shape::from_accept(accept(&headers), Shape::Delimited);
+    run_query(state, version, shape, body).await
+}
+
+fn accept(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
+}
+
+async fn run_query(state: AppState, version: Version, shape: Shape, body: Bytes) -> Response {
     let req: QueryRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(msg) => return bad_request(&msg),
@@ -28,24 +55,47 @@ pub(super) async fn query(State(state): State<AppState>, body: Bytes) -> Respons
     let Some(sql) = req.sql.or(req.ksql) else {
         return bad_request("the request needs a \"sql\" (or \"ksql\") field");
     };
-    // Pull results stream as NDJSON while the client reads them; dropping the
-    // response (the client left) stops the query.
+    // Pull results stream while the client reads them; dropping the response
+    // (the client left) stops the query.
     let mut session = session_for(&req.properties).streaming();
     let mut results = state.engine.execute(&mut session, &sql).await;
+    let one_row_per_chunk = version == Version::HTTP_2;
     if results.len() == 1 {
+        let options = |stop, guard| StreamOptions {
+            shape,
+            one_row_per_chunk,
+            stop,
+            _guard: guard,
+        };
+        let shutdown = || Box::pin(wait_for_shutdown(state.shutdown.clone()));
         match results.pop() {
             Some(Ok(StatementResult::Rows { schema, batches })) => {
                 let batches: BatchStream = Box::pin(stream::iter(batches.into_iter().map(Ok)));
-                return ndjson_response(pull_id(), &schema, batches, state.shutdown.clone());
+                return row_stream_response(
+                    &pull_id(),
+                    &schema,
+                    batches,
+                    options(shutdown(), None),
+                );
             }
             Some(Ok(StatementResult::Stream { schema, stream })) => {
-                return ndjson_response(pull_id(), &schema, stream, state.shutdown.clone());
+                return row_stream_response(&pull_id(), &schema, stream, options(shutdown(), None));
             }
             Some(Ok(StatementResult::Push {
                 query_id,
                 schema,
                 stream,
-            })) => return ndjson_response(query_id, &schema, stream, state.shutdown.clone()),
+            })) => {
+                let (closed, guard) = state.open_queries.open(&query_id);
+                let shutdown = wait_for_shutdown(state.shutdown.clone());
+                let stop = Box::pin(async move {
+                    tokio::select! {
+                        _ = shutdown => {}
+                        _ = closed => {}
+                    }
+                });
+                return row_stream_response(&query_id, &schema, stream, options(stop, Some(guard)));
+            }
             Some(other) => results.push(other),
             None => {}
         }
@@ -63,70 +113,80 @@ pub(super) async fn query(State(state): State<AppState>, body: Bytes) -> Respons
     statement_results(
         &sql,
         collected,
-        "a push query (EMIT CHANGES) must be the only statement of a POST /query request",
+        "a push query (EMIT CHANGES) must be the only statement of a query request",
+        None,
     )
 }
 
-/// A name for a pull query's NDJSON header, as push queries have their id.
+/// A name for a pull query's header, as push queries have their id.
 pub(super) fn pull_id() -> String {
     static PULL_IDS: AtomicU64 = AtomicU64::new(1);
     format!("pull_{}", PULL_IDS.fetch_add(1, Ordering::Relaxed))
 }
 
-/// per row, one HTTP chunk per batch. Ends early on server shutdown.
-/// Streams a result as newline-delimited JSON: a header line, then one line
-/// per row, one HTTP chunk per batch. Ends early on server shutdown.
-pub(super) fn ndjson_response(
+#[derive(Debug, Deserialize)]
+struct CloseQueryRequest {
+    #[serde(rename = "queryId")]
     query_id: String,
-    schema: &SchemaRef,
-    batches: BatchStream,
-    shutdown: watch::Receiver<bool>,
-) -> Response {
-    let (names, types) = column_header(schema);
-    let header = json!({
-        "queryId": query_id,
-        "columnNames": names,
-        "columnTypes": types,
-    });
-    let mut head = serde_json::to_vec(&header).unwrap_or_default();
-    head.push(b'\n');
-    let body = stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) })
-        .chain(ndjson_rows(batches))
-        .take_until(wait_for_shutdown(shutdown));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        // Proxies (nginx) must not buffer a live stream.
-        .header("X-Accel-Buffering", "no")
-        .body(Body::from_stream(body))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// The rows of a batch stream as NDJSON chunks. An error becomes a final
-/// error line. Dropping this stream drops `batches`, which stops the query.
-pub(super) fn ndjson_rows(
-    batches: BatchStream,
-) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
-    stream::unfold(Some(batches), |state| async move {
-        let mut batches = state?;
-        loop {
-            match batches.next().await? {
-                Ok(batch) if batch.num_rows() == 0 => continue,
-                Ok(batch) => {
-                    let mut out = Vec::with_capacity(batch.num_rows() * 32);
-                    return match write_json_rows(&batch, &mut out, &mut JsonRowLayout::Lines) {
-                        Ok(()) => Some((Ok(Bytes::from(out)), Some(batches))),
-                        Err(e) => Some((Ok(error_line(&SluiceError::Arrow(e))), None)),
-                    };
-                }
-                Err(e) => return Some((Ok(error_line(&e)), None)),
+/// `POST /close-query`: ends a push query streaming on `/query` or
+/// `/query-stream` (its response ends as if the rows had).
+pub(super) async fn close_query(State(state): State<AppState>, body: Bytes) -> Response {
+    let req: CloseQueryRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(msg) => return bad_request(&msg),
+    };
+    if state.open_queries.close(&req.query_id) {
+        StatusCode::OK.into_response()
+    } else {
+        bad_request(&format!("No query with id {}", req.query_id))
+    }
+}
+
+/// The push queries streaming over HTTP, by id, so `/close-query` can end them.
+#[derive(Default)]
+pub(super) struct OpenQueries {
+    open: Mutex<HashMap<String, oneshot::Sender<()>>>,
+}
+
+impl OpenQueries {
+    /// Registers `id`; the future completes when `/close-query` names it, and
+    /// dropping the guard (the response ended) unregisters it.
+    fn open(self: &Arc<Self>, id: &str) -> (impl Future<Output = ()> + Send + 'static, Guard) {
+        let (tx, rx) = oneshot::channel();
+        self.open.lock().insert(id.to_string(), tx);
+        let guard = Unregister {
+            queries: Arc::clone(self),
+            id: id.to_string(),
+        };
+        let closed = async move {
+            // A dropped sender (unregistered) is not a close.
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
             }
+        };
+        (closed, Box::new(guard) as Guard)
+    }
+
+    fn close(&self, id: &str) -> bool {
+        match self.open.lock().remove(id) {
+            Some(tx) => {
+                let _ = tx.send(());
+                true
+            }
+            None => false,
         }
-    })
+    }
 }
 
-pub(super) fn error_line(e: &SluiceError) -> Bytes {
-    let mut line = serde_json::to_vec(&error_object(e, "")).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
+struct Unregister {
+    queries: Arc<OpenQueries>,
+    id: String,
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        self.queries.open.lock().remove(&self.id);
+    }
 }

@@ -8,12 +8,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::entities::typed_entity;
 use super::json::{column_header, join_raw, raw_json_response, with_raw_field};
 use super::{bad_request, parse_body, session_for, AppState, KsqlRequest};
 use crate::engine::result::StatementResult;
+use crate::engine::Engine;
 use crate::error::SluiceError;
 use crate::serve::arrow_convert::{write_json_rows, JsonRowLayout};
 use crate::serve::split_statements;
+use crate::sql::{parse_script, Statement};
 
 pub(super) async fn ksql(State(state): State<AppState>, body: Bytes) -> Response {
     let req: KsqlRequest = match parse_body(&body) {
@@ -22,10 +25,16 @@ pub(super) async fn ksql(State(state): State<AppState>, body: Bytes) -> Response
     };
     let mut session = session_for(&req.properties);
     let results = state.engine.execute(&mut session, &req.ksql).await;
+    // The statements again, to give ksqlDB's typed entity where it has one;
+    // a script that does not parse failed in `execute` already.
+    let statements: Vec<Statement> = parse_script(&req.ksql)
+        .map(|s| s.into_iter().map(|p| p.statement).collect())
+        .unwrap_or_default();
     statement_results(
         &req.ksql,
         results,
-        "push queries (EMIT CHANGES) stream their rows: run them with POST /query",
+        "push queries (EMIT CHANGES) stream their rows: run them with POST /query-stream",
+        Some((&state.engine, &statements)),
     )
 }
 
@@ -35,6 +44,7 @@ pub(super) fn statement_results(
     sql: &str,
     results: Vec<crate::error::Result<StatementResult>>,
     push_refusal: &str,
+    typed: Option<(&Engine, &[Statement])>,
 ) -> Response {
     // Engine results come in statement order; name each with its text when
     // the split agrees with the engine's (a RUN SCRIPT may add results).
@@ -47,9 +57,17 @@ pub(super) fn statement_results(
             sql.trim()
         }
     };
+    // Typed entities need each result's statement: only when they line up.
+    let typed = typed.filter(|(_, statements)| statements.len() == results.len());
     let mut entities: Vec<Vec<u8>> = Vec::with_capacity(results.len());
     for (i, result) in results.into_iter().enumerate() {
         let text = text_of(i);
+        if let (Some((engine, statements)), Ok(result)) = (typed, &result) {
+            if let Some(entity) = typed_entity(engine, &statements[i], text, result) {
+                entities.push(serde_json::to_vec(&entity).unwrap_or_default());
+                continue;
+            }
+        }
         match result {
             Ok(StatementResult::Done {
                 tag,
@@ -96,7 +114,7 @@ pub(super) fn statement_results(
                     "sqlstate": "0A000",
                     "line": null,
                     "column": null,
-                    "hint": "POST /query with {\"sql\": \"SELECT ... EMIT CHANGES\"} streams the rows as newline-delimited JSON",
+                    "hint": "POST /query-stream with {\"sql\": \"SELECT ... EMIT CHANGES\"} streams the rows as newline-delimited JSON",
                     "statementText": text,
                 });
                 return error_response(StatusCode::BAD_REQUEST, &error, &entities);

@@ -1,7 +1,7 @@
 //! Shapes of the HTTP answers.
 
 use super::json::*;
-use super::query::*;
+use super::row_stream::*;
 use super::statements::*;
 use super::*;
 use crate::engine::result::{BatchStream, StatementResult};
@@ -11,6 +11,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use axum::body::to_bytes;
+use axum::body::Bytes;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use futures::{stream, Stream, StreamExt};
@@ -58,7 +59,7 @@ async fn ksql_entities_shape() {
             batches: vec![batch.clone(), batch],
         }),
     ];
-    let (status, body) = body_json(statement_results(sql, results, "no")).await;
+    let (status, body) = body_json(statement_results(sql, results, "no", None)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
@@ -97,7 +98,7 @@ async fn ksql_error_shape() {
             Some("check the keyword".into()),
         )),
     ];
-    let (status, body) = body_json(statement_results(sql, results, "no")).await;
+    let (status, body) = body_json(statement_results(sql, results, "no", None)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["@type"], "statement_error");
     assert_eq!(body["error_code"], 40001);
@@ -110,7 +111,7 @@ async fn ksql_error_shape() {
     assert_eq!(body["entities"][0]["@type"], "currentStatus");
 
     let internal = vec![Err(SluiceError::Internal("boom".into()))];
-    let (status, body) = body_json(statement_results("x", internal, "no")).await;
+    let (status, body) = body_json(statement_results("x", internal, "no", None)).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body["error_code"], 50000);
     assert_eq!(body["line"], Value::Null);
@@ -129,24 +130,48 @@ async fn push_result_is_refused_on_ksql() {
         "SELECT 1 EMIT CHANGES",
         results,
         "use /query",
+        None,
     ))
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["message"], "use /query");
 }
 
-#[tokio::test]
-async fn ndjson_stream_shape_and_error_line() {
-    let (schema, batch) = sample();
-    let batches: BatchStream = Box::pin(stream::iter(vec![
+fn options(shape: Shape, one_row_per_chunk: bool) -> StreamOptions {
+    StreamOptions {
+        shape,
+        one_row_per_chunk,
+        stop: Box::pin(std::future::pending()),
+        _guard: None,
+    }
+}
+
+fn failing_batches(batch: &RecordBatch) -> BatchStream {
+    Box::pin(stream::iter(vec![
         Ok(batch.clone()),
         Ok(batch.slice(0, 0)),
-        Ok(batch),
+        Ok(batch.clone()),
         Err(SluiceError::Internal("lost".into())),
-    ]));
-    let (_tx, rx) = watch::channel(false);
-    let resp = ndjson_response("q7".into(), &schema, batches, rx);
-    assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/x-ndjson");
+    ]))
+}
+
+fn ok_batches(batch: &RecordBatch) -> BatchStream {
+    Box::pin(stream::iter(vec![Ok(batch.clone()), Ok(batch.clone())]))
+}
+
+#[tokio::test]
+async fn delimited_stream_shape_and_error_line() {
+    let (schema, batch) = sample();
+    let resp = row_stream_response(
+        "q7",
+        &schema,
+        failing_batches(&batch),
+        options(Shape::Delimited, false),
+    );
+    assert_eq!(
+        resp.headers()[header::CONTENT_TYPE],
+        "application/vnd.ksqlapi.delimited.v1"
+    );
     let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
     let lines: Vec<Value> = bytes
         .split(|b| *b == b'\n')
@@ -160,8 +185,115 @@ async fn ndjson_stream_shape_and_error_line() {
     assert_eq!(lines[1], json!(["/a", 3, 0.5]));
     assert_eq!(lines[2], json!([null, 4, 1.0]));
     assert_eq!(lines.len(), 6);
-    assert_eq!(lines[5]["@type"], "statement_error");
+    assert_eq!(lines[5]["@type"], "generic_error");
+    assert_eq!(lines[5]["error_code"], 50000);
     assert_eq!(lines[5]["message"], "lost");
+}
+
+#[tokio::test]
+async fn http2_delimited_rows_come_one_per_chunk() {
+    let (schema, batch) = sample();
+    let resp = row_stream_response(
+        "q",
+        &schema,
+        ok_batches(&batch),
+        options(Shape::Delimited, true),
+    );
+    let chunks: Vec<Bytes> = resp
+        .into_body()
+        .into_data_stream()
+        .map(|c| c.unwrap())
+        .collect()
+        .await;
+    // The header, then every row in a chunk of its own.
+    assert_eq!(chunks.len(), 5);
+    for chunk in &chunks {
+        serde_json::from_slice::<Value>(chunk).expect("each chunk is one JSON document");
+    }
+    assert_eq!(&chunks[4][..], b"[null,4,1.0]\n");
+}
+
+#[tokio::test]
+async fn json_array_shape_is_one_document() {
+    let (schema, batch) = sample();
+    let resp = row_stream_response(
+        "q",
+        &schema,
+        ok_batches(&batch),
+        options(Shape::Array, false),
+    );
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+    let (_, body) = body_json(resp).await;
+    assert_eq!(
+        body,
+        json!([
+            {"queryId": "q", "columnNames": ["url", "total", "ratio"], "columnTypes": ["STRING", "BIGINT", "DOUBLE"]},
+            ["/a", 3, 0.5], [null, 4, 1.0], ["/a", 3, 0.5], [null, 4, 1.0]
+        ])
+    );
+    let resp = row_stream_response(
+        "q",
+        &schema,
+        failing_batches(&batch),
+        options(Shape::Array, false),
+    );
+    let (_, body) = body_json(resp).await;
+    let items = body.as_array().unwrap();
+    assert_eq!(items.len(), 6);
+    assert_eq!(items[5]["message"], "lost");
+}
+
+#[tokio::test]
+async fn v1_shape_has_one_element_per_line() {
+    let (schema, batch) = sample();
+    let resp = row_stream_response("q", &schema, ok_batches(&batch), options(Shape::V1, false));
+    let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let text = std::str::from_utf8(&bytes).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // ksql-python reads rows line by line: every element but the last ends
+    // in a comma, the last in `]`.
+    assert_eq!(
+        lines[0],
+        r#"[{"header":{"queryId":"q","schema":"`url` STRING, `total` BIGINT, `ratio` DOUBLE"}},"#
+    );
+    assert_eq!(lines[1], r#"{"row":{"columns":["/a",3,0.5]}},"#);
+    assert_eq!(lines[5], r#"{"finalMessage":"Query Completed"}]"#);
+    let parsed: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(parsed.as_array().unwrap().len(), 6);
+
+    let resp = row_stream_response(
+        "q",
+        &schema,
+        failing_batches(&batch),
+        options(Shape::V1, false),
+    );
+    let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let parsed: Value = serde_json::from_slice(&bytes).unwrap();
+    let items = parsed.as_array().unwrap();
+    assert_eq!(items[5]["errorMessage"]["message"], "lost");
+    assert_eq!(items[5]["errorMessage"]["@type"], "generic_error");
+}
+
+#[test]
+fn accept_header_picks_the_shape() {
+    assert_eq!(Shape::from_accept(None, Shape::V1), Shape::V1);
+    assert_eq!(
+        Shape::from_accept(Some("*/*"), Shape::Delimited),
+        Shape::Delimited
+    );
+    // axios' default.
+    assert_eq!(
+        Shape::from_accept(Some("application/json, text/plain, */*"), Shape::Delimited),
+        Shape::Array
+    );
+    assert_eq!(
+        Shape::from_accept(Some("application/vnd.ksql.v1+json"), Shape::Delimited),
+        Shape::V1
+    );
+    assert_eq!(
+        Shape::from_accept(Some("application/x-ndjson"), Shape::V1),
+        Shape::Delimited
+    );
 }
 
 /// A push query that never produces a row; records when it is dropped.
@@ -184,15 +316,17 @@ impl Drop for SilentQuery {
 }
 
 #[tokio::test]
-async fn ndjson_stream_stops_on_shutdown_and_drops_source() {
+async fn row_stream_stops_on_shutdown_and_drops_source() {
     let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (schema, _) = sample();
     let (tx, rx) = watch::channel(false);
-    let resp = ndjson_response(
-        "q".into(),
+    let mut opts = options(Shape::Delimited, false);
+    opts.stop = Box::pin(wait_for_shutdown(rx));
+    let resp = row_stream_response(
+        "q",
         &schema,
         Box::pin(SilentQuery(Arc::clone(&dropped))),
-        rx,
+        opts,
     );
     let mut body = resp.into_body().into_data_stream();
     let header = body.next().await.unwrap().unwrap();
