@@ -46,10 +46,11 @@ fn run_script(script: &str, server: &TestServer, python_path: &Path) {
         .env("SLUICE_HTTP_PORT", server.http_port.to_string())
         .output()
         .expect("python3 runs");
+    // Every script ends by printing "done": a script that exits early fails.
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success(),
-        "{script} failed:\n{}{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
+        out.status.success() && stdout.ends_with("done\n"),
+        "{script} failed:\n{stdout}{}\nserver log:\n{}",
         String::from_utf8_lossy(&out.stderr),
         server.log_tail()
     );
@@ -85,6 +86,48 @@ fn ksql_python_uses_the_ksqldb_rest_api() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("data"), &[]);
     run_script("ksql_python.py", &server, &py);
+}
+
+/// Where the JavaScript clients are installed (`node_modules`); `None` when
+/// they are missing and the run does not require them.
+fn node_path() -> Option<PathBuf> {
+    let dir = std::env::var_os("SLUICE_JS_CLIENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/js/node_modules"));
+    if dir.join("ksqldb-js").is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("SLUICE_REQUIRE_CLIENTS").is_err(),
+        "SLUICE_REQUIRE_CLIENTS is set but ksqldb-js is not in {}",
+        dir.display()
+    );
+    eprintln!(
+        "skipping: ksqldb-js is not installed in {} (scripts/test.sh installs it)",
+        dir.display()
+    );
+    None
+}
+
+#[test]
+fn ksqldb_js_uses_the_ksqldb_rest_api_over_http2() {
+    let Some(modules) = node_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ksqldb_js.js");
+    let out = Command::new("node")
+        .arg(&script)
+        .env("NODE_PATH", &modules)
+        .env("SLUICE_HTTP_PORT", server.http_port.to_string())
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.ends_with("done\n"),
+        "ksqldb_js.js failed:\n{stdout}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_tail()
+    );
 }
 
 /// psql `args`, with `input` on its standard input; its output, or a panic.

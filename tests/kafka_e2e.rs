@@ -93,12 +93,9 @@ async fn queries_over_a_real_broker() {
                SELECT customer, amount FROM orders WHERE amount >= 25;",
         )
         .await;
-    let describe = server
-        .ksql_ok("DESCRIBE EXTENDED orders;")
-        .await
-        .to_string();
-    assert!(
-        describe.contains("[\"partitions\",\"3\"]"),
+    let describe = server.ksql_ok("DESCRIBE EXTENDED orders;").await;
+    assert_eq!(
+        describe[0]["sourceDescription"]["partitions"], 3,
         "existing topic used as is: {describe}"
     );
 

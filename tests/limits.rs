@@ -378,7 +378,7 @@ async fn pull_results_stream_and_stop_when_the_client_leaves() {
     wait_pull_active(&server, 0.0, "after the pgwire client left").await;
 
     let response = reqwest::Client::new()
-        .post(format!("{}/query", server.http()))
+        .post(format!("{}/query-stream", server.http()))
         .json(&serde_json::json!({ "sql": endless }))
         .send()
         .await

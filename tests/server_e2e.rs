@@ -261,9 +261,9 @@ async fn pipelines_from_files_pull_and_push_over_both_protocols() {
     );
     assert!(db.hint().is_some());
 
-    // Push query over HTTP: newline-delimited JSON as rows arrive.
+    // Push query over HTTP (ksqlDB's /query-stream): newline-delimited JSON as rows arrive.
     let resp = reqwest::Client::new()
-        .post(format!("{}/query", server.http()))
+        .post(format!("{}/query-stream", server.http()))
         .json(&serde_json::json!({
             "sql": "SELECT user_id, url FROM pageviews WHERE status >= 500 EMIT CHANGES",
             "streamsProperties": {"auto.offset.reset": "earliest"}
@@ -540,5 +540,163 @@ async fn ksqldb_health_and_command_status_endpoints() {
     assert_eq!(
         status,
         serde_json::json!({"commandStatuses": {"stream/CLICKS/create": "SUCCESS", "table/PER_USER/create": "SUCCESS"}})
+    );
+}
+
+/// ksqlDB's REST protocol end to end, beyond what the real ksqlDB clients
+/// (tests/clients.rs) exercise: refusals, a v1 push query ended by a
+/// TERMINATE from another protocol, and the typed `/ksql` entities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ksqldb_rest_inserts_streams_and_typed_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    let created = server
+        .ksql_ok(
+            "CREATE STREAM s (k VARCHAR KEY, v INT) WITH (kafka_topic='s', partitions=2);
+             CREATE TABLE per_k AS SELECT k, SUM(v) AS total FROM s GROUP BY k;",
+        )
+        .await;
+    assert_eq!(created[0]["commandId"], "stream/S/create", "{created}");
+    assert_eq!(created[1]["commandStatus"]["queryId"], "CTAS_PER_K_1");
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", server.http());
+
+    // Inserts into what does not exist are refused before any row.
+    let refused = http
+        .post(url("/inserts-stream"))
+        .body("{\"target\": \"nope\"}\n{\"k\": \"a\", \"v\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["sqlstate"], "42P01", "{body}");
+
+    let acks = http
+        .post(url("/inserts-stream"))
+        .body("{\"target\": \"S\"}\n{\"K\": \"a\", \"V\": 1}\n\n{\"k\": \"b\", \"v\": 2}\n{\"k\": \"a\", \"v\": 4}")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        acks,
+        "{\"seq\":0,\"status\":\"ok\"}\n{\"seq\":1,\"status\":\"ok\"}\n{\"seq\":2,\"status\":\"ok\"}\n"
+    );
+    let rows = server
+        .wait_for(
+            "SELECT k, total FROM per_k ORDER BY k",
+            Duration::from_secs(20),
+            |r| r.len() == 2 && r[0][1] == 5,
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![serde_json::json!(["a", 5]), serde_json::json!(["b", 2])]
+    );
+
+    // A v1 push query, ended by TERMINATE over pgwire: its body closes with
+    // ksqlDB's final message.
+    let response = http
+        .post(url("/query"))
+        .json(&serde_json::json!({
+            "ksql": "SELECT k, v FROM s EMIT CHANGES;",
+            "streamsProperties": {"auto.offset.reset": "earliest"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while text.matches("\"row\"").count() < 3 {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("rows arrive")
+            .expect("stream open")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let header: serde_json::Value = serde_json::from_str(
+        text.lines()
+            .next()
+            .unwrap()
+            .trim_start_matches('[')
+            .trim_end_matches(','),
+    )
+    .unwrap();
+    assert_eq!(header["header"]["schema"], "`k` STRING, `v` INTEGER");
+    let query_id = header["header"]["queryId"].as_str().unwrap().to_string();
+    pg(&server)
+        .await
+        .simple_query(&format!("TERMINATE {query_id}"))
+        .await
+        .expect("TERMINATE a push query");
+    while let Some(chunk) = tokio::time::timeout_at(deadline, body.next())
+        .await
+        .expect("the stream ends")
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let whole: serde_json::Value = serde_json::from_str(&text).expect("one JSON document");
+    let items = whole.as_array().unwrap();
+    let mut got: Vec<&serde_json::Value> = items[1..items.len() - 1]
+        .iter()
+        .map(|i| &i["row"]["columns"])
+        .collect();
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        got,
+        vec![
+            &serde_json::json!(["a", 1]),
+            &serde_json::json!(["a", 4]),
+            &serde_json::json!(["b", 2])
+        ]
+    );
+    assert_eq!(items[items.len() - 1]["finalMessage"], "Query Completed");
+    let closed = http
+        .post(url("/close-query"))
+        .json(&serde_json::json!({"queryId": query_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status().as_u16(), 400, "the query is gone");
+
+    // Typed entities.
+    let shown = server
+        .ksql_ok("SHOW QUERIES; SHOW TOPICS; SHOW PROPERTIES; DESCRIBE per_k;")
+        .await;
+    assert_eq!(shown[0]["@type"], "queries");
+    assert_eq!(shown[0]["queries"][0]["id"], "CTAS_PER_K_1");
+    assert_eq!(
+        shown[0]["queries"][0]["sinks"],
+        serde_json::json!(["per_k"])
+    );
+    assert_eq!(shown[0]["queries"][0]["state"], "RUNNING");
+    assert_eq!(shown[1]["@type"], "kafka_topics");
+    let s_topic = shown[1]["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "s")
+        .cloned();
+    assert_eq!(
+        s_topic,
+        Some(serde_json::json!({"name": "s", "replicaInfo": [1, 1]}))
+    );
+    assert_eq!(shown[2]["@type"], "properties");
+    assert!(shown[2]["properties"].as_array().unwrap().len() > 1);
+    let source = &shown[3]["sourceDescription"];
+    assert_eq!(source["type"], "TABLE");
+    assert_eq!(source["writeQueries"][0]["id"], "CTAS_PER_K_1");
+    assert_eq!(
+        source["fields"],
+        serde_json::json!([
+            {"name": "k", "schema": {"type": "STRING", "fields": null, "memberSchema": null}, "type": "KEY"},
+            {"name": "total", "schema": {"type": "BIGINT", "fields": null, "memberSchema": null}}
+        ])
     );
 }

@@ -1263,6 +1263,11 @@ impl Engine {
     pub(super) async fn terminate(&self, id: Option<String>) -> Result<StatementResult> {
         let _guard = self.ddl_lock.lock().await;
         let ids: Vec<String> = match id {
+            // A push query streaming to a client (ksqlDB terminates those too).
+            Some(id) if self.push_queries.close(&id) => {
+                tracing::info!(query = %id, "push query terminated");
+                return Ok(done("TERMINATE", format!("terminated {id}")));
+            }
             Some(id) => {
                 let catalog = self.catalog.read();
                 let found = catalog

@@ -11,6 +11,7 @@ pub mod metrics;
 mod params;
 mod pg_catalog;
 pub mod pg_types;
+mod push_queries;
 mod query;
 pub mod result;
 pub mod session;
@@ -59,6 +60,8 @@ pub struct Engine {
     materialized: RwLock<BTreeMap<String, Arc<MaterializedTable>>>,
     running: Mutex<BTreeMap<String, QueryHandle>>,
     transient_seq: AtomicU64,
+    /// Push queries streaming to clients, for TERMINATE and `/close-query`.
+    push_queries: Arc<push_queries::OpenQueries>,
     /// Push queries currently streaming to a client.
     push_active: Arc<std::sync::atomic::AtomicI64>,
     /// Pull queries whose results are being computed or sent.
@@ -133,6 +136,7 @@ impl Engine {
             materialized: RwLock::new(BTreeMap::new()),
             running: Mutex::new(BTreeMap::new()),
             transient_seq: AtomicU64::new(0),
+            push_queries: Arc::default(),
             push_active: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             pull_active: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             started: Instant::now(),
@@ -446,6 +450,12 @@ impl Engine {
             "tables": catalog.relations.values().filter(|r| r.is_table()).count(),
             "queries": catalog.queries.len(),
         })
+    }
+
+    /// Ends push query `id` (a `transient_n`): its stream ends as if its
+    /// rows had. False when no such query streams.
+    pub fn close_push_query(&self, id: &str) -> bool {
+        self.push_queries.close(id)
     }
 
     /// A stream or table by its (folded) name.

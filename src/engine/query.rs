@@ -207,10 +207,12 @@ impl Engine {
             });
         }
         let handle = QueryHandle::spawn(id.clone(), source, pipeline, drain_tx);
+        // TERMINATE and HTTP's /close-query end the stream as if its rows had.
+        let (closed, registered) = self.push_queries.open(&id);
         // The stream owns the query: when the client goes away and the stream is
         // dropped, the handle is dropped and both tasks stop.
-        let stream = ReceiverStream::new(rx).map(move |item| {
-            let _keep_alive = (&handle, &active);
+        let stream = ReceiverStream::new(rx).take_until(closed).map(move |item| {
+            let _keep_alive = (&handle, &active, &registered);
             item
         });
         Ok(StatementResult::Push {

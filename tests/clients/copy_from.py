@@ -66,3 +66,5 @@ with psycopg.connect(DSN, autocommit=True) as c:
         check("COPY FROM a server file is refused", e.sqlstate, "0A000")
 
 print("all COPY checks passed")
+
+print("done")

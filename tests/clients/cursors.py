@@ -63,3 +63,5 @@ with psycopg.connect(DSN, autocommit=True) as c:
         check("FETCH after CLOSE fails", e.sqlstate, "34000")
 
 print("all cursor checks passed")
+
+print("done")

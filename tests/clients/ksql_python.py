@@ -129,3 +129,5 @@ try:
     sys.exit(1)
 except KSQLError as e:
     check("errors: ksqlDB's statement error code", e.error_code, 40001)
+
+print("done")

@@ -126,3 +126,5 @@ if __name__ == "__main__":
     asyncio.run(asyncpg_checks())
     psycopg2_checks()
     print("all parameter checks passed")
+
+print("done")

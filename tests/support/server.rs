@@ -164,7 +164,7 @@ impl TestServer {
         body
     }
 
-    /// A pull query over /query: rows as JSON arrays.
+    /// A pull query over /query-stream: rows as JSON arrays.
     pub async fn pull(&self, sql: &str) -> Vec<serde_json::Value> {
         self.try_pull(sql).await.unwrap_or_else(|e| panic!("{e}"))
     }
@@ -172,7 +172,7 @@ impl TestServer {
     /// A pull query that may be refused (a query still recovering, say).
     pub async fn try_pull(&self, sql: &str) -> Result<Vec<serde_json::Value>, String> {
         let resp = reqwest::Client::new()
-            .post(format!("{}/query", self.http()))
+            .post(format!("{}/query-stream", self.http()))
             .json(&serde_json::json!({ "sql": sql }))
             .send()
             .await

@@ -98,7 +98,7 @@ use crate::engine::Engine;
 use auth::basic_auth;
 use inserts::inserts_stream;
 use json::json_response;
-use query::{close_query, query, query_stream, OpenQueries};
+use query::{close_query, query, query_stream};
 use statements::ksql;
 
 mod auth;
@@ -135,11 +135,7 @@ fn router_with_shutdown(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) ->
         // An inserts stream is open as long as its client has rows to send:
         // no body size or read timeout (its lines are bounded one by one).
         .route("/inserts-stream", post(inserts_stream))
-        .with_state(AppState {
-            engine,
-            shutdown,
-            open_queries: Arc::default(),
-        })
+        .with_state(AppState { engine, shutdown })
 }
 
 /// Serves the HTTP API on an already-bound `listener` until `shutdown`
@@ -260,7 +256,6 @@ async fn too_many_connections() -> Response {
 struct AppState {
     engine: Arc<Engine>,
     shutdown: watch::Receiver<bool>,
-    open_queries: Arc<OpenQueries>,
 }
 
 /// Completes when the server shuts down; never if the sender is gone.

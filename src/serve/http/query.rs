@@ -1,20 +1,15 @@
 //! `POST /query`: a query's rows streamed as they come.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use futures::stream;
-use parking_lot::Mutex;
 use serde::Deserialize;
-use tokio::sync::oneshot;
 
-use super::row_stream::{row_stream_response, Guard, Shape, StreamOptions};
+use super::row_stream::{row_stream_response, Shape, StreamOptions};
 use super::statements::statement_results;
 use super::{bad_request, parse_body, session_for, wait_for_shutdown, AppState, QueryRequest};
 use crate::engine::result::{BatchStream, StatementResult};
@@ -86,15 +81,8 @@ async fn run_query(state: AppState, version: Version, shape: Shape, body: Bytes)
                 schema,
                 stream,
             })) => {
-                let (closed, guard) = state.open_queries.open(&query_id);
-                let shutdown = wait_for_shutdown(state.shutdown.clone());
-                let stop = Box::pin(async move {
-                    tokio::select! {
-                        _ = shutdown => {}
-                        _ = closed => {}
-                    }
-                });
-                return row_stream_response(&query_id, &schema, stream, options(stop, Some(guard)));
+                // `/close-query` and TERMINATE end the stream itself.
+                return row_stream_response(&query_id, &schema, stream, options(shutdown(), None));
             }
             Some(other) => results.push(other),
             None => {}
@@ -137,56 +125,9 @@ pub(super) async fn close_query(State(state): State<AppState>, body: Bytes) -> R
         Ok(r) => r,
         Err(msg) => return bad_request(&msg),
     };
-    if state.open_queries.close(&req.query_id) {
+    if state.engine.close_push_query(&req.query_id) {
         StatusCode::OK.into_response()
     } else {
         bad_request(&format!("No query with id {}", req.query_id))
-    }
-}
-
-/// The push queries streaming over HTTP, by id, so `/close-query` can end them.
-#[derive(Default)]
-pub(super) struct OpenQueries {
-    open: Mutex<HashMap<String, oneshot::Sender<()>>>,
-}
-
-impl OpenQueries {
-    /// Registers `id`; the future completes when `/close-query` names it, and
-    /// dropping the guard (the response ended) unregisters it.
-    fn open(self: &Arc<Self>, id: &str) -> (impl Future<Output = ()> + Send + 'static, Guard) {
-        let (tx, rx) = oneshot::channel();
-        self.open.lock().insert(id.to_string(), tx);
-        let guard = Unregister {
-            queries: Arc::clone(self),
-            id: id.to_string(),
-        };
-        let closed = async move {
-            // A dropped sender (unregistered) is not a close.
-            if rx.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        (closed, Box::new(guard) as Guard)
-    }
-
-    fn close(&self, id: &str) -> bool {
-        match self.open.lock().remove(id) {
-            Some(tx) => {
-                let _ = tx.send(());
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-struct Unregister {
-    queries: Arc<OpenQueries>,
-    id: String,
-}
-
-impl Drop for Unregister {
-    fn drop(&mut self) {
-        self.queries.open.lock().remove(&self.id);
     }
 }
