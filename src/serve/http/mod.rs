@@ -1,55 +1,25 @@
-//! The HTTP API (axum): ksqlDB-like statement and query endpoints, server
-//! info, health and Prometheus metrics.
+//! The HTTP API (axum): ksqlDB's REST protocol (statements, queries,
+//! inserts), server info, health and Prometheus metrics. One port serves
+//! HTTP/1.1 and HTTP/2 (cleartext with prior knowledge, or TLS with ALPN).
 //!
 //! | Endpoint        | Body / answer |
 //! |-----------------|---------------|
-//! | `POST /ksql`    | `{"ksql": "...", "streamsProperties": {...}}` → JSON array, one entity per statement |
-//! | `POST /query`   | `{"sql": "..."}` (or `"ksql"`; properties in `"streamsProperties"` or `"properties"`) → NDJSON stream |
+//! | `POST /ksql`    | `{"ksql": "...", "streamsProperties": {...}}` → JSON array, one entity per statement ([`statements`], typed ones in [`entities`]) |
+//! | `POST /query`   | ksqlDB's v1: `{"ksql": "..."}` (or `"sql"`) → a streamed JSON array of `{"header"}`, `{"row"}`s, `{"finalMessage"}` ([`row_stream`]) |
+//! | `POST /query-stream` | ksqlDB's v2: `{"sql": "...", "properties": {...}}` → a header line, then one JSON array per row (or one JSON array for `Accept: application/json`) |
+//! | `POST /close-query` | `{"queryId": "transient_n"}` → ends that push query's stream |
+//! | `POST /inserts-stream` | `{"target": "s"}` and JSON rows, one per line → one acknowledgement line per row ([`inserts`]) |
 //! | `GET /info`     | [`Engine::info`] |
 //! | `GET /healthz`  | `{"status":"ok"}` |
 //! | `GET /healthcheck` | ksqlDB's: `{"isHealthy", "details": {"metastore", "kafka"}}`, 503 when unhealthy |
-//! | `GET /status`   | ksqlDB's `{"commandStatuses": {"stream/NAME/create": "SUCCESS", ...}}` |
+//! | `GET /status`   | ksqlDB's `{"commandStatuses": {"stream/NAME/create": "SUCCESS", ...}}`; `/status/{id}` one of them |
 //! | `GET /metrics`  | [`Engine::metrics_text`], `text/plain; version=0.0.4` |
 //!
-//! ## `POST /ksql` entities
+//! docs/sql-reference.md ("HTTP API") gives every shape with examples.
 //!
-//! A statement without rows (DDL, INSERT, SET, TERMINATE, ...):
-//!
-//! ```json
-//! {"@type": "currentStatus", "statementText": "CREATE STREAM ...",
-//!  "commandStatus": {"status": "SUCCESS", "message": "Stream created"},
-//!  "tag": "CREATE STREAM", "rowsAffected": null, "warnings": []}
-//! ```
-//!
-//! A statement with a finite result (pull query, SHOW, DESCRIBE, EXPLAIN):
-//!
-//! ```json
-//! {"@type": "rows", "statementText": "SHOW STREAMS",
-//!  "columnNames": ["name", "topic"], "columnTypes": ["STRING", "STRING"],
-//!  "rows": [["pageviews", "pageviews"], ["errors", "errors"]]}
-//! ```
-//!
-//! Each row is an array of values in column order, encoded by `arrow_json`:
-//! numbers, strings, `null`, ISO-8601 strings for timestamps, arrays for
-//! lists and objects for structs. A push query (`EMIT CHANGES`) is refused:
-//! it belongs on `/query`.
-//!
-//! ## `POST /query` stream
-//!
-//! `application/x-ndjson`, chunked. The first line is a header, then one JSON
-//! array per row, written as rows arrive for push queries (one chunk per
-//! batch):
-//!
-//! ```text
-//! {"queryId":"transient_1","columnNames":["url","total"],"columnTypes":["STRING","BIGINT"]}
-//! ["/checkout",3]
-//! ["/home",7]
-//! ```
-//!
-//! Pull queries get a `pull_<n>` id. If the query fails while streaming, the
-//! last line is an error object (below) and the body ends. A client closing
-//! the connection drops the stream, which stops the push query. A request
-//! whose statement has no rows is answered like `/ksql`.
+//! Streams: a client closing the connection drops the stream, which stops
+//! its query; server shutdown ends running streams; a failure after the
+//! rows started is a last error element and the end of the body.
 //!
 //! ## Errors
 //!
@@ -61,18 +31,18 @@
 //!  "statementText": "...", "entities": [...]}
 //! ```
 //!
-//! ## Authentication and TLS
-//!
-//! With a users file every endpoint but `/healthz` needs HTTP basic auth
-//! (`Authorization: Basic …`, checked against the same SCRAM verifiers as
-//! pgwire); without it the answer is 401 with `WWW-Authenticate` and
-//! `{"@type": "generic_error", "error_code": 40100, ...}`, as ksqlDB answers.
-//! With a certificate the listener speaks HTTPS only (ALPN h2 and http/1.1).
-//!
 //! `line`/`column`/`hint` are `null` when unknown; positions are relative to
 //! the submitted text; `entities` holds the results of the statements that ran
 //! before the failing one. Malformed requests get HTTP 400 with
 //! `{"@type": "generic_error", "error_code": 40000, "message": ...}`.
+//!
+//! ## Authentication and TLS
+//!
+//! With a users file every endpoint but `/healthz` and `/healthcheck` needs
+//! HTTP basic auth (`Authorization: Basic …`, checked against the same SCRAM
+//! verifiers as pgwire); without it the answer is 401 with `WWW-Authenticate`
+//! and `{"@type": "generic_error", "error_code": 40100, ...}`, as ksqlDB
+//! answers. With a certificate the listener speaks HTTPS only.
 
 use std::future::Future;
 use std::sync::Arc;
