@@ -33,7 +33,7 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, ListArray, StringArray, UInt32Array,
+    Array, ArrayRef, BooleanArray, Int64Array, ListArray, StringArray, UInt32Array,
 };
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -1420,6 +1420,8 @@ fn settings() -> Vec<(&'static str, String, &'static str)> {
         ("lc_collate", "C.UTF-8".into(), "string"),
         ("lc_ctype", "C.UTF-8".into(), "string"),
         ("max_identifier_length", "63".into(), "integer"),
+        // pgJDBC reads it before listing foreign keys.
+        ("max_index_keys", "32".into(), "integer"),
         ("search_path", "\"$user\", public".into(), "string"),
         ("server_encoding", "UTF8".into(), "string"),
         (
@@ -1893,16 +1895,18 @@ fn quote_ident(s: &str) -> String {
 
 /// `array_upper(arr, 1)` / `array_lower(arr, 1)` for one-dimensional arrays.
 fn array_bound(name: &'static str, upper: bool) -> ScalarUDF {
-    udf(name, &[2], DataType::Int32, move |args, _| {
+    // bigint, not Postgres' int4: DataFusion's generate_series takes only
+    // bigints, and pgJDBC writes `generate_series(1, array_upper(...))`.
+    udf(name, &[2], DataType::Int64, move |args, _| {
         let dims = int_arg(&args[1])?;
         let list = args[0].as_any().downcast_ref::<ListArray>();
-        let out: Int32Array = (0..args[0].len())
+        let out: Int64Array = (0..args[0].len())
             .map(|i| {
                 let list = list?;
                 if list.is_null(i) || dims[i] != Some(1) {
                     return None;
                 }
-                let len = list.value_length(i);
+                let len = i64::from(list.value_length(i));
                 if len == 0 {
                     None
                 } else if upper {
@@ -2126,6 +2130,10 @@ impl Engine {
         for f in functions(source) {
             self.ctx.register_udf(f);
         }
+        self.ctx.register_udtf(
+            "pg_get_keywords",
+            Arc::new(super::pg_keywords::PgGetKeywords),
+        );
         Ok(())
     }
 
@@ -2395,6 +2403,10 @@ fn is_string_literal(e: &Expr) -> bool {
     )
 }
 
+fn is_placeholder(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_)))
+}
+
 fn map_operator(parts: &[String]) -> Option<BinaryOperator> {
     Some(match parts.last()?.as_str() {
         "~" => BinaryOperator::PGRegexMatch,
@@ -2507,7 +2519,11 @@ fn rewrite_expr(expr: &mut Expr) {
             if name.starts_with("reg") {
                 let inner = std::mem::replace(inner.as_mut(), null_expr());
                 *expr = match lookup {
-                    Some(f) if is_string_literal(&inner) => call(f, vec![inner]),
+                    // A name (`'pg_class'::regclass`, or a parameter drivers
+                    // bind as text: `CAST($2 AS REGCLASS)`) is looked up.
+                    Some(f) if is_string_literal(&inner) || is_placeholder(&inner) => {
+                        call(f, vec![inner])
+                    }
                     _ => inner,
                 };
             } else if let Some(mapped) = map_type(&name) {
