@@ -3,9 +3,11 @@
 
 mod persist;
 mod relation;
+mod view;
 
 pub use persist::CatalogFile;
 pub use relation::*;
+pub use view::ViewMeta;
 
 use std::collections::BTreeMap;
 
@@ -112,6 +114,9 @@ impl OnError {
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Catalog {
     pub relations: BTreeMap<String, Relation>,
+    /// Named queries (CREATE VIEW), in the same namespace as relations.
+    #[serde(default)]
+    pub views: BTreeMap<String, ViewMeta>,
     pub queries: BTreeMap<String, QueryMeta>,
     /// Sequence for query ids; never reused, so state of a dropped query cannot be
     /// picked up by a new one.

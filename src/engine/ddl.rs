@@ -340,6 +340,12 @@ impl Engine {
         kind: RelationKind,
     ) -> Result<Option<StatementResult>> {
         let catalog = self.catalog.read();
+        if catalog.views.contains_key(name) {
+            return Err(SluiceError::duplicate(
+                format!("view '{name}' already exists"),
+                Some(format!("DROP VIEW {name} first, or choose another name")),
+            ));
+        }
         let Some(existing) = catalog.relation(name) else {
             return Ok(None);
         };
@@ -1220,6 +1226,7 @@ impl Engine {
                         })
                         .map(|q| q.id.clone()),
                 )
+                .chain(super::views::views_reading(&catalog, &name))
                 .collect()
         };
         if !readers.is_empty() {

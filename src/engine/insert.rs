@@ -23,6 +23,11 @@ impl Engine {
         columns: &[Ident],
     ) -> Result<(Relation, Vec<usize>)> {
         let name = normalize_ident(target);
+        if self.catalog.read().views.contains_key(&name) {
+            return Err(SluiceError::sql(format!(
+                "{name} is a view: rows go into the streams and tables it reads"
+            )));
+        }
         let relation = self
             .catalog
             .read()

@@ -18,6 +18,7 @@ pub mod result;
 pub mod session;
 mod show;
 mod supervise;
+mod views;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -283,6 +284,8 @@ impl Engine {
             match statement {
                 Statement::CreateSource(c) => self.create_source(session, c, &text).await,
                 Statement::CreateAs(c) => self.create_as(session, c, &text).await,
+                Statement::CreateView(v) => self.create_view(v, &text).await,
+                Statement::DropView { name, if_exists } => self.drop_view(name, if_exists).await,
                 Statement::InsertSelect {
                     target,
                     query,

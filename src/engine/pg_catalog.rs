@@ -1554,7 +1554,12 @@ struct SnapshotSource(Weak<Engine>);
 impl SnapshotSource {
     fn snapshot(&self) -> Snapshot {
         let relations = match self.0.upgrade() {
-            Some(engine) => engine.catalog.read().relations.values().cloned().collect(),
+            Some(engine) => {
+                let catalog = engine.catalog.read();
+                // Views list as views, next to streams.
+                let views = catalog.views.values().filter_map(|v| v.as_relation().ok());
+                catalog.relations.values().cloned().chain(views).collect()
+            }
             None => Vec::new(),
         };
         Snapshot { relations }

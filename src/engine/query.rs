@@ -64,8 +64,13 @@ impl Engine {
     ) -> Result<(datafusion::logical_expr::LogicalPlan, Vec<String>)> {
         // psql / driver catalog syntax (pg_catalog.rs); other queries run as written.
         let rewritten = self.rewrite_pg_catalog_query(query);
-        let query = rewritten.as_ref().unwrap_or(query);
-        let names = planner::check_relations(&self.catalog.read(), query)?;
+        let mut query = rewritten.unwrap_or_else(|| query.clone());
+        let names = {
+            let catalog = self.catalog.read();
+            planner::views::expand_views(&catalog, &mut query)?;
+            planner::check_relations(&catalog, &query)?
+        };
+        let query = &query;
         let state = self.session_state();
         let statement = datafusion::sql::parser::Statement::Statement(Box::new(
             sqlparser::ast::Statement::Query(Box::new(query.clone())),

@@ -17,11 +17,10 @@ use crate::sql::{RelationKind, ShowWhat};
 /// A result whose columns are all text.
 /// `SHOW x` for an `x` that is neither a Sluice list nor a Postgres setting.
 fn unknown_show(name: &str) -> SluiceError {
-    const TARGETS: &str = "SHOW STREAMS, TABLES, QUERIES, TOPICS or PROPERTIES; \
+    const TARGETS: &str = "SHOW STREAMS, TABLES, VIEWS, QUERIES, TOPICS or PROPERTIES; \
         SHOW CREATE TABLE|STREAM|VIEW name; or a Postgres setting (SHOW server_version)";
     // Plural object names other systems list (SHOW VIEWS, SHOW FUNCTIONS ...).
     let objects = [
-        "views",
         "functions",
         "types",
         "connectors",
@@ -35,14 +34,7 @@ fn unknown_show(name: &str) -> SluiceError {
         "variables",
     ];
     let message = if objects.contains(&name) {
-        let hint = match name {
-            "views" => " (streams are what Postgres clients see as views: SHOW STREAMS)",
-            _ => "",
-        };
-        format!(
-            "SHOW {}: Sluice has no {name} to list{hint}",
-            name.to_uppercase()
-        )
+        format!("SHOW {}: Sluice has no {name} to list", name.to_uppercase())
     } else {
         format!("unrecognized configuration parameter \"{name}\"")
     };
@@ -176,6 +168,7 @@ impl Engine {
                     .collect();
                 text_rows(&["topic", "partitions"], rows)
             }
+            ShowWhat::Views => self.show_views(),
             ShowWhat::Setting(name) => {
                 let value = super::pg_catalog::setting(&name)
                     .or_else(|| session.properties.get(&name).cloned())
@@ -184,6 +177,14 @@ impl Engine {
             }
             ShowWhat::Create { kind, name } => {
                 let wanted = normalize_ident(&name);
+                if kind.is_none() {
+                    if let Some(view) = self.catalog.read().views.get(&wanted) {
+                        return text_rows(
+                            &["name", "create_sql"],
+                            vec![vec![view.name.clone(), view.statement.clone()]],
+                        );
+                    }
+                }
                 let relation = self.catalog.read().relation(&wanted).cloned();
                 let relation = relation
                     .filter(|r| match kind {
@@ -251,7 +252,8 @@ impl Engine {
     ) -> Result<StatementResult> {
         let n = normalize_ident(name);
         let catalog = self.catalog.read();
-        let relation = catalog.relation(&n).ok_or_else(|| {
+        let view = catalog.views.get(&n).and_then(|v| v.as_relation().ok());
+        let relation = catalog.relation(&n).or(view.as_ref()).ok_or_else(|| {
             SluiceError::undefined(
                 format!("'{n}' does not exist"),
                 Some(crate::error::SqlPosition::of(name)),

@@ -12,6 +12,7 @@ pub mod key_filters;
 pub mod providers;
 pub mod test_variant;
 mod top_n;
+pub mod views;
 pub mod window;
 
 use std::sync::Arc;
@@ -224,7 +225,7 @@ pub fn check_relations(catalog: &Catalog, query: &Query) -> Result<Vec<String>> 
 }
 
 /// The names WITH clauses define anywhere in a query (normalized).
-fn cte_names(query: &Query) -> Vec<String> {
+pub(crate) fn cte_names(query: &Query) -> Vec<String> {
     struct Ctes(Vec<String>);
     impl ast::Visitor for Ctes {
         type Break = ();
@@ -335,6 +336,7 @@ pub async fn plan_continuous(
     allow_limit: bool,
 ) -> Result<StreamPlan> {
     let mut query = query.clone();
+    views::expand_views(catalog, &mut query)?;
     let tvfs = window::extract_tvfs(&mut query)?;
     if let Some(w) = window_clause {
         if tvfs.iter().any(|t| t.top_level) {

@@ -97,6 +97,16 @@ pub struct CreateAs {
     pub window: Option<WindowClause>,
 }
 
+/// `CREATE [OR REPLACE] VIEW [IF NOT EXISTS] name AS SELECT ...`: a named
+/// query, expanded where it is read.
+#[derive(Debug, Clone)]
+pub struct CreateView {
+    pub name: Ident,
+    pub or_replace: bool,
+    pub if_not_exists: bool,
+    pub query: Box<Query>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShowWhat {
     Streams,
@@ -104,6 +114,8 @@ pub enum ShowWhat {
     Queries,
     Topics,
     Properties,
+    /// `SHOW VIEWS`: the named queries (CREATE VIEW).
+    Views,
     /// `SHOW server_version` and other Postgres settings drivers ask for.
     Setting(String),
     /// `SHOW CREATE {STREAM | TABLE | VIEW | MATERIALIZED VIEW} name`: the
@@ -118,6 +130,13 @@ pub enum ShowWhat {
 pub enum Statement {
     CreateSource(CreateSource),
     CreateAs(CreateAs),
+    CreateView(CreateView),
+    /// `DROP VIEW [IF EXISTS] name`: a view, else a table made with
+    /// CREATE MATERIALIZED VIEW.
+    DropView {
+        name: Ident,
+        if_exists: bool,
+    },
     /// `INSERT INTO target SELECT ...`: a continuous query appending to a stream.
     InsertSelect {
         target: Ident,

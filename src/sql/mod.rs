@@ -15,5 +15,5 @@ pub mod window;
 pub mod within;
 
 pub use ast::*;
-pub use parser::{continuous_text, parse_script};
+pub use parser::{continuous_text, parse_one, parse_script};
 pub use window::{WindowClause, WindowKind, WindowSyntax};

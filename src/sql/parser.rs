@@ -306,10 +306,12 @@ fn parse_create(
         (RelationKind::Table, false)
     } else if p.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
         (RelationKind::Table, true)
+    } else if p.parse_keyword(Keyword::VIEW) {
+        return parse_create_view(p, or_replace, emit, window);
     } else {
         let t = p.peek_token();
         return Err(SluiceError::sql_at(
-            format!("expected STREAM, TABLE or MATERIALIZED VIEW after CREATE, found '{}'", t.token),
+            format!("expected STREAM, TABLE, VIEW or MATERIALIZED VIEW after CREATE, found '{}'", t.token),
             Some(position(t.span.start)),
             Some("e.g. CREATE STREAM pageviews (url VARCHAR, status INT) WITH (kafka_topic='pageviews', value_format='json')".into()),
         ));
@@ -381,6 +383,50 @@ fn parse_create(
         query_text,
         emit,
         window,
+    }))
+}
+
+/// `CREATE [OR REPLACE] VIEW [IF NOT EXISTS] name AS SELECT ...` (after VIEW).
+fn parse_create_view(
+    p: &mut Parser,
+    or_replace: bool,
+    emit: Option<EmitMode>,
+    window: Option<WindowClause>,
+) -> Result<Statement> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parse_name(p)?;
+    if p.peek_token().token == Token::LParen {
+        let t = p.peek_token();
+        return Err(SluiceError::sql_at(
+            "a view takes its column names from its query",
+            Some(position(t.span.start)),
+            Some("name the columns in the SELECT: SELECT a AS x, b AS y".into()),
+        ));
+    }
+    if !p.parse_keyword(Keyword::AS) {
+        let t = p.peek_token();
+        return Err(SluiceError::sql_at(
+            format!(
+                "expected AS SELECT after CREATE VIEW {}, found '{}'",
+                name.value, t.token
+            ),
+            Some(position(t.span.start)),
+            Some("CREATE VIEW name AS SELECT ...".into()),
+        ));
+    }
+    let query = p
+        .parse_query()
+        .map_err(pe("the query after AS must be a SELECT"))?;
+    if emit.is_some() || window.is_some() {
+        return Err(SluiceError::sql(
+            "a view is a named query without EMIT or WINDOW: the query that reads it says how",
+        ));
+    }
+    Ok(Statement::CreateView(CreateView {
+        name,
+        or_replace,
+        if_not_exists,
+        query,
     }))
 }
 
@@ -746,18 +792,22 @@ fn normalize_cursor(name: &Ident) -> String {
 
 fn parse_drop(p: &mut Parser) -> Result<Statement> {
     p.next_token(); // DROP
+    if p.parse_keyword(Keyword::VIEW) {
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = parse_name(p)?;
+        return Ok(Statement::DropView { name, if_exists });
+    }
     let kind = if parse_word(p, "STREAM") {
         Some(RelationKind::Stream)
     } else if p.parse_keyword(Keyword::TABLE)
         || p.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])
-        || p.parse_keyword(Keyword::VIEW)
     {
         Some(RelationKind::Table)
     } else {
         let t = p.peek_token();
         return Err(SluiceError::sql_at(
             format!(
-                "expected STREAM, TABLE or MATERIALIZED VIEW after DROP, found '{}'",
+                "expected STREAM, TABLE, VIEW or MATERIALIZED VIEW after DROP, found '{}'",
                 t.token
             ),
             Some(position(t.span.start)),
@@ -787,6 +837,7 @@ fn parse_show(p: &mut Parser) -> Result<Statement> {
         t if word_is(t, "QUERIES") => ShowWhat::Queries,
         t if word_is(t, "TOPICS") => ShowWhat::Topics,
         t if word_is(t, "PROPERTIES") => ShowWhat::Properties,
+        t if word_is(t, "VIEWS") => ShowWhat::Views,
         t if word_is(t, "MATERIALIZED") => {
             expect_word(p, "VIEWS", "SHOW MATERIALIZED VIEWS")?;
             ShowWhat::Tables

@@ -213,7 +213,7 @@ fn show_entity(
                 .collect();
             json!({"@type": "kafka_topics", "statementText": text, "topics": topics, "warnings": []})
         }
-        ShowWhat::Setting(_) | ShowWhat::Create { .. } => return None,
+        ShowWhat::Setting(_) | ShowWhat::Create { .. } | ShowWhat::Views => return None,
     };
     Some(entity)
 }
