@@ -239,10 +239,10 @@ fn psql_meta_commands_describe_streams_and_tables() {
         wrong_kind.contains("stream 'per_url' does not exist"),
         "{wrong_kind}"
     );
-    let views = psql_error(&server, "SHOW VIEWS");
+    let functions = psql_error(&server, "SHOW FUNCTIONS");
     assert!(
-        views.contains("Sluice has no views") && views.contains("SHOW STREAMS"),
-        "{views}"
+        functions.contains("Sluice has no functions") && functions.contains("SHOW STREAMS"),
+        "{functions}"
     );
     let unknown = psql_error(&server, "SHOW nonsense_setting");
     assert!(

@@ -1,4 +1,5 @@
-//! Postgres' `information_schema` (`tables`, `columns`, `schemata`, `views`)
+//! Postgres' `information_schema` (`tables`, `columns`, `schemata`, `views`,
+//! and a table's key as `table_constraints` and `key_column_usage`)
 //! over Sluice's catalog, for the tools that read it instead of `pg_catalog`
 //! (Grafana's query builder, Metabase's sync, SQLAlchemy, DBeaver).
 //!
@@ -74,6 +75,32 @@ const VIEWS_COLUMNS: &[(&str, super::pg_catalog::Ty)] = &[
     ("is_insertable_into", Text),
 ];
 
+const TABLE_CONSTRAINTS_COLUMNS: &[(&str, super::pg_catalog::Ty)] = &[
+    ("constraint_catalog", Text),
+    ("constraint_schema", Text),
+    ("constraint_name", Text),
+    ("table_catalog", Text),
+    ("table_schema", Text),
+    ("table_name", Text),
+    ("constraint_type", Text),
+    ("is_deferrable", Text),
+    ("initially_deferred", Text),
+    ("enforced", Text),
+    ("nulls_distinct", Text),
+];
+
+const KEY_COLUMN_USAGE_COLUMNS: &[(&str, super::pg_catalog::Ty)] = &[
+    ("constraint_catalog", Text),
+    ("constraint_schema", Text),
+    ("constraint_name", Text),
+    ("table_catalog", Text),
+    ("table_schema", Text),
+    ("table_name", Text),
+    ("column_name", Text),
+    ("ordinal_position", I32),
+    ("position_in_unique_constraint", I32),
+];
+
 pub(super) const TABLES: &[TableDef] = &[
     TableDef {
         name: "tables",
@@ -99,7 +126,67 @@ pub(super) const TABLES: &[TableDef] = &[
         columns: VIEWS_COLUMNS,
         rows: Some(views_rows),
     },
+    TableDef {
+        name: "table_constraints",
+        oid: 13_005,
+        columns: TABLE_CONSTRAINTS_COLUMNS,
+        rows: Some(table_constraints_rows),
+    },
+    TableDef {
+        name: "key_column_usage",
+        oid: 13_006,
+        columns: KEY_COLUMN_USAGE_COLUMNS,
+        rows: Some(key_column_usage_rows),
+    },
 ];
+
+/// A table's key is its primary key (a stream's KEY columns are no
+/// constraint: a stream has many records per key).
+fn keyed_tables(s: &Snapshot) -> impl Iterator<Item = &crate::catalog::Relation> {
+    s.relations
+        .iter()
+        .filter(|r| r.is_table() && r.columns.iter().any(|c| c.key))
+}
+
+fn table_constraints_rows(s: &Snapshot) -> Vec<Row> {
+    keyed_tables(s)
+        .map(|r| {
+            vec![
+                text(DATABASE),
+                text("public"),
+                text(format!("{}_pkey", r.name)),
+                text(DATABASE),
+                text("public"),
+                text(&r.name),
+                text("PRIMARY KEY"),
+                text("NO"),
+                text("NO"),
+                text("YES"),
+                null(),
+            ]
+        })
+        .collect()
+}
+
+fn key_column_usage_rows(s: &Snapshot) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for r in keyed_tables(s) {
+        for (i, c) in r.columns.iter().filter(|c| c.key).enumerate() {
+            rows.push(vec![
+                text(DATABASE),
+                text("public"),
+                text(format!("{}_pkey", r.name)),
+                text(DATABASE),
+                text("public"),
+                text(&r.name),
+                text(&c.name),
+                int4(i32::try_from(i + 1).unwrap_or(i32::MAX)),
+                null(),
+            ]);
+        }
+    }
+    rows
+}
 
 fn yes_no(v: bool) -> &'static str {
     if v {

@@ -33,7 +33,8 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, ListArray, StringArray, UInt32Array,
+    Array, ArrayRef, BooleanArray, Int64Array, ListArray, ListBuilder, StringArray,
+    StringBuilder, UInt32Array,
 };
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -290,6 +291,51 @@ const PG_USER: &[(&str, Ty)] = &[
     ("passwd", Text),
     ("valuntil", Text),
     ("useconfig", TextArr),
+];
+
+/// Activity counters tools read for row estimates (Metabase's sync): Sluice
+/// counts none of them, so they are zero.
+const PG_STAT_USER_TABLES: &[(&str, Ty)] = &[
+    ("relid", Oid),
+    ("schemaname", Text),
+    ("relname", Text),
+    ("seq_scan", I64),
+    ("seq_tup_read", I64),
+    ("idx_scan", I64),
+    ("idx_tup_fetch", I64),
+    ("n_tup_ins", I64),
+    ("n_tup_upd", I64),
+    ("n_tup_del", I64),
+    ("n_tup_hot_upd", I64),
+    ("n_live_tup", I64),
+    ("n_dead_tup", I64),
+    ("n_mod_since_analyze", I64),
+    ("last_vacuum", Text),
+    ("last_autovacuum", Text),
+    ("last_analyze", Text),
+    ("last_autoanalyze", Text),
+];
+
+/// Sessions: Sluice does not list its connections here (yet), so tools that
+/// read it (pgAdmin's dashboard) see none.
+const PG_STAT_ACTIVITY: &[(&str, Ty)] = &[
+    ("datid", Oid),
+    ("datname", Text),
+    ("pid", I32),
+    ("usesysid", Oid),
+    ("usename", Text),
+    ("application_name", Text),
+    ("client_addr", Text),
+    ("client_port", I32),
+    ("backend_start", Text),
+    ("xact_start", Text),
+    ("query_start", Text),
+    ("state_change", Text),
+    ("wait_event_type", Text),
+    ("wait_event", Text),
+    ("state", Text),
+    ("backend_type", Text),
+    ("query", Text),
 ];
 
 const PG_SETTINGS: &[(&str, Ty)] = &[
@@ -710,6 +756,18 @@ const TABLES: &[TableDef] = &[
         oid: 12_006,
         columns: PG_MATVIEWS,
         rows: Some(matviews_rows),
+    },
+    TableDef {
+        name: "pg_stat_user_tables",
+        oid: 12_007,
+        columns: PG_STAT_USER_TABLES,
+        rows: Some(stat_user_tables_rows),
+    },
+    TableDef {
+        name: "pg_stat_activity",
+        oid: 12_008,
+        columns: PG_STAT_ACTIVITY,
+        rows: None,
     },
     TableDef {
         name: "pg_index",
@@ -1524,6 +1582,19 @@ fn views_rows(s: &Snapshot) -> Vec<Row> {
         .collect()
 }
 
+fn stat_user_tables_rows(s: &Snapshot) -> Vec<Row> {
+    s.relations
+        .iter()
+        .filter(|r| r.is_table())
+        .map(|r| {
+            let mut row = vec![oid(relation_oid(&r.name)), text("public"), text(&r.name)];
+            row.extend((0..11).map(|_| ScalarValue::Int64(Some(0))));
+            row.extend((0..4).map(|_| null()));
+            row
+        })
+        .collect()
+}
+
 fn matviews_rows(s: &Snapshot) -> Vec<Row> {
     s.relations
         .iter()
@@ -1801,7 +1872,8 @@ fn text_to_oid(
     udf(name, &[1], DataType::UInt32, move |args, _| {
         let out: UInt32Array = text_arg(&args[0])?
             .into_iter()
-            .map(|s| s.as_deref().and_then(&f))
+            // An OID in text names itself, as Postgres' regclass input reads it.
+            .map(|s| s.as_deref().and_then(|s| s.trim().parse::<u32>().ok().or_else(|| f(s))))
             .collect();
         Ok(Arc::new(out) as ArrayRef)
     })
@@ -1841,6 +1913,36 @@ fn pg_size_pretty(bytes: i64) -> String {
 }
 
 /// `quote_ident`: quotes an identifier when Postgres would need it.
+/// Postgres' `format()`: `%s` a value as text (NULL as nothing), `%I` an
+/// identifier quoted when needed, `%L` a literal quoted (NULL as `NULL`),
+/// `%%` a percent sign. Positions (`%1$s`) and widths are not supported.
+fn pg_format(template: &str, values: &[Option<&str>]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut next = values.iter();
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('%') => out.push('%'),
+            Some('s') => out.push_str(next.next().copied().flatten().unwrap_or("")),
+            Some('I') => out.push_str(&quote_ident(next.next().copied().flatten().unwrap_or(""))),
+            Some('L') => match next.next().copied().flatten() {
+                Some(v) => out.push_str(&format!("'{}'", v.replace('\'', "''"))),
+                None => out.push_str("NULL"),
+            },
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
 fn quote_ident(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
@@ -1954,6 +2056,20 @@ fn functions(source: SnapshotSource) -> Vec<ScalarUDF> {
         ),
         constant("current_user", &[0], ScalarValue::Utf8(Some(ROLE.into()))),
         constant("session_user", &[0], ScalarValue::Utf8(Some(ROLE.into()))),
+        // Postgres' `user` is `current_user` (Grafana's search-path query).
+        constant("user", &[0], ScalarValue::Utf8(Some(ROLE.into()))),
+        udf("format", &[1, 2, 3, 4, 5, 6, 7, 8, 9], DataType::Utf8, |args, n| {
+            let args = args.iter().map(text_arg).collect::<DfResult<Vec<_>>>()?;
+            let out: StringArray = (0..n)
+                .map(|row| {
+                    let template = args[0][row].as_deref()?;
+                    let values: Vec<Option<&str>> =
+                        args[1..].iter().map(|a| a[row].as_deref()).collect();
+                    Some(pg_format(template, &values))
+                })
+                .collect();
+            Ok(Arc::new(out) as ArrayRef)
+        }),
         constant(
             "pg_backend_pid",
             &[0],
@@ -2094,6 +2210,27 @@ fn functions(source: SnapshotSource) -> Vec<ScalarUDF> {
                 .collect();
             Ok(Arc::new(out) as ArrayRef)
         }),
+        // `parse_ident('a."B".c')` → {a,B,c}: Grafana splits table names with it.
+        udf(
+            "parse_ident",
+            &[1, 2],
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            |args, _| {
+                let mut out = ListBuilder::new(StringBuilder::new());
+                for name in text_arg(&args[0])? {
+                    match name.as_deref().and_then(split_qualified) {
+                        Some(parts) => {
+                            for part in parts {
+                                out.values().append_value(part);
+                            }
+                            out.append(true);
+                        }
+                        None => out.append(false),
+                    }
+                }
+                Ok(Arc::new(out.finish()) as ArrayRef)
+            },
+        ),
         array_bound("array_upper", true),
         array_bound("array_lower", false),
     ]
@@ -2242,8 +2379,13 @@ fn touches_pg_catalog(
     impl Visitor for Detect<'_> {
         type Break = ();
         fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+            let parts = name_parts(name);
             if is_pg_catalog_qualified(name)
                 || is_unqualified_catalog_table(name, self.user_relations, self.ctes)
+                || parts.first().is_some_and(|p| p == "information_schema")
+                || parts
+                    .last()
+                    .is_some_and(|p| SCALAR_FUNCTIONS_IN_FROM.contains(&p.as_str()))
             {
                 return ControlFlow::Break(());
             }
@@ -2334,10 +2476,26 @@ impl VisitorMut for CatalogRewrite<'_> {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table { name, args, .. } = factor {
+        if let Some(derived) = scalar_function_table(factor) {
+            *factor = derived;
+            return ControlFlow::Continue(());
+        }
+        if let TableFactor::Table {
+            name, args, alias, ..
+        } = factor
+        {
             if args.is_some() {
                 if is_pg_catalog_qualified(name) {
                     name.0.remove(0);
+                }
+                // `generate_series(1, 3) AS i`: Postgres names the column `i`
+                // too, DataFusion `value`.
+                if let Some(alias) = alias {
+                    if alias.columns.is_empty() && name_parts(name) == ["generate_series"] {
+                        alias
+                            .columns
+                            .push(ast::TableAliasColumnDef::from_name(alias.name.value.clone()));
+                    }
                 }
             } else if is_unqualified_catalog_table(name, self.user_relations, self.ctes) {
                 name.0
@@ -2356,8 +2514,101 @@ impl VisitorMut for CatalogRewrite<'_> {
         if !is_pruned(query) && query_is_empty(query) {
             prune(query);
         }
+        in_subqueries_as_arrays(query);
         ControlFlow::Continue(())
     }
+}
+
+/// DataFusion runs `x IN (SELECT ...)` only as a filter; Grafana's table list
+/// has it in a CASE in the select list and the ORDER BY. There it becomes
+/// `array_has((SELECT array_agg(v) FROM (SELECT ...) AS __in(v)), x)`, a
+/// scalar subquery DataFusion can run anywhere.
+fn in_subqueries_as_arrays(query: &mut Query) {
+    struct AsArray;
+    impl VisitorMut for AsArray {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::InSubquery {
+                expr,
+                subquery,
+                negated,
+            } = e
+            else {
+                return ControlFlow::Continue(());
+            };
+            let sql = format!("SELECT array_agg(__in.v) FROM ({subquery}) AS __in(v)");
+            let parsed =
+                sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &sql)
+                    .ok()
+                    .and_then(|mut s| s.pop());
+            let Some(ast::Statement::Query(values)) = parsed else {
+                return ControlFlow::Continue(());
+            };
+            let needle = std::mem::replace(expr.as_mut(), null_expr());
+            let has = call("array_has", vec![Expr::Subquery(values), needle]);
+            *e = if *negated {
+                Expr::UnaryOp {
+                    op: ast::UnaryOperator::Not,
+                    expr: Box::new(has),
+                }
+            } else {
+                has
+            };
+            ControlFlow::Continue(())
+        }
+    }
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        for item in &mut select.projection {
+            let _ = VisitMut::visit(item, &mut AsArray);
+        }
+    }
+    if let Some(order_by) = &mut query.order_by {
+        let _ = VisitMut::visit(order_by, &mut AsArray);
+    }
+}
+
+/// Scalar functions tools call in FROM, where Postgres reads a one-row table
+/// (Grafana: `string_to_array(current_setting('search_path'), ',') s`).
+const SCALAR_FUNCTIONS_IN_FROM: &[&str] = &["string_to_array", "current_schemas", "parse_ident"];
+
+/// `f(args) [AS a]` for such a function: `(SELECT f(args) AS a) AS a`.
+fn scalar_function_table(factor: &TableFactor) -> Option<TableFactor> {
+    let TableFactor::Table {
+        name,
+        args: Some(args),
+        alias,
+        ..
+    } = factor
+    else {
+        return None;
+    };
+    let function = name_parts(name).last()?.clone();
+    if !SCALAR_FUNCTIONS_IN_FROM.contains(&function.as_str()) {
+        return None;
+    }
+    let column = alias
+        .as_ref()
+        .map(|a| a.name.clone())
+        .unwrap_or_else(|| Ident::new(function.clone()));
+    let args: Vec<String> = args.args.iter().map(ToString::to_string).collect();
+    let sql = format!("SELECT {function}({}) AS {column}", args.join(", "));
+    let statement = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &sql)
+        .ok()?
+        .pop()?;
+    let ast::Statement::Query(subquery) = statement else {
+        return None;
+    };
+    Some(TableFactor::Derived {
+        lateral: false,
+        subquery,
+        alias: Some(ast::TableAlias {
+            explicit: true,
+            name: column,
+            columns: Vec::new(),
+            at: None,
+        }),
+        sample: None,
+    })
 }
 
 fn null_expr() -> Expr {
@@ -2410,6 +2661,18 @@ fn is_string_literal(e: &Expr) -> bool {
 
 fn is_placeholder(e: &Expr) -> bool {
     matches!(e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_)))
+}
+
+/// What a `::regclass` cast looks up by name: a name written out
+/// (`'pg_class'::regclass`), a parameter drivers bind as text
+/// (`CAST($2 AS REGCLASS)`), or a name built by a function (Metabase's
+/// `CAST(FORMAT('%I.%I', s, t) AS REGCLASS)`). Anything else (`c.oid::regclass`)
+/// is an OID already and stays as it is.
+fn names_a_relation(e: &Expr) -> bool {
+    is_string_literal(e)
+        || is_placeholder(e)
+        || matches!(e, Expr::Function(_))
+        || matches!(e, Expr::BinaryOp { op: BinaryOperator::StringConcat, .. })
 }
 
 fn map_operator(parts: &[String]) -> Option<BinaryOperator> {
@@ -2526,9 +2789,7 @@ fn rewrite_expr(expr: &mut Expr) {
                 *expr = match lookup {
                     // A name (`'pg_class'::regclass`, or a parameter drivers
                     // bind as text: `CAST($2 AS REGCLASS)`) is looked up.
-                    Some(f) if is_string_literal(&inner) || is_placeholder(&inner) => {
-                        call(f, vec![inner])
-                    }
+                    Some(f) if names_a_relation(&inner) => call(f, vec![inner]),
                     _ => inner,
                 };
             } else if let Some(mapped) = map_type(&name) {
