@@ -10,6 +10,7 @@ mod insert_json;
 pub mod metrics;
 mod params;
 mod pg_catalog;
+mod pg_keys;
 mod pg_keywords;
 pub mod pg_types;
 mod push_queries;

@@ -33,8 +33,8 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, ListArray, ListBuilder, StringArray,
-    StringBuilder, UInt32Array,
+    Array, ArrayRef, BooleanArray, Int64Array, ListArray, ListBuilder, StringArray, StringBuilder,
+    UInt32Array,
 };
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -68,7 +68,7 @@ pub(super) const ROLE: &str = "sluice";
 const ROLE_OID: u32 = 10;
 const DATABASE_OID: u32 = 5;
 const NS_PG_CATALOG: u32 = 11;
-const NS_PUBLIC: u32 = 2200;
+pub(super) const NS_PUBLIC: u32 = 2200;
 const NS_INFORMATION_SCHEMA: u32 = 13_000;
 const AM_HEAP: u32 = 2;
 const TABLESPACE_DEFAULT: u32 = 1663;
@@ -773,13 +773,13 @@ const TABLES: &[TableDef] = &[
         name: "pg_index",
         oid: 2610,
         columns: PG_INDEX,
-        rows: None,
+        rows: Some(super::pg_keys::index_rows),
     },
     TableDef {
         name: "pg_constraint",
         oid: 2606,
         columns: PG_CONSTRAINT,
-        rows: None,
+        rows: Some(super::pg_keys::constraint_rows),
     },
     TableDef {
         name: "pg_description",
@@ -1083,7 +1083,7 @@ pub(crate) struct Snapshot {
 
 /// A stable OID for a user relation, derived from its name (FNV-1a), so it
 /// survives restarts and psql's follow-up queries find the same object.
-fn relation_oid(name: &str) -> u32 {
+pub(super) fn relation_oid(name: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in name.as_bytes() {
         h ^= u32::from(*b);
@@ -1190,10 +1190,10 @@ pub(super) fn oid(v: u32) -> ScalarValue {
 pub(super) fn text(v: impl Into<String>) -> ScalarValue {
     ScalarValue::Utf8(Some(v.into()))
 }
-fn boolean(v: bool) -> ScalarValue {
+pub(super) fn boolean(v: bool) -> ScalarValue {
     ScalarValue::Boolean(Some(v))
 }
-fn int2(v: i16) -> ScalarValue {
+pub(super) fn int2(v: i16) -> ScalarValue {
     ScalarValue::Int16(Some(v))
 }
 pub(super) fn int4(v: i32) -> ScalarValue {
@@ -1207,7 +1207,14 @@ pub(super) fn null() -> ScalarValue {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn class_row(oid_: u32, name: &str, namespace: u32, kind: &str, natts: usize, am: u32) -> Row {
+pub(super) fn class_row(
+    oid_: u32,
+    name: &str,
+    namespace: u32,
+    kind: &str,
+    natts: usize,
+    am: u32,
+) -> Row {
     vec![
         oid(oid_),
         text(name),
@@ -1262,6 +1269,7 @@ fn class_rows(s: &Snapshot) -> Vec<Row> {
             )
         })
         .collect();
+    rows.extend(super::pg_keys::index_class_rows(s));
     rows.extend(
         TABLES
             .iter()
@@ -1873,7 +1881,10 @@ fn text_to_oid(
         let out: UInt32Array = text_arg(&args[0])?
             .into_iter()
             // An OID in text names itself, as Postgres' regclass input reads it.
-            .map(|s| s.as_deref().and_then(|s| s.trim().parse::<u32>().ok().or_else(|| f(s))))
+            .map(|s| {
+                s.as_deref()
+                    .and_then(|s| s.trim().parse::<u32>().ok().or_else(|| f(s)))
+            })
             .collect();
         Ok(Arc::new(out) as ArrayRef)
     })
@@ -1913,6 +1924,69 @@ fn pg_size_pretty(bytes: i64) -> String {
 }
 
 /// `quote_ident`: quotes an identifier when Postgres would need it.
+/// `information_schema._pg_expandarray(a)` as a list: `{(x, n)}`, every
+/// element with its position from 1. The rewrite unnests it, as Postgres'
+/// set-returning function would (pgJDBC's getPrimaryKeys and getIndexInfo).
+fn expand_array() -> ScalarUDF {
+    let fields = arrow::datatypes::Fields::from(vec![
+        Field::new("x", DataType::Int64, true),
+        Field::new("n", DataType::Int64, true),
+    ]);
+    let item = Arc::new(Field::new_list_field(
+        DataType::Struct(fields.clone()),
+        true,
+    ));
+    udf(
+        "_pg_expandarray",
+        &[1],
+        DataType::List(item.clone()),
+        move |args, _| {
+            let list = args[0]
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Plan(
+                        "_pg_expandarray takes an array".into(),
+                    )
+                })?;
+            let mut xs = Vec::new();
+            let mut ns = Vec::new();
+            let mut offsets = vec![0i32];
+            for i in 0..list.len() {
+                if list.is_valid(i) {
+                    let values = lenient_cast(&list.value(i), &DataType::Int64)?;
+                    let values = values
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .ok_or_else(|| {
+                            datafusion::error::DataFusionError::Internal("not int64".into())
+                        })?;
+                    for (j, v) in values.iter().enumerate() {
+                        xs.push(v);
+                        ns.push(Some(i64::try_from(j + 1).unwrap_or(i64::MAX)));
+                    }
+                }
+                offsets.push(i32::try_from(xs.len()).unwrap_or(i32::MAX));
+            }
+            let structs = arrow::array::StructArray::try_new(
+                fields.clone(),
+                vec![
+                    Arc::new(Int64Array::from(xs)) as ArrayRef,
+                    Arc::new(Int64Array::from(ns)) as ArrayRef,
+                ],
+                None,
+            )?;
+            let out = ListArray::try_new(
+                item.clone(),
+                arrow::buffer::OffsetBuffer::new(offsets.into()),
+                Arc::new(structs),
+                list.nulls().cloned(),
+            )?;
+            Ok(Arc::new(out) as ArrayRef)
+        },
+    )
+}
+
 /// Postgres' `format()`: `%s` a value as text (NULL as nothing), `%I` an
 /// identifier quoted when needed, `%L` a literal quoted (NULL as `NULL`),
 /// `%%` a percent sign. Positions (`%1$s`) and widths are not supported.
@@ -2035,6 +2109,8 @@ fn functions(source: SnapshotSource) -> Vec<ScalarUDF> {
         std::env::consts::OS
     );
     let viewdef_source = source.clone();
+    let indexdef_source = source.clone();
+    let constraintdef_source = source.clone();
     let regclass_source = source;
     vec![
         // Session and server facts.
@@ -2058,18 +2134,23 @@ fn functions(source: SnapshotSource) -> Vec<ScalarUDF> {
         constant("session_user", &[0], ScalarValue::Utf8(Some(ROLE.into()))),
         // Postgres' `user` is `current_user` (Grafana's search-path query).
         constant("user", &[0], ScalarValue::Utf8(Some(ROLE.into()))),
-        udf("format", &[1, 2, 3, 4, 5, 6, 7, 8, 9], DataType::Utf8, |args, n| {
-            let args = args.iter().map(text_arg).collect::<DfResult<Vec<_>>>()?;
-            let out: StringArray = (0..n)
-                .map(|row| {
-                    let template = args[0][row].as_deref()?;
-                    let values: Vec<Option<&str>> =
-                        args[1..].iter().map(|a| a[row].as_deref()).collect();
-                    Some(pg_format(template, &values))
-                })
-                .collect();
-            Ok(Arc::new(out) as ArrayRef)
-        }),
+        udf(
+            "format",
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9],
+            DataType::Utf8,
+            |args, n| {
+                let args = args.iter().map(text_arg).collect::<DfResult<Vec<_>>>()?;
+                let out: StringArray = (0..n)
+                    .map(|row| {
+                        let template = args[0][row].as_deref()?;
+                        let values: Vec<Option<&str>> =
+                            args[1..].iter().map(|a| a[row].as_deref()).collect();
+                        Some(pg_format(template, &values))
+                    })
+                    .collect();
+                Ok(Arc::new(out) as ArrayRef)
+            },
+        ),
         constant(
             "pg_backend_pid",
             &[0],
@@ -2176,8 +2257,28 @@ fn functions(source: SnapshotSource) -> Vec<ScalarUDF> {
         ),
         // Definitions of objects Sluice does not have, and comments.
         null_text("pg_get_expr", &[2, 3]),
-        null_text("pg_get_indexdef", &[1, 3]),
-        null_text("pg_get_constraintdef", &[1, 2]),
+        udf(
+            "pg_get_indexdef",
+            &[1, 3],
+            DataType::Utf8,
+            move |args, _| {
+                let snapshot = indexdef_source.snapshot();
+                let columns = match args.get(1) {
+                    Some(a) => int_arg(a)?,
+                    None => vec![None; args[0].len()],
+                };
+                let out: StringArray = oid_arg(&args[0])?
+                    .into_iter()
+                    .zip(columns)
+                    .map(|(o, c)| super::pg_keys::indexdef(&snapshot, o?, c))
+                    .collect();
+                Ok(Arc::new(out) as ArrayRef)
+            },
+        ),
+        oid_to_text("pg_get_constraintdef", &[1, 2], move |o| {
+            super::pg_keys::constraintdef(&constraintdef_source.snapshot(), o)
+        }),
+        expand_array(),
         null_text("pg_get_ruledef", &[1, 2]),
         null_text("pg_get_triggerdef", &[1, 2]),
         null_text("pg_get_functiondef", &[1]),
@@ -2492,9 +2593,9 @@ impl VisitorMut for CatalogRewrite<'_> {
                 // too, DataFusion `value`.
                 if let Some(alias) = alias {
                     if alias.columns.is_empty() && name_parts(name) == ["generate_series"] {
-                        alias
-                            .columns
-                            .push(ast::TableAliasColumnDef::from_name(alias.name.value.clone()));
+                        alias.columns.push(ast::TableAliasColumnDef::from_name(
+                            alias.name.value.clone(),
+                        ));
                     }
                 }
             } else if is_unqualified_catalog_table(name, self.user_relations, self.ctes) {
@@ -2537,10 +2638,12 @@ fn in_subqueries_as_arrays(query: &mut Query) {
                 return ControlFlow::Continue(());
             };
             let sql = format!("SELECT array_agg(__in.v) FROM ({subquery}) AS __in(v)");
-            let parsed =
-                sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &sql)
-                    .ok()
-                    .and_then(|mut s| s.pop());
+            let parsed = sqlparser::parser::Parser::parse_sql(
+                &sqlparser::dialect::PostgreSqlDialect {},
+                &sql,
+            )
+            .ok()
+            .and_then(|mut s| s.pop());
             let Some(ast::Statement::Query(values)) = parsed else {
                 return ControlFlow::Continue(());
             };
@@ -2592,9 +2695,10 @@ fn scalar_function_table(factor: &TableFactor) -> Option<TableFactor> {
         .unwrap_or_else(|| Ident::new(function.clone()));
     let args: Vec<String> = args.args.iter().map(ToString::to_string).collect();
     let sql = format!("SELECT {function}({}) AS {column}", args.join(", "));
-    let statement = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &sql)
-        .ok()?
-        .pop()?;
+    let statement =
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &sql)
+            .ok()?
+            .pop()?;
     let ast::Statement::Query(subquery) = statement else {
         return None;
     };
@@ -2659,6 +2763,69 @@ fn is_string_literal(e: &Expr) -> bool {
     )
 }
 
+/// Postgres' set-returning functions in a select list, as DataFusion's
+/// unnest: `_pg_expandarray(a)` → `unnest(_pg_expandarray(a))`,
+/// `generate_subscripts(a, 1)` → the positions of `a` (from 0 for the
+/// `int2vector` and `oidvector` columns of pg_index, from 1 for arrays).
+fn set_returning(f: &ast::Function) -> Option<Expr> {
+    let parts = name_parts(&f.name);
+    let name = parts.last()?.as_str();
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let args: Vec<Expr> = list
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    match (name, args.as_slice()) {
+        // Only the qualified name, as Postgres has it: the unnested call
+        // keeps the plain name, so it is not rewritten again.
+        ("_pg_expandarray", [_]) if parts.len() == 2 && parts[0] == "information_schema" => {
+            let mut inner = f.clone();
+            inner.name = ObjectName::from(vec![Ident::new("_pg_expandarray")]);
+            Some(call("unnest", vec![Expr::Function(inner)]))
+        }
+        ("generate_subscripts", [array, _]) => {
+            let vector = matches!(array, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) && {
+                let text = array.to_string().to_ascii_lowercase();
+                ["indkey", "indoption", "indclass", "indcollation"]
+                    .iter()
+                    .any(|c| text.ends_with(c))
+            };
+            let first: i64 = if vector { 0 } else { 1 };
+            let length = Expr::Cast {
+                kind: ast::CastKind::Cast,
+                expr: Box::new(call(
+                    "array_length",
+                    vec![
+                        array.clone(),
+                        Expr::Value(Value::Number("1".into(), false).with_empty_span()),
+                    ],
+                )),
+                data_type: SqlType::BigInt(None),
+                array: false,
+                format: None,
+            };
+            let number =
+                |v: i64| Expr::Value(Value::Number(v.to_string(), false).with_empty_span());
+            let end = Expr::BinaryOp {
+                left: Box::new(length),
+                op: BinaryOperator::Plus,
+                right: Box::new(number(first)),
+            };
+            Some(call(
+                "unnest",
+                vec![call("range", vec![number(first), end])],
+            ))
+        }
+        _ => None,
+    }
+}
+
 fn is_placeholder(e: &Expr) -> bool {
     matches!(e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_)))
 }
@@ -2672,7 +2839,13 @@ fn names_a_relation(e: &Expr) -> bool {
     is_string_literal(e)
         || is_placeholder(e)
         || matches!(e, Expr::Function(_))
-        || matches!(e, Expr::BinaryOp { op: BinaryOperator::StringConcat, .. })
+        || matches!(
+            e,
+            Expr::BinaryOp {
+                op: BinaryOperator::StringConcat,
+                ..
+            }
+        )
 }
 
 fn map_operator(parts: &[String]) -> Option<BinaryOperator> {
@@ -2722,6 +2895,28 @@ fn map_type(name: &str) -> Option<SqlType> {
 
 fn rewrite_expr(expr: &mut Expr) {
     match expr {
+        Expr::Function(f) if set_returning(f).is_some() => {
+            if let Some(e) = set_returning(f) {
+                *expr = e;
+            }
+        }
+        // `(f(x)).field`, `(t.col).field`: DataFusion reads fields with get_field.
+        Expr::CompoundFieldAccess { root, access_chain }
+            if matches!(root.as_ref(), Expr::Nested(_))
+                && access_chain
+                    .iter()
+                    .all(|a| matches!(a, ast::AccessExpr::Dot(Expr::Identifier(_)))) =>
+        {
+            let mut e = std::mem::replace(root.as_mut(), null_expr());
+            for access in access_chain.iter() {
+                if let ast::AccessExpr::Dot(Expr::Identifier(field)) = access {
+                    let name =
+                        Expr::Value(Value::SingleQuotedString(ident_name(field)).with_empty_span());
+                    e = call("get_field", vec![e, name]);
+                }
+            }
+            *expr = e;
+        }
         Expr::Function(f) => {
             if is_pg_catalog_qualified(&f.name) {
                 f.name.0.remove(0);
