@@ -14,6 +14,9 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need_apt+=(python3-pip)
 # node and npm run the JavaScript ksqlDB client (tests/clients/ksqldb_js.js).
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# pgJDBC and a JVM run tests/clients/JdbcMetadata.java.
+dpkg -s libpostgresql-jdbc-java >/dev/null 2>&1 || need_apt+=(libpostgresql-jdbc-java)
+command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -34,6 +37,7 @@ export SLUICE_TANSU_BIN="$PWD/$TANSU"
 # The client libraries the client tests drive (tests/clients.rs), pinned.
 PY_CLIENTS=.tools/py
 PY_PINS=("psycopg[binary]==3.2.13" "psycopg2-binary==2.9.13" "asyncpg==0.30.0"
+  "SQLAlchemy==2.0.36" "pandas==2.2.3" "numpy==2.4.6"
   "requests==2.32.3" "six==1.16.0" "hyper==0.7.0")
 # ksql-python (with its dependencies above): its setup.py imports pip, which
 # pip's isolated builds lack, so it is built without isolation against a

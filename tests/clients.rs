@@ -16,7 +16,7 @@ fn python_path() -> Option<PathBuf> {
     let dir = std::env::var_os("SLUICE_PYTHON_CLIENTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/py"));
-    let present = ["psycopg", "asyncpg", "ksql"]
+    let present = ["psycopg", "asyncpg", "ksql", "sqlalchemy", "pandas"]
         .iter()
         .all(|package| dir.join(package).is_dir());
     if present {
@@ -86,6 +86,63 @@ fn ksql_python_uses_the_ksqldb_rest_api() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("data"), &[]);
     run_script("ksql_python.py", &server, &py);
+}
+
+#[test]
+fn sqlalchemy_and_pandas_reflect_and_read() {
+    let Some(py) = python_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    run_script("sqlalchemy_pandas.py", &server, &py);
+}
+
+#[test]
+fn grafana_and_metabase_catalog_queries() {
+    let Some(py) = python_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    run_script("bi_tools.py", &server, &py);
+}
+
+/// pgJDBC's jar (Debian's libpostgresql-jdbc-java); `None` when it or java is
+/// missing and the run does not require them.
+fn pgjdbc_jar() -> Option<PathBuf> {
+    let jar = std::env::var_os("SLUICE_PGJDBC_JAR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/java/postgresql.jar"));
+    let java = Command::new("java").arg("-version").output().is_ok();
+    if jar.is_file() && java {
+        return Some(jar);
+    }
+    assert!(
+        std::env::var("SLUICE_REQUIRE_CLIENTS").is_err(),
+        "SLUICE_REQUIRE_CLIENTS is set but java or pgJDBC ({}) is missing",
+        jar.display()
+    );
+    eprintln!("skipping: java or pgJDBC is not installed (scripts/test.sh installs them)");
+    None
+}
+
+#[test]
+fn pgjdbc_database_metadata_browses_like_dbeaver() {
+    let Some(jar) = pgjdbc_jar() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/JdbcMetadata.java");
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(&jar)
+        .arg(&source)
+        .env("SLUICE_PG_PORT", server.pg_port.to_string())
+        .output()
+        .expect("java runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.ends_with("done\n"),
+        "JdbcMetadata.java failed:\n{stdout}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_tail()
+    );
 }
 
 /// Where the JavaScript clients are installed (`node_modules`); `None` when

@@ -700,3 +700,131 @@ async fn ksqldb_rest_inserts_streams_and_typed_entities() {
         ])
     );
 }
+
+/// CREATE VIEW: a named query read by pull, push and persistent queries,
+/// kept across a crash, guarded against drops that would break its readers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_are_named_queries_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(&dir.path().join("data"), &[]);
+    server
+        .ksql_ok(
+            "CREATE STREAM orders (id BIGINT KEY, customer VARCHAR, amount DOUBLE) WITH (kafka_topic='orders', partitions=1);
+             CREATE VIEW big AS SELECT id, customer, amount FROM orders WHERE amount > 5;
+             CREATE VIEW big_ann AS SELECT id, amount FROM big WHERE customer = 'ann';
+             CREATE TABLE big_per_customer AS SELECT customer, COUNT(*) AS n, SUM(amount) AS total FROM big GROUP BY customer;
+             INSERT INTO orders (id, customer, amount) VALUES (1, 'ann', 10.0), (2, 'bob', 3.0), (3, 'ann', 7.0), (4, 'bob', 9.0);",
+        )
+        .await;
+    assert_eq!(
+        server
+            .pull("SELECT id, amount FROM big_ann ORDER BY id")
+            .await,
+        vec![serde_json::json!([1, 10.0]), serde_json::json!([3, 7.0])]
+    );
+    let totals =
+        |r: &[serde_json::Value]| r.iter().map(|x| x[1].as_i64().unwrap_or(0)).sum::<i64>();
+    let rows = server
+        .wait_for(
+            "SELECT customer, n, total FROM big_per_customer ORDER BY customer",
+            Duration::from_secs(20),
+            |r| totals(r) == 3,
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            serde_json::json!(["ann", 2, 17.0]),
+            serde_json::json!(["bob", 1, 9.0])
+        ]
+    );
+
+    // A push query over a view, from the start.
+    let pushed = reqwest::Client::new()
+        .post(format!("{}/query-stream", server.http()))
+        .json(&serde_json::json!({
+            "sql": "SELECT id FROM big EMIT CHANGES LIMIT 3",
+            "properties": {"auto.offset.reset": "earliest"}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = pushed.lines().skip(1).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["[1]", "[3]", "[4]"], "{pushed}");
+
+    // Refusals that keep readers working.
+    let client = pg(&server).await;
+    for (sql, expected) in [
+        ("DROP VIEW big", "big_ann"),
+        ("DROP STREAM orders", "view big"),
+        ("INSERT INTO big (id) VALUES (9)", "is a view"),
+        (
+            "CREATE STREAM big (x INT) WITH (kafka_topic='x')",
+            "already exists",
+        ),
+        ("CREATE VIEW big AS SELECT 1", "already exists"),
+    ] {
+        let e = client.simple_query(sql).await.expect_err(sql);
+        let message = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(message.contains(expected), "{sql}: {message}");
+    }
+
+    // A crash: the views and the query over them come back.
+    server.kill9();
+    server.restart();
+    server
+        .ksql_ok(
+            "INSERT INTO orders (id, customer, amount) VALUES (5, 'ann', 100.0), (6, 'cy', 1.0);",
+        )
+        .await;
+    let rows = server
+        .wait_for(
+            "SELECT customer, n, total FROM big_per_customer ORDER BY customer",
+            Duration::from_secs(30),
+            |r| totals(r) == 4,
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            serde_json::json!(["ann", 3, 117.0]),
+            serde_json::json!(["bob", 1, 9.0])
+        ]
+    );
+    let client = pg(&server).await;
+    let shown = client.simple_query("SHOW VIEWS").await.unwrap();
+    let names: Vec<String> = shown
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, vec!["big", "big_ann"]);
+    client
+        .simple_query("CREATE OR REPLACE VIEW big_ann AS SELECT id FROM big WHERE amount > 50")
+        .await
+        .unwrap();
+    assert_eq!(
+        server.pull("SELECT id FROM big_ann").await,
+        vec![serde_json::json!([5])]
+    );
+    client.simple_query("DROP VIEW big_ann").await.unwrap();
+    let still_read = client
+        .simple_query("DROP VIEW big")
+        .await
+        .expect_err("read by a query");
+    assert!(
+        still_read
+            .as_db_error()
+            .is_some_and(|d| d.message().contains("CTAS_BIG_PER_CUSTOMER")),
+        "{still_read:?}"
+    );
+}
