@@ -3416,10 +3416,12 @@ mod tests {
         for sql in [
             "SELECT url, COUNT(*) FROM pageviews GROUP BY url",
             "SELECT version()",
-            "SELECT * FROM information_schema.tables",
         ] {
             assert!(rewrite_query(&parse(sql), &users).is_none(), "{sql}");
         }
+        // information_schema is a catalog too: tools' queries over it need
+        // the rewrite (Grafana's `string_to_array(...) s` in FROM).
+        assert!(rewrite_query(&parse("SELECT * FROM information_schema.tables"), &users).is_some());
     }
 
     #[test]
@@ -3484,11 +3486,51 @@ mod tests {
     }
 
     #[test]
+    fn tools_queries_become_what_datafusion_runs() {
+        assert_eq!(
+            pg_format("%I.%I", &[Some("public"), Some("A b")]),
+            "public.\"A b\""
+        );
+        assert_eq!(
+            pg_format("%s-%L-%L-%%", &[None, Some("it's"), None]),
+            "-'it''s'-NULL-%"
+        );
+        let sql = rewritten(
+            "SELECT (information_schema._pg_expandarray(i.indkey)).n, \
+               generate_subscripts(c.conkey, 1) AS ord, generate_subscripts(i.indkey, 1) AS pos \
+             FROM pg_catalog.pg_index i, pg_catalog.pg_constraint c",
+        );
+        assert!(
+            sql.contains("get_field((unnest(_pg_expandarray(i.indkey))), 'n')")
+                && sql.contains("unnest(range(1, CAST(array_length(c.conkey, 1) AS BIGINT) + 1))")
+                && sql.contains("unnest(range(0, CAST(array_length(i.indkey, 1) AS BIGINT) + 0))"),
+            "{sql}"
+        );
+        let sql = rewritten(
+            "SELECT s[i], CASE WHEN 'x' IN (SELECT nspname FROM pg_namespace) THEN 0 END \
+             FROM generate_series(1, 2) AS i, string_to_array('a,b', ',') s",
+        );
+        assert!(
+            sql.contains("FROM generate_series(1, 2) AS i (i)")
+                && sql.contains("(SELECT string_to_array('a,b', ',') AS s) AS s")
+                && sql.contains("array_has((SELECT array_agg(__in.v) FROM (SELECT nspname"),
+            "{sql}"
+        );
+        let sql = rewritten(
+            "SELECT CAST(format('%I', 't') AS regclass), c.oid::regclass FROM pg_class c",
+        );
+        assert!(
+            sql.contains("to_regclass(format('%I', 't'))") && sql.contains(", c.oid"),
+            "{sql}"
+        );
+    }
+
+    #[test]
     fn left_joins_keep_rows_and_empty_subqueries_become_constants() {
         let sql = rewritten(
             "SELECT a.attname, (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid, true) \
                FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid AND a.atthasdef), \
-               EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = a.attrelid), \
+               EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = a.attrelid), \
                ARRAY(SELECT polname FROM pg_catalog.pg_policy) \
              FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_description d ON d.objoid = a.attrelid",
         );
