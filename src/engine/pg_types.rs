@@ -2,12 +2,30 @@
 //! that the wire protocol describes columns with and that the emulated
 //! `pg_catalog` lists, so both agree. Below the serving layer, which uses it.
 
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, Field, TimeUnit};
 use pgwire::api::Type;
 
 /// The version string reported to clients (pgwire `server_version`,
 /// `version()`, `/info`).
 pub const SERVER_VERSION: &str = concat!("15.0 (Sluice ", env!("CARGO_PKG_VERSION"), ")");
+
+/// Field metadata naming the Postgres type a text column is described as
+/// when it is not `text` (the catalogs' one-byte `"char"` columns).
+const PG_TYPE_KEY: &str = "sluice.pg_type";
+
+/// A text field described as Postgres' `"char"`.
+pub fn as_char(field: Field) -> Field {
+    field.with_metadata([(PG_TYPE_KEY.to_string(), "char".to_string())].into())
+}
+
+/// The Postgres type a result column is described as: its Arrow type's,
+/// unless its metadata names another (see [`as_char`]).
+pub fn field_pg_type(field: &Field) -> Type {
+    match field.metadata().get(PG_TYPE_KEY).map(String::as_str) {
+        Some("char") if matches!(field.data_type(), DataType::Utf8) => Type::CHAR,
+        _ => pg_type(field.data_type()),
+    }
+}
 
 /// The Postgres type a column of Arrow type `dt` is described as.
 ///
@@ -19,7 +37,9 @@ pub fn pg_type(dt: &DataType) -> Type {
         DataType::Boolean => Type::BOOL,
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => Type::INT2,
         DataType::Int32 | DataType::UInt16 => Type::INT4,
-        DataType::Int64 | DataType::UInt32 => Type::INT8,
+        DataType::Int64 => Type::INT8,
+        // The catalogs' OIDs (pg_class.oid, ...) are u32: Postgres' oid.
+        DataType::UInt32 => Type::OID,
         // u64 does not fit an int8.
         DataType::UInt64 => Type::NUMERIC,
         DataType::Float16 | DataType::Float32 => Type::FLOAT4,
@@ -73,6 +93,7 @@ pub fn array_of(element: &Type) -> Type {
         Type::INT2 => Type::INT2_ARRAY,
         Type::INT4 => Type::INT4_ARRAY,
         Type::INT8 => Type::INT8_ARRAY,
+        Type::OID => Type::OID_ARRAY,
         Type::FLOAT4 => Type::FLOAT4_ARRAY,
         Type::FLOAT8 => Type::FLOAT8_ARRAY,
         Type::NUMERIC => Type::NUMERIC_ARRAY,
@@ -111,11 +132,16 @@ pub fn arrow_type_for_pg(ty: &Type) -> Option<DataType> {
         Type::INT2 => DataType::Int16,
         Type::INT4 => DataType::Int32,
         Type::INT8 => DataType::Int64,
+        Type::OID => DataType::UInt32,
         Type::FLOAT4 => DataType::Float32,
         Type::FLOAT8 => DataType::Float64,
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::JSONB => {
-            DataType::Utf8
-        }
+        Type::TEXT
+        | Type::VARCHAR
+        | Type::BPCHAR
+        | Type::NAME
+        | Type::CHAR
+        | Type::JSON
+        | Type::JSONB => DataType::Utf8,
         Type::BYTEA => DataType::Binary,
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),

@@ -19,7 +19,7 @@ use std::sync::{Arc, LazyLock};
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Float32Array, Float64Array,
     Int16Array, Int32Array, Int64Array, ListArray, Time64MicrosecondArray,
-    TimestampMicrosecondArray,
+    TimestampMicrosecondArray, UInt32Array,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
@@ -60,12 +60,12 @@ static JSON_OPTIONS: LazyLock<EncoderOptions> =
 /// Describes one result column for a RowDescription.
 pub(crate) fn field_info(field: &Field, format: FieldFormat) -> FieldInfo {
     let dt = field.data_type();
-    let ty = pg_type(dt);
+    let ty = crate::engine::pg_types::field_pg_type(field);
     // Fixed-size types advertise their width like Postgres does; -1 = varlena.
     let size = match ty {
         Type::BOOL => 1,
         Type::INT2 => 2,
-        Type::INT4 | Type::FLOAT4 | Type::DATE => 4,
+        Type::INT4 | Type::OID | Type::FLOAT4 | Type::DATE => 4,
         Type::INT8 | Type::FLOAT8 | Type::TIMESTAMP | Type::TIMESTAMPTZ | Type::TIME => 8,
         _ => -1,
     };
@@ -131,7 +131,6 @@ fn wire_type(dt: &DataType) -> DataType {
     match dt {
         DataType::Int8 | DataType::UInt8 => DataType::Int16,
         DataType::UInt16 => DataType::Int32,
-        DataType::UInt32 => DataType::Int64,
         DataType::UInt64 => DataType::Decimal128(20, 0),
         DataType::Float16 => DataType::Float32,
         DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => DataType::Decimal128(*p, *s),
@@ -308,6 +307,8 @@ enum BinaryCell<'a> {
     I16(&'a Int16Array),
     I32(&'a Int32Array),
     I64(&'a Int64Array),
+    /// `oid`: four unsigned bytes.
+    Oid(&'a UInt32Array),
     F32(&'a Float32Array),
     F64(&'a Float64Array),
     Timestamp(&'a TimestampMicrosecondArray),
@@ -333,6 +334,7 @@ impl<'a> BinaryCell<'a> {
             DataType::Int16 => BinaryCell::I16(array.as_primitive()),
             DataType::Int32 => BinaryCell::I32(array.as_primitive()),
             DataType::Int64 => BinaryCell::I64(array.as_primitive()),
+            DataType::UInt32 => BinaryCell::Oid(array.as_primitive()),
             DataType::Float32 => BinaryCell::F32(array.as_primitive()),
             DataType::Float64 => BinaryCell::F64(array.as_primitive()),
             DataType::Timestamp(TimeUnit::Microsecond, _) => {
@@ -362,6 +364,7 @@ impl<'a> BinaryCell<'a> {
             BinaryCell::I16(a) => out.put_i16(a.value(idx)),
             BinaryCell::I32(a) => out.put_i32(a.value(idx)),
             BinaryCell::I64(a) => out.put_i64(a.value(idx)),
+            BinaryCell::Oid(a) => out.put_u32(a.value(idx)),
             BinaryCell::F32(a) => out.put_f32(a.value(idx)),
             BinaryCell::F64(a) => out.put_f64(a.value(idx)),
             BinaryCell::Timestamp(a) => out.put_i64(a.value(idx).saturating_sub(PG_EPOCH_MICROS)),
@@ -939,7 +942,7 @@ mod tests {
             (Int16, Type::INT2),
             (UInt16, Type::INT4),
             (Int32, Type::INT4),
-            (UInt32, Type::INT8),
+            (UInt32, Type::OID),
             (Int64, Type::INT8),
             (UInt64, Type::NUMERIC),
             (Float32, Type::FLOAT4),

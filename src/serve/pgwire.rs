@@ -1260,11 +1260,16 @@ fn decode_param(
         }
         Type::INT4 => ScalarValue::Int32(Some(i32::from_be_bytes(be4(fixed(4)?)?))),
         Type::INT8 => ScalarValue::Int64(Some(i64::from_be_bytes(be8(fixed(8)?)?))),
+        Type::OID => ScalarValue::UInt32(Some(u32::from_be_bytes(be4(fixed(4)?)?))),
         Type::FLOAT4 => ScalarValue::Float32(Some(f32::from_be_bytes(be4(fixed(4)?)?))),
         Type::FLOAT8 => ScalarValue::Float64(Some(f64::from_be_bytes(be8(fixed(8)?)?))),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::JSON => {
-            ScalarValue::Utf8(Some(utf8()?))
-        }
+        Type::TEXT
+        | Type::VARCHAR
+        | Type::BPCHAR
+        | Type::NAME
+        | Type::CHAR
+        | Type::UNKNOWN
+        | Type::JSON => ScalarValue::Utf8(Some(utf8()?)),
         Type::JSONB => match raw.split_first() {
             // Binary jsonb is a version byte (1) followed by the JSON text.
             Some((1, json)) => ScalarValue::Utf8(Some(

@@ -106,6 +106,17 @@ async def asyncpg_checks():
         check("asyncpg: date parameter", [r["k"] for r in rows], ["a"])
         row = await c.fetchrow("SELECT typname FROM pg_type WHERE oid = $1", 25)
         check("asyncpg: pg_type with a parameter", row["typname"], "text")
+        # Array results: asyncpg looks the array types up with its own
+        # recursive catalog query (binding `$1::oid[]`), then decodes them.
+        row = await c.fetchrow(
+            "SELECT make_array(1, 2) AS ints, make_array('a', NULL) AS texts, "
+            "make_array(1.5) AS floats"
+        )
+        check(
+            "asyncpg: array results",
+            (row["ints"], row["texts"], row["floats"]),
+            ([1, 2], ["a", None], [1.5]),
+        )
     finally:
         await c.close()
 
