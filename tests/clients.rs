@@ -34,25 +34,37 @@ fn python_path() -> Option<PathBuf> {
     None
 }
 
-/// Runs tests/clients/`script` against `server`.
-fn run_script(script: &str, server: &TestServer, python_path: &Path) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(script);
-    let out = Command::new("python3")
-        .arg(&path)
-        .env("PYTHONPATH", python_path)
+/// Runs a client program to its end: it must exit successfully and print
+/// "done" last, so a script that exits early fails.
+fn run_client(name: &str, command: &mut Command, server: &TestServer) {
+    let out = command
         .env("SLUICE_PG_PORT", server.pg_port.to_string())
         .env("SLUICE_HTTP_PORT", server.http_port.to_string())
         .output()
-        .expect("python3 runs");
-    // Every script ends by printing "done": a script that exits early fails.
+        .unwrap_or_else(|e| panic!("{name} does not run: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.ends_with("done\n"),
-        "{script} failed:\n{stdout}{}\nserver log:\n{}",
+        "{name} failed:\n{stdout}{}\nserver log:\n{}",
         String::from_utf8_lossy(&out.stderr),
         server.log_tail()
+    );
+}
+
+fn client_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
+}
+
+/// Runs tests/clients/`script` against `server`.
+fn run_script(script: &str, server: &TestServer, python_path: &Path) {
+    run_client(
+        script,
+        Command::new("python3")
+            .arg(client_file(script))
+            .env("PYTHONPATH", python_path),
+        server,
     );
 }
 
@@ -128,20 +140,13 @@ fn pgjdbc_database_metadata_browses_like_dbeaver() {
     let Some(jar) = pgjdbc_jar() else { return };
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("data"), &[]);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/JdbcMetadata.java");
-    let out = Command::new("java")
-        .arg("-cp")
-        .arg(&jar)
-        .arg(&source)
-        .env("SLUICE_PG_PORT", server.pg_port.to_string())
-        .output()
-        .expect("java runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.ends_with("done\n"),
-        "JdbcMetadata.java failed:\n{stdout}{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log_tail()
+    run_client(
+        "JdbcMetadata.java",
+        Command::new("java")
+            .arg("-cp")
+            .arg(&jar)
+            .arg(client_file("JdbcMetadata.java")),
+        &server,
     );
 }
 
@@ -171,19 +176,12 @@ fn ksqldb_js_uses_the_ksqldb_rest_api_over_http2() {
     let Some(modules) = node_path() else { return };
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("data"), &[]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ksqldb_js.js");
-    let out = Command::new("node")
-        .arg(&script)
-        .env("NODE_PATH", &modules)
-        .env("SLUICE_HTTP_PORT", server.http_port.to_string())
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.ends_with("done\n"),
-        "ksqldb_js.js failed:\n{stdout}{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log_tail()
+    run_client(
+        "ksqldb_js.js",
+        Command::new("node")
+            .arg(client_file("ksqldb_js.js"))
+            .env("NODE_PATH", &modules),
+        &server,
     );
 }
 
