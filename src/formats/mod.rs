@@ -7,7 +7,7 @@ mod delimited;
 mod encode;
 mod json;
 mod key;
-mod rowtime;
+pub mod rowtime;
 mod strict_int;
 
 pub use decode::{BadRecord, Decoded, RecordDecoder};

@@ -1,7 +1,9 @@
 //! SQL functions streaming users expect beyond DataFusion's built-ins: ksqlDB's
-//! names for aggregates DataFusion already has (registered as aliases, so they run
-//! DataFusion's own accumulators), `TOPK`, and `PROCTIME()`.
+//! names for aggregates and scalar functions DataFusion already has
+//! (registered as aliases, so they run DataFusion's own code), ksqlDB's scalar
+//! functions DataFusion lacks (`ksql.rs`), `TOPK`, and `PROCTIME()`.
 
+mod ksql;
 pub mod percentile;
 mod proctime;
 mod topk;
@@ -33,6 +35,16 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
             SluiceError::Internal(format!("DataFusion has no aggregate '{name}'"))
         })?;
         ctx.register_udaf(udaf.as_ref().clone().with_aliases(aliases.iter().copied()));
+    }
+    for (name, aliases) in ksql::ALIASES {
+        let udf = state
+            .scalar_functions()
+            .get(*name)
+            .ok_or_else(|| SluiceError::Internal(format!("DataFusion has no function '{name}'")))?;
+        ctx.register_udf(udf.as_ref().clone().with_aliases(aliases.iter().copied()));
+    }
+    for f in ksql::functions() {
+        ctx.register_udf(f);
     }
     ctx.register_udaf(AggregateUDF::from(topk::TopK::new()));
     ctx.register_udf(ScalarUDF::from(proctime::ProcTime::new()));

@@ -1,0 +1,373 @@
+//! ksqlDB's scalar functions that DataFusion lacks, under ksqlDB's names and
+//! with ksqlDB's NULL semantics: a NULL argument (or a value that cannot be
+//! read, such as a malformed date) gives NULL, never an error that stops the
+//! query. Functions DataFusion has under another name are aliases
+//! ([`ALIASES`]), so they run DataFusion's own code.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::formats::rowtime::{java_to_chrono, parse_with_format};
+
+/// (DataFusion scalar function, ksqlDB's names for it).
+pub(super) const ALIASES: &[(&str, &[&str])] = &[
+    ("upper", &["ucase"]),
+    ("lower", &["lcase"]),
+    ("character_length", &["len"]),
+    ("coalesce", &["ifnull"]),
+    ("strpos", &["instr"]),
+    ("string_to_array", &["split"]),
+];
+
+/// The functions defined here.
+pub(super) fn functions() -> Vec<ScalarUDF> {
+    vec![
+        ScalarUDF::from(Ksql::new(
+            "unix_timestamp",
+            Signature::variadic_any(Volatility::Volatile),
+            DataType::Int64,
+            unix_timestamp,
+        )),
+        ScalarUDF::from(Ksql::new(
+            "timestamptostring",
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::Utf8,
+            timestamp_to_string,
+        )),
+        ScalarUDF::from(Ksql::new(
+            "format_timestamp",
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::Utf8,
+            timestamp_to_string,
+        )),
+        ScalarUDF::from(Ksql::new(
+            "stringtotimestamp",
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::Int64,
+            string_to_timestamp,
+        )),
+        ScalarUDF::from(Ksql::new(
+            "parse_timestamp",
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            parse_timestamp,
+        )),
+        ScalarUDF::from(Ksql::new(
+            "extractjsonfield",
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::Utf8,
+            extract_json_field,
+        )),
+    ]
+}
+
+type Body = fn(&[ArrayRef], usize) -> DfResult<ArrayRef>;
+
+/// One ksqlDB function: a name, a return type and a body over arrays.
+#[derive(Debug)]
+struct Ksql {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    body: Body,
+}
+
+impl Ksql {
+    fn new(name: &'static str, signature: Signature, returns: DataType, body: Body) -> Self {
+        Ksql {
+            name,
+            signature,
+            returns,
+            body,
+        }
+    }
+}
+
+impl PartialEq for Ksql {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Ksql {}
+
+impl std::hash::Hash for Ksql {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for Ksql {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        (self.body)(&arrays, rows).map(ColumnarValue::Array)
+    }
+}
+
+fn arity(name: &str, args: &[ArrayRef], allowed: &[usize]) -> DfResult<()> {
+    if allowed.contains(&args.len()) {
+        Ok(())
+    } else {
+        Err(datafusion::error::DataFusionError::Plan(format!(
+            "{} takes {} arguments, got {}",
+            name.to_uppercase(),
+            allowed
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" or "),
+            args.len()
+        )))
+    }
+}
+
+fn strings(a: &ArrayRef) -> DfResult<StringArray> {
+    let a = cast(a, &DataType::Utf8)?;
+    Ok(a.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .unwrap_or_else(|| StringArray::new_null(a.len())))
+}
+
+fn longs(a: &ArrayRef) -> DfResult<Int64Array> {
+    let a = cast(a, &DataType::Int64)?;
+    Ok(a.as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .unwrap_or_else(|| Int64Array::new_null(a.len())))
+}
+
+/// Milliseconds since the epoch of a TIMESTAMP (any unit) or a BIGINT.
+fn epoch_millis(a: &ArrayRef) -> DfResult<Int64Array> {
+    match a.data_type() {
+        DataType::Timestamp(_, _) => {
+            let ms = cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+            longs(&cast(&ms, &DataType::Int64)?)
+        }
+        _ => longs(a),
+    }
+}
+
+/// `UNIX_TIMESTAMP()`: now, in epoch milliseconds; `UNIX_TIMESTAMP(ts)`: the
+/// timestamp's.
+fn unix_timestamp(args: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
+    arity("unix_timestamp", args, &[0, 1])?;
+    match args.first() {
+        None => {
+            let now = chrono::Utc::now().timestamp_millis();
+            Ok(Arc::new(Int64Array::from(vec![now; rows])))
+        }
+        Some(ts) => Ok(Arc::new(epoch_millis(ts)?)),
+    }
+}
+
+/// `TIMESTAMPTOSTRING(epoch_ms, format)` and `FORMAT_TIMESTAMP(ts, format)`:
+/// a Java `DateTimeFormatter` pattern, in UTC.
+fn timestamp_to_string(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
+    arity("timestamptostring", args, &[2])?;
+    let times = epoch_millis(&args[0])?;
+    let formats = strings(&args[1])?;
+    let out: StringArray = times
+        .iter()
+        .zip(formats.iter())
+        .map(|(t, f)| {
+            let time = chrono::DateTime::from_timestamp_millis(t?)?;
+            let format = java_to_chrono(f?);
+            let mut text = String::new();
+            use std::fmt::Write;
+            // A pattern chrono cannot render gives NULL, not a panic.
+            write!(text, "{}", time.naive_utc().format(&format)).ok()?;
+            Some(text)
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+fn parse_all(args: &[ArrayRef]) -> DfResult<Int64Array> {
+    arity("stringtotimestamp", args, &[2])?;
+    let texts = strings(&args[0])?;
+    let formats = strings(&args[1])?;
+    Ok(texts
+        .iter()
+        .zip(formats.iter())
+        .map(|(s, f)| parse_with_format(s?, f?))
+        .collect())
+}
+
+/// `STRINGTOTIMESTAMP(text, format)`: epoch milliseconds, NULL when the text
+/// does not match the format.
+fn string_to_timestamp(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
+    Ok(Arc::new(parse_all(args)?))
+}
+
+/// `PARSE_TIMESTAMP(text, format)`: a TIMESTAMP.
+fn parse_timestamp(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
+    let millis = parse_all(args)?;
+    Ok(Arc::new(TimestampMillisecondArray::from(
+        millis.iter().collect::<Vec<_>>(),
+    )))
+}
+
+/// `EXTRACTJSONFIELD(json, '$.a.b[0]')`: the value at a JSONPath as text (a
+/// string's own text, other values as JSON); NULL when the text is no JSON or
+/// nothing is at the path.
+fn extract_json_field(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
+    arity("extractjsonfield", args, &[2])?;
+    let texts = strings(&args[0])?;
+    let paths = strings(&args[1])?;
+    let out: StringArray = texts
+        .iter()
+        .zip(paths.iter())
+        .map(|(text, path)| {
+            let value: serde_json::Value = serde_json::from_str(text?).ok()?;
+            let found = json_path(&value, path?)?;
+            match found {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            }
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// The value at a JSONPath of `$`, `.name`, `['name']` and `[index]` steps.
+fn json_path<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    let mut rest = path.trim().strip_prefix('$')?;
+    let mut at = value;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            at = at.get(&r[..end])?;
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let key = r[..end].trim();
+            at = match key
+                .strip_prefix(['\'', '"'])
+                .and_then(|k| k.strip_suffix(['\'', '"']))
+            {
+                Some(name) => at.get(name)?,
+                None => at.get(key.parse::<usize>().ok()?)?,
+            };
+            rest = &r[end + 1..];
+        } else {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
+    }
+
+    fn texts_of(a: ArrayRef) -> Vec<Option<String>> {
+        strings(&a)
+            .unwrap()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn json_fields_as_ksqldb_extracts_them() {
+        let json = r#"{"log": {"cloud": "gcp", "app": "x", "n": 3, "tags": ["a", "b"]}}"#;
+        let out = extract_json_field(
+            &[
+                text(&[
+                    Some(json),
+                    Some(json),
+                    Some(json),
+                    Some(json),
+                    Some("not json"),
+                    None,
+                ]),
+                text(&[
+                    Some("$.log.cloud"),
+                    Some("$.log.n"),
+                    Some("$.log.tags[1]"),
+                    Some("$['log'].missing"),
+                    Some("$.a"),
+                    Some("$.a"),
+                ]),
+            ],
+            6,
+        )
+        .unwrap();
+        assert_eq!(
+            texts_of(out),
+            vec![
+                Some("gcp".into()),
+                Some("3".into()),
+                Some("b".into()),
+                None,
+                None,
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn timestamps_format_and_parse_with_java_patterns() {
+        // ksqlDB: TIMESTAMPTOSTRING(1712345678901, 'yyyy-MM-dd HH:mm:ss.SSS')
+        let ms: ArrayRef = Arc::new(Int64Array::from(vec![Some(1_712_345_678_901), None]));
+        let out = timestamp_to_string(
+            &[ms, text(&[Some("yyyy-MM-dd HH:mm:ss.SSS"), Some("yyyy")])],
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            texts_of(out),
+            vec![Some("2024-04-05 19:34:38.901".into()), None]
+        );
+
+        let parsed = string_to_timestamp(
+            &[
+                text(&[Some("2024-04-05 19:34:38"), Some("nonsense"), None]),
+                text(&[Some("yyyy-MM-dd HH:mm:ss"); 3]),
+            ],
+            3,
+        )
+        .unwrap();
+        let parsed = longs(&parsed).unwrap();
+        assert_eq!(
+            parsed.iter().collect::<Vec<_>>(),
+            vec![Some(1_712_345_678_000), None, None]
+        );
+    }
+
+    #[test]
+    fn unix_timestamp_of_a_timestamp_and_now() {
+        let ts: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![Some(1_000), None]));
+        let out = longs(&unix_timestamp(&[ts], 2).unwrap()).unwrap();
+        assert_eq!(out.iter().collect::<Vec<_>>(), vec![Some(1_000), None]);
+        let before = chrono::Utc::now().timestamp_millis();
+        let now = longs(&unix_timestamp(&[], 1).unwrap()).unwrap().value(0);
+        assert!(now >= before);
+    }
+}
