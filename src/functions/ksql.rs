@@ -6,9 +6,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, ListBuilder, StringArray,
+    StringBuilder, TimestampMillisecondArray,
+};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, Field, TimeUnit};
 use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -65,14 +68,41 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             DataType::Utf8,
             extract_json_field,
         )),
+        ScalarUDF::from(Ksql::new(
+            "is_json_string",
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::Boolean,
+            is_json_string,
+        )),
+        ScalarUDF::from(Ksql::new(
+            "json_array_length",
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::Int32,
+            json_array_length,
+        )),
+        ScalarUDF::from(Ksql::new(
+            "json_keys",
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            json_keys,
+        )),
+        ScalarUDF::from(Ksql::new(
+            "geo_distance",
+            Signature::variadic_any(Volatility::Immutable),
+            DataType::Float64,
+            geo_distance,
+        )),
     ]
+    .into_iter()
+    .chain(super::ksql_text::functions())
+    .collect()
 }
 
-type Body = fn(&[ArrayRef], usize) -> DfResult<ArrayRef>;
+pub(super) type Body = fn(&[ArrayRef], usize) -> DfResult<ArrayRef>;
 
 /// One ksqlDB function: a name, a return type and a body over arrays.
 #[derive(Debug)]
-struct Ksql {
+pub(super) struct Ksql {
     name: &'static str,
     signature: Signature,
     returns: DataType,
@@ -80,7 +110,12 @@ struct Ksql {
 }
 
 impl Ksql {
-    fn new(name: &'static str, signature: Signature, returns: DataType, body: Body) -> Self {
+    pub(super) fn new(
+        name: &'static str,
+        signature: Signature,
+        returns: DataType,
+        body: Body,
+    ) -> Self {
         Ksql {
             name,
             signature,
@@ -124,7 +159,7 @@ impl ScalarUDFImpl for Ksql {
     }
 }
 
-fn arity(name: &str, args: &[ArrayRef], allowed: &[usize]) -> DfResult<()> {
+pub(super) fn arity(name: &str, args: &[ArrayRef], allowed: &[usize]) -> DfResult<()> {
     if allowed.contains(&args.len()) {
         Ok(())
     } else {
@@ -141,7 +176,7 @@ fn arity(name: &str, args: &[ArrayRef], allowed: &[usize]) -> DfResult<()> {
     }
 }
 
-fn strings(a: &ArrayRef) -> DfResult<StringArray> {
+pub(super) fn strings(a: &ArrayRef) -> DfResult<StringArray> {
     let a = cast(a, &DataType::Utf8)?;
     Ok(a.as_any()
         .downcast_ref::<StringArray>()
@@ -149,7 +184,7 @@ fn strings(a: &ArrayRef) -> DfResult<StringArray> {
         .unwrap_or_else(|| StringArray::new_null(a.len())))
 }
 
-fn longs(a: &ArrayRef) -> DfResult<Int64Array> {
+pub(super) fn longs(a: &ArrayRef) -> DfResult<Int64Array> {
     let a = cast(a, &DataType::Int64)?;
     Ok(a.as_any()
         .downcast_ref::<Int64Array>()
@@ -246,6 +281,103 @@ fn extract_json_field(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
                 serde_json::Value::String(s) => Some(s.clone()),
                 other => Some(other.to_string()),
             }
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+fn json_values(args: &[ArrayRef], name: &str) -> DfResult<Vec<Option<serde_json::Value>>> {
+    arity(name, args, &[1])?;
+    Ok(strings(&args[0])?
+        .iter()
+        .map(|t| serde_json::from_str(t?).ok())
+        .collect())
+}
+
+/// `IS_JSON_STRING(s)`: whether `s` is JSON text (NULL is not).
+fn is_json_string(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
+    let values = json_values(args, "is_json_string")?;
+    Ok(Arc::new(BooleanArray::from(
+        values.iter().map(|v| Some(v.is_some())).collect::<Vec<_>>(),
+    )))
+}
+
+/// `JSON_ARRAY_LENGTH(s)`: the length of a JSON array, NULL for other text.
+fn json_array_length(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
+    let values = json_values(args, "json_array_length")?;
+    Ok(Arc::new(Int32Array::from(
+        values
+            .iter()
+            .map(|v| {
+                v.as_ref()?
+                    .as_array()
+                    .and_then(|a| i32::try_from(a.len()).ok())
+            })
+            .collect::<Vec<_>>(),
+    )))
+}
+
+/// `JSON_KEYS(s)`: a JSON object's keys, NULL for other text.
+fn json_keys(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
+    let values = json_values(args, "json_keys")?;
+    let mut out = ListBuilder::new(StringBuilder::new());
+    for v in &values {
+        match v.as_ref().and_then(|v| v.as_object()) {
+            Some(object) => {
+                for key in object.keys() {
+                    out.values().append_value(key);
+                }
+                out.append(true);
+            }
+            None => out.append(false),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+fn doubles(a: &ArrayRef) -> DfResult<Float64Array> {
+    let a = cast(a, &DataType::Float64)?;
+    Ok(a.as_any()
+        .downcast_ref::<Float64Array>()
+        .cloned()
+        .unwrap_or_else(|| Float64Array::new_null(a.len())))
+}
+
+/// `GEO_DISTANCE(lat1, lon1, lat2, lon2 [, 'KM' | 'MI'])`: the great-circle
+/// distance, in kilometres unless miles are asked for (ksqlDB's radii).
+fn geo_distance(args: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
+    arity("geo_distance", args, &[4, 5])?;
+    let points = args[..4]
+        .iter()
+        .map(doubles)
+        .collect::<DfResult<Vec<_>>>()?;
+    let units = match args.get(4) {
+        Some(u) => strings(u)?,
+        None => StringArray::from(vec![Some("KM"); rows]),
+    };
+    let out: Float64Array = (0..rows)
+        .map(|i| {
+            let v = |a: &Float64Array| (!a.is_null(i)).then(|| a.value(i));
+            let (lat1, lon1, lat2, lon2) = (
+                v(&points[0])?,
+                v(&points[1])?,
+                v(&points[2])?,
+                v(&points[3])?,
+            );
+            let radius = match if units.is_null(i) {
+                "KM"
+            } else {
+                units.value(i)
+            } {
+                u if u.eq_ignore_ascii_case("mi") || u.eq_ignore_ascii_case("miles") => 3959.0,
+                u if u.eq_ignore_ascii_case("km") || u.eq_ignore_ascii_case("kilometers") => 6371.0,
+                _ => return None,
+            };
+            let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+            let dp = (lat2 - lat1).to_radians();
+            let dl = (lon2 - lon1).to_radians();
+            let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+            Some(2.0 * radius * a.sqrt().asin())
         })
         .collect();
     Ok(Arc::new(out))
@@ -359,6 +491,57 @@ mod tests {
             parsed.iter().collect::<Vec<_>>(),
             vec![Some(1_712_345_678_000), None, None]
         );
+    }
+
+    #[test]
+    fn json_helpers_and_geo_distance() {
+        let json = text(&[
+            Some(r#"{"a": 1, "b": [1, 2, 3]}"#),
+            Some("[1, 2]"),
+            Some("x"),
+            None,
+        ]);
+        let valid = is_json_string(std::slice::from_ref(&json), 4).unwrap();
+        assert_eq!(
+            valid
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            vec![Some(true), Some(true), Some(false), Some(false)]
+        );
+        let lengths = longs(&json_array_length(std::slice::from_ref(&json), 4).unwrap()).unwrap();
+        assert_eq!(
+            lengths.iter().collect::<Vec<_>>(),
+            vec![None, Some(2), None, None]
+        );
+        let keys = json_keys(&[json], 4).unwrap();
+        let keys = keys
+            .as_any()
+            .downcast_ref::<arrow::array::ListArray>()
+            .unwrap();
+        assert_eq!(
+            texts_of(keys.value(0)),
+            vec![Some("a".into()), Some("b".into())]
+        );
+        assert!(keys.is_null(1));
+        // Palo Alto to London by haversine on ksqlDB's radii (6,371 km, 3,959 mi).
+        let point = |v: f64| Arc::new(Float64Array::from(vec![v, v])) as ArrayRef;
+        let d = geo_distance(
+            &[
+                point(37.4439),
+                point(-122.1663),
+                point(51.5257),
+                point(-0.1122),
+                text(&[Some("KM"), Some("MI")]),
+            ],
+            2,
+        )
+        .unwrap();
+        let d = d.as_any().downcast_ref::<Float64Array>().unwrap();
+        assert!((d.value(0) - 8634.6).abs() < 1.0, "{}", d.value(0));
+        assert!((d.value(1) - 5365.3).abs() < 1.0, "{}", d.value(1));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! functions DataFusion lacks (`ksql.rs`), `TOPK`, and `PROCTIME()`.
 
 mod ksql;
+mod ksql_text;
 pub mod percentile;
 mod proctime;
 mod topk;
