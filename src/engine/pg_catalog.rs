@@ -28,7 +28,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
 
@@ -44,10 +43,7 @@ use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session as DfSes
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::{
-    ColumnarValue, Expr as DfExpr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    TypeSignature, Volatility,
-};
+use datafusion::logical_expr::{Expr as DfExpr, ScalarUDF, Signature, TypeSignature, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
 use sqlparser::ast::{
@@ -1729,63 +1725,6 @@ impl TableProvider for PgTable {
 // Functions
 // ---------------------------------------------------------------------------
 
-type FnBody = dyn Fn(&[ArrayRef], usize) -> DfResult<ArrayRef> + Send + Sync;
-
-/// A Postgres function as a DataFusion scalar UDF: arguments of any type (they
-/// are converted as needed), a fixed return type.
-struct PgFunction {
-    name: &'static str,
-    signature: Signature,
-    return_type: DataType,
-    body: Arc<FnBody>,
-}
-
-impl fmt::Debug for PgFunction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PgFunction")
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
-impl PartialEq for PgFunction {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-    }
-}
-
-impl Eq for PgFunction {}
-
-impl Hash for PgFunction {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.name.hash(state);
-    }
-}
-
-impl ScalarUDFImpl for PgFunction {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(self.return_type.clone())
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let n = args.number_rows;
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(n))
-            .collect::<DfResult<Vec<_>>>()?;
-        Ok(ColumnarValue::Array((self.body)(&arrays, n)?))
-    }
-}
-
 fn signature(arities: &[usize]) -> Signature {
     let sigs: Vec<TypeSignature> = arities
         .iter()
@@ -1813,12 +1752,7 @@ fn udf(
     return_type: DataType,
     body: impl Fn(&[ArrayRef], usize) -> DfResult<ArrayRef> + Send + Sync + 'static,
 ) -> ScalarUDF {
-    ScalarUDF::new_from_impl(PgFunction {
-        name,
-        signature: signature(arities),
-        return_type,
-        body: Arc::new(body),
-    })
+    crate::functions::array_udf(name, signature(arities), return_type, body)
 }
 
 /// A function whose value does not depend on its arguments.

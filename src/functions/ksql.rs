@@ -13,9 +13,7 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, TimeUnit};
 use datafusion::common::Result as DfResult;
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::{ScalarUDF, Signature, Volatility};
 
 use crate::formats::rowtime::{java_to_chrono, parse_with_format};
 
@@ -32,66 +30,29 @@ pub(super) const ALIASES: &[(&str, &[&str])] = &[
 /// The functions defined here.
 pub(super) fn functions() -> Vec<ScalarUDF> {
     vec![
-        ScalarUDF::from(Ksql::new(
+        super::array_udf(
             "unix_timestamp",
             Signature::variadic_any(Volatility::Volatile),
             DataType::Int64,
             unix_timestamp,
-        )),
-        ScalarUDF::from(Ksql::new(
-            "timestamptostring",
-            Signature::variadic_any(Volatility::Immutable),
-            DataType::Utf8,
-            timestamp_to_string,
-        )),
-        ScalarUDF::from(Ksql::new(
-            "format_timestamp",
-            Signature::variadic_any(Volatility::Immutable),
-            DataType::Utf8,
-            timestamp_to_string,
-        )),
-        ScalarUDF::from(Ksql::new(
-            "stringtotimestamp",
-            Signature::variadic_any(Volatility::Immutable),
-            DataType::Int64,
-            string_to_timestamp,
-        )),
-        ScalarUDF::from(Ksql::new(
+        ),
+        ksql_udf("timestamptostring", DataType::Utf8, timestamp_to_string),
+        ksql_udf("format_timestamp", DataType::Utf8, timestamp_to_string),
+        ksql_udf("stringtotimestamp", DataType::Int64, string_to_timestamp),
+        ksql_udf(
             "parse_timestamp",
-            Signature::variadic_any(Volatility::Immutable),
             DataType::Timestamp(TimeUnit::Millisecond, None),
             parse_timestamp,
-        )),
-        ScalarUDF::from(Ksql::new(
-            "extractjsonfield",
-            Signature::variadic_any(Volatility::Immutable),
-            DataType::Utf8,
-            extract_json_field,
-        )),
-        ScalarUDF::from(Ksql::new(
-            "is_json_string",
-            Signature::variadic_any(Volatility::Immutable),
-            DataType::Boolean,
-            is_json_string,
-        )),
-        ScalarUDF::from(Ksql::new(
-            "json_array_length",
-            Signature::variadic_any(Volatility::Immutable),
-            DataType::Int32,
-            json_array_length,
-        )),
-        ScalarUDF::from(Ksql::new(
+        ),
+        ksql_udf("extractjsonfield", DataType::Utf8, extract_json_field),
+        ksql_udf("is_json_string", DataType::Boolean, is_json_string),
+        ksql_udf("json_array_length", DataType::Int32, json_array_length),
+        ksql_udf(
             "json_keys",
-            Signature::variadic_any(Volatility::Immutable),
             DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
             json_keys,
-        )),
-        ScalarUDF::from(Ksql::new(
-            "geo_distance",
-            Signature::variadic_any(Volatility::Immutable),
-            DataType::Float64,
-            geo_distance,
-        )),
+        ),
+        ksql_udf("geo_distance", DataType::Float64, geo_distance),
     ]
     .into_iter()
     .chain(super::ksql_text::functions())
@@ -100,63 +61,15 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
 
 pub(super) type Body = fn(&[ArrayRef], usize) -> DfResult<ArrayRef>;
 
-/// One ksqlDB function: a name, a return type and a body over arrays.
-#[derive(Debug)]
-pub(super) struct Ksql {
-    name: &'static str,
-    signature: Signature,
-    returns: DataType,
-    body: Body,
-}
-
-impl Ksql {
-    pub(super) fn new(
-        name: &'static str,
-        signature: Signature,
-        returns: DataType,
-        body: Body,
-    ) -> Self {
-        Ksql {
-            name,
-            signature,
-            returns,
-            body,
-        }
-    }
-}
-
-impl PartialEq for Ksql {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-    }
-}
-
-impl Eq for Ksql {}
-
-impl std::hash::Hash for Ksql {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.name.hash(state);
-    }
-}
-
-impl ScalarUDFImpl for Ksql {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Ok(self.returns.clone())
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        (self.body)(&arrays, rows).map(ColumnarValue::Array)
-    }
+/// A ksqlDB function over any arguments (each body converts and checks its
+/// own), returning `returns`.
+pub(super) fn ksql_udf(name: &'static str, returns: DataType, body: Body) -> ScalarUDF {
+    super::array_udf(
+        name,
+        Signature::variadic_any(Volatility::Immutable),
+        returns,
+        body,
+    )
 }
 
 pub(super) fn arity(name: &str, args: &[ArrayRef], allowed: &[usize]) -> DfResult<()> {

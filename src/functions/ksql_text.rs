@@ -6,19 +6,12 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Int32Array, StringArray};
 use arrow::datatypes::DataType;
 use datafusion::common::Result as DfResult;
-use datafusion::logical_expr::{ScalarUDF, Signature, Volatility};
+use datafusion::logical_expr::ScalarUDF;
 
-use super::ksql::{arity, longs, strings, Body, Ksql};
+use super::ksql::{arity, ksql_udf, longs, strings, Body};
 
 pub(super) fn functions() -> Vec<ScalarUDF> {
-    let text = |name: &'static str, body: Body| {
-        ScalarUDF::from(Ksql::new(
-            name,
-            Signature::variadic_any(Volatility::Immutable),
-            DataType::Utf8,
-            body,
-        ))
-    };
+    let text = |name: &'static str, body: Body| ksql_udf(name, DataType::Utf8, body);
     vec![
         text("url_extract_host", |a, _| {
             url_part(a, "url_extract_host", |u| u.host_str().map(str::to_string))
@@ -38,12 +31,7 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             })
         }),
         text("url_extract_parameter", url_parameter),
-        ScalarUDF::from(Ksql::new(
-            "url_extract_port",
-            Signature::variadic_any(Volatility::Immutable),
-            DataType::Int32,
-            url_port,
-        )),
+        ksql_udf("url_extract_port", DataType::Int32, url_port),
         text("mask", |a, _| {
             mask_where(a, "mask", &[1, 5], 1, |_, _| true)
         }),

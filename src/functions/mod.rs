@@ -3,6 +3,7 @@
 //! (registered as aliases, so they run DataFusion's own code), ksqlDB's scalar
 //! functions DataFusion lacks (`ksql.rs`), `TOPK`, and `PROCTIME()`.
 
+mod array_udf;
 mod ksql;
 mod ksql_text;
 pub mod percentile;
@@ -10,6 +11,7 @@ mod proctime;
 mod topk;
 pub mod within;
 
+pub use array_udf::array_udf;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
