@@ -56,6 +56,7 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
     ]
     .into_iter()
     .chain(super::ksql_text::functions())
+    .chain(super::ksql_more::functions())
     .collect()
 }
 

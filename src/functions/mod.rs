@@ -5,6 +5,7 @@
 
 mod array_udf;
 mod ksql;
+mod ksql_more;
 mod ksql_text;
 pub mod percentile;
 mod proctime;

@@ -43,3 +43,21 @@ v2 | {"url": "nonsense", "card": null, "lat": 51.5257, "lon": -0.1122, "items": 
 --- expect SELECT k, host, q, port, card_masked, km_to_london, n_items, is_json FROM visit_facts ORDER BY k
 v1 | shop.example.com | red shoes | 8443 | nnnn-nnnn-nnnn-1234 | 8635 | 3 | true
 v2 | NULL | NULL | NULL | NULL | 0 | NULL | false
+
+-- Regular expressions, encodings and dates.
+CREATE STREAM mails (k VARCHAR KEY, addr VARCHAR, hex VARCHAR, day VARCHAR)
+  WITH (kafka_topic='mails', value_format='json');
+
+CREATE STREAM mail_facts AS SELECT k,
+    REGEXP_EXTRACT('@([a-z]+)[.]', addr, 1) AS domain,
+    ENCODE(hex, 'hex', 'utf8') AS decoded,
+    FORMAT_DATE(PARSE_DATE(day, 'yyyy-MM-dd'), 'dd.MM.yyyy') AS de_day
+  FROM mails;
+
+--- input mails
+m1 | {"addr": "ann@example.com", "hex": "4578616d706c6521", "day": "2024-02-29"}
+m2 | {"addr": "nobody", "hex": "zz", "day": "2024-02-30"}
+
+--- expect SELECT k, domain, decoded, de_day FROM mail_facts ORDER BY k
+m1 | example | Example! | 29.02.2024
+m2 | NULL | NULL | NULL
