@@ -15,6 +15,7 @@ use super::pg_catalog::{
     column_type, definition, format_type, int4, null, relkind, text, type_info, Row, Snapshot,
     TableDef, Ty::*, DATABASE,
 };
+use super::pg_keys::primary_keys;
 
 const TABLES_COLUMNS: &[(&str, super::pg_catalog::Ty)] = &[
     ("table_catalog", Text),
@@ -140,24 +141,16 @@ pub(super) const TABLES: &[TableDef] = &[
     },
 ];
 
-/// A table's key is its primary key (a stream's KEY columns are no
-/// constraint: a stream has many records per key).
-fn keyed_tables(s: &Snapshot) -> impl Iterator<Item = &crate::catalog::Relation> {
-    s.relations
-        .iter()
-        .filter(|r| r.is_table() && r.columns.iter().any(|c| c.key))
-}
-
 fn table_constraints_rows(s: &Snapshot) -> Vec<Row> {
-    keyed_tables(s)
-        .map(|r| {
+    primary_keys(s)
+        .map(|k| {
             vec![
                 text(DATABASE),
                 text("public"),
-                text(format!("{}_pkey", r.name)),
+                text(k.name()),
                 text(DATABASE),
                 text("public"),
-                text(&r.name),
+                text(&k.table.name),
                 text("PRIMARY KEY"),
                 text("NO"),
                 text("NO"),
@@ -170,16 +163,16 @@ fn table_constraints_rows(s: &Snapshot) -> Vec<Row> {
 
 fn key_column_usage_rows(s: &Snapshot) -> Vec<Row> {
     let mut rows = Vec::new();
-    for r in keyed_tables(s) {
-        for (i, c) in r.columns.iter().filter(|c| c.key).enumerate() {
+    for k in primary_keys(s) {
+        for (i, column) in k.column_names().into_iter().enumerate() {
             rows.push(vec![
                 text(DATABASE),
                 text("public"),
-                text(format!("{}_pkey", r.name)),
+                text(k.name()),
                 text(DATABASE),
                 text("public"),
-                text(&r.name),
-                text(&c.name),
+                text(&k.table.name),
+                text(column),
                 int4(i32::try_from(i + 1).unwrap_or(i32::MAX)),
                 null(),
             ]);

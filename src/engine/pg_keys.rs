@@ -19,13 +19,13 @@ use crate::catalog::Relation;
 const AM_BTREE: u32 = 403;
 
 /// A table with key columns, and their attribute numbers (from 1).
-struct PrimaryKey<'a> {
-    table: &'a Relation,
+pub(super) struct PrimaryKey<'a> {
+    pub table: &'a Relation,
     attnums: Vec<i16>,
 }
 
 impl PrimaryKey<'_> {
-    fn name(&self) -> String {
+    pub fn name(&self) -> String {
         format!("{}_pkey", self.table.name)
     }
 
@@ -37,7 +37,7 @@ impl PrimaryKey<'_> {
         relation_oid(&format!("{} constraint", self.name()))
     }
 
-    fn column_names(&self) -> Vec<&str> {
+    pub fn column_names(&self) -> Vec<&str> {
         self.table
             .columns
             .iter()
@@ -47,7 +47,9 @@ impl PrimaryKey<'_> {
     }
 }
 
-fn primary_keys(s: &Snapshot) -> impl Iterator<Item = PrimaryKey<'_>> {
+/// The primary keys: pg_constraint, pg_index and information_schema all
+/// list these.
+pub(super) fn primary_keys(s: &Snapshot) -> impl Iterator<Item = PrimaryKey<'_>> {
     s.relations.iter().filter(|r| r.is_table()).filter_map(|r| {
         let attnums: Vec<i16> = r
             .columns

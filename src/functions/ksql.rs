@@ -90,20 +90,23 @@ pub(super) fn arity(name: &str, args: &[ArrayRef], allowed: &[usize]) -> DfResul
     }
 }
 
+/// An argument cast to `to` as its concrete array type.
+pub(super) fn cast_as<A: Array + Clone + 'static>(a: &ArrayRef, to: &DataType) -> DfResult<A> {
+    let cast = cast(a, to)?;
+    cast.as_any().downcast_ref::<A>().cloned().ok_or_else(|| {
+        datafusion::error::DataFusionError::Internal(format!(
+            "a cast to {to} gave {}",
+            cast.data_type()
+        ))
+    })
+}
+
 pub(super) fn strings(a: &ArrayRef) -> DfResult<StringArray> {
-    let a = cast(a, &DataType::Utf8)?;
-    Ok(a.as_any()
-        .downcast_ref::<StringArray>()
-        .cloned()
-        .unwrap_or_else(|| StringArray::new_null(a.len())))
+    cast_as(a, &DataType::Utf8)
 }
 
 pub(super) fn longs(a: &ArrayRef) -> DfResult<Int64Array> {
-    let a = cast(a, &DataType::Int64)?;
-    Ok(a.as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .unwrap_or_else(|| Int64Array::new_null(a.len())))
+    cast_as(a, &DataType::Int64)
 }
 
 /// Milliseconds since the epoch of a TIMESTAMP (any unit) or a BIGINT.
@@ -249,21 +252,13 @@ fn json_keys(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
-fn doubles(a: &ArrayRef) -> DfResult<Float64Array> {
-    let a = cast(a, &DataType::Float64)?;
-    Ok(a.as_any()
-        .downcast_ref::<Float64Array>()
-        .cloned()
-        .unwrap_or_else(|| Float64Array::new_null(a.len())))
-}
-
 /// `GEO_DISTANCE(lat1, lon1, lat2, lon2 [, 'KM' | 'MI'])`: the great-circle
 /// distance, in kilometres unless miles are asked for (ksqlDB's radii).
 fn geo_distance(args: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
     arity("geo_distance", args, &[4, 5])?;
     let points = args[..4]
         .iter()
-        .map(doubles)
+        .map(|a| cast_as::<Float64Array>(a, &DataType::Float64))
         .collect::<DfResult<Vec<_>>>()?;
     let units = match args.get(4) {
         Some(u) => strings(u)?,
@@ -324,21 +319,28 @@ fn json_path<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_j
     Some(at)
 }
 
+/// Text arrays in and out, for the function tests.
 #[cfg(test)]
-mod tests {
+pub(super) mod test_support {
     use super::*;
 
-    fn text(values: &[Option<&str>]) -> ArrayRef {
+    pub fn text(values: &[Option<&str>]) -> ArrayRef {
         Arc::new(StringArray::from(values.to_vec()))
     }
 
-    fn texts_of(a: ArrayRef) -> Vec<Option<String>> {
+    pub fn texts_of(a: ArrayRef) -> Vec<Option<String>> {
         strings(&a)
             .unwrap()
             .iter()
             .map(|v| v.map(str::to_string))
             .collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{text, texts_of};
+    use super::*;
 
     #[test]
     fn json_fields_as_ksqldb_extracts_them() {

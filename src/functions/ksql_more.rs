@@ -10,7 +10,7 @@ use base64::Engine as _;
 use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::ScalarUDF;
 
-use super::ksql::{arity, ksql_udf, longs, strings};
+use super::ksql::{arity, cast_as, ksql_udf, longs, strings};
 use crate::formats::rowtime::java_to_chrono;
 
 pub(super) fn functions() -> Vec<ScalarUDF> {
@@ -27,14 +27,6 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
     ]
 }
 
-/// The capture `group` of a pattern's matches (0: the whole match).
-fn captures<'a>(pattern: &regex::Regex, text: &'a str, group: usize) -> Vec<&'a str> {
-    pattern
-        .captures_iter(text)
-        .filter_map(|c| c.get(group).map(|m| m.as_str()))
-        .collect()
-}
-
 /// The pattern, compiled once per distinct text (most calls pass a literal).
 fn compiled(cache: &mut Option<(String, Option<regex::Regex>)>, p: &str) -> Option<regex::Regex> {
     match cache {
@@ -47,31 +39,43 @@ fn compiled(cache: &mut Option<(String, Option<regex::Regex>)>, p: &str) -> Opti
     }
 }
 
-fn groups(args: &[ArrayRef], rows: usize) -> DfResult<Vec<Option<usize>>> {
-    Ok(match args.get(2) {
+/// Per row of `(pattern, s [, group])`: at most `limit` matches of the
+/// capture group (0: the whole match); NULL for a NULL argument or an
+/// invalid pattern.
+fn matches(args: &[ArrayRef], rows: usize, limit: usize) -> DfResult<Vec<Option<Vec<String>>>> {
+    let patterns = strings(&args[0])?;
+    let texts = strings(&args[1])?;
+    let groups: Vec<Option<usize>> = match args.get(2) {
         Some(g) => longs(g)?
             .iter()
             .map(|g| g.and_then(|g| usize::try_from(g).ok()))
             .collect(),
         None => vec![Some(0); rows],
-    })
+    };
+    let mut cache = None;
+    Ok(groups
+        .iter()
+        .enumerate()
+        .map(|(i, group)| {
+            let re = compiled(&mut cache, patterns.is_valid(i).then(|| patterns.value(i))?)?;
+            let text = texts.is_valid(i).then(|| texts.value(i))?;
+            let group = (*group)?;
+            Some(
+                re.captures_iter(text)
+                    .filter_map(|c| c.get(group).map(|m| m.as_str().to_string()))
+                    .take(limit)
+                    .collect(),
+            )
+        })
+        .collect())
 }
 
 /// `REGEXP_EXTRACT(pattern, s [, group])`: the first match (or its group).
 fn regexp_extract(args: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
     arity("regexp_extract", args, &[2, 3])?;
-    let patterns = strings(&args[0])?;
-    let texts = strings(&args[1])?;
-    let groups = groups(args, rows)?;
-    let mut cache = None;
-    let out: StringArray = (0..rows)
-        .map(|i| {
-            let re = compiled(&mut cache, patterns.is_valid(i).then(|| patterns.value(i))?)?;
-            let text = texts.is_valid(i).then(|| texts.value(i))?;
-            captures(&re, text, groups[i]?)
-                .first()
-                .map(|s| s.to_string())
-        })
+    let out: StringArray = matches(args, rows, 1)?
+        .into_iter()
+        .map(|m| m?.into_iter().next())
         .collect();
     Ok(Arc::new(out))
 }
@@ -79,22 +83,8 @@ fn regexp_extract(args: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
 /// `REGEXP_EXTRACT_ALL(pattern, s [, group])`: every match (or its group).
 fn regexp_extract_all(args: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
     arity("regexp_extract_all", args, &[2, 3])?;
-    let patterns = strings(&args[0])?;
-    let texts = strings(&args[1])?;
-    let groups = groups(args, rows)?;
-    let mut cache = None;
     let mut out = ListBuilder::new(StringBuilder::new());
-    for (i, group) in groups.iter().enumerate() {
-        let found = (|| {
-            let re = compiled(&mut cache, patterns.is_valid(i).then(|| patterns.value(i))?)?;
-            let text = texts.is_valid(i).then(|| texts.value(i))?;
-            Some(
-                captures(&re, text, (*group)?)
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>(),
-            )
-        })();
+    for found in matches(args, rows, usize::MAX)? {
         match found {
             Some(values) => {
                 for v in values {
@@ -158,12 +148,7 @@ fn encode(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
 /// `FORMAT_DATE(date, format)`: a DATE in a Java pattern.
 fn format_date(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
     arity("format_date", args, &[2])?;
-    let dates = arrow::compute::cast(&args[0], &DataType::Date32)?;
-    let dates = dates
-        .as_any()
-        .downcast_ref::<Date32Array>()
-        .cloned()
-        .unwrap_or_else(|| Date32Array::new_null(dates.len()));
+    let dates: Date32Array = cast_as(&args[0], &DataType::Date32)?;
     let formats = strings(&args[1])?;
     let out: StringArray = dates
         .iter()
@@ -198,20 +183,9 @@ fn parse_date(args: &[ArrayRef], _: usize) -> DfResult<ArrayRef> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ksql::test_support::{text, texts_of};
     use super::*;
     use chrono::Datelike;
-
-    fn text(values: &[Option<&str>]) -> ArrayRef {
-        Arc::new(StringArray::from(values.to_vec()))
-    }
-
-    fn texts_of(a: ArrayRef) -> Vec<Option<String>> {
-        strings(&a)
-            .unwrap()
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect()
-    }
 
     #[test]
     fn regular_expressions() {

@@ -165,11 +165,8 @@ fn mask_where(
 
 #[cfg(test)]
 mod tests {
+    use super::super::ksql::test_support::text;
     use super::*;
-
-    fn text(values: &[Option<&str>]) -> ArrayRef {
-        Arc::new(StringArray::from(values.to_vec()))
-    }
 
     fn run(name: &str, args: &[ArrayRef]) -> Vec<Option<String>> {
         let f = functions().into_iter().find(|f| f.name() == name).unwrap();
