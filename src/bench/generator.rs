@@ -57,6 +57,8 @@ pub fn pageviews_relation(topic: &str, partitions: i32) -> Result<Relation> {
             timestamp: Some("ts".into()),
             timestamp_format: None,
             delimiter: ',',
+            wrap_single_value: true,
+            key_in_value: Some(false),
             watermark_delay_ms: 0,
             idle_timeout_ms: None,
             processing_time: false,
@@ -76,6 +78,8 @@ pub struct GeneratorConfig {
     pub urls: u32,
     /// Events per millisecond of event time (event time only ever moves forward).
     pub events_per_ms: u32,
+    /// JSON field names in upper case, as ksqlDB writes them.
+    pub upper_case_fields: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -85,6 +89,7 @@ impl Default for GeneratorConfig {
             users: 100_000,
             urls: 1_000,
             events_per_ms: 10,
+            upper_case_fields: false,
         }
     }
 }
@@ -270,15 +275,23 @@ impl PageviewGenerator {
 
     /// Appends the JSON value of `e` (without the key column, as ksqlDB writes it).
     fn write_json(&self, e: &Event, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"url\":\"");
+        let upper = self.config.upper_case_fields;
+        let name = |lower: &'static [u8], upper_case: &'static [u8]| {
+            if upper {
+                upper_case
+            } else {
+                lower
+            }
+        };
+        out.extend_from_slice(name(b"{\"url\":\"", b"{\"URL\":\""));
         out.extend_from_slice(self.urls.get(e.url));
-        out.extend_from_slice(b"\",\"status\":");
+        out.extend_from_slice(name(b"\",\"status\":", b"\",\"STATUS\":"));
         write_u64(out, e.status as u64);
-        out.extend_from_slice(b",\"latency_ms\":");
+        out.extend_from_slice(name(b",\"latency_ms\":", b",\"LATENCY_MS\":"));
         write_u64(out, u64::from(e.latency_centis / 100));
         let frac = e.latency_centis % 100;
         out.extend_from_slice(&[b'.', b'0' + (frac / 10) as u8, b'0' + (frac % 10) as u8]);
-        out.extend_from_slice(b",\"ts\":");
+        out.extend_from_slice(name(b",\"ts\":", b",\"TS\":"));
         write_u64(out, e.ts as u64);
         out.push(b'}');
     }
@@ -444,6 +457,32 @@ mod tests {
             .collect();
         assert_eq!(distinct_urls.len(), 1000, "20k events cover all 1000 urls");
         assert_eq!(chunk.batch.column(3).null_count(), 0);
+    }
+
+    #[test]
+    fn upper_case_json_fields_decode_to_the_same_rows() {
+        let relation = pageviews_relation("pageviews", 1).unwrap();
+        let expected = generator(3).next_chunk(500).unwrap();
+        let mut upper = PageviewGenerator::new(
+            GeneratorConfig {
+                seed: 3,
+                upper_case_fields: true,
+                ..Default::default()
+            },
+            relation.schema(),
+        );
+        let records = upper.next_log_records(500, 0);
+        assert!(records[0]
+            .value
+            .as_deref()
+            .unwrap()
+            .starts_with(b"{\"URL\""));
+        let decoded = RecordDecoder::new(&relation)
+            .unwrap()
+            .decode(&records)
+            .unwrap();
+        assert!(decoded.bad.is_empty(), "{:?}", decoded.bad.first());
+        assert_eq!(decoded.chunk.batch, expected.batch);
     }
 
     #[test]

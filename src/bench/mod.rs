@@ -138,6 +138,10 @@ pub struct BenchArgs {
     pub urls: u32,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// JSON field names in upper case, as ksqlDB writes them (`{"URL": …}`), so
+    /// the decoder matches them to the lower-case columns.
+    #[arg(long)]
+    pub upper_case_fields: bool,
     /// Checkpoint interval of the engine in the Kafka runs (the server's default).
     #[arg(long, default_value_t = 1000)]
     pub checkpoint_interval_ms: u64,
@@ -339,6 +343,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         seed: args.seed,
         users: args.users,
         urls: args.urls,
+        upper_case_fields: args.upper_case_fields,
         ..Default::default()
     };
     let scratch = Scratch::new()?;

@@ -44,6 +44,8 @@ pub fn relation(table: EventType, name: &str, topic: &str, partitions: i32) -> R
             timestamp: Some("date_time".into()),
             timestamp_format: None,
             delimiter: ',',
+            wrap_single_value: true,
+            key_in_value: Some(false),
             watermark_delay_ms: 0,
             idle_timeout_ms: None,
             processing_time: false,

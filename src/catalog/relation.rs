@@ -23,17 +23,50 @@ pub struct ColumnMeta {
 pub enum ValueFormat {
     Json,
     Delimited,
+    /// ksqlDB's KAFKA format: one value column in Kafka's primitive serializer bytes.
+    Kafka,
+}
+
+impl ValueFormat {
+    /// The name users write in `value_format` and see in DESCRIBE.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueFormat::Json => "JSON",
+            ValueFormat::Delimited => "DELIMITED",
+            ValueFormat::Kafka => "KAFKA",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum KeyFormat {
-    /// ksqlDB's KAFKA format: the key bytes are the UTF-8 text of a single key column.
+    /// ksqlDB's KAFKA format: one key column in the bytes of Kafka's primitive
+    /// serializers (INT 4 bytes big-endian, STRING UTF-8, ...).
+    #[serde(rename = "kafka_serializers")]
     Kafka,
+    /// One key column as its text. Sluice wrote KAFKA keys like this before it
+    /// followed Kafka's serializers; catalogs saved then (where "kafka" meant
+    /// this) load as it, so their topics keep reading the same bytes.
+    #[serde(rename = "kafka")]
+    KafkaText,
     /// A JSON scalar for one key column, a JSON object for several.
+    #[serde(rename = "json")]
     Json,
     /// No key: records are produced with a null key.
+    #[serde(rename = "none")]
     None,
+}
+
+impl KeyFormat {
+    /// The name users write in `key_format` and see in DESCRIBE.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyFormat::Kafka => "KAFKA",
+            KeyFormat::KafkaText => "KAFKA_TEXT",
+            KeyFormat::Json => "JSON",
+            KeyFormat::None => "NONE",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -47,6 +80,17 @@ pub struct FormatMeta {
     /// Field delimiter for `value_format='delimited'`.
     #[serde(default = "default_delimiter")]
     pub delimiter: char,
+    /// `wrap_single_value=false`: a value with one column is that column's bare
+    /// JSON value, not an object holding it.
+    #[serde(default = "default_true")]
+    pub wrap_single_value: bool,
+    /// Whether values repeat the key columns. ksqlDB keeps key columns in the
+    /// record key only (`AS_VALUE(k)` copies one into the value); `key_in_value=true`
+    /// asks for self-contained values. `None`: saved before this option, when
+    /// JSON values repeated the keys and delimited ones did not; such relations
+    /// keep writing what they wrote.
+    #[serde(default)]
+    pub key_in_value: Option<bool>,
     /// Watermarks trail the largest event time seen per partition by this much
     /// (`watermark_delay` or `WATERMARK FOR ts AS ts - INTERVAL ...`).
     #[serde(default)]
@@ -57,6 +101,10 @@ pub struct FormatMeta {
     /// Event time is the wall clock when the record is read (`processing_time=true`).
     #[serde(default)]
     pub processing_time: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_delimiter() -> char {
@@ -176,6 +224,21 @@ impl Relation {
             .iter()
             .enumerate()
             .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Indices of the columns a record's value holds: the value columns, and
+    /// the key columns too when they have no record key to live in or
+    /// `key_in_value` asks for them.
+    pub fn value_indices(&self) -> Vec<usize> {
+        let legacy = self.format.value_format == ValueFormat::Json;
+        let keys_too =
+            self.format.key_in_value.unwrap_or(legacy) || self.format.key_format == KeyFormat::None;
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| keys_too || !c.key)
             .map(|(i, _)| i)
             .collect()
     }

@@ -33,6 +33,8 @@ impl ViewMeta {
                 timestamp: None,
                 timestamp_format: None,
                 delimiter: ',',
+                wrap_single_value: true,
+                key_in_value: Some(false),
                 watermark_delay_ms: 0,
                 idle_timeout_ms: None,
                 processing_time: false,

@@ -34,6 +34,8 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "timestamp",
     "timestamp_format",
     "value_delimiter",
+    "wrap_single_value",
+    "key_in_value",
     "connector",
     "path",
     "follow",
@@ -109,9 +111,10 @@ fn path_error(with: &WithOptions, path: &str, e: ConnectorError, hint: &str) -> 
 fn parse_topic_options(
     name: &str,
     with: &WithOptions,
-    key_columns: usize,
+    key_types: &[arrow::datatypes::DataType],
     defaults: Option<&Relation>,
 ) -> Result<TopicOptions> {
+    let key_columns = key_types.len();
     let nexmark = crate::connectors::nexmark::config::PROPERTIES;
     for (k, v) in with {
         if !SOURCE_PROPERTIES.contains(&k.as_str()) && !nexmark.contains(&k.as_str()) {
@@ -151,6 +154,7 @@ fn parse_topic_options(
         Some(f) => match f.to_ascii_lowercase().as_str() {
             "json" => ValueFormat::Json,
             "delimited" | "csv" => ValueFormat::Delimited,
+            "kafka" => ValueFormat::Kafka,
             other => {
                 let key = if with.contains_key("value_format") {
                     "value_format"
@@ -161,16 +165,22 @@ fn parse_topic_options(
                     with,
                     key,
                     format!("value_format '{other}' is not supported"),
-                    "value_format='json' or value_format='delimited'",
+                    "value_format='json', 'delimited' or 'kafka'",
                 ));
             }
         },
     };
+    let serializable = key_types
+        .iter()
+        .all(crate::formats::kafka_primitive::supports);
     let key_format = match get("key_format") {
-        None if key_columns > 1 => KeyFormat::Json,
+        // ksqlDB's default is KAFKA, which holds one key column of a type Kafka
+        // serializes; for any other key Sluice picks JSON rather than refusing.
+        None if key_columns > 1 || !serializable => KeyFormat::Json,
         None => KeyFormat::Kafka,
         Some(f) => match f.to_ascii_lowercase().as_str() {
             "kafka" => KeyFormat::Kafka,
+            "kafka_text" => KeyFormat::KafkaText,
             "json" => KeyFormat::Json,
             "none" => KeyFormat::None,
             other => {
@@ -178,17 +188,33 @@ fn parse_topic_options(
                     with,
                     "key_format",
                     format!("key_format '{other}' is not supported"),
-                    "key_format='kafka', 'json' or 'none'",
+                    "key_format='kafka', 'json', 'kafka_text' or 'none'",
                 ))
             }
         },
     };
-    if key_format == KeyFormat::Kafka && key_columns > 1 {
+    if matches!(key_format, KeyFormat::Kafka | KeyFormat::KafkaText) && key_columns > 1 {
         return Err(with_error(
             with,
             "key_format",
-            "key_format='kafka' holds one key column; this relation has several".into(),
+            format!(
+                "key_format='{}' holds one key column; this relation has several",
+                key_format.name().to_ascii_lowercase()
+            ),
             "use key_format='json' for a multi-column key",
+        ));
+    }
+    if key_format == KeyFormat::Kafka && !serializable {
+        let t = key_types
+            .iter()
+            .find(|t| !crate::formats::kafka_primitive::supports(t))
+            .map(types::sql_type_name)
+            .unwrap_or_default();
+        return Err(with_error(
+            with,
+            "key_format",
+            format!("the KAFKA format cannot hold a {t} key (Kafka has no serializer for it)"),
+            "KAFKA keys are INT, BIGINT, SMALLINT, REAL, DOUBLE, VARCHAR or BYTES; use key_format='json'",
         ));
     }
     let delimiter = match get("value_delimiter") {
@@ -229,11 +255,65 @@ fn parse_topic_options(
             timestamp: get("timestamp").map(|t| t.to_ascii_lowercase()),
             timestamp_format: get("timestamp_format"),
             delimiter,
+            wrap_single_value: !with.contains_key("wrap_single_value")
+                || bool_option(
+                    with,
+                    "wrap_single_value",
+                    "wrap_single_value=false writes a one-column value as a bare JSON value",
+                )?,
+            key_in_value: Some(bool_option(
+                with,
+                "key_in_value",
+                "key_in_value=true repeats the key columns in every value",
+            )?),
             watermark_delay_ms: duration_option(with, "watermark_delay")?.unwrap_or(0),
             idle_timeout_ms: duration_option(with, "watermark_idle_timeout")?,
             processing_time,
         },
     })
+}
+
+/// The value formats that hold a single column need the relation to have one.
+fn check_value_format(relation: &Relation, with: &WithOptions) -> Result<()> {
+    let value_cols = relation.value_indices();
+    let single = match relation.format.value_format {
+        ValueFormat::Kafka => "value_format='kafka'",
+        ValueFormat::Json if !relation.format.wrap_single_value => "wrap_single_value=false",
+        _ => return Ok(()),
+    };
+    let key = if relation.format.value_format == ValueFormat::Kafka {
+        "value_format"
+    } else {
+        "wrap_single_value"
+    };
+    if value_cols.len() != 1 {
+        return Err(with_error(
+            with,
+            key,
+            format!(
+                "{single} holds one value column; {} has {}",
+                relation.name,
+                value_cols.len()
+            ),
+            "use value_format='json' for several value columns",
+        ));
+    }
+    let schema = relation.schema();
+    let t = schema.field(value_cols[0]).data_type();
+    if relation.format.value_format == ValueFormat::Kafka
+        && !crate::formats::kafka_primitive::supports(t)
+    {
+        return Err(with_error(
+            with,
+            key,
+            format!(
+                "the KAFKA format cannot hold a {} value (Kafka has no serializer for it)",
+                types::sql_type_name(t)
+            ),
+            "KAFKA values are INT, BIGINT, SMALLINT, REAL, DOUBLE, VARCHAR or BYTES",
+        ));
+    }
+    Ok(())
 }
 
 fn check_timestamp_column(relation: &Relation, with: &WithOptions) -> Result<()> {
@@ -428,7 +508,11 @@ impl Engine {
         }
         let connector = source_connector(&c.with)?;
         declared_or_generated_columns(&c, &connector, &mut columns)?;
-        let key_count = columns.iter().filter(|c| c.key).count();
+        let key_types = columns
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| types::parse_type(&c.sql_type))
+            .collect::<Result<Vec<_>>>()?;
         for key in ["on_error", "processing_guarantee", "checkpoint_interval"] {
             if c.with.contains_key(key) {
                 return Err(with_error(
@@ -447,7 +531,7 @@ impl Engine {
                 "CREATE TABLE t WITH (late_topic='late_events') AS SELECT ... WINDOW ...",
             ));
         }
-        let mut opts = parse_topic_options(&name, &c.with, key_count, None)?;
+        let mut opts = parse_topic_options(&name, &c.with, &key_types, None)?;
         if let Some(w) = &c.watermark {
             // WATERMARK FOR ts AS ts - INTERVAL ... declares the event-time column too.
             let column = normalize_ident(&w.column);
@@ -485,6 +569,7 @@ impl Engine {
             vec![],
         )?;
         check_timestamp_column(&relation, &c.with)?;
+        check_value_format(&relation, &c.with)?;
         if c.or_replace {
             self.replace_check(&name, &relation)?;
         }
@@ -509,6 +594,8 @@ impl Engine {
                     })?;
                 relation.topic = path.clone();
                 relation.partitions = files.len() as i32;
+                // A line has no record key: it holds the whole row.
+                relation.format.key_in_value = Some(true);
             }
             SourceConnector::Topic => {
                 relation.partitions = self
@@ -700,8 +787,12 @@ impl Engine {
                 .with_hint("give each expression a distinct alias: expr AS name"));
             }
         }
-        let key_count = plan.key_columns.len();
-        let opts = parse_topic_options(&name, &c.with, key_count, Some(&source))?;
+        let key_types: Vec<_> = plan
+            .key_columns
+            .iter()
+            .map(|&i| plan.schema.field(i).data_type().clone())
+            .collect();
+        let opts = parse_topic_options(&name, &c.with, &key_types, Some(&source))?;
         let mut relation = Relation::new(
             name.clone(),
             c.kind,
@@ -714,6 +805,7 @@ impl Engine {
             plan.sources.clone(),
         )?;
         check_timestamp_column(&relation, &c.with)?;
+        check_value_format(&relation, &c.with)?;
         if c.or_replace {
             self.replace_check(&name, &relation)?;
             self.drop_queries_writing(&name)?;
@@ -745,6 +837,8 @@ impl Engine {
                         "value_format='json'",
                     ));
                 }
+                // A file has no record key: its lines are whole rows.
+                relation.format.key_in_value = Some(true);
                 // Create it now so mistakes in the path show before the query runs.
                 crate::connectors::file::FileWriter::create(
                     path,

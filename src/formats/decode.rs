@@ -17,7 +17,7 @@ use super::json::JsonValueDecoder;
 use super::key::KeyDecoder;
 use super::rowtime;
 use super::strict_int;
-use crate::catalog::{Relation, ValueFormat};
+use crate::catalog::{KeyFormat, Relation, ValueFormat};
 use crate::chunk::{Chunk, Op, Origin};
 use crate::connectors::LogRecord;
 use crate::error::Result;
@@ -42,8 +42,10 @@ pub struct Decoded {
 }
 
 enum ValueDecoder {
-    Json(JsonValueDecoder),
+    // Boxed: the JSON decoder is large and there is one per relation reader.
+    Json(Box<JsonValueDecoder>),
     Delimited(DelimitedValueDecoder),
+    Kafka(SchemaRef),
 }
 
 impl ValueDecoder {
@@ -54,6 +56,7 @@ impl ValueDecoder {
         match self {
             ValueDecoder::Json(d) => d.decode_all(values),
             ValueDecoder::Delimited(d) => d.decode_all(values),
+            ValueDecoder::Kafka(schema) => kafka_value(schema, values.map(Some).collect()),
         }
     }
 
@@ -61,8 +64,23 @@ impl ValueDecoder {
         match self {
             ValueDecoder::Json(d) => d.decode_one(value),
             ValueDecoder::Delimited(d) => d.decode_one(value),
+            ValueDecoder::Kafka(schema) => kafka_value(schema, vec![Some(value)]),
         }
     }
+}
+
+/// KAFKA-format values: one column in Kafka's serializer bytes; any unreadable
+/// value fails the call so the caller isolates it record by record.
+fn kafka_value(
+    schema: &SchemaRef,
+    items: Vec<Option<&[u8]>>,
+) -> std::result::Result<RecordBatch, ArrowError> {
+    let t = schema.field(0).data_type();
+    let (column, errors) = super::kafka_primitive::decode(&items, t, "value");
+    if let Some((_, e)) = errors.into_iter().next() {
+        return Err(ArrowError::ParseError(e));
+    }
+    RecordBatch::try_new(schema.clone(), vec![column])
 }
 
 /// Decodes the records of one relation's topic.
@@ -96,13 +114,13 @@ impl RecordDecoder {
     pub fn new(relation: &Relation) -> Result<Self> {
         let schema = relation.schema();
         let key_cols = relation.key_indices();
-        // JSON values may repeat the key columns (ksqlDB output often does); delimited
-        // values hold only the value columns, in order.
+        // JSON objects may repeat the key columns (Sluice's own output did, and
+        // `key_in_value` does), so every column is looked for; the other formats
+        // hold exactly the value columns, in order.
+        let unwrapped = !relation.format.wrap_single_value;
         let value_cols: Vec<usize> = match relation.format.value_format {
-            ValueFormat::Json => (0..schema.fields().len()).collect(),
-            ValueFormat::Delimited => (0..schema.fields().len())
-                .filter(|i| !key_cols.contains(i))
-                .collect(),
+            ValueFormat::Json if !unwrapped => (0..schema.fields().len()).collect(),
+            _ => relation.value_indices(),
         };
         let value_schema: SchemaRef = Arc::new(Schema::new(
             value_cols
@@ -137,10 +155,27 @@ impl RecordDecoder {
                 .collect::<Vec<Field>>(),
         ));
         let value = match relation.format.value_format {
-            ValueFormat::Json => ValueDecoder::Json(JsonValueDecoder::with_coercion(
-                decoded_schema.clone(),
-                !int_columns.is_empty(),
-            )?),
+            ValueFormat::Json => {
+                let d = JsonValueDecoder::with_coercion(
+                    decoded_schema.clone(),
+                    !int_columns.is_empty(),
+                )?;
+                // Key columns come from the record key; looking for them in
+                // other cases would send every keyed row down the slow path.
+                let keyless = relation.format.key_format == KeyFormat::None;
+                let fold: Vec<usize> = value_cols
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| keyless || !key_cols.contains(c))
+                    .map(|(pos, _)| pos)
+                    .collect();
+                ValueDecoder::Json(Box::new(if unwrapped {
+                    d.unwrapped()
+                } else {
+                    d.fold_case(fold)
+                }))
+            }
+            ValueFormat::Kafka => ValueDecoder::Kafka(value_schema.clone()),
             ValueFormat::Delimited => ValueDecoder::Delimited(DelimitedValueDecoder::new(
                 value_schema.clone(),
                 relation.format.delimiter as u8,
@@ -471,6 +506,8 @@ mod tests {
                 timestamp: timestamp.map(str::to_string),
                 timestamp_format: None,
                 delimiter: ',',
+                wrap_single_value: true,
+                key_in_value: Some(false),
                 watermark_delay_ms: 0,
                 idle_timeout_ms: None,
                 processing_time: false,
@@ -580,7 +617,9 @@ mod tests {
 
     #[test]
     fn keys_that_cannot_be_read_make_the_record_bad() {
-        let rel = with_columns(|c| c[0].sql_type = "INT".into());
+        // KAFKA_TEXT: keys are text, parsed as the key's type.
+        let mut rel = with_columns(|c| c[0].sql_type = "INT".into());
+        rel.format.key_format = KeyFormat::KafkaText;
         let mut d = RecordDecoder::new(&rel).unwrap();
         let mut not_utf8 = rec(1, None, Some(r#"{"status": 2}"#));
         not_utf8.key = Some(Bytes::from_static(&[0xff, 0xfe]));
@@ -647,5 +686,127 @@ mod tests {
             .downcast_ref::<Int32Array>()
             .unwrap();
         assert_eq!(status.value(0), 200);
+    }
+
+    fn key_bytes(offset: i64, key: Option<&[u8]>, value: Option<&str>) -> LogRecord {
+        LogRecord {
+            key: key.map(Bytes::copy_from_slice),
+            ..rec(offset, None, value)
+        }
+    }
+
+    #[test]
+    fn kafka_keys_are_serializer_bytes() {
+        let rel = with_columns(|c| c[0].sql_type = "INT".into());
+        let mut d = RecordDecoder::new(&rel).unwrap();
+        let out = d
+            .decode(&[
+                key_bytes(0, Some(&[0, 0, 1, 0]), Some(r#"{"status": 1}"#)),
+                key_bytes(1, Some(b"7"), Some(r#"{"status": 2}"#)),
+                key_bytes(2, None, Some(r#"{"status": 3}"#)),
+            ])
+            .unwrap();
+        let ids = out
+            .chunk
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap();
+        assert_eq!(ids.value(0), 256);
+        assert!(ids.is_null(1), "a key absent is NULL");
+        assert_eq!(out.bad.len(), 1);
+        assert!(out.bad[0].reason.contains("has 1 bytes"), "{:?}", out.bad);
+    }
+
+    #[test]
+    fn kafka_values_hold_one_column() {
+        let mut rel = with_columns(|c| c.truncate(2));
+        rel.format.value_format = ValueFormat::Kafka;
+        let mut d = RecordDecoder::new(&rel).unwrap();
+        let out = d
+            .decode(&[
+                key_bytes(0, Some(b"a"), Some("\0\0\0\x05")),
+                key_bytes(1, Some(b"b"), Some("5")),
+                key_bytes(2, Some(b"c"), Some("\0\0\x01\0")),
+            ])
+            .unwrap();
+        let status = out
+            .chunk
+            .batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap();
+        assert_eq!(status.values(), &[5, 256]);
+        assert_eq!(out.bad.len(), 1);
+        assert_eq!(out.bad[0].offset, 1);
+    }
+
+    #[test]
+    fn unwrapped_json_values() {
+        let mut rel = with_columns(|c| c.truncate(2));
+        rel.format.wrap_single_value = false;
+        let mut d = RecordDecoder::new(&rel).unwrap();
+        let out = d
+            .decode(&[
+                rec(0, Some("a"), Some("5")),
+                rec(1, Some("b"), Some("null")),
+                rec(2, Some("c"), Some(r#""five""#)),
+                rec(3, Some("d"), Some(r#"{"status": 1}"#)),
+                rec(4, Some("e"), Some(" 7 ")),
+            ])
+            .unwrap();
+        let status = out
+            .chunk
+            .batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap();
+        assert_eq!(status.len(), 3, "{:?}", out.bad);
+        assert_eq!(status.value(0), 5);
+        assert!(status.is_null(1));
+        assert_eq!(status.value(2), 7);
+        let mut bad: Vec<i64> = out.bad.iter().map(|b| b.offset).collect();
+        bad.sort();
+        assert_eq!(bad, vec![2, 3]);
+    }
+
+    #[test]
+    fn json_fields_match_columns_in_any_case() {
+        let mut d =
+            RecordDecoder::new(&relation(RelationKind::Stream, ValueFormat::Json, None)).unwrap();
+        let out = d
+            .decode(&[
+                rec(0, Some("a"), Some(r#"{"STATUS": 1, "TS": 10}"#)),
+                rec(1, Some("b"), Some(r#"{"Status": 2, "tS": 20}"#)),
+                rec(2, Some("c"), Some(r#"{"status": 3, "STATUS": 9}"#)),
+                rec(3, Some("d"), Some(r#"{"status": null, "STATUS": 4}"#)),
+                rec(4, Some("e"), Some(r#"{"ts": 50}"#)),
+                rec(5, Some("f"), Some(r#"{"STATUS": 6.5}"#)),
+            ])
+            .unwrap();
+        let b = &out.chunk.batch;
+        let status = b.column(1).as_any().downcast_ref::<Int32Array>().unwrap();
+        let ts = b
+            .column(2)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        assert_eq!(status.len(), 5, "{:?}", out.bad);
+        assert_eq!(
+            (0..4).map(|i| status.value(i)).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert!(status.is_null(4));
+        assert_eq!((ts.value(0), ts.value(1)), (10, 20));
+        assert!(ts.is_null(2) && ts.is_null(3));
+        assert_eq!(
+            out.bad.len(),
+            1,
+            "a fraction is still a bad INT in any case"
+        );
+        assert_eq!(out.bad[0].offset, 5);
     }
 }

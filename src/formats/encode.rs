@@ -5,6 +5,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
+use super::kafka_primitive;
 use super::key::encode_keys;
 use crate::catalog::{KeyFormat, Relation, ValueFormat};
 use crate::chunk::{Chunk, Op};
@@ -17,12 +18,17 @@ pub struct RecordEncoder {
     key_format: KeyFormat,
     key_cols: Vec<usize>,
     key_names: Vec<String>,
+    /// The columns a value holds (see `Relation::value_indices`).
+    value_cols: Vec<usize>,
+    /// JSON with one value column written bare (`wrap_single_value=false`).
+    unwrapped: bool,
     delimiter: u8,
 }
 
 impl RecordEncoder {
     pub fn new(relation: &Relation) -> Self {
         let key_cols = relation.key_indices();
+        let value_cols = relation.value_indices();
         RecordEncoder {
             value_format: relation.format.value_format,
             key_format: relation.format.key_format,
@@ -31,6 +37,8 @@ impl RecordEncoder {
                 .map(|&i| relation.columns[i].name.clone())
                 .collect(),
             key_cols,
+            unwrapped: !relation.format.wrap_single_value && value_cols.len() == 1,
+            value_cols,
             delimiter: relation.format.delimiter as u8,
         }
     }
@@ -46,22 +54,21 @@ impl RecordEncoder {
             .map(|&i| batch.column(i).clone())
             .collect();
         let keys = encode_keys(self.key_format, &key_columns, &self.key_names, n);
-        let values: Vec<Vec<u8>> = match self.value_format {
-            // JSON values carry every column, the key columns too, so a consumer of the
-            // topic sees whole rows.
-            ValueFormat::Json => json_lines(batch)?,
-            ValueFormat::Delimited => {
-                let value_cols: Vec<usize> = (0..batch.num_columns())
-                    .filter(|i| !self.key_cols.contains(i))
-                    .collect();
-                delimited_lines(&batch.project(&value_cols)?, self.delimiter)?
-            }
+        let value_batch = batch.project(&self.value_cols)?;
+        let values: Vec<Option<Bytes>> = match self.value_format {
+            ValueFormat::Json if self.unwrapped => json_scalars(&value_batch)?,
+            ValueFormat::Json => present(json_lines(&value_batch)?),
+            ValueFormat::Delimited => present(delimited_lines(&value_batch, self.delimiter)?),
+            ValueFormat::Kafka => match value_batch.columns().first() {
+                Some(c) => kafka_primitive::encode(c.as_ref()),
+                None => vec![None; n],
+            },
         };
         let mut out = Vec::with_capacity(n);
         for (row, (value, key)) in values.into_iter().zip(keys).enumerate() {
             let value = match chunk.op(row) {
                 Op::Delete => None,
-                Op::Upsert => Some(Bytes::from(value)),
+                Op::Upsert => value,
             };
             out.push(OutRecord {
                 partition: None,
@@ -72,6 +79,32 @@ impl RecordEncoder {
         }
         Ok(out)
     }
+}
+
+fn present(lines: Vec<Vec<u8>>) -> Vec<Option<Bytes>> {
+    lines.into_iter().map(|l| Some(Bytes::from(l))).collect()
+}
+
+/// The first column of each row as a bare JSON value (`wrap_single_value=false`,
+/// one-column JSON keys); NULL is an absent item.
+pub(crate) fn json_scalars(
+    batch: &RecordBatch,
+) -> std::result::Result<Vec<Option<Bytes>>, ArrowError> {
+    let batch = batch.project(&[0])?;
+    // The writer gives {"<name>":VALUE}; strip the wrapper it always writes.
+    let prefix = format!(
+        "{{{}:",
+        serde_json::to_string(batch.schema().field(0).name()).unwrap_or_default()
+    );
+    Ok(json_lines(&batch)?
+        .into_iter()
+        .map(|line| {
+            let inner = line
+                .strip_prefix(prefix.as_bytes())
+                .and_then(|l| l.strip_suffix(b"}"))?;
+            (inner != b"null").then(|| Bytes::copy_from_slice(inner))
+        })
+        .collect())
 }
 
 /// Each row as one JSON object, nulls written explicitly.

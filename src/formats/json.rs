@@ -13,6 +13,121 @@ pub struct JsonValueDecoder {
     schema: SchemaRef,
     decoder: Decoder,
     coerce: bool,
+    /// `wrap_single_value=false`: each value is its one column's bare JSON value,
+    /// fed to arrow-json inside this object opening (`{"col":`).
+    unwrapped: Option<Vec<u8>>,
+    fold: Option<CaseFold>,
+    /// The schema arrow-json decodes: `schema`, plus the fold's upper-case twins.
+    decoded: SchemaRef,
+}
+
+/// Matches JSON fields to columns case-insensitively, as ksqlDB does, without
+/// slowing the common case. arrow-json matches names exactly, so the decoder
+/// also asks it for each column's upper-case spelling (what ksqlDB writes) and
+/// takes that where the exact one has no value. A row still left with a NULL
+/// in a folded column whose text names the column in yet another case
+/// (`"Name"`) is rewritten (names folded) and decoded again.
+struct CaseFold {
+    /// Positions of the folded columns in the schema.
+    columns: Vec<usize>,
+    names: Vec<String>,
+    /// (column, position of its upper-case twin in the decoded batch).
+    upper: Vec<(usize, usize)>,
+    /// `(?i)"(name|…)"\s*:`, a field named like a folded column in any case.
+    field: regex::bytes::Regex,
+}
+
+impl CaseFold {
+    /// The fold and the schema arrow-json decodes with (upper-case twins last).
+    fn new(schema: &SchemaRef, columns: Vec<usize>) -> Option<(CaseFold, SchemaRef)> {
+        let names: Vec<String> = columns
+            .iter()
+            .map(|&c| schema.field(c).name().clone())
+            .collect();
+        // A name with no letters has no other case.
+        if !names.iter().any(|n| n.chars().any(char::is_alphabetic)) {
+            return None;
+        }
+        let mut fields: Vec<arrow::datatypes::FieldRef> = schema.fields().iter().cloned().collect();
+        let mut upper = Vec::new();
+        for &c in &columns {
+            let f = schema.field(c);
+            let name = f.name().to_uppercase();
+            if fields.iter().all(|x| *x.name() != name) {
+                upper.push((c, fields.len()));
+                fields.push(std::sync::Arc::new(f.clone().with_name(name)));
+            }
+        }
+        let decoded = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+        let alternatives: Vec<String> = names.iter().map(|n| regex::escape(n)).collect();
+        let field =
+            regex::bytes::Regex::new(&format!(r#"(?i)"({})"\s*:"#, alternatives.join("|"))).ok()?;
+        Some((
+            CaseFold {
+                columns,
+                names,
+                upper,
+                field,
+            },
+            decoded,
+        ))
+    }
+
+    /// The batch in the relation's schema, each column taking its upper-case
+    /// twin's value where it has none of its own.
+    fn merge_upper(
+        &self,
+        schema: &SchemaRef,
+        batch: RecordBatch,
+    ) -> Result<RecordBatch, ArrowError> {
+        let mut columns: Vec<arrow::array::ArrayRef> =
+            batch.columns()[..schema.fields().len()].to_vec();
+        for &(c, twin) in &self.upper {
+            let twin = batch.column(twin);
+            if twin.null_count() == twin.len() || columns[c].null_count() == 0 {
+                continue;
+            }
+            let own = arrow::compute::is_not_null(&columns[c])?;
+            columns[c] = arrow::compute::kernels::zip::zip(&own, &columns[c], twin)?;
+        }
+        RecordBatch::try_new(schema.clone(), columns)
+    }
+
+    /// Whether the value has a field that is a folded column's name in another case.
+    fn has_other_case(&self, value: &[u8]) -> bool {
+        self.field
+            .captures_iter(value)
+            .any(|c| !self.names.iter().any(|n| n.as_bytes() == &c[1]))
+    }
+
+    /// The value with its fields renamed to the columns they match; a field
+    /// named exactly like a column keeps it.
+    fn rewrite(&self, value: &[u8]) -> Option<Vec<u8>> {
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(value).ok()?;
+        let mut out = serde_json::Map::with_capacity(object.len());
+        let mut renamed = Vec::new();
+        for (k, v) in object {
+            if self.names.contains(&k) {
+                out.insert(k, v);
+            } else {
+                let lower = k.to_lowercase();
+                match self.names.iter().find(|n| n.to_lowercase() == lower) {
+                    Some(n) => renamed.push((n.clone(), v)),
+                    None => {
+                        out.insert(k, v);
+                    }
+                }
+            }
+        }
+        for (n, v) in renamed {
+            let slot = out.entry(n).or_insert(serde_json::Value::Null);
+            if slot.is_null() {
+                *slot = v;
+            }
+        }
+        serde_json::to_vec(&out).ok()
+    }
 }
 
 impl JsonValueDecoder {
@@ -24,11 +139,36 @@ impl JsonValueDecoder {
     /// text (so integers can be checked for lossless conversion afterwards).
     pub fn with_coercion(schema: SchemaRef, coerce: bool) -> Result<Self, ArrowError> {
         let decoder = Self::build(&schema, coerce)?;
+        let schema_copy = schema.clone();
         Ok(JsonValueDecoder {
             schema,
             decoder,
             coerce,
+            unwrapped: None,
+            fold: None,
+            decoded: schema_copy,
         })
+    }
+
+    /// Fields match these columns (positions in the schema) in any case.
+    pub fn fold_case(mut self, columns: Vec<usize>) -> Self {
+        if let Some((fold, decoded)) = CaseFold::new(&self.schema, columns) {
+            if let Ok(d) = Self::build(&decoded, self.coerce) {
+                self.decoder = d;
+                self.decoded = decoded;
+                self.fold = Some(fold);
+            }
+        }
+        self
+    }
+
+    /// Values are the bare JSON value of the schema's one column.
+    pub fn unwrapped(mut self) -> Self {
+        if let Some(f) = self.schema.fields().first() {
+            let name = serde_json::to_string(f.name()).unwrap_or_default();
+            self.unwrapped = Some(format!("{{{name}:").into_bytes());
+        }
+        self
     }
 
     fn build(schema: &SchemaRef, coerce: bool) -> Result<Decoder, ArrowError> {
@@ -47,6 +187,66 @@ impl JsonValueDecoder {
         &mut self,
         values: impl Iterator<Item = &'a [u8]>,
     ) -> Result<RecordBatch, ArrowError> {
+        if self.fold.is_none() || self.unwrapped.is_some() {
+            return self.decode_exact(values);
+        }
+        let values: Vec<&[u8]> = values.collect();
+        let batch = self.decode_folded(values.iter().copied())?;
+        self.fold_fields(batch, &values)
+    }
+
+    fn decode_folded<'a>(
+        &mut self,
+        values: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<RecordBatch, ArrowError> {
+        let batch = self.decode_exact(values)?;
+        match &self.fold {
+            Some(fold) => fold.merge_upper(&self.schema, batch),
+            None => Ok(batch),
+        }
+    }
+
+    /// Re-decodes the rows whose fields name a column in another case.
+    fn fold_fields(
+        &mut self,
+        batch: RecordBatch,
+        values: &[&[u8]],
+    ) -> Result<RecordBatch, ArrowError> {
+        let Some(fold) = &self.fold else {
+            return Ok(batch);
+        };
+        let with_nulls: Vec<&arrow::array::ArrayRef> = fold
+            .columns
+            .iter()
+            .map(|&c| batch.column(c))
+            .filter(|a| a.null_count() > 0)
+            .collect();
+        if with_nulls.is_empty() {
+            return Ok(batch);
+        }
+        let mut fixes: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (row, value) in values.iter().enumerate() {
+            if with_nulls.iter().any(|a| a.is_null(row)) && fold.has_other_case(value) {
+                if let Some(v) = fold.rewrite(value) {
+                    fixes.push((row, v));
+                }
+            }
+        }
+        if fixes.is_empty() {
+            return Ok(batch);
+        }
+        let fixed = self.decode_folded(fixes.iter().map(|(_, v)| v.as_slice()))?;
+        let mut rows: Vec<(usize, usize)> = (0..batch.num_rows()).map(|r| (0, r)).collect();
+        for (i, (row, _)) in fixes.iter().enumerate() {
+            rows[*row] = (1, i);
+        }
+        arrow::compute::interleave_record_batch(&[&batch, &fixed], &rows)
+    }
+
+    fn decode_exact<'a>(
+        &mut self,
+        values: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<RecordBatch, ArrowError> {
         let result = (|| {
             let mut count = 0usize;
             for v in values {
@@ -54,7 +254,7 @@ impl JsonValueDecoder {
                 count += 1;
             }
             let batch = self.decoder.flush()?;
-            let batch = batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()));
+            let batch = batch.unwrap_or_else(|| RecordBatch::new_empty(self.decoded.clone()));
             if batch.num_rows() != count {
                 return Err(ArrowError::JsonError(format!(
                     "expected {count} JSON values, decoded {}",
@@ -76,18 +276,20 @@ impl JsonValueDecoder {
 
     fn feed(&mut self, value: &[u8]) -> Result<(), ArrowError> {
         let trimmed = value.trim_ascii();
-        if trimmed.is_empty() || trimmed[0] != b'{' {
-            // arrow-json would accept a bare scalar as an empty row; a record value
-            // must be an object.
-            return Err(ArrowError::JsonError("value is not a JSON object".into()));
-        }
-        let mut rest = trimmed;
-        while !rest.is_empty() {
-            let n = self.decoder.decode(rest)?;
-            if n == 0 {
-                return Err(ArrowError::JsonError("decoder made no progress".into()));
+        if let Some(open) = self.unwrapped.clone() {
+            if trimmed.is_empty() {
+                return Err(ArrowError::JsonError("empty JSON value".into()));
             }
-            rest = &rest[n..];
+            self.push(&open)?;
+            self.push(trimmed)?;
+            self.push(b"}")?;
+        } else {
+            if trimmed.is_empty() || trimmed[0] != b'{' {
+                // arrow-json would accept a bare scalar as an empty row; a record
+                // value must be an object.
+                return Err(ArrowError::JsonError("value is not a JSON object".into()));
+            }
+            self.push(trimmed)?;
         }
         // A newline ends the value so a truncated object cannot merge with the next.
         self.decoder.decode(b"\n")?;
@@ -97,8 +299,19 @@ impl JsonValueDecoder {
         Ok(())
     }
 
+    fn push(&mut self, mut rest: &[u8]) -> Result<(), ArrowError> {
+        while !rest.is_empty() {
+            let n = self.decoder.decode(rest)?;
+            if n == 0 {
+                return Err(ArrowError::JsonError("decoder made no progress".into()));
+            }
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
     fn reset(&mut self) {
-        if let Ok(d) = Self::build(&self.schema, self.coerce) {
+        if let Ok(d) = Self::build(&self.decoded, self.coerce) {
             self.decoder = d;
         }
     }

@@ -9,6 +9,7 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
 use super::json::JsonValueDecoder;
+use super::kafka_primitive;
 use crate::catalog::KeyFormat;
 
 /// Decodes record keys into one array per key column; a row whose key is absent
@@ -49,7 +50,8 @@ impl KeyDecoder {
     pub fn decode(&mut self, keys: &[Option<&Bytes>]) -> (Vec<ArrayRef>, KeyErrors) {
         match self.format {
             KeyFormat::None => (self.nulls(keys.len()), Vec::new()),
-            KeyFormat::Kafka => self.decode_text(keys),
+            KeyFormat::Kafka => self.decode_serialized(keys),
+            KeyFormat::KafkaText => self.decode_text(keys),
             KeyFormat::Json => self.decode_json(keys),
         }
     }
@@ -61,7 +63,17 @@ impl KeyDecoder {
             .collect()
     }
 
-    /// KAFKA format: the UTF-8 text of a single key column, cast to its type.
+    /// KAFKA format: a single key column in Kafka's serializer bytes.
+    fn decode_serialized(&mut self, keys: &[Option<&Bytes>]) -> (Vec<ArrayRef>, KeyErrors) {
+        if self.fields.len() != 1 {
+            return (self.nulls(keys.len()), Vec::new());
+        }
+        let items: Vec<Option<&[u8]>> = keys.iter().map(|k| k.map(|k| k.as_ref())).collect();
+        let (column, errors) = kafka_primitive::decode(&items, self.fields[0].data_type(), "key");
+        (vec![column], errors)
+    }
+
+    /// KAFKA_TEXT format: the UTF-8 text of a single key column, cast to its type.
     fn decode_text(&mut self, keys: &[Option<&Bytes>]) -> (Vec<ArrayRef>, KeyErrors) {
         let mut errors = Vec::new();
         if self.fields.len() != 1 {
@@ -193,18 +205,8 @@ pub fn encode_keys(
     match format {
         KeyFormat::None => vec![None; n],
         _ if columns.is_empty() => vec![None; n],
-        KeyFormat::Kafka if columns.len() == 1 => {
-            let formatter = arrow::util::display::ArrayFormatter::try_new(
-                columns[0].as_ref(),
-                &Default::default(),
-            );
-            match formatter {
-                Ok(f) => (0..n)
-                    .map(|i| (!columns[0].is_null(i)).then(|| Bytes::from(f.value(i).to_string())))
-                    .collect(),
-                Err(_) => vec![None; n],
-            }
-        }
+        KeyFormat::Kafka if columns.len() == 1 => kafka_primitive::encode(columns[0].as_ref()),
+        KeyFormat::KafkaText if columns.len() == 1 => kafka_primitive::text(columns[0].as_ref()),
         // Several key columns, or JSON: a JSON scalar for one column, an object otherwise.
         _ => {
             let fields: Vec<Field> = names
@@ -216,22 +218,13 @@ pub fn encode_keys(
             else {
                 return vec![None; n];
             };
-            let lines = super::encode::json_lines(&batch).unwrap_or_default();
-            lines
+            if columns.len() == 1 {
+                return super::encode::json_scalars(&batch).unwrap_or_else(|_| vec![None; n]);
+            }
+            super::encode::json_lines(&batch)
+                .unwrap_or_default()
                 .into_iter()
-                .map(|line| {
-                    if columns.len() == 1 {
-                        // {"k":VALUE} → VALUE
-                        let v: serde_json::Value = serde_json::from_slice(&line).ok()?;
-                        let inner = v.as_object()?.values().next()?.clone();
-                        if inner.is_null() {
-                            return None;
-                        }
-                        Some(Bytes::from(serde_json::to_vec(&inner).ok()?))
-                    } else {
-                        Some(Bytes::from(line))
-                    }
-                })
+                .map(|line| Some(Bytes::from(line)))
                 .collect()
         }
     }

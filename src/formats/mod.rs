@@ -6,6 +6,7 @@ mod decode;
 mod delimited;
 mod encode;
 mod json;
+pub mod kafka_primitive;
 mod key;
 pub mod rowtime;
 mod strict_int;

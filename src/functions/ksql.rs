@@ -22,7 +22,9 @@ pub(super) const ALIASES: &[(&str, &[&str])] = &[
     ("upper", &["ucase"]),
     ("lower", &["lcase"]),
     ("character_length", &["len"]),
-    ("coalesce", &["ifnull"]),
+    // AS_VALUE(k) copies a key column into the value: any expression over a
+    // key column is a value column, and coalesce of one argument is the identity.
+    ("coalesce", &["ifnull", "as_value"]),
     ("strpos", &["instr"]),
     ("string_to_array", &["split"]),
 ];

@@ -40,7 +40,37 @@ impl TestServer {
         s
     }
 
+    /// Starts the process; when a port it needs was taken meanwhile (ports come
+    /// from the ephemeral range, where any client socket can hold one for a
+    /// moment, for instance between a kill and a restart), tries again, then on
+    /// other ports.
     fn spawn(&mut self) {
+        for attempt in 0..6 {
+            let logged = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(status) => {
+                    let text = self.log_text();
+                    let fresh = text.get(logged..).unwrap_or_default();
+                    if !fresh.contains("in use") || attempt == 5 {
+                        // The start of this run's log: the error comes before
+                        // any backtrace.
+                        let head: Vec<&str> = fresh.lines().take(60).collect();
+                        panic!("sluice exited with {status}:\n{}", head.join("\n"));
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    if attempt >= 2 {
+                        self.pg_port = free_port();
+                        self.http_port = free_port();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the process and waits until both listeners answer; the exit
+    /// status if it ended first.
+    fn try_spawn(&mut self) -> Result<(), std::process::ExitStatus> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -66,14 +96,15 @@ impl TestServer {
             let up = TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", self.http_port)).is_ok();
             if up {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("sluice exited with {status}:\n{}", self.log_tail());
+                self.child = None;
+                return Err(status);
             }
             if Instant::now() > deadline {
                 panic!("sluice did not start listening:\n{}", self.log_tail());
