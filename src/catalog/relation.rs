@@ -247,3 +247,53 @@ impl Relation {
         self.kind == RelationKind::Table
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogs_saved_before_kafka_serializers_keep_their_encoding() {
+        // A relation's format as catalog.json held it before #14.
+        let old = r#"{"value_format":"json","key_format":"kafka","timestamp":null,
+            "timestamp_format":null,"delimiter":","}"#;
+        let format: FormatMeta = serde_json::from_str(old).unwrap();
+        assert_eq!(format.key_format, KeyFormat::KafkaText);
+        assert_eq!(format.key_in_value, None);
+        assert!(format.wrap_single_value);
+        let col = |name: &str, key: bool| ColumnMeta {
+            name: name.into(),
+            sql_type: "INT".into(),
+            key,
+            not_null: false,
+        };
+        let mut r = Relation::new(
+            "r".into(),
+            RelationKind::Stream,
+            vec![col("k", true), col("v", false)],
+            "r".into(),
+            1,
+            format,
+            String::new(),
+            None,
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            r.value_indices(),
+            vec![0, 1],
+            "old JSON values repeat the key"
+        );
+        r.format.value_format = ValueFormat::Delimited;
+        assert_eq!(r.value_indices(), vec![1], "old delimited values never did");
+        // Saved again, the new names round-trip.
+        r.format.key_format = KeyFormat::Kafka;
+        let text = serde_json::to_string(&r.format).unwrap();
+        assert!(
+            text.contains(r#""key_format":"kafka_serializers""#),
+            "{text}"
+        );
+        let back: FormatMeta = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r.format);
+    }
+}

@@ -81,8 +81,8 @@ impl Engine {
                         vec![
                             r.name.clone(),
                             r.topic.clone(),
-                            format!("{:?}", r.format.key_format).to_uppercase(),
-                            format!("{:?}", r.format.value_format).to_uppercase(),
+                            r.format.key_format.name().to_string(),
+                            r.format.value_format.name().to_string(),
                             r.partitions.to_string(),
                         ]
                     })
@@ -300,11 +300,11 @@ impl Engine {
         rows.push(vec!["partitions".into(), relation.partitions.to_string()]);
         rows.push(vec![
             "key_format".into(),
-            format!("{:?}", relation.format.key_format).to_uppercase(),
+            relation.format.key_format.name().to_string(),
         ]);
         rows.push(vec![
             "value_format".into(),
-            format!("{:?}", relation.format.value_format).to_uppercase(),
+            relation.format.value_format.name().to_string(),
         ]);
         rows.push(vec![
             "timestamp".into(),
