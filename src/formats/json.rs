@@ -22,24 +22,30 @@ pub struct JsonValueDecoder {
 }
 
 /// Matches JSON fields to columns case-insensitively, as ksqlDB does, without
-/// slowing the common case. arrow-json matches names exactly, so the decoder
-/// also asks it for each column's upper-case spelling (what ksqlDB writes) and
-/// takes that where the exact one has no value. A row still left with a NULL
-/// in a folded column whose text names the column in yet another case
-/// (`"Name"`) is rewritten (names folded) and decoded again.
+/// slowing the common case. arrow-json matches names exactly; a row left with
+/// a NULL in a folded column whose text names the column in another case is
+/// rewritten (names folded) and decoded again. Once a batch has many such rows
+/// (a topic written by ksqlDB, whose names are upper case), the decoder also
+/// asks arrow-json for each column's upper-case spelling and takes that where
+/// the exact one has no value, so such topics skip the rewrite too. Asking for
+/// the twins always would cost exact-case topics about 13 % of decode time.
 struct CaseFold {
     /// Positions of the folded columns in the schema.
     columns: Vec<usize>,
     names: Vec<String>,
-    /// (column, position of its upper-case twin in the decoded batch).
+    /// (column, position of its upper-case twin in `with_twins`).
     upper: Vec<(usize, usize)>,
+    /// The schema with the upper-case twins last.
+    with_twins: SchemaRef,
+    twins_on: bool,
+    /// Rows that went through the rewrite (to see which path decodes a topic).
+    rewritten: u64,
     /// `(?i)"(name|…)"\s*:`, a field named like a folded column in any case.
     field: regex::bytes::Regex,
 }
 
 impl CaseFold {
-    /// The fold and the schema arrow-json decodes with (upper-case twins last).
-    fn new(schema: &SchemaRef, columns: Vec<usize>) -> Option<(CaseFold, SchemaRef)> {
+    fn new(schema: &SchemaRef, columns: Vec<usize>) -> Option<CaseFold> {
         let names: Vec<String> = columns
             .iter()
             .map(|&c| schema.field(c).name().clone())
@@ -58,19 +64,19 @@ impl CaseFold {
                 fields.push(std::sync::Arc::new(f.clone().with_name(name)));
             }
         }
-        let decoded = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+        let with_twins = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
         let alternatives: Vec<String> = names.iter().map(|n| regex::escape(n)).collect();
         let field =
             regex::bytes::Regex::new(&format!(r#"(?i)"({})"\s*:"#, alternatives.join("|"))).ok()?;
-        Some((
-            CaseFold {
-                columns,
-                names,
-                upper,
-                field,
-            },
-            decoded,
-        ))
+        Some(CaseFold {
+            columns,
+            names,
+            upper,
+            with_twins,
+            twins_on: false,
+            rewritten: 0,
+            field,
+        })
     }
 
     /// The batch in the relation's schema, each column taking its upper-case
@@ -80,6 +86,9 @@ impl CaseFold {
         schema: &SchemaRef,
         batch: RecordBatch,
     ) -> Result<RecordBatch, ArrowError> {
+        if batch.num_columns() == schema.fields().len() {
+            return Ok(batch);
+        }
         let mut columns: Vec<arrow::array::ArrayRef> =
             batch.columns()[..schema.fields().len()].to_vec();
         for &(c, twin) in &self.upper {
@@ -152,14 +161,24 @@ impl JsonValueDecoder {
 
     /// Fields match these columns (positions in the schema) in any case.
     pub fn fold_case(mut self, columns: Vec<usize>) -> Self {
-        if let Some((fold, decoded)) = CaseFold::new(&self.schema, columns) {
-            if let Ok(d) = Self::build(&decoded, self.coerce) {
-                self.decoder = d;
-                self.decoded = decoded;
-                self.fold = Some(fold);
-            }
-        }
+        self.fold = CaseFold::new(&self.schema, columns);
         self
+    }
+
+    /// From the next batch on, arrow-json also decodes the upper-case twins.
+    fn ask_for_twins(&mut self) {
+        let Some(fold) = self.fold.as_mut() else {
+            return;
+        };
+        if fold.twins_on {
+            return;
+        }
+        fold.twins_on = true;
+        let with_twins = fold.with_twins.clone();
+        if let Ok(d) = Self::build(&with_twins, self.coerce) {
+            self.decoder = d;
+            self.decoded = with_twins;
+        }
     }
 
     /// Values are the bare JSON value of the schema's one column.
@@ -236,6 +255,13 @@ impl JsonValueDecoder {
             return Ok(batch);
         }
         let fixed = self.decode_folded(fixes.iter().map(|(_, v)| v.as_slice()))?;
+        if let Some(fold) = self.fold.as_mut() {
+            fold.rewritten += fixes.len() as u64;
+        }
+        // Many rows in upper case, not a stray one: the topic is written so.
+        if fixes.len() >= 16 && fixes.len() * 8 >= batch.num_rows() {
+            self.ask_for_twins();
+        }
         let mut rows: Vec<(usize, usize)> = (0..batch.num_rows()).map(|r| (0, r)).collect();
         for (i, (row, _)) in fixes.iter().enumerate() {
             rows[*row] = (1, i);
@@ -314,5 +340,59 @@ impl JsonValueDecoder {
         if let Ok(d) = Self::build(&self.decoded, self.coerce) {
             self.decoder = d;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    use super::*;
+
+    fn rows_rewritten(d: &JsonValueDecoder) -> u64 {
+        d.fold.as_ref().map_or(0, |f| f.rewritten)
+    }
+
+    #[test]
+    fn upper_case_topics_switch_to_twins_and_stop_rewriting() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let mut d = JsonValueDecoder::new(schema).unwrap().fold_case(vec![0, 1]);
+        let upper: Vec<String> = (0..20)
+            .map(|i| format!(r#"{{"ID": {i}, "NAME": "n{i}"}}"#))
+            .collect();
+        let values = || upper.iter().map(|v| v.as_bytes());
+        let first = d.decode_all(values()).unwrap();
+        assert_eq!(rows_rewritten(&d), 20, "the first batch is rewritten");
+        let second = d.decode_all(values()).unwrap();
+        assert_eq!(
+            rows_rewritten(&d),
+            20,
+            "the second is read through the twins"
+        );
+        assert_eq!(first, second);
+        assert_eq!(second.column(0).as_primitive::<Int64Type>().value(19), 19);
+        // Exact names still decode, and other cases still fold, with twins on.
+        let mixed = [r#"{"id": 1, "Name": "a"}"#, r#"{"id": null, "ID": 2}"#];
+        let b = d.decode_all(mixed.iter().map(|v| v.as_bytes())).unwrap();
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        assert_eq!((ids.value(0), ids.value(1)), (1, 2));
+        assert_eq!(b.column(1).as_string::<i32>().value(0), "a");
+        assert!(b.column(1).is_null(1));
+    }
+
+    #[test]
+    fn a_stray_upper_case_row_does_not_switch() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let mut d = JsonValueDecoder::new(schema).unwrap().fold_case(vec![0]);
+        let b = d.decode_all([&br#"{"V": 1}"#[..]].into_iter()).unwrap();
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 1);
+        assert!(!d.fold.as_ref().unwrap().twins_on);
+        assert_eq!(d.decoded.fields().len(), 1);
     }
 }
