@@ -59,6 +59,7 @@ pub fn pageviews_relation(topic: &str, partitions: i32) -> Result<Relation> {
             delimiter: ',',
             wrap_single_value: true,
             key_in_value: Some(false),
+            ksqldb_json: true,
             watermark_delay_ms: 0,
             idle_timeout_ms: None,
             processing_time: false,

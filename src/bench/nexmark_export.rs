@@ -46,6 +46,7 @@ pub fn relation(table: EventType, name: &str, topic: &str, partitions: i32) -> R
             delimiter: ',',
             wrap_single_value: true,
             key_in_value: Some(false),
+            ksqldb_json: true,
             watermark_delay_ms: 0,
             idle_timeout_ms: None,
             processing_time: false,

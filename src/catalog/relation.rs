@@ -91,6 +91,12 @@ pub struct FormatMeta {
     /// keep writing what they wrote.
     #[serde(default)]
     pub key_in_value: Option<bool>,
+    /// JSON values typed as ksqlDB writes them: TIMESTAMP as epoch
+    /// milliseconds, DATE as days, TIME as milliseconds of the day, BYTES as
+    /// base64, NaN and ±Infinity as strings. Off in catalogs saved before it,
+    /// whose relations keep arrow-json's ISO texts and hex.
+    #[serde(default)]
+    pub ksqldb_json: bool,
     /// Watermarks trail the largest event time seen per partition by this much
     /// (`watermark_delay` or `WATERMARK FOR ts AS ts - INTERVAL ...`).
     #[serde(default)]

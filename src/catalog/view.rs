@@ -35,6 +35,7 @@ impl ViewMeta {
                 delimiter: ',',
                 wrap_single_value: true,
                 key_in_value: Some(false),
+                ksqldb_json: true,
                 watermark_delay_ms: 0,
                 idle_timeout_ms: None,
                 processing_time: false,

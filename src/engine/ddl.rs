@@ -261,6 +261,7 @@ fn parse_topic_options(
                     "wrap_single_value",
                     "wrap_single_value=false writes a one-column value as a bare JSON value",
                 )?,
+            ksqldb_json: true,
             key_in_value: Some(bool_option(
                 with,
                 "key_in_value",

@@ -93,7 +93,8 @@ pub struct RecordDecoder {
     nullable_schema: SchemaRef,
     is_table: bool,
     value: ValueDecoder,
-    /// The value columns as decoded (integers as text for JSON, see `int_columns`).
+    /// The value columns as decoded (integers, and ksqlDB's BYTES and TIME, as
+    /// text for JSON, see `int_columns`).
     decoded_schema: SchemaRef,
     /// The value columns with their real types.
     value_schema: SchemaRef,
@@ -133,9 +134,14 @@ impl RecordDecoder {
             value_pos[i] = Some(pos);
         }
         let json = relation.format.value_format == ValueFormat::Json;
+        let ksqldb_json = relation.format.ksqldb_json;
         let int_columns: Vec<usize> = if json {
             (0..value_schema.fields().len())
-                .filter(|&i| strict_int::is_signed_int(value_schema.field(i).data_type()))
+                .filter(|&i| {
+                    let t = value_schema.field(i).data_type();
+                    strict_int::is_signed_int(t)
+                        || (ksqldb_json && super::ksql_json::read_as_text(t))
+                })
                 .collect()
         } else {
             Vec::new()
@@ -413,7 +419,11 @@ impl RecordDecoder {
         let mut failed: Vec<(usize, String)> = Vec::new();
         for &c in &self.int_columns {
             let field = self.value_schema.field(c);
-            let (converted, errors) = strict_int::convert(&columns[c], field.data_type())?;
+            let (converted, errors) = if strict_int::is_signed_int(field.data_type()) {
+                strict_int::convert(&columns[c], field.data_type())?
+            } else {
+                super::ksql_json::from_text(&columns[c], field.data_type())?
+            };
             columns[c] = converted;
             failed.extend(
                 errors
@@ -508,6 +518,7 @@ mod tests {
                 delimiter: ',',
                 wrap_single_value: true,
                 key_in_value: Some(false),
+                ksqldb_json: true,
                 watermark_delay_ms: 0,
                 idle_timeout_ms: None,
                 processing_time: false,

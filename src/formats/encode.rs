@@ -22,6 +22,8 @@ pub struct RecordEncoder {
     value_cols: Vec<usize>,
     /// JSON with one value column written bare (`wrap_single_value=false`).
     unwrapped: bool,
+    /// JSON values typed as ksqlDB writes them.
+    ksqldb_json: bool,
     delimiter: u8,
 }
 
@@ -38,6 +40,7 @@ impl RecordEncoder {
                 .collect(),
             key_cols,
             unwrapped: !relation.format.wrap_single_value && value_cols.len() == 1,
+            ksqldb_json: relation.format.ksqldb_json,
             value_cols,
             delimiter: relation.format.delimiter as u8,
         }
@@ -56,8 +59,8 @@ impl RecordEncoder {
         let keys = encode_keys(self.key_format, &key_columns, &self.key_names, n);
         let value_batch = batch.project(&self.value_cols)?;
         let values: Vec<Option<Bytes>> = match self.value_format {
-            ValueFormat::Json if self.unwrapped => json_scalars(&value_batch)?,
-            ValueFormat::Json => present(json_lines(&value_batch)?),
+            ValueFormat::Json if self.unwrapped => json_scalars(&value_batch, self.ksqldb_json)?,
+            ValueFormat::Json => present(json_lines_as(&value_batch, self.ksqldb_json)?),
             ValueFormat::Delimited => present(delimited_lines(&value_batch, self.delimiter)?),
             ValueFormat::Kafka => match value_batch.columns().first() {
                 Some(c) => kafka_primitive::encode(c.as_ref()),
@@ -89,6 +92,7 @@ fn present(lines: Vec<Vec<u8>>) -> Vec<Option<Bytes>> {
 /// one-column JSON keys); NULL is an absent item.
 pub(crate) fn json_scalars(
     batch: &RecordBatch,
+    ksqldb: bool,
 ) -> std::result::Result<Vec<Option<Bytes>>, ArrowError> {
     let batch = batch.project(&[0])?;
     // The writer gives {"<name>":VALUE}; strip the wrapper it always writes.
@@ -96,7 +100,7 @@ pub(crate) fn json_scalars(
         "{{{}:",
         serde_json::to_string(batch.schema().field(0).name()).unwrap_or_default()
     );
-    Ok(json_lines(&batch)?
+    Ok(json_lines_as(&batch, ksqldb)?
         .into_iter()
         .map(|line| {
             let inner = line
@@ -109,11 +113,22 @@ pub(crate) fn json_scalars(
 
 /// Each row as one JSON object, nulls written explicitly.
 pub(crate) fn json_lines(batch: &RecordBatch) -> std::result::Result<Vec<Vec<u8>>, ArrowError> {
+    json_lines_as(batch, false)
+}
+
+/// `json_lines`; with `ksqldb`, values typed as ksqlDB writes them
+/// (`formats/ksql_json.rs`).
+pub(crate) fn json_lines_as(
+    batch: &RecordBatch,
+    ksqldb: bool,
+) -> std::result::Result<Vec<Vec<u8>>, ArrowError> {
     let mut buf = Vec::with_capacity(batch.num_rows() * 64);
     {
-        let mut w = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
+        let mut builder = arrow::json::WriterBuilder::new().with_explicit_nulls(true);
+        if ksqldb {
+            builder = builder.with_encoder_factory(std::sync::Arc::new(super::ksql_json::KsqlJson));
+        }
+        let mut w = builder.build::<_, arrow::json::writer::LineDelimited>(&mut buf);
         w.write(batch)?;
         w.finish()?;
     }

@@ -219,7 +219,8 @@ pub fn encode_keys(
                 return vec![None; n];
             };
             if columns.len() == 1 {
-                return super::encode::json_scalars(&batch).unwrap_or_else(|_| vec![None; n]);
+                return super::encode::json_scalars(&batch, false)
+                    .unwrap_or_else(|_| vec![None; n]);
             }
             super::encode::json_lines(&batch)
                 .unwrap_or_default()

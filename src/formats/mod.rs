@@ -8,6 +8,7 @@ mod encode;
 mod json;
 pub mod kafka_primitive;
 mod key;
+mod ksql_json;
 pub mod rowtime;
 mod strict_int;
 
