@@ -57,6 +57,7 @@ pub fn pageviews_relation(topic: &str, partitions: i32) -> Result<Relation> {
             timestamp: Some("ts".into()),
             timestamp_format: None,
             delimiter: ',',
+            key_delimiter: ',',
             wrap_single_value: true,
             key_in_value: Some(false),
             ksqldb_json: true,

@@ -44,6 +44,7 @@ pub fn relation(table: EventType, name: &str, topic: &str, partitions: i32) -> R
             timestamp: Some("date_time".into()),
             timestamp_format: None,
             delimiter: ',',
+            key_delimiter: ',',
             wrap_single_value: true,
             key_in_value: Some(false),
             ksqldb_json: true,

@@ -52,6 +52,9 @@ pub enum KeyFormat {
     /// A JSON scalar for one key column, a JSON object for several.
     #[serde(rename = "json")]
     Json,
+    /// The key columns as one delimited line (`key_delimiter`).
+    #[serde(rename = "delimited")]
+    Delimited,
     /// No key: records are produced with a null key.
     #[serde(rename = "none")]
     None,
@@ -64,6 +67,7 @@ impl KeyFormat {
             KeyFormat::Kafka => "KAFKA",
             KeyFormat::KafkaText => "KAFKA_TEXT",
             KeyFormat::Json => "JSON",
+            KeyFormat::Delimited => "DELIMITED",
             KeyFormat::None => "NONE",
         }
     }
@@ -80,6 +84,9 @@ pub struct FormatMeta {
     /// Field delimiter for `value_format='delimited'`.
     #[serde(default = "default_delimiter")]
     pub delimiter: char,
+    /// Field delimiter for `key_format='delimited'`.
+    #[serde(default = "default_delimiter")]
+    pub key_delimiter: char,
     /// `wrap_single_value=false`: a value with one column is that column's bare
     /// JSON value, not an object holding it.
     #[serde(default = "default_true")]

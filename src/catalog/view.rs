@@ -33,6 +33,7 @@ impl ViewMeta {
                 timestamp: None,
                 timestamp_format: None,
                 delimiter: ',',
+                key_delimiter: ',',
                 wrap_single_value: true,
                 key_in_value: Some(false),
                 ksqldb_json: true,

@@ -34,6 +34,7 @@ const SOURCE_PROPERTIES: &[&str] = &[
     "timestamp",
     "timestamp_format",
     "value_delimiter",
+    "key_delimiter",
     "wrap_single_value",
     "key_in_value",
     "connector",
@@ -75,6 +76,24 @@ fn bool_option(with: &WithOptions, key: &str, hint: &str) -> Result<bool> {
             key,
             format!("{key} must be true or false, not '{v}'"),
             hint,
+        )),
+    }
+}
+
+/// A one-character delimiter property (`'|'`, `TAB`, `SPACE`).
+fn delimiter_option(with: &WithOptions, key: &str, default: char) -> Result<char> {
+    let Some(d) = with.get(key).map(|v| v.value.clone()) else {
+        return Ok(default);
+    };
+    match d.as_str() {
+        "TAB" | "tab" | "\\t" => Ok('\t'),
+        "SPACE" | "space" => Ok(' '),
+        s if s.chars().count() == 1 && s.is_ascii() => Ok(s.chars().next().unwrap_or(default)),
+        _ => Err(with_error(
+            with,
+            key,
+            format!("{key} must be one ASCII character, not '{d}'"),
+            &format!("{key}='|'"),
         )),
     }
 }
@@ -173,23 +192,40 @@ fn parse_topic_options(
     let serializable = key_types
         .iter()
         .all(crate::formats::kafka_primitive::supports);
-    let key_format = match get("key_format") {
+    // FORMAT names both formats, as in ksqlDB.
+    let key_format = match get("key_format").or_else(|| get("format")) {
         // ksqlDB's default is KAFKA, which holds one key column of a type Kafka
         // serializes; for any other key Sluice picks JSON rather than refusing.
+        // A query's output keeps its source's key format when it can hold the
+        // new key, as ksqlDB does.
+        None if defaults.is_some_and(|d| {
+            let f = d.format.key_format;
+            matches!(f, KeyFormat::Json | KeyFormat::Delimited)
+                || (f != KeyFormat::None && key_columns == 1 && serializable)
+        }) =>
+        {
+            defaults.map_or(KeyFormat::Json, |d| d.format.key_format)
+        }
         None if key_columns > 1 || !serializable => KeyFormat::Json,
         None => KeyFormat::Kafka,
         Some(f) => match f.to_ascii_lowercase().as_str() {
             "kafka" => KeyFormat::Kafka,
             "kafka_text" => KeyFormat::KafkaText,
             "json" => KeyFormat::Json,
+            "delimited" | "csv" => KeyFormat::Delimited,
             "none" => KeyFormat::None,
             other => {
+                let key = if with.contains_key("key_format") {
+                    "key_format"
+                } else {
+                    "format"
+                };
                 return Err(with_error(
                     with,
-                    "key_format",
+                    key,
                     format!("key_format '{other}' is not supported"),
-                    "key_format='kafka', 'json', 'kafka_text' or 'none'",
-                ))
+                    "key_format='kafka', 'json', 'delimited', 'kafka_text' or 'none'",
+                ));
             }
         },
     };
@@ -217,22 +253,16 @@ fn parse_topic_options(
             "KAFKA keys are INT, BIGINT, SMALLINT, REAL, DOUBLE, VARCHAR or BYTES; use key_format='json'",
         ));
     }
-    let delimiter = match get("value_delimiter") {
-        None => ',',
-        Some(d) => match d.as_str() {
-            "TAB" | "tab" | "\\t" => '\t',
-            "SPACE" | "space" => ' ',
-            s if s.chars().count() == 1 && s.is_ascii() => s.chars().next().unwrap_or(','),
-            _ => {
-                return Err(with_error(
-                    with,
-                    "value_delimiter",
-                    format!("value_delimiter must be one ASCII character, not '{d}'"),
-                    "value_delimiter='|'",
-                ))
-            }
-        },
-    };
+    // A query's output keeps its source's delimiter unless told otherwise.
+    let inherited = defaults
+        .filter(|d| d.format.value_format == value_format)
+        .map_or(',', |d| d.format.delimiter);
+    let delimiter = delimiter_option(with, "value_delimiter", inherited)?;
+    let key_delimiter = delimiter_option(
+        with,
+        "key_delimiter",
+        defaults.map_or(',', |d| d.format.key_delimiter),
+    )?;
     let processing_time = bool_option(
         with,
         "processing_time",
@@ -255,6 +285,7 @@ fn parse_topic_options(
             timestamp: get("timestamp").map(|t| t.to_ascii_lowercase()),
             timestamp_format: get("timestamp_format"),
             delimiter,
+            key_delimiter,
             wrap_single_value: !with.contains_key("wrap_single_value")
                 || bool_option(
                     with,

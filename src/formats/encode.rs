@@ -25,6 +25,7 @@ pub struct RecordEncoder {
     /// JSON values typed as ksqlDB writes them.
     ksqldb_json: bool,
     delimiter: u8,
+    key_delimiter: u8,
 }
 
 impl RecordEncoder {
@@ -43,6 +44,7 @@ impl RecordEncoder {
             ksqldb_json: relation.format.ksqldb_json,
             value_cols,
             delimiter: relation.format.delimiter as u8,
+            key_delimiter: relation.format.key_delimiter as u8,
         }
     }
 
@@ -56,7 +58,13 @@ impl RecordEncoder {
             .iter()
             .map(|&i| batch.column(i).clone())
             .collect();
-        let keys = encode_keys(self.key_format, &key_columns, &self.key_names, n);
+        let keys = encode_keys(
+            self.key_format,
+            &key_columns,
+            &self.key_names,
+            n,
+            self.key_delimiter,
+        );
         let value_batch = batch.project(&self.value_cols)?;
         let values: Vec<Option<Bytes>> = match self.value_format {
             ValueFormat::Json if self.unwrapped => json_scalars(&value_batch, self.ksqldb_json)?,
@@ -135,7 +143,7 @@ pub(crate) fn json_lines_as(
     Ok(split_lines(&buf, batch.num_rows()))
 }
 
-fn delimited_lines(
+pub(crate) fn delimited_lines(
     batch: &RecordBatch,
     delimiter: u8,
 ) -> std::result::Result<Vec<Vec<u8>>, ArrowError> {

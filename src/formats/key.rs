@@ -8,6 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
+use super::delimited::DelimitedValueDecoder;
 use super::json::JsonValueDecoder;
 use super::kafka_primitive;
 use crate::catalog::KeyFormat;
@@ -18,26 +19,24 @@ pub struct KeyDecoder {
     format: KeyFormat,
     fields: Vec<Field>,
     json: Option<JsonValueDecoder>,
+    delimited: Option<DelimitedValueDecoder>,
 }
 
 impl KeyDecoder {
-    pub fn new(format: KeyFormat, fields: Vec<Field>) -> Self {
+    pub fn new(format: KeyFormat, fields: Vec<Field>, delimiter: u8) -> Self {
         let json = match format {
             KeyFormat::Json if !fields.is_empty() => {
-                let schema: SchemaRef = Arc::new(Schema::new(
-                    fields
-                        .iter()
-                        .map(|f| f.clone().with_nullable(true))
-                        .collect::<Vec<_>>(),
-                ));
-                JsonValueDecoder::new(schema).ok()
+                JsonValueDecoder::new(nullable_schema(&fields)).ok()
             }
             _ => None,
         };
+        let delimited = (format == KeyFormat::Delimited && !fields.is_empty())
+            .then(|| DelimitedValueDecoder::new(nullable_schema(&fields), delimiter));
         KeyDecoder {
             format,
             fields,
             json,
+            delimited,
         }
     }
 
@@ -53,6 +52,58 @@ impl KeyDecoder {
             KeyFormat::Kafka => self.decode_serialized(keys),
             KeyFormat::KafkaText => self.decode_text(keys),
             KeyFormat::Json => self.decode_json(keys),
+            KeyFormat::Delimited => self.decode_delimited(keys),
+        }
+    }
+
+    /// DELIMITED: the key columns as one delimited line.
+    fn decode_delimited(&mut self, keys: &[Option<&Bytes>]) -> (Vec<ArrayRef>, KeyErrors) {
+        let n = keys.len();
+        let Some(csv) = self.delimited.as_mut() else {
+            return (self.nulls(n), Vec::new());
+        };
+        let present: Vec<usize> = (0..n).filter(|&i| keys[i].is_some()).collect();
+        let line = |i: usize| keys[i].map(|k| k.as_ref()).unwrap_or_default();
+        let mut errors = Vec::new();
+        // Each row's (batch, row): decoded rows from batch 0, NULL keys from 1.
+        let mut rows: Vec<(usize, usize)> = vec![(1, 0); n];
+        let decoded = match csv.decode_all(present.iter().map(|&i| line(i))) {
+            Ok(b) => {
+                for (j, &i) in present.iter().enumerate() {
+                    rows[i] = (0, j);
+                }
+                b
+            }
+            Err(_) => {
+                let mut good = Vec::new();
+                for &i in &present {
+                    match csv.decode_one(line(i)) {
+                        Ok(b) => {
+                            rows[i] = (0, good.len());
+                            good.push(b);
+                        }
+                        Err(e) => errors.push((
+                            i,
+                            format!("the record key is not a valid delimited key: {e}"),
+                        )),
+                    }
+                }
+                match arrow::compute::concat_batches(&nullable_schema(&self.fields), &good) {
+                    Ok(b) => b,
+                    Err(_) => return (self.nulls(n), errors),
+                }
+            }
+        };
+        let nulls = self.nulls(1);
+        let columns = (0..self.fields.len())
+            .map(|c| {
+                let sources: [&dyn Array; 2] = [decoded.column(c).as_ref(), nulls[c].as_ref()];
+                arrow::compute::interleave(&sources, &rows)
+            })
+            .collect::<Result<Vec<_>, _>>();
+        match columns {
+            Ok(c) => (c, errors),
+            Err(_) => (self.nulls(n), errors),
         }
     }
 
@@ -201,6 +252,7 @@ pub fn encode_keys(
     columns: &[ArrayRef],
     names: &[String],
     n: usize,
+    delimiter: u8,
 ) -> Vec<Option<Bytes>> {
     match format {
         KeyFormat::None => vec![None; n],
@@ -218,6 +270,21 @@ pub fn encode_keys(
             else {
                 return vec![None; n];
             };
+            if format == KeyFormat::Delimited {
+                return super::encode::delimited_lines(&batch, delimiter)
+                    .map(|lines| {
+                        lines
+                            .into_iter()
+                            .enumerate()
+                            // A one-column key that is NULL is no key at all.
+                            .map(|(i, l)| {
+                                (columns.len() > 1 || !columns[0].is_null(i))
+                                    .then(|| Bytes::from(l))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_else(|_| vec![None; n]);
+            }
             if columns.len() == 1 {
                 return super::encode::json_scalars(&batch, false)
                     .unwrap_or_else(|_| vec![None; n]);
@@ -229,4 +296,14 @@ pub fn encode_keys(
                 .collect()
         }
     }
+}
+
+/// The key columns, every one nullable (a missing key is NULL in each).
+fn nullable_schema(fields: &[Field]) -> SchemaRef {
+    Arc::new(Schema::new(
+        fields
+            .iter()
+            .map(|f| f.clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
 }
