@@ -704,6 +704,9 @@ mod tests {
         assert_eq!(status.value(0), 200);
     }
 
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int32Type;
+
     fn key_bytes(offset: i64, key: Option<&[u8]>, value: Option<&str>) -> LogRecord {
         LogRecord {
             key: key.map(Bytes::copy_from_slice),
@@ -722,13 +725,7 @@ mod tests {
                 key_bytes(2, None, Some(r#"{"status": 3}"#)),
             ])
             .unwrap();
-        let ids = out
-            .chunk
-            .batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .unwrap();
+        let ids = out.chunk.batch.column(0).as_primitive::<Int32Type>();
         assert_eq!(ids.value(0), 256);
         assert!(ids.is_null(1), "a key absent is NULL");
         assert_eq!(out.bad.len(), 1);
@@ -747,13 +744,7 @@ mod tests {
                 key_bytes(2, Some(b"c"), Some("\0\0\x01\0")),
             ])
             .unwrap();
-        let status = out
-            .chunk
-            .batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .unwrap();
+        let status = out.chunk.batch.column(1).as_primitive::<Int32Type>();
         assert_eq!(status.values(), &[5, 256]);
         assert_eq!(out.bad.len(), 1);
         assert_eq!(out.bad[0].offset, 1);
@@ -773,13 +764,7 @@ mod tests {
                 rec(4, Some("e"), Some(" 7 ")),
             ])
             .unwrap();
-        let status = out
-            .chunk
-            .batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .unwrap();
+        let status = out.chunk.batch.column(1).as_primitive::<Int32Type>();
         assert_eq!(status.len(), 3, "{:?}", out.bad);
         assert_eq!(status.value(0), 5);
         assert!(status.is_null(1));
@@ -804,12 +789,8 @@ mod tests {
             ])
             .unwrap();
         let b = &out.chunk.batch;
-        let status = b.column(1).as_any().downcast_ref::<Int32Array>().unwrap();
-        let ts = b
-            .column(2)
-            .as_any()
-            .downcast_ref::<arrow::array::Int64Array>()
-            .unwrap();
+        let status = b.column(1).as_primitive::<Int32Type>();
+        let ts = b.column(2).as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!(status.len(), 5, "{:?}", out.bad);
         assert_eq!(
             (0..4).map(|i| status.value(i)).collect::<Vec<_>>(),
