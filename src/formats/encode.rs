@@ -64,6 +64,7 @@ impl RecordEncoder {
             &self.key_names,
             n,
             self.key_delimiter,
+            self.ksqldb_json,
         );
         let value_batch = batch.project(&self.value_cols)?;
         let values: Vec<Option<Bytes>> = match self.value_format {

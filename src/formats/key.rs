@@ -253,6 +253,7 @@ pub fn encode_keys(
     names: &[String],
     n: usize,
     delimiter: u8,
+    ksqldb_json: bool,
 ) -> Vec<Option<Bytes>> {
     match format {
         KeyFormat::None => vec![None; n],
@@ -286,10 +287,10 @@ pub fn encode_keys(
                     .unwrap_or_else(|_| vec![None; n]);
             }
             if columns.len() == 1 {
-                return super::encode::json_scalars(&batch, false)
+                return super::encode::json_scalars(&batch, ksqldb_json)
                     .unwrap_or_else(|_| vec![None; n]);
             }
-            super::encode::json_lines(&batch)
+            super::encode::json_lines_as(&batch, ksqldb_json)
                 .unwrap_or_default()
                 .into_iter()
                 .map(|line| Some(Bytes::from(line)))
