@@ -491,13 +491,37 @@ impl Operator for GroupAggregate {
                 "GroupAggregate received a changelog without retraction support".into(),
             ));
         }
+        if chunk.num_rows() == 0 {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        let mut key_arrays = evaluate_all(&self.group_exprs, &chunk.batch, &mut failures)?;
+        // Rows whose GROUP BY key is NULL belong to no group: ksqlDB drops them
+        // (a NULL key cannot be a record key). Errors met computing the keys
+        // are reported against the rows as they came.
+        let chunk = if key_arrays.iter().any(|k| k.null_count() > 0) {
+            out.extend(row_errors(
+                || self.describe(),
+                &chunk,
+                std::mem::take(&mut failures),
+            ));
+            let mut keep = arrow::compute::is_not_null(&key_arrays[0])?;
+            for k in &key_arrays[1..] {
+                keep = arrow::compute::and(&keep, &arrow::compute::is_not_null(k)?)?;
+            }
+            key_arrays = key_arrays
+                .iter()
+                .map(|k| arrow::compute::filter(k, &keep))
+                .collect::<std::result::Result<_, _>>()?;
+            chunk.filter(&keep)?
+        } else {
+            chunk
+        };
         let n = chunk.num_rows();
         if n == 0 {
             return Ok(());
         }
         let batch = &chunk.batch;
-        let mut failures = Vec::new();
-        let key_arrays = evaluate_all(&self.group_exprs, batch, &mut failures)?;
         let rows = super::aggregate_inputs::RowBytes::convert(&self.key_rows, &key_arrays)?;
         let ends = self.row_ends(&key_arrays)?;
         self.load_stored(&rows, n)?;
