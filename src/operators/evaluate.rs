@@ -166,6 +166,33 @@ pub fn evaluate_all(
     exprs.iter().map(|e| evaluate(e, batch, failures)).collect()
 }
 
+/// Evaluates GROUP BY keys and drops the rows whose key is NULL: they belong
+/// to no group, and ksqlDB drops them (a NULL cannot be a record key). Errors
+/// met computing the keys are reported against the rows as they came; the
+/// chunk and keys returned hold the rows kept.
+pub fn group_keys(
+    exprs: &[Arc<dyn PhysicalExpr>],
+    chunk: Chunk,
+    operator: impl FnOnce() -> String,
+    out: &mut Vec<Message>,
+) -> Result<(Chunk, Vec<ArrayRef>)> {
+    let mut failures = Vec::new();
+    let keys = evaluate_all(exprs, &chunk.batch, &mut failures)?;
+    out.extend(row_errors(operator, &chunk, failures));
+    if !keys.iter().any(|k| k.null_count() > 0) {
+        return Ok((chunk, keys));
+    }
+    let mut keep = arrow::compute::is_not_null(&keys[0])?;
+    for k in &keys[1..] {
+        keep = arrow::compute::and(&keep, &arrow::compute::is_not_null(k)?)?;
+    }
+    let keys = keys
+        .iter()
+        .map(|k| arrow::compute::filter(k, &keep))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((chunk.filter(&keep)?, keys))
+}
+
 /// A boolean predicate over `batch` as a mask: NULL, and a failed value, count
 /// as false.
 pub fn predicate_mask(

@@ -28,7 +28,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
-use super::evaluate::{evaluate, evaluate_all, predicate_mask, row_errors};
+use super::evaluate::{evaluate, group_keys, predicate_mask, row_errors};
 use super::{Checkpoint, Operator};
 use crate::dataflow::{Chunk, Message, Op};
 use crate::error::{Result, SluiceError};
@@ -494,34 +494,13 @@ impl Operator for GroupAggregate {
         if chunk.num_rows() == 0 {
             return Ok(());
         }
-        let mut failures = Vec::new();
-        let mut key_arrays = evaluate_all(&self.group_exprs, &chunk.batch, &mut failures)?;
-        // Rows whose GROUP BY key is NULL belong to no group: ksqlDB drops them
-        // (a NULL key cannot be a record key). Errors met computing the keys
-        // are reported against the rows as they came.
-        let chunk = if key_arrays.iter().any(|k| k.null_count() > 0) {
-            out.extend(row_errors(
-                || self.describe(),
-                &chunk,
-                std::mem::take(&mut failures),
-            ));
-            let mut keep = arrow::compute::is_not_null(&key_arrays[0])?;
-            for k in &key_arrays[1..] {
-                keep = arrow::compute::and(&keep, &arrow::compute::is_not_null(k)?)?;
-            }
-            key_arrays = key_arrays
-                .iter()
-                .map(|k| arrow::compute::filter(k, &keep))
-                .collect::<std::result::Result<_, _>>()?;
-            chunk.filter(&keep)?
-        } else {
-            chunk
-        };
+        let (chunk, key_arrays) = group_keys(&self.group_exprs, chunk, || self.describe(), out)?;
         let n = chunk.num_rows();
         if n == 0 {
             return Ok(());
         }
         let batch = &chunk.batch;
+        let mut failures = Vec::new();
         let rows = super::aggregate_inputs::RowBytes::convert(&self.key_rows, &key_arrays)?;
         let ends = self.row_ends(&key_arrays)?;
         self.load_stored(&rows, n)?;

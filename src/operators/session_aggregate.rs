@@ -21,7 +21,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::aggregate_inputs::{self, WindowColumns};
-use super::evaluate::{evaluate_all, row_errors};
+use super::evaluate::{group_keys, row_errors};
 use super::group_aggregate::AggregateSpec;
 use super::{Checkpoint, Operator};
 use crate::dataflow::{Chunk, Message, Op};
@@ -387,13 +387,13 @@ impl Operator for SessionAggregate {
     }
 
     fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+        let (chunk, key_arrays) = group_keys(&self.key_exprs, chunk, || self.describe(), out)?;
         let n = chunk.num_rows();
         if n == 0 {
             return Ok(());
         }
         let batch = &chunk.batch;
         let mut failures = Vec::new();
-        let key_arrays = evaluate_all(&self.key_exprs, batch, &mut failures)?;
         let rows = aggregate_inputs::RowBytes::convert(&self.key_rows, &key_arrays)?;
         let args = aggregate_inputs::arguments(&self.aggregates, batch, &mut failures)?;
         let masks = aggregate_inputs::filter_masks(&self.aggregates, batch, &mut failures)?;

@@ -34,7 +34,7 @@ use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::aggregate_inputs::{self, WindowColumns};
-use super::evaluate::{evaluate_all, row_errors, Failures};
+use super::evaluate::{group_keys, row_errors, Failures};
 use super::group_aggregate::AggregateSpec;
 use super::window_assign::windows_of;
 use super::window_panes::{self, Pane, PaneAccumulator};
@@ -795,12 +795,12 @@ impl Operator for WindowFinalAggregate {
     }
 
     fn on_chunk(&mut self, _input: usize, chunk: Chunk, out: &mut Vec<Message>) -> Result<()> {
+        let (chunk, key_arrays) = group_keys(&self.key_exprs, chunk, || self.describe(), out)?;
         let n = chunk.num_rows();
         if n == 0 {
             return Ok(());
         }
         let mut failures = Vec::new();
-        let key_arrays = evaluate_all(&self.key_exprs, &chunk.batch, &mut failures)?;
         let rows = aggregate_inputs::RowBytes::convert(&self.key_rows, &key_arrays)?;
         let ids: Vec<u32> = (0..n).map(|i| self.keys.intern(rows.row(i))).collect();
         match self.layout {
