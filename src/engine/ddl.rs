@@ -308,15 +308,13 @@ fn parse_topic_options(
 /// The value formats that hold a single column need the relation to have one.
 fn check_value_format(relation: &Relation, with: &WithOptions) -> Result<()> {
     let value_cols = relation.value_indices();
-    let single = match relation.format.value_format {
-        ValueFormat::Kafka => "value_format='kafka'",
-        ValueFormat::Json if !relation.format.wrap_single_value => "wrap_single_value=false",
+    // (how the format was asked for, the property that asked)
+    let (single, key) = match relation.format.value_format {
+        ValueFormat::Kafka => ("value_format='kafka'", "value_format"),
+        ValueFormat::Json if !relation.format.wrap_single_value => {
+            ("wrap_single_value=false", "wrap_single_value")
+        }
         _ => return Ok(()),
-    };
-    let key = if relation.format.value_format == ValueFormat::Kafka {
-        "value_format"
-    } else {
-        "wrap_single_value"
     };
     if value_cols.len() != 1 {
         return Err(with_error(

@@ -94,13 +94,14 @@ pub struct RecordDecoder {
     is_table: bool,
     value: ValueDecoder,
     /// The value columns as decoded (integers, and ksqlDB's BYTES and TIME, as
-    /// text for JSON, see `int_columns`).
+    /// text for JSON, see `text_columns`).
     decoded_schema: SchemaRef,
     /// The value columns with their real types.
     value_schema: SchemaRef,
-    /// JSON value columns of integer type, decoded as text and converted here so
-    /// that a fraction or an out-of-range number is a bad record, not truncated.
-    int_columns: Vec<usize>,
+    /// JSON value columns decoded as text and converted here: integers, so that
+    /// a fraction or an out-of-range number is a bad record, not truncated; and
+    /// ksqlDB's base64 BYTES and millisecond TIME, which arrow-json reads otherwise.
+    text_columns: Vec<usize>,
     /// For each relation column, its position in the decoded value batch.
     value_pos: Vec<Option<usize>>,
     key: KeyDecoder,
@@ -135,7 +136,7 @@ impl RecordDecoder {
         }
         let json = relation.format.value_format == ValueFormat::Json;
         let ksqldb_json = relation.format.ksqldb_json;
-        let int_columns: Vec<usize> = if json {
+        let text_columns: Vec<usize> = if json {
             (0..value_schema.fields().len())
                 .filter(|&i| {
                     let t = value_schema.field(i).data_type();
@@ -152,7 +153,7 @@ impl RecordDecoder {
                 .iter()
                 .enumerate()
                 .map(|(i, f)| {
-                    if int_columns.contains(&i) {
+                    if text_columns.contains(&i) {
                         f.as_ref().clone().with_data_type(DataType::Utf8)
                     } else {
                         f.as_ref().clone()
@@ -164,7 +165,7 @@ impl RecordDecoder {
             ValueFormat::Json => {
                 let d = JsonValueDecoder::with_coercion(
                     decoded_schema.clone(),
-                    !int_columns.is_empty(),
+                    !text_columns.is_empty(),
                 )?;
                 // Key columns come from the record key; looking for them in
                 // other cases would send every keyed row down the slow path.
@@ -214,7 +215,7 @@ impl RecordDecoder {
             schema: schema.clone(),
             nullable_schema,
             decoded_schema,
-            int_columns,
+            text_columns,
             is_table: relation.is_table(),
             value,
             value_schema,
@@ -267,7 +268,8 @@ impl RecordDecoder {
                 (concat_batches(&self.decoded_schema, &batches)?, good)
             }
         };
-        let (value_batch, good) = self.convert_ints(value_batch, good, records, &mut bad)?;
+        let (value_batch, good) =
+            self.convert_text_columns(value_batch, good, records, &mut bad)?;
 
         // 2. Rows in record order: decoded values, and for tables, tombstones as deletes.
         let null_row = RecordBatch::try_new(
@@ -409,19 +411,19 @@ impl RecordDecoder {
 impl RecordDecoder {
     /// Converts the integer columns decoded as text; a value with a fraction or
     /// out of the column's range makes its record bad.
-    fn convert_ints(
+    fn convert_text_columns(
         &self,
         batch: RecordBatch,
         good: Vec<usize>,
         records: &[LogRecord],
         bad: &mut Vec<BadRecord>,
     ) -> Result<(RecordBatch, Vec<usize>)> {
-        if self.int_columns.is_empty() {
+        if self.text_columns.is_empty() {
             return Ok((batch, good));
         }
         let mut columns = batch.columns().to_vec();
         let mut failed: Vec<(usize, String)> = Vec::new();
-        for &c in &self.int_columns {
+        for &c in &self.text_columns {
             let field = self.value_schema.field(c);
             let (converted, errors) = if strict_int::is_signed_int(field.data_type()) {
                 strict_int::convert(&columns[c], field.data_type())?

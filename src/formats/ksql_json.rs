@@ -62,46 +62,22 @@ struct Float<'a, T: ArrowPrimitiveType>(&'a PrimitiveArray<T>);
 impl<T> Encoder for Float<'_, T>
 where
     T: ArrowPrimitiveType,
-    T::Native: lexical_core::ToLexical + FloatLike,
+    T::Native: lexical_core::ToLexical + Into<f64>,
 {
     fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
         let v = self.0.value(idx);
-        if v.is_nan_like() {
+        let wide: f64 = v.into();
+        if wide.is_nan() {
             out.extend_from_slice(b"\"NaN\"");
-        } else if let Some(positive) = v.infinite_sign() {
-            out.extend_from_slice(if positive {
-                b"\"Infinity\""
-            } else {
-                b"\"-Infinity\""
-            });
+        } else if wide == f64::INFINITY {
+            out.extend_from_slice(b"\"Infinity\"");
+        } else if wide == f64::NEG_INFINITY {
+            out.extend_from_slice(b"\"-Infinity\"");
         } else {
             // arrow-json's own formatting of finite floats.
             let mut buf = [0u8; lexical_core::BUFFER_SIZE];
             out.extend_from_slice(lexical_core::write(v, &mut buf));
         }
-    }
-}
-
-trait FloatLike: Copy {
-    fn is_nan_like(self) -> bool;
-    fn infinite_sign(self) -> Option<bool>;
-}
-
-impl FloatLike for f64 {
-    fn is_nan_like(self) -> bool {
-        self.is_nan()
-    }
-    fn infinite_sign(self) -> Option<bool> {
-        self.is_infinite().then_some(self > 0.0)
-    }
-}
-
-impl FloatLike for f32 {
-    fn is_nan_like(self) -> bool {
-        self.is_nan()
-    }
-    fn infinite_sign(self) -> Option<bool> {
-        self.is_infinite().then_some(self > 0.0)
     }
 }
 
